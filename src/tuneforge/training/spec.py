@@ -58,6 +58,9 @@ class TrainSpec:
     max_seq_len: int | None = None       # None: the model's context limit (capped, see docs)
     keep_checkpoints: int = 3            # epoch checkpoints kept (OpenAI keeps the last 3)
     export_merged: bool = False          # LoRA only: also write merged full weights to final/merged
+    # Continue training an existing fine-tuned model: for LoRA, the adapter dir to start from
+    # (base_model is then that adapter's base); for a full fine-tune, pass its dir as base_model.
+    init_adapter: Path | None = None
     device: str | None = None            # None: cuda if available, else cpu
 
 
