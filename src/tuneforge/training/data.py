@@ -1,16 +1,23 @@
-"""Reading training data: stream a JSONL file one example at a time.
+"""Training data: stream a JSONL file one example at a time and check it against OpenAI's formats.
 
 The file is never loaded whole (uploads reach 512 MB and more): lines come from a large buffered
 binary read and each is parsed on its own. Line numbers are 1-based and count blank lines, so they
 match what an editor shows; blank lines themselves are skipped.
+
+`check_example` knows the formats (OpenAI chat, legacy prompt/completion, and DPO, which SFT
+refuses); `validate_file` streams a file through it and gathers statistics (`stats.py`) into a
+`ValidationReport`, which also says what a failed job shows (`job_error`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from tuneforge.training.stats import Distribution, auto_n_epochs, count_tokens
 
 READ_BUFFER = 1 << 20  # 1 MiB reads: far fewer syscalls than the default 8 KiB
 
@@ -73,6 +80,10 @@ def iter_examples(path: str | Path) -> Iterator[tuple[int, dict]]:
         yield raw.line, parse_line(raw)
 
 
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def _json_type(value: object) -> str:
     if value is None:
         return "null"
@@ -87,3 +98,428 @@ def _json_type(value: object) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+# --- formats ------------------------------------------------------------------------------------
+
+CHAT = "chat"
+PROMPT_COMPLETION = "prompt_completion"
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+_MESSAGE_KEYS = {
+    "system": {"role", "content", "name"},
+    "developer": {"role", "content", "name"},
+    "user": {"role", "content", "name"},
+    "assistant": {"role", "content", "name", "weight", "tool_calls", "function_call", "refusal"},
+    "tool": {"role", "content", "tool_call_id"},
+    "function": {"role", "content", "name"},
+}
+_CHAT_KEYS = {"messages", "tools", "functions", "parallel_tool_calls"}
+_PROMPT_KEYS = {"prompt", "completion"}
+_DPO_KEYS = {"input", "preferred_output", "non_preferred_output",
+             "preferred_completion", "non_preferred_completion"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What is wrong with one example: the field (`messages[1].role`) and why."""
+
+    param: str | None
+    message: str
+    message_index: int | None = None   # 0-based index into messages, when the problem is in one
+
+
+def detect_format(example: dict) -> str | None:
+    if "messages" in example:
+        return CHAT
+    if example.keys() & _PROMPT_KEYS:
+        return PROMPT_COMPLETION
+    return None
+
+
+def check_example(example: dict, *, ignored_keys: set[str] | None = None) -> Problem | None:
+    """The first problem with one parsed example, or None when it is a valid SFT example.
+    Unknown top-level keys are not an error (people keep ids and metadata beside the data); they
+    are added to `ignored_keys` so the caller can warn."""
+    fmt = detect_format(example)
+    if fmt == CHAT:
+        known = _CHAT_KEYS
+        problem = _check_chat(example)
+    elif fmt == PROMPT_COMPLETION:
+        known = _PROMPT_KEYS
+        problem = _check_prompt_completion(example)
+    elif example.keys() & _DPO_KEYS:
+        return Problem(None, "this is the DPO (preference) format (input / preferred_output / "
+                             "non_preferred_output); DPO data needs method dpo, not supervised")
+    else:
+        return Problem("messages", "unexpected format: expected either chat messages ('messages') "
+                                   "or prompt/completion pairs ('prompt', 'completion')")
+    if ignored_keys is not None:
+        ignored_keys.update(k for k in example if k not in known)
+    return problem
+
+
+def _check_prompt_completion(example: dict) -> Problem | None:
+    for key in ("prompt", "completion"):
+        if key not in example:
+            return Problem(key, f"'{key}' is missing: a prompt/completion example needs both")
+        if not isinstance(example[key], str):
+            return Problem(key, f"'{key}' must be a string, got {_json_type(example[key])}")
+    return None
+
+
+def _check_chat(example: dict) -> Problem | None:
+    messages = example["messages"]
+    if not isinstance(messages, list):
+        return Problem("messages", f"'messages' must be an array of messages, got {_json_type(messages)}")
+    if not messages:
+        return Problem("messages", "'messages' is empty")
+    problem = _check_tools(example)
+    if problem:
+        return problem
+    has_assistant = False
+    for i, message in enumerate(messages):
+        problem = _check_message(message, i)
+        if problem:
+            return problem
+        has_assistant = has_assistant or message["role"] == "assistant"
+    if not has_assistant:
+        return Problem("messages", "no assistant message: an example needs at least one assistant "
+                                   "message to train on")
+    return None
+
+
+def _check_message(message: object, i: int) -> Problem | None:
+    at = f"messages[{i}]"
+
+    def bad(field: str | None, text: str) -> Problem:
+        return Problem(f"{at}.{field}" if field else at, text, i)
+
+    if not isinstance(message, dict):
+        return bad(None, f"a message must be an object, got {_json_type(message)}")
+    if "role" not in message:
+        return bad("role", "'role' is missing")
+    role = message["role"]
+    if role not in ROLES:
+        return bad("role", f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    for key in message:
+        if key == "weight" and role != "assistant":
+            return bad("weight", f"'weight' is only allowed on assistant messages, not on {role}")
+        if key not in _MESSAGE_KEYS[role]:
+            return bad(key, f"unrecognized key {key!r} on {_article(role)} {role} message")
+    if "name" in message and (not isinstance(message["name"], str) or not message["name"]):
+        return bad("name", "'name' must be a non-empty string")
+
+    if role == "assistant":
+        calls = "tool_calls" in message or "function_call" in message
+        if message.get("content") is None and not calls:
+            return bad("content", "missing content: an assistant message needs content, "
+                                  "tool_calls or function_call")
+        if message.get("content") is not None:
+            problem = _check_content(message["content"], at)
+            if problem:
+                return Problem(problem.param, problem.message, i)
+        if "weight" in message:
+            weight = message["weight"]
+            # bool is an int in Python; `true` is not a valid weight
+            if isinstance(weight, bool) or weight not in (0, 1):
+                return bad("weight", f"'weight' must be 0 or 1, got {json.dumps(weight)}")
+        if "tool_calls" in message:
+            problem = _check_tool_calls(message["tool_calls"], at)
+            if problem:
+                return Problem(problem.param, problem.message, i)
+        if "function_call" in message:
+            problem = _check_function(message["function_call"], f"{at}.function_call", arguments=True)
+            if problem:
+                return Problem(problem.param, problem.message, i)
+        return None
+
+    if "content" not in message or message["content"] is None:
+        return bad("content", f"missing content: {_article(role)} {role} message needs 'content'")
+    problem = _check_content(message["content"], at)
+    if problem:
+        return Problem(problem.param, problem.message, i)
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        return bad("tool_call_id", "a tool message needs 'tool_call_id' (a string)")
+    if role == "function" and "name" not in message:
+        return bad("name", "a function message needs 'name'")
+    return None
+
+
+def _check_content(content: object, at: str) -> Problem | None:
+    if isinstance(content, str):
+        return None
+    if not isinstance(content, list):
+        return Problem(f"{at}.content", f"'content' must be a string or an array of text parts, "
+                                        f"got {_json_type(content)}")
+    for j, part in enumerate(content):
+        where = f"{at}.content[{j}]"
+        if not isinstance(part, dict):
+            return Problem(where, f"a content part must be an object, got {_json_type(part)}")
+        kind = part.get("type")
+        if kind in ("image_url", "input_audio", "file"):
+            return Problem(f"{where}.type", f"{kind} content is not supported: tuneforge trains "
+                                            "text-only models")
+        if kind != "text":
+            return Problem(f"{where}.type", f"unknown content part type {kind!r}; expected 'text'")
+        if not isinstance(part.get("text"), str):
+            return Problem(f"{where}.text", "a text part needs 'text' (a string)")
+    return None
+
+
+def _check_tool_calls(calls: object, at: str) -> Problem | None:
+    if not isinstance(calls, list) or not calls:
+        return Problem(f"{at}.tool_calls", "'tool_calls' must be a non-empty array")
+    for j, call in enumerate(calls):
+        where = f"{at}.tool_calls[{j}]"
+        if not isinstance(call, dict):
+            return Problem(where, f"a tool call must be an object, got {_json_type(call)}")
+        if not isinstance(call.get("id"), str) or not call["id"]:
+            return Problem(f"{where}.id", "a tool call needs 'id' (a non-empty string)")
+        if call.get("type", "function") != "function":
+            return Problem(f"{where}.type", f"tool call type must be 'function', got {call.get('type')!r}")
+        problem = _check_function(call.get("function"), f"{where}.function", arguments=True)
+        if problem:
+            return problem
+    return None
+
+
+def _check_function(fn: object, at: str, *, arguments: bool) -> Problem | None:
+    """A function call ({name, arguments}) or a function definition ({name, ...})."""
+    if not isinstance(fn, dict):
+        return Problem(at, f"must be an object with 'name'{' and arguments' if arguments else ''}, "
+                           f"got {_json_type(fn)}")
+    if not isinstance(fn.get("name"), str) or not fn["name"]:
+        return Problem(f"{at}.name", "'name' must be a non-empty string")
+    if arguments and not isinstance(fn.get("arguments"), str):
+        return Problem(f"{at}.arguments", "'arguments' must be a string (JSON-encoded arguments), "
+                                          f"got {_json_type(fn.get('arguments'))}")
+    return None
+
+
+def _check_tools(example: dict) -> Problem | None:
+    if "tools" in example:
+        tools = example["tools"]
+        if not isinstance(tools, list):
+            return Problem("tools", f"'tools' must be an array, got {_json_type(tools)}")
+        for j, tool in enumerate(tools):
+            if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+                return Problem(f"tools[{j}]", "a tool must be an object with type 'function'")
+            problem = _check_function(tool.get("function"), f"tools[{j}].function", arguments=False)
+            if problem:
+                return problem
+    if "functions" in example:
+        functions = example["functions"]
+        if not isinstance(functions, list):
+            return Problem("functions", f"'functions' must be an array, got {_json_type(functions)}")
+        for j, fn in enumerate(functions):
+            problem = _check_function(fn, f"functions[{j}]", arguments=False)
+            if problem:
+                return problem
+    if "parallel_tool_calls" in example and not isinstance(example["parallel_tool_calls"], bool):
+        return Problem("parallel_tool_calls", "'parallel_tool_calls' must be a boolean")
+    return None
+
+
+# --- validating a whole file --------------------------------------------------------------------
+
+INVALID_FILE = "invalid_training_file"
+INVALID_N_EXAMPLES = "invalid_n_examples"
+MIN_EXAMPLES = 10
+TOKEN_BATCH = 512  # examples handed to the tokenizer at once
+
+
+@dataclass(frozen=True)
+class DataError:
+    line: int | None          # 1-based; None for file-level errors (too few examples)
+    code: str
+    message: str
+    param: str | None = None  # the field, e.g. "messages[1].role"
+    message_index: int | None = None  # 0-based message the error is in, when it is in one
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "code": self.code, "message": self.message, "param": self.param}
+
+
+@dataclass
+class ValidationReport:
+    file_param: str = "training_file"   # what a failed job names: training_file | validation_file
+    format: str | None = None           # "chat" | "prompt_completion"
+    n_examples: int = 0                 # non-blank lines, valid or not
+    n_invalid_examples: int = 0
+    errors: list[DataError] = field(default_factory=list)   # the first max_errors
+    n_errors: int = 0                   # all of them
+    warnings: list[str] = field(default_factory=list)
+    messages_per_example: Distribution | None = None
+    total_tokens_per_example: Distribution | None = None
+    trained_tokens_per_example: Distribution | None = None
+    n_missing_system: int = 0
+    n_missing_user: int = 0
+    n_without_trained_tokens: int = 0   # examples whose every assistant message has weight 0
+    max_seq_len: int | None = None
+    n_too_long: int | None = None       # examples over max_seq_len: truncated when training
+    n_epochs: int = 0
+    n_epochs_auto: bool = True
+    billing_tokens: int | None = None   # sum of min(max_seq_len, tokens) per example
+    estimated_trained_tokens: int | None = None   # billing_tokens x n_epochs
+    price_per_million_tokens: float = 0.0
+    estimated_cost: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.n_errors == 0
+
+    def job_error(self) -> tuple[str, str, str] | None:
+        """(code, message, param) a failed job shows, worded like OpenAI's; None when valid."""
+        label = self.file_param.replace("_", " ")   # "training file"
+        for error in self.errors:
+            if error.code == INVALID_FILE:
+                where = f"Line {error.line}"
+                if error.message_index is not None:
+                    where += f", message {error.message_index + 1}"
+                return (INVALID_FILE,
+                        f"The job failed due to an invalid {label}. Invalid file format. "
+                        f"{where}: {error.message}",
+                        self.file_param)
+        for error in self.errors:
+            return error.code, error.message, self.file_param
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        def dist(d: Distribution | None) -> dict | None:
+            return d.to_dict() if d else None
+
+        return {
+            "file_param": self.file_param,
+            "format": self.format,
+            "n_examples": self.n_examples,
+            "n_invalid_examples": self.n_invalid_examples,
+            "errors": [e.to_dict() for e in self.errors],
+            "n_errors": self.n_errors,
+            "warnings": list(self.warnings),
+            "messages_per_example": dist(self.messages_per_example),
+            "total_tokens_per_example": dist(self.total_tokens_per_example),
+            "trained_tokens_per_example": dist(self.trained_tokens_per_example),
+            "n_missing_system": self.n_missing_system,
+            "n_missing_user": self.n_missing_user,
+            "n_without_trained_tokens": self.n_without_trained_tokens,
+            "max_seq_len": self.max_seq_len,
+            "n_too_long": self.n_too_long,
+            "n_epochs": self.n_epochs,
+            "n_epochs_auto": self.n_epochs_auto,
+            "billing_tokens": self.billing_tokens,
+            "estimated_trained_tokens": self.estimated_trained_tokens,
+            "price_per_million_tokens": self.price_per_million_tokens,
+            "estimated_cost": self.estimated_cost,
+            "job_error": (dict(zip(("code", "message", "param"), self.job_error()))
+                          if self.job_error() else None),
+        }
+
+
+def validate_file(
+    path: str | Path,
+    *,
+    tokenizer: Any = None,
+    max_seq_len: int | None = None,
+    price_per_million_tokens: float = 0.0,
+    n_epochs: int | None = None,
+    max_errors: int = 20,
+    min_examples: int = MIN_EXAMPLES,
+    file_param: str = "training_file",
+) -> ValidationReport:
+    """Stream `path` once: check every example, count tokens with `tokenizer` (skipped when None),
+    and estimate epochs, trained tokens and cost. `n_epochs` None means OpenAI's `auto` rule.
+    `max_seq_len` None means the tokenizer's `model_max_length` when it is a real limit."""
+    report = ValidationReport(file_param=file_param, n_epochs_auto=n_epochs is None,
+                              price_per_million_tokens=price_per_million_tokens)
+    if max_seq_len is None and tokenizer is not None:
+        limit = getattr(tokenizer, "model_max_length", None)
+        max_seq_len = limit if isinstance(limit, int) and limit < 10**7 else None  # HF's "no limit"
+    report.max_seq_len = max_seq_len
+
+    n_messages: list[int] = []
+    token_counts: list[tuple[int, int]] = []
+    pending: list[dict] = []
+    ignored_keys: set[str] = set()
+
+    def error(line: int, problem: Problem) -> None:
+        report.n_errors += 1
+        if len(report.errors) < max_errors:
+            report.errors.append(DataError(line, INVALID_FILE, problem.message, problem.param,
+                                           problem.message_index))
+
+    for raw in iter_lines(path):
+        report.n_examples += 1
+        try:
+            example = parse_line(raw)
+        except DataFileError as exc:
+            report.n_invalid_examples += 1
+            error(raw.line, Problem(None, exc.message))
+            continue
+        problem = check_example(example, ignored_keys=ignored_keys)
+        fmt = detect_format(example)
+        if problem is None and report.format is not None and fmt != report.format:
+            # one file, one format: the trainer renders every example the same way
+            problem = Problem(None, f"this example is in {fmt} format but the file started with "
+                                    f"{report.format} examples; a file must not mix formats")
+        if problem is not None:
+            report.n_invalid_examples += 1
+            error(raw.line, problem)
+            continue
+        report.format = report.format or fmt
+        if fmt == CHAT:
+            messages = example["messages"]
+            n_messages.append(len(messages))
+            roles = {m["role"] for m in messages}
+            report.n_missing_system += not roles & {"system", "developer"}
+            report.n_missing_user += "user" not in roles
+            if all(m.get("weight", 1) == 0 for m in messages if m["role"] == "assistant"):
+                report.n_without_trained_tokens += 1
+        else:
+            n_messages.append(2)
+        if tokenizer is not None:
+            pending.append(example)
+            if len(pending) >= TOKEN_BATCH:
+                token_counts.extend(count_tokens(tokenizer, pending))
+                pending.clear()
+    if tokenizer is not None and pending:
+        token_counts.extend(count_tokens(tokenizer, pending))
+
+    n_valid = report.n_examples - report.n_invalid_examples
+    if report.n_examples < min_examples:
+        report.n_errors += 1
+        if len(report.errors) < max_errors:
+            kind = file_param.replace("_", " ").capitalize()
+            report.errors.append(DataError(
+                None, INVALID_N_EXAMPLES,
+                f"{kind} has {report.n_examples} example(s), but must have at least "
+                f"{min_examples} examples"))
+
+    report.messages_per_example = Distribution.of(n_messages)
+    report.n_epochs = n_epochs if n_epochs is not None else auto_n_epochs(n_valid)
+    if ignored_keys:
+        report.warnings.append("unrecognized top-level keys were ignored: "
+                               + ", ".join(sorted(ignored_keys)))
+    if report.n_without_trained_tokens:
+        report.warnings.append(f"{report.n_without_trained_tokens} example(s) have weight 0 on every "
+                               "assistant message: nothing in them is trained")
+    if report.n_missing_user:
+        report.warnings.append(f"{report.n_missing_user} example(s) have no user message")
+    if tokenizer is None:
+        report.warnings.append("token statistics skipped: no tokenizer given (choose a model)")
+        return report
+
+    totals = [t for t, _ in token_counts]
+    report.total_tokens_per_example = Distribution.of(totals)
+    report.trained_tokens_per_example = Distribution.of([t for _, t in token_counts])
+    if max_seq_len is not None:
+        report.n_too_long = sum(t > max_seq_len for t in totals)
+        report.billing_tokens = sum(min(t, max_seq_len) for t in totals)
+        if report.n_too_long:
+            report.warnings.append(f"{report.n_too_long} example(s) are longer than the context "
+                                   f"limit of {max_seq_len} tokens and will be truncated")
+    else:
+        report.billing_tokens = sum(totals)
+    report.estimated_trained_tokens = report.billing_tokens * report.n_epochs
+    report.estimated_cost = round(report.estimated_trained_tokens * price_per_million_tokens / 1e6, 6)
+    return report

@@ -1,0 +1,148 @@
+"""Validation of training files: the bad-file corpus, the accepted formats, the job error wording,
+the `auto` epoch rule, and streaming (no whole-file reads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tuneforge.training.data import (
+    DataFileError,
+    iter_examples,
+    validate_file,
+)
+from tuneforge.training.stats import auto_n_epochs
+
+BAD_FILES = Path(__file__).parent / "bad_files"
+EXPECTED = json.loads((BAD_FILES / "expected.json").read_text())
+
+
+def _write(path: Path, examples: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(e) + "\n" for e in examples))
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(EXPECTED))
+def test_bad_file_corpus_reports_codes_lines_and_fields(case: str) -> None:
+    report = validate_file(BAD_FILES / f"{case}.jsonl")
+    got = [[e.line, e.code, e.param] for e in report.errors]
+    assert got == EXPECTED[case]
+    assert not report.ok
+    assert report.n_errors == len(EXPECTED[case])
+    assert all(e.message for e in report.errors)
+
+
+def test_errors_are_capped_but_streaming_counts_every_example(tmp_path: Path) -> None:
+    lines = ['{"messages": "nope"}'] * 30 + [json.dumps(_chat(i)) for i in range(15)]
+    path = tmp_path / "many.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    report = validate_file(path, max_errors=5)
+    assert [e.line for e in report.errors] == [1, 2, 3, 4, 5]
+    assert report.n_errors == 30
+    assert report.n_examples == 45
+    assert report.n_invalid_examples == 30
+
+
+def test_job_error_wording_like_openai() -> None:
+    report = validate_file(BAD_FILES / "unknown_role.jsonl")
+    code, message, param = report.job_error()
+    assert code == "invalid_training_file"
+    assert param == "training_file"
+    assert message.startswith("The job failed due to an invalid training file. Invalid file format. "
+                              "Line 2, message 2: ")
+    assert "'bot'" in message
+
+    few = validate_file(BAD_FILES / "too_few_examples.jsonl")
+    assert few.job_error() == ("invalid_n_examples",
+                               "Training file has 7 example(s), but must have at least 10 examples",
+                               "training_file")
+
+    as_validation = validate_file(BAD_FILES / "not_json.jsonl", file_param="validation_file")
+    code, message, param = as_validation.job_error()
+    assert param == "validation_file"
+    assert message.startswith("The job failed due to an invalid validation file. Invalid file format. Line 3: ")
+
+
+def test_dpo_data_is_refused_with_a_pointer_to_method_dpo() -> None:
+    report = validate_file(BAD_FILES / "dpo_for_sft.jsonl")
+    assert "method dpo" in report.errors[0].message
+
+
+def _chat(i: int) -> dict:
+    return {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+
+
+FULL_FEATURED = [
+    {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q", "name": "bob"},
+                  {"role": "assistant", "content": "a", "weight": 0},
+                  {"role": "user", "content": [{"type": "text", "text": "again"}]},
+                  {"role": "assistant", "content": [{"type": "text", "text": "b"}], "weight": 1}]},
+    {"messages": [{"role": "developer", "content": "d"}, {"role": "user", "content": "weather?"},
+                  {"role": "assistant", "content": None, "tool_calls": [
+                      {"id": "call_1", "type": "function",
+                       "function": {"name": "get_weather", "arguments": "{\"location\": \"Paris\"}"}}]},
+                  {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 22}"},
+                  {"role": "assistant", "content": "22 degrees"}],
+     "tools": [{"type": "function", "function": {"name": "get_weather", "description": "weather",
+                                                  "parameters": {"type": "object", "properties": {}}}}],
+     "parallel_tool_calls": False},
+    {"messages": [{"role": "user", "content": "q"},
+                  {"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}},
+                  {"role": "function", "name": "f", "content": "1"},
+                  {"role": "assistant", "content": "one"}],
+     "functions": [{"name": "f", "parameters": {"type": "object", "properties": {}}}]},
+]
+
+
+def test_every_openai_chat_feature_is_accepted(tmp_path: Path) -> None:
+    examples = (FULL_FEATURED * 4)[:12]
+    report = validate_file(_write(tmp_path / "ok.jsonl", examples))
+    assert report.errors == [] and report.ok
+    assert report.format == "chat"
+    assert report.n_examples == 12
+    assert report.job_error() is None
+    assert report.messages_per_example.min == 4 and report.messages_per_example.max == 5
+    assert report.n_missing_system == 4   # the function-call example
+    assert report.n_missing_user == 0
+    assert any("token statistics skipped" in w for w in report.warnings)
+
+
+def test_prompt_completion_format_is_accepted(tmp_path: Path) -> None:
+    examples = [{"prompt": f"q{i} ->", "completion": f" a{i}"} for i in range(10)]
+    report = validate_file(_write(tmp_path / "pc.jsonl", examples))
+    assert report.ok and report.format == "prompt_completion"
+
+
+def test_unknown_top_level_keys_are_a_warning(tmp_path: Path) -> None:
+    examples = [{**_chat(i), "id": i} for i in range(10)]
+    report = validate_file(_write(tmp_path / "ids.jsonl", examples))
+    assert report.ok
+    assert any("id" in w and "ignored" in w for w in report.warnings)
+
+
+@pytest.mark.parametrize(("n", "epochs"), [
+    (1, 25), (3, 25), (4, 25), (5, 20), (7, 14), (10, 10), (33, 3), (34, 3), (20, 5),
+    (100, 3), (8333, 3), (8334, 2), (12500, 2), (12501, 1), (30000, 1), (1_000_000, 1),
+])
+def test_auto_epochs_follow_the_cookbook_rule(n: int, epochs: int) -> None:
+    assert auto_n_epochs(n) == epochs
+
+
+def test_report_epochs_come_from_the_example_count_or_the_caller(tmp_path: Path) -> None:
+    path = _write(tmp_path / "twenty.jsonl", [_chat(i) for i in range(20)])
+    assert validate_file(path).n_epochs == 5
+    explicit = validate_file(path, n_epochs=2)
+    assert explicit.n_epochs == 2 and not explicit.n_epochs_auto
+
+
+def test_iter_examples_streams_line_numbers_and_stops_at_a_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"a": 1}\n\n  \n{"b": 2}\r\n[3]\n')
+    it = iter_examples(path)
+    assert next(it) == (1, {"a": 1})
+    assert next(it) == (4, {"b": 2})
+    with pytest.raises(DataFileError) as info:
+        next(it)
+    assert info.value.line == 5
