@@ -1,0 +1,66 @@
+"""`tuneforge data validate`: exit status, the --json shape, and the readable table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tuneforge.cli import app
+
+BAD_FILES = Path(__file__).parent / "bad_files"
+
+
+def _good_file(tmp_path: Path, n: int = 12) -> Path:
+    path = tmp_path / "good.jsonl"
+    path.write_text("".join(
+        json.dumps({"messages": [{"role": "user", "content": f"What is {i}+{i}?"},
+                                 {"role": "assistant", "content": str(2 * i)}]}) + "\n"
+        for i in range(n)))
+    return path
+
+
+def test_json_output_is_one_object_and_exit_status_follows_errors(tmp_path: Path) -> None:
+    # A real process: stdout must hold exactly one JSON object (no progress bars or logs on it).
+    env = {**os.environ, "TUNEFORGE_DATA_DIR": str(tmp_path / "data")}
+    cmd = [str(Path(sys.executable).parent / "tuneforge"), "data"]
+    bad = subprocess.run([*cmd, "validate", str(BAD_FILES / "unknown_role.jsonl"), "--json",
+                          "--model", "none"], capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 1, bad.stderr
+    out = json.loads(bad.stdout)
+    for key in ("n_examples", "errors", "warnings", "n_epochs", "billing_tokens",
+                "estimated_trained_tokens"):
+        assert key in out
+    assert out["n_examples"] == 13
+    assert [(e["line"], e["code"]) for e in out["errors"]] == [
+        (2, "invalid_training_file"), (9, "invalid_training_file"), (10, "invalid_training_file")]
+    assert all(e["message"] for e in out["errors"])
+
+    good = subprocess.run([*cmd, "validate", str(_good_file(tmp_path)), "--json", "--model", "none"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert good.returncode == 0, good.stderr
+    out = json.loads(good.stdout)
+    assert out["errors"] == [] and out["n_examples"] == 12 and out["n_epochs"] == 8
+
+
+def test_readable_table_lists_errors_with_lines() -> None:
+    result = CliRunner().invoke(app, ["data", "validate", str(BAD_FILES / "bad_weight.jsonl"),
+                                      "--model", "none"], terminal_width=200)
+    assert result.exit_code == 1
+    assert "5 error(s)" in result.output
+    assert "messages[1].weight" in result.output and "must be 0 or 1" in result.output
+    assert "epochs (auto)" in result.output
+
+
+def test_too_few_examples_fails_with_invalid_n_examples() -> None:
+    result = CliRunner().invoke(app, ["data", "validate", str(BAD_FILES / "too_few_examples.jsonl"),
+                                      "--json", "--model", "none"])
+    assert result.exit_code == 1
+    out = json.loads(result.output)
+    assert [e["code"] for e in out["errors"]] == ["invalid_n_examples"]
+    assert out["job_error"]["message"] == \
+        "Training file has 7 example(s), but must have at least 10 examples"
