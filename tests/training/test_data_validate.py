@@ -146,3 +146,29 @@ def test_iter_examples_streams_line_numbers_and_stops_at_a_bad_line(tmp_path: Pa
     with pytest.raises(DataFileError) as info:
         next(it)
     assert info.value.line == 5
+
+
+def test_a_big_file_validates_without_being_read_whole(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "big.jsonl"
+    line = (json.dumps({"messages": [{"role": "system", "content": "You are helpful. " * 8},
+                                     {"role": "user", "content": "Tell me about the sea. " * 6},
+                                     {"role": "assistant", "content": "The sea is wide. " * 10}]})
+            + "\n").encode()
+    n = (16 * 1024 * 1024) // len(line) + 1
+    with open(path, "wb") as fh:
+        for _ in range(n // 1000):
+            fh.write(line * 1000)
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        report = validate_file(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.ok and report.n_examples == (n // 1000) * 1000
+    # Reading it whole would cost at least the file's size; streaming costs the read buffer plus
+    # a few bytes per example for the statistics.
+    assert size > 16_000_000
+    assert peak < size / 8, f"peak {peak / 1e6:.1f} MB while validating a {size / 1e6:.1f} MB file"
