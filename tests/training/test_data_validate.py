@@ -171,4 +171,4 @@ def test_a_big_file_validates_without_being_read_whole(tmp_path: Path) -> None:
     # Reading it whole would cost at least the file's size; streaming costs the read buffer plus
     # a few bytes per example for the statistics.
     assert size > 16_000_000
-    assert peak < size / 8, f"peak {peak / 1e6:.1f} MB while validating a {size / 1e6:.1f} MB file"
+    assert peak < size / 4, f"peak {peak / 1e6:.1f} MB while validating a {size / 1e6:.1f} MB file"
