@@ -1,0 +1,277 @@
+"""One training example (an OpenAI JSONL line) -> token ids + labels, with the model's own template.
+
+Chat examples are rendered with the tokenizer's chat template (or `DEFAULT_CHAT_TEMPLATE`, ChatML
+terminated by the tokenizer's EOS, for models without one). Labels are the input ids on the tokens
+an assistant turn with `weight != 0` generates, its terminator included, and -100 elsewhere.
+
+How assistant turns are found: the conversation is rendered prefix by prefix, as text:
+`messages[:i]` with the generation prompt, then `messages[:i+1]`. What the second adds to the first
+is exactly what the model generates for turn i (content, tool calls, terminator). This works for
+any template whose renderings of a conversation's prefixes are prefixes of the full rendering
+(ChatML, Qwen2.5, Llama 3, Mistral, ...); templates that rewrite earlier turns are refused with
+`unsupported_chat_template`. Text spans become token spans through the fast tokenizer's offsets,
+so a span never depends on how BPE splits at a boundary.
+
+OpenAI's data is mapped to the Hugging Face chat format first: `developer` -> `system`, legacy
+`function` messages -> `tool`, `function_call` -> `tool_calls`, `functions` -> `tools`, tool-call
+`arguments` JSON strings -> objects (templates `tojson` them), text content parts joined. `name`
+and `tool_call_id` are passed through (templates use them or not); `parallel_tool_calls` has no
+template equivalent and is ignored.
+
+Legacy `{"prompt", "completion"}`: the prompt (with the tokenizer's usual BOS) is masked, the
+completion plus EOS is trained.
+
+Error codes raised (as `tuneforge.errors.InvalidRequest`):
+- `invalid_training_file`: the template cannot render an example (the message names the line);
+- `unsupported_chat_template`: the template rewrites earlier turns, so turns cannot be located;
+- `terminator_not_trained`: an assistant turn's trained labels hold no terminator (EOS): the
+  model would never learn to stop;
+- `pad_token_is_eos`: the pad token is the trained terminator (padding would be masked or
+  trained as a stop, both ruin the fine-tune);
+- `no_trained_tokens`: nothing in the sample is trained (every assistant turn has weight 0).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tuneforge.errors import InvalidRequest
+
+IGNORE_INDEX = -100
+
+# ChatML, with the tokenizer's own EOS as the turn terminator, so that the terminator is a single
+# known token even for base models that ship no chat template.
+DEFAULT_CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message.role + '\\n' }}"
+    "{%- if message.content %}{{- message.content }}{%- endif %}"
+    "{%- if message.tool_calls %}{%- for call in message.tool_calls %}"
+    "{{- '\\n<tool_call>\\n' + ({'name': call.function.name, 'arguments': call.function.arguments} | tojson) + '\\n</tool_call>' }}"
+    "{%- endfor %}{%- endif %}"
+    "{{- eos_token + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+@dataclass
+class Rendered:
+    input_ids: list[int]
+    labels: list[int]           # same length; IGNORE_INDEX where not trained
+    truncated: bool = False     # cut at max_seq_len
+
+    @property
+    def n_trained(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE_INDEX)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def ensure_chat_template(tokenizer) -> bool:
+    """Give a tokenizer without a chat template the default one. True when it was set."""
+    if getattr(tokenizer, "chat_template", None):
+        return False
+    tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    return True
+
+
+def is_chat(example: dict) -> bool:
+    return "messages" in example
+
+
+def render_example(tokenizer, example: dict, max_seq_len: int | None = None) -> Rendered:
+    """Token ids and labels of one example (chat or prompt/completion); truncated from the end."""
+    if is_chat(example):
+        rendered = _render_chat(tokenizer, example)
+    else:
+        rendered = _render_prompt_completion(tokenizer, example)
+    if max_seq_len is not None and len(rendered.input_ids) > max_seq_len:
+        rendered = Rendered(rendered.input_ids[:max_seq_len], rendered.labels[:max_seq_len], True)
+    return rendered
+
+
+def to_hf_chat(example: dict) -> tuple[list[dict], list[dict] | None, list[bool]]:
+    """OpenAI chat example -> (HF messages, HF tools or None, trained flag per message)."""
+    messages: list[dict] = []
+    trained: list[bool] = []
+    for m in example["messages"]:
+        role = m.get("role")
+        out: dict[str, Any] = {"role": {"developer": "system", "function": "tool"}.get(role, role)}
+        out["content"] = _text(m.get("content"))
+        for key in ("name", "tool_call_id"):
+            if m.get(key) is not None:
+                out[key] = m[key]
+        calls = m.get("tool_calls")
+        if not calls and m.get("function_call"):
+            calls = [{"type": "function", "function": m["function_call"]}]
+        if calls:
+            out["tool_calls"] = [_tool_call(c, j) for j, c in enumerate(calls)]
+        messages.append(out)
+        trained.append(role == "assistant" and m.get("weight", 1) != 0)
+    tools = example.get("tools") or [
+        {"type": "function", "function": f} for f in example.get("functions") or []
+    ]
+    return messages, (tools or None), trained
+
+
+def _text(content: Any) -> str | None:
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: text only (no images on text models)
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ValueError(f"content part of type {kind!r} is not supported (text only)")
+            parts.append(part.get("text", ""))
+        return "".join(parts)
+    return str(content)
+
+
+def _tool_call(call: dict, j: int) -> dict:
+    fn = dict(call.get("function") or {})
+    args = fn.get("arguments")
+    if isinstance(args, str):
+        try:
+            fn["arguments"] = json.loads(args)
+        except ValueError:
+            pass  # not JSON: the template gets the string as is
+    out = {"type": "function", "function": fn}
+    out["id"] = call.get("id") or f"call_{j}"
+    return out
+
+
+def _apply(tokenizer, messages: list[dict], tools, *, add_generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(
+        messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+
+
+def _render_chat(tokenizer, example: dict) -> Rendered:
+    try:
+        messages, tools, trained = to_hf_chat(example)
+        full = _apply(tokenizer, messages, tools, add_generation_prompt=False)
+        spans = []
+        for i, flag in enumerate(trained):
+            if not flag:
+                continue
+            try:
+                before = _apply(tokenizer, messages[:i], tools, add_generation_prompt=True)
+            except Exception:
+                if i:
+                    raise
+                before = ""  # a template that cannot render an empty conversation
+            upto = _apply(tokenizer, messages[: i + 1], tools, add_generation_prompt=False)
+            if not (upto.startswith(before) and full.startswith(upto)):
+                raise InvalidRequest(
+                    "The model's chat template renders earlier turns differently once later turns "
+                    "are added, so assistant turns cannot be located for the label mask.",
+                    code="unsupported_chat_template",
+                )
+            spans.append((len(before), len(upto)))
+    except InvalidRequest:
+        raise
+    except Exception as exc:  # jinja errors, bad content parts
+        raise InvalidRequest(
+            f"The chat template cannot render this example: {exc}", code="invalid_training_file",
+            param="messages",
+        ) from exc
+
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    labels = [IGNORE_INDEX] * len(ids)
+    k = 0
+    for t, (start, _end) in enumerate(enc["offset_mapping"]):
+        while k < len(spans) and start >= spans[k][1]:
+            k += 1
+        if k == len(spans):
+            break
+        if spans[k][0] <= start:  # a token belongs to the span it starts in
+            labels[t] = ids[t]
+    return Rendered(ids, labels)
+
+
+def _render_prompt_completion(tokenizer, example: dict) -> Rendered:
+    prompt = tokenizer(example.get("prompt", ""), add_special_tokens=True)["input_ids"]
+    completion = tokenizer(example.get("completion", ""), add_special_tokens=False)["input_ids"]
+    if prompt and tokenizer.eos_token_id is not None and prompt[-1] == tokenizer.eos_token_id:
+        prompt = prompt[:-1]  # tokenizers that append EOS to every encoding
+    completion = list(completion) + [tokenizer.eos_token_id]
+    return Rendered(list(prompt) + completion, [IGNORE_INDEX] * len(prompt) + completion)
+
+
+def trained_spans(labels: list[int]) -> list[tuple[int, int]]:
+    """[start, end) of each contiguous run of trained labels."""
+    spans, start = [], None
+    for t, x in enumerate(labels + [IGNORE_INDEX]):
+        if x != IGNORE_INDEX and start is None:
+            start = t
+        elif x == IGNORE_INDEX and start is not None:
+            spans.append((start, t))
+            start = None
+    return spans
+
+
+def stop_token_ids(tokenizer, generation_config=None) -> set[int]:
+    """The ids that end a turn: the tokenizer's EOS plus the model's generation EOS ids."""
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    eos = getattr(generation_config, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif eos:
+        ids.update(eos)
+    return ids
+
+
+def audit(tokenizer, examples: Iterable[dict | tuple[int, dict]], *,
+          stop_ids: set[int] | None = None) -> list[Rendered]:
+    """Pre-flight check on a sample: render each example and check its label mask.
+
+    Raises InvalidRequest (codes in the module docstring) when the template cannot render the
+    data, an assistant turn's trained labels hold no terminator, or the pad token is the trained
+    terminator. Returns the renderings. `examples` are dicts or (line number, dict) pairs.
+    """
+    stop_ids = stop_ids or stop_token_ids(tokenizer)
+    if not stop_ids:
+        raise InvalidRequest("The tokenizer has no EOS token, so the model cannot learn to stop.",
+                             code="terminator_not_trained")
+    out: list[Rendered] = []
+    for n, item in enumerate(examples, start=1):
+        line, example = item if isinstance(item, tuple) else (n, item)
+        try:
+            rendered = render_example(tokenizer, example)
+        except InvalidRequest as exc:
+            where = f"Line {line}: " if exc.code == "invalid_training_file" else ""
+            raise InvalidRequest(where + exc.message, code=exc.code, param=exc.param) from exc
+        for start, end in trained_spans(rendered.labels):
+            if not stop_ids.intersection(rendered.input_ids[start:end]):
+                shown = tokenizer.decode(rendered.input_ids[start:end][-8:])
+                raise InvalidRequest(
+                    f"Line {line}: the trained tokens of an assistant turn do not include the turn "
+                    f"terminator ({_names(tokenizer, stop_ids)}); the turn ends with {shown!r}. "
+                    "The model would never learn to stop: fix the chat template.",
+                    code="terminator_not_trained",
+                )
+        out.append(rendered)
+    pad = tokenizer.pad_token_id
+    trained_stops = {t for r in out for t in r.labels if t in stop_ids}
+    if pad is not None and pad in trained_stops:
+        raise InvalidRequest(
+            f"The pad token ({tokenizer.pad_token!r}) is the trained turn terminator: padding would "
+            "hide or distort the stop signal. Give the tokenizer a distinct pad token.",
+            code="pad_token_is_eos",
+        )
+    if out and not any(r.n_trained for r in out):
+        raise InvalidRequest("No example in the sample has a trained token (every assistant "
+                             "message has weight 0).", code="no_trained_tokens")
+    return out
+
+
+def _names(tokenizer, ids: set[int]) -> str:
+    return ", ".join(repr(tokenizer.convert_ids_to_tokens(i)) for i in sorted(ids))

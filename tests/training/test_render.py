@@ -1,0 +1,170 @@
+"""Label masks and the pre-flight audit, on the tiny model's real tokenizer and template."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import AutoTokenizer
+
+from tuneforge.errors import InvalidRequest
+from tuneforge.training.render import (
+    DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, audit, ensure_chat_template, render_example, trained_spans,
+)
+
+
+def trained_texts(tok, rendered) -> list[str]:
+    return [tok.decode(rendered.input_ids[a:b]) for a, b in trained_spans(rendered.labels)]
+
+
+def masked_text(tok, rendered) -> str:
+    return tok.decode([i for i, lab in zip(rendered.input_ids, rendered.labels) if lab == IGNORE_INDEX])
+
+
+@pytest.fixture
+def fresh_tokenizer(tiny_model_dir):
+    """A private copy that a test may break."""
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+MULTI_TURN = {"messages": [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": "Hello!"},
+    {"role": "user", "content": "What is 2+2?"},
+    {"role": "assistant", "content": "Five.", "weight": 0},
+    {"role": "user", "content": "Sure?"},
+    {"role": "assistant", "content": "Four, sorry.", "weight": 1},
+]}
+
+
+def test_multi_turn_trains_only_weighted_assistant_turns_with_terminator(tiny_tokenizer) -> None:
+    tok = tiny_tokenizer
+    r = render_example(tok, MULTI_TURN)
+    assert len(r.labels) == len(r.input_ids)
+    assert trained_texts(tok, r) == ["Hello!<|im_end|>\n", "Four, sorry.<|im_end|>\n"]
+    # trained labels are the input ids themselves (the model shifts them)
+    assert all(lab in (IGNORE_INDEX, i) for i, lab in zip(r.input_ids, r.labels))
+    masked = masked_text(tok, r)
+    for text in ("Be brief.", "Hi", "What is 2+2?", "Five.", "Sure?", "<|im_start|>assistant\n"):
+        assert text in masked
+    assert tok.decode(r.input_ids) == tok.apply_chat_template(
+        [{k: v for k, v in m.items() if k != "weight"} for m in MULTI_TURN["messages"]], tokenize=False)
+    assert r.n_trained == sum(len(tok(t, add_special_tokens=False)["input_ids"])
+                              for t in trained_texts(tok, r))
+
+
+def test_tool_calls_and_tool_responses(tiny_tokenizer) -> None:
+    tok = tiny_tokenizer
+    example = {
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"location": {"type": "string"}}}}}],
+        "parallel_tool_calls": False,
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [{
+                "id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"location\": \"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 22}"},
+            {"role": "assistant", "content": "22 degrees."},
+        ],
+    }
+    r = render_example(tok, example)
+    assert trained_texts(tok, r) == [
+        '<tool_call>\n{"name": "get_weather", "arguments": {"location": "Paris"}}\n</tool_call><|im_end|>\n',
+        "22 degrees.<|im_end|>\n",
+    ]
+    masked = masked_text(tok, r)
+    assert '<tool_response>\n{"temperature": 22}\n</tool_response>' in masked
+    assert '"name": "get_weather"' in masked.split("</tools>")[0]  # tool schema in the system turn
+
+
+def test_legacy_function_call_functions_and_developer_role(tiny_tokenizer) -> None:
+    tok = tiny_tokenizer
+    example = {
+        "functions": [{"name": "lookup", "parameters": {"type": "object"}}],
+        "messages": [
+            {"role": "developer", "content": "Use tools."},
+            {"role": "user", "content": [{"type": "text", "text": "Define "}, {"type": "text", "text": "cat"}]},
+            {"role": "assistant", "function_call": {"name": "lookup", "arguments": "{\"query\": \"cat\"}"}},
+            {"role": "function", "name": "lookup", "content": "a small animal"},
+            {"role": "assistant", "content": "A small animal."},
+        ],
+    }
+    r = render_example(tok, example)
+    assert trained_texts(tok, r) == [
+        '<tool_call>\n{"name": "lookup", "arguments": {"query": "cat"}}\n</tool_call><|im_end|>\n',
+        "A small animal.<|im_end|>\n",
+    ]
+    masked = masked_text(tok, r)
+    assert masked.startswith("<|im_start|>system\nUse tools.\n\n# Tools")
+    assert "Define cat" in masked and "<tool_response>\na small animal\n</tool_response>" in masked
+
+
+def test_prompt_completion_masks_prompt_and_trains_completion_plus_eos(tiny_tokenizer) -> None:
+    tok = tiny_tokenizer
+    r = render_example(tok, {"prompt": "Q: capital of France?\nA:", "completion": " Paris"})
+    assert trained_texts(tok, r) == [" Paris<|im_end|>"]
+    assert r.labels[-1] == tok.eos_token_id
+    assert masked_text(tok, r) == "Q: capital of France?\nA:"
+
+
+def test_truncation_cuts_from_the_end(tiny_tokenizer) -> None:
+    full = render_example(tiny_tokenizer, MULTI_TURN)
+    cut = render_example(tiny_tokenizer, MULTI_TURN, max_seq_len=20)
+    assert cut.truncated and not full.truncated
+    assert cut.input_ids == full.input_ids[:20] and cut.labels == full.labels[:20]
+
+
+def test_audit_accepts_good_data(tiny_tokenizer) -> None:
+    rendered = audit(tiny_tokenizer, [(3, MULTI_TURN), (4, {"prompt": "a", "completion": "b"})])
+    assert [r.n_trained > 0 for r in rendered] == [True, True]
+
+
+def test_audit_refuses_template_that_drops_the_terminator(fresh_tokenizer) -> None:
+    tok = fresh_tokenizer
+    # The classic broken template: assistant turns end without <|im_end|>.
+    tok.chat_template = tok.chat_template.replace("{{- '<|im_end|>' }}\n{%- endgeneration %}",
+                                                  "{%- endgeneration %}")
+    assert "<|im_end|>' }}\n{%- endgeneration" not in tok.chat_template
+    with pytest.raises(InvalidRequest) as exc:
+        audit(tok, [(7, MULTI_TURN)])
+    assert exc.value.code == "terminator_not_trained"
+    assert "Line 7" in exc.value.message and "<|im_end|>" in exc.value.message
+
+
+def test_audit_refuses_pad_equal_to_eos(fresh_tokenizer) -> None:
+    tok = fresh_tokenizer
+    tok.pad_token = tok.eos_token
+    with pytest.raises(InvalidRequest) as exc:
+        audit(tok, [MULTI_TURN])
+    assert exc.value.code == "pad_token_is_eos"
+
+
+def test_audit_refuses_unrenderable_data_naming_the_line(fresh_tokenizer) -> None:
+    tok = fresh_tokenizer
+    tok.chat_template = "{{ raise_exception('roles must alternate') }}"
+    with pytest.raises(InvalidRequest) as exc:
+        audit(tok, [(12, MULTI_TURN)])
+    assert exc.value.code == "invalid_training_file"
+    assert "Line 12" in exc.value.message and "roles must alternate" in exc.value.message
+
+
+def test_audit_refuses_template_that_rewrites_history(fresh_tokenizer) -> None:
+    tok = fresh_tokenizer
+    # Like reasoning templates that drop earlier turns' content: earlier turns change later.
+    tok.chat_template = (
+        "{%- for m in messages %}<|im_start|>{{ m.role }}\n"
+        "{%- if m.role == 'assistant' and not loop.last %}...{% else %}{{ m.content }}{% endif %}"
+        "<|im_end|>\n{%- endfor %}{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}")
+    with pytest.raises(InvalidRequest) as exc:
+        audit(tok, [MULTI_TURN])
+    assert exc.value.code == "unsupported_chat_template"
+
+
+def test_default_template_for_models_without_one(fresh_tokenizer) -> None:
+    tok = fresh_tokenizer
+    tok.chat_template = None
+    assert ensure_chat_template(tok) is True
+    assert tok.chat_template == DEFAULT_CHAT_TEMPLATE
+    assert ensure_chat_template(tok) is False
+    (r,) = audit(tok, [MULTI_TURN])
+    assert trained_texts(tok, r) == ["Hello!<|im_end|>\n", "Four, sorry.<|im_end|>\n"]
