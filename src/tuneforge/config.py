@@ -41,6 +41,10 @@ class Settings(BaseSettings):
 
     # --- jobs and workers -----------------------------------------------------------------------
     workers: int = Field(default=1, description="Workers started by `tuneforge serve` (0 = none)")
+    worker_concurrency: int = Field(default=1, description="Trainings one worker runs at once")
+    job_lease_seconds: int = Field(default=30, description="A worker silent this long loses its job")
+    job_max_attempts: int = Field(default=3, description="Runs of one job before it fails for good")
+    worker_poll_seconds: float = Field(default=1.0, description="How often an idle worker looks")
 
     def resolved(self) -> Settings:
         """A copy with `~` expanded and the defaults that depend on data_dir filled in."""

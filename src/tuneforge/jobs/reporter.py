@@ -1,0 +1,139 @@
+"""The DB-backed Reporter the training engine talks to inside a job's child process.
+
+Everything it hears becomes rows at once (its own engine, one short transaction per call), so
+events, metrics and checkpoints appear live through the API, and a checkpoint becomes a servable
+`fine_tuned_models` row the moment the trainer reports it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tuneforge.ids import new_id, now
+from tuneforge.jobs import events as ev
+from tuneforge.jobs import naming
+from tuneforge.jobs.states import Status
+from tuneforge.store.db import transaction
+from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint
+from tuneforge.training.spec import CHECKPOINT_META, ResolvedHyperparameters, StopRequest
+
+METRIC_KEYS = ("step", "train_loss", "train_mean_token_accuracy", "total_steps", "valid_loss",
+               "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy")
+POLL_SECONDS = 1.0
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(path) / CHECKPOINT_META).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+class DbReporter:
+    def __init__(self, factory: sessionmaker[Session], *, job_id: str, owner: str, project_id: str,
+                 project_name: str, model: str, suffix: str | None, fallback_base: str):
+        self._factory = factory
+        self.job_id = job_id
+        self._owner = owner
+        self._project_id = project_id
+        self._project_name = project_name
+        self._model = model
+        self._suffix = suffix
+        self._fallback_base = fallback_base   # what an adapter attaches to if tuneforge.json lacks it
+        self.final_name = naming.model_name(model, project_name, suffix, job_id)
+        self.total_steps: int | None = None
+        self._first_step: tuple[int, float] | None = None
+        self._last_poll = 0.0
+        self._last_answer: StopRequest | None = None
+        self._last_eta_write = 0.0
+
+    # ---- Reporter protocol ---------------------------------------------------------------
+    def event(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
+        with transaction(self._factory) as s:
+            ev.add_event(s, self.job_id, message, level=level, data=data if data is not None else {})
+
+    def hyperparameters(self, resolved: ResolvedHyperparameters) -> None:
+        values = {"batch_size": resolved.batch_size,
+                  "learning_rate_multiplier": float(resolved.learning_rate_multiplier),
+                  "n_epochs": resolved.n_epochs}
+        with transaction(self._factory) as s:
+            job = s.get(Job, self.job_id)
+            job.hyperparameters = values
+            job.method = {"type": "supervised", "supervised": {"hyperparameters": dict(values)}}
+            job.updated_at = now()
+
+    def metrics(self, data: dict[str, Any]) -> None:
+        payload = {k: data[k] for k in METRIC_KEYS if data.get(k) is not None}
+        step, total = int(payload["step"]), int(payload["total_steps"])
+        self.total_steps = total
+        t = time.monotonic()
+        if self._first_step is None or step <= self._first_step[0]:
+            self._first_step = (step, t)
+        with transaction(self._factory) as s:
+            ev.add_event(s, self.job_id, ev.metrics_message(payload), type="metrics", data=payload)
+            done = step - self._first_step[0]
+            if done > 0 and t - self._last_eta_write >= POLL_SECONDS:
+                per_step = (t - self._first_step[1]) / done
+                job = s.get(Job, self.job_id)
+                job.estimated_finish = now() + int(per_step * (total - step)) + 1
+                self._last_eta_write = t
+
+    def checkpoint(self, step: int, epoch: int, path: Path, metrics: dict[str, Any]) -> None:
+        final = self.total_steps is not None and step >= self.total_steps
+        meta = read_meta(path)
+        clean = {k: float(v) for k, v in (metrics or {}).items()
+                 if k in METRIC_KEYS and k != "total_steps" and v is not None}
+        clean.setdefault("step", float(step))
+        with transaction(self._factory) as s:
+            existing = s.scalar(select(JobCheckpoint).where(JobCheckpoint.job_id == self.job_id,
+                                                            JobCheckpoint.step_number == step))
+            if existing is not None:      # re-reported after a resume: same epoch, newer metrics
+                existing.metrics = clean
+                return
+            name = self.final_name if final else naming.checkpoint_name(
+                self._model, self._project_name, self._suffix, step)
+            ckpt = JobCheckpoint(id=new_id("ftckpt_"), job_id=self.job_id, created_at=now(),
+                                 step_number=step, fine_tuned_model_checkpoint=name, metrics=clean)
+            s.add(ckpt)
+            if not final:
+                # The final step's model is registered from final/ when the job succeeds.
+                s.add(FineTunedModel(id=name, project_id=self._project_id, job_id=self.job_id,
+                                     checkpoint_id=ckpt.id, kind=meta.get("kind", "lora"),
+                                     base_model=str(meta.get("base_model") or self._fallback_base),
+                                     path=str(Path(path).resolve()), created_at=now()))
+                ev.add_event(s, self.job_id, ev.checkpoint_created(step, name))
+
+    def checkpoint_removed(self, step: int, path: Path) -> None:
+        with transaction(self._factory) as s:
+            ckpt = s.scalar(select(JobCheckpoint).where(JobCheckpoint.job_id == self.job_id,
+                                                        JobCheckpoint.step_number == step))
+            if ckpt is None:
+                return
+            s.execute(delete(FineTunedModel).where(FineTunedModel.checkpoint_id == ckpt.id,
+                                                   FineTunedModel.job_id == self.job_id))
+            s.delete(ckpt)
+
+    def stop_requested(self) -> StopRequest | None:
+        t = time.monotonic()
+        if t - self._last_poll < POLL_SECONDS:
+            return self._last_answer
+        self._last_poll = t
+        with self._factory() as s:
+            row = s.execute(select(Job.status, Job.requested_action, Job.lease_owner)
+                            .where(Job.id == self.job_id)).first()
+        if row is None or row.status != Status.RUNNING.value or row.lease_owner != self._owner:
+            # The job was deleted, finished elsewhere, or another worker took it over: stop.
+            self._last_answer = StopRequest.CANCEL
+        elif row.requested_action == "cancel":
+            self._last_answer = StopRequest.CANCEL
+        elif row.requested_action in ("pause", "requeue"):   # requeue: the worker is stopping
+            self._last_answer = StopRequest.PAUSE
+        else:
+            self._last_answer = None
+        return self._last_answer

@@ -1,0 +1,215 @@
+"""The child process that trains one job: `python -m tuneforge.jobs.runner JOB_ID --owner OWNER`.
+
+The worker claims the job (its lease, its heartbeat) and starts this process; everything the run
+produces is written here, through its own engine: the running status, events, metrics,
+checkpoints, and the outcome (succeeded with the model and result file, paused, cancelled, or
+failed with an error). A crash here (kill -9, OOM) leaves the job `running`; the worker sees the
+exit code and gives the job back or fails it (see worker.py), so nobody ever waits on a dead run.
+
+Settings come from the environment (TUNEFORGE_*), which the worker sets from its own Settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tuneforge.config import Settings
+from tuneforge.errors import TuneforgeError
+from tuneforge.ids import new_id, now
+from tuneforge.jobs import events as ev
+from tuneforge.jobs.reporter import DbReporter, read_meta
+from tuneforge.jobs.states import Status, transition
+from tuneforge.store.blobs import BlobStore
+from tuneforge.store.db import make_engine, make_sessionmaker, transaction
+from tuneforge.store.tables import File, FineTunedModel, Job, JobCheckpoint, Project
+
+log = logging.getLogger("tuneforge.jobs.runner")
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now (our lease expired): write nothing more."""
+
+
+def _owned_job(s: Session, job_id: str, owner: str) -> Job:
+    stmt = select(Job).where(Job.id == job_id)
+    if s.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    job = s.scalar(stmt)
+    if job is None or job.lease_owner != owner:
+        raise LeaseLost(job_id)
+    return job
+
+
+def fail_job(s: Session, job: Job, code: str, message: str, param: str | None = None) -> None:
+    """Fail `job` with an error and the matching error event (same message, as OpenAI does)."""
+    transition(job, Status.FAILED)
+    job.error = {"code": code, "message": message, "param": param}
+    ev.add_event(s, job.id, message, level="error")
+
+
+def _resolve_start(settings: Settings, s: Session, job: Job) -> tuple[str, Path | None, str]:
+    """-> (base_model to load, init_adapter or None, the base an adapter attaches to)."""
+    if job.base_model.startswith("ft:"):
+        parent = s.scalar(select(FineTunedModel).where(FineTunedModel.id == job.base_model,
+                                                       FineTunedModel.project_id == job.project_id))
+        if parent is None:
+            raise TuneforgeError(f"The model {job.base_model} no longer exists.", param="model",
+                                 code="model_not_available")
+        if parent.kind == "lora":
+            return parent.base_model, Path(parent.path), parent.base_model
+        return parent.path, None, parent.path
+    from tuneforge.catalog import Catalog
+
+    source = Catalog(settings).resolve_base(job.base_model).source
+    return source, None, source
+
+
+def _file_path(blobs: BlobStore, s: Session, project_id: str, file_id: str | None) -> Path | None:
+    if file_id is None:
+        return None
+    row = s.scalar(select(File).where(File.id == file_id, File.project_id == project_id))
+    if row is None:
+        raise TuneforgeError(f"The file {file_id} no longer exists.", code="file_not_found")
+    return blobs.path(row.blob_key)
+
+
+def run_job(settings: Settings, job_id: str, owner: str) -> int:
+    settings = settings.resolved()
+    engine = make_engine(settings.database_url)
+    factory = make_sessionmaker(engine)
+    try:
+        return _run(settings, factory, job_id, owner)
+    except LeaseLost:
+        log.warning("job %s: lease lost; another worker owns it now", job_id)
+        return 0
+    finally:
+        engine.dispose()
+
+
+def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner: str) -> int:
+    from tuneforge.training.spec import Hyperparameters, TrainSpec
+
+    blobs = BlobStore(settings.blobs_dir)
+    with transaction(factory) as s:
+        job = _owned_job(s, job_id, owner)
+        if job.status not in (Status.QUEUED.value, Status.RUNNING.value):
+            return 0
+        if job.requested_action == "cancel":
+            transition(job, Status.CANCELLED)
+            ev.add_event(s, job.id, ev.CANCELLED, level="warn")
+            return 0
+        if job.status == Status.RUNNING.value:
+            if job.requested_action == "pause":      # paused while its last run died
+                transition(job, Status.PAUSED)
+                ev.add_event(s, job.id, ev.PAUSED)
+                return 0
+            job.requested_action = None
+            ev.add_event(s, job.id, f"Resuming the job from its last saved state (attempt "
+                                    f"{job.attempts})", level="warn")
+        else:
+            first = job.started_at is None
+            transition(job, Status.RUNNING)
+            if first:
+                ev.add_event(s, job.id, ev.STARTED, data=None)
+            else:   # after a pause or a worker restart: training continues from state/
+                ev.add_event(s, job.id, ev.CONTINUED)
+        project = s.get(Project, job.project_id)
+        try:
+            base_model, init_adapter, attach_base = _resolve_start(settings, s, job)
+            training = _file_path(blobs, s, job.project_id, job.training_file)
+            validation = _file_path(blobs, s, job.project_id, job.validation_file)
+        except TuneforgeError as exc:
+            fail_job(s, job, exc.code or "invalid_request", exc.message, exc.param)
+            return 0
+        requested = job.method.get("supervised", {}).get("hyperparameters") or job.hyperparameters
+        spec = TrainSpec(
+            base_model=base_model, training_file=training, validation_file=validation,
+            output_dir=settings.jobs_dir / job.id, seed=job.seed, init_adapter=init_adapter,
+            hyperparameters=Hyperparameters(**{k: requested.get(k, "auto") for k in
+                                               ("n_epochs", "batch_size",
+                                                "learning_rate_multiplier")}),
+        )
+        reporter = DbReporter(factory, job_id=job.id, owner=owner, project_id=job.project_id,
+                              project_name=project.name, model=job.model, suffix=job.suffix,
+                              fallback_base=attach_base)
+
+    from tuneforge.training import train
+
+    try:
+        result = train(spec, reporter)
+    except Exception as exc:  # the trainer's failure becomes the job's error, never a hang
+        log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+        if isinstance(exc, TuneforgeError):
+            code, message, param = exc.code or "training_failed", exc.message, exc.param
+        else:
+            code, param = "training_failed", None
+            message = f"The job failed during training: {type(exc).__name__}: {exc}"
+        with transaction(factory) as s:
+            fail_job(s, _owned_job(s, job_id, owner), code, message, param)
+        return 0
+
+    with transaction(factory) as s:
+        job = _owned_job(s, job_id, owner)
+        if result.status == "cancelled":
+            transition(job, Status.CANCELLED)
+            ev.add_event(s, job.id, ev.CANCELLED, level="warn")
+        elif result.status == "paused" and job.requested_action == "requeue":
+            transition(job, Status.QUEUED)   # the worker stopped: the next claim continues
+            job.attempts = 0
+            ev.add_event(s, job.id, ev.REQUEUED)
+        elif result.status == "paused":
+            transition(job, Status.PAUSED)
+            ev.add_event(s, job.id, ev.PAUSED)
+        else:
+            _succeed(s, blobs, job, result, reporter)
+    return 0
+
+
+def _succeed(s: Session, blobs: BlobStore, job: Job, result, reporter: DbReporter) -> None:
+    from tuneforge.services.files import create_file_from_path
+
+    name = reporter.final_name
+    final_dir = Path(result.final_dir).resolve()
+    meta = read_meta(final_dir)
+    ckpt = s.scalar(select(JobCheckpoint).where(JobCheckpoint.job_id == job.id,
+                                                JobCheckpoint.step_number == result.steps))
+    if ckpt is None:   # the trainer did not report the last epoch as a checkpoint: record it
+        metrics = {k: float(v) for k, v in (meta.get("metrics") or {}).items()
+                   if isinstance(v, int | float)}
+        ckpt = JobCheckpoint(id=new_id("ftckpt_"), job_id=job.id, created_at=now(),
+                             step_number=result.steps, fine_tuned_model_checkpoint=name,
+                             metrics={"step": float(result.steps), **metrics})
+        s.add(ckpt)
+    s.add(FineTunedModel(id=name, project_id=job.project_id, job_id=job.id,
+                         checkpoint_id=ckpt.id, kind=meta.get("kind", "lora"),
+                         base_model=str(meta.get("base_model") or reporter._fallback_base),
+                         path=str(final_dir), created_at=now()))
+    results = create_file_from_path(s, blobs, project_id=job.project_id,
+                                    filename="step_metrics.csv", purpose="fine-tune-results",
+                                    src=Path(result.metrics_csv))
+    ev.add_event(s, job.id, ev.model_created(name))
+    ev.add_event(s, job.id, ev.COMPLETED)
+    transition(job, Status.SUCCEEDED)
+    job.fine_tuned_model = name
+    job.trained_tokens = int(result.trained_tokens)
+    job.result_files = [results.id]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tuneforge.jobs.runner")
+    parser.add_argument("job_id")
+    parser.add_argument("--owner", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s runner %(levelname)s %(message)s")
+    return run_job(Settings(), args.job_id, args.owner)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Wire shapes of the fine-tuning jobs API (openai-api.md §2–§4), defined once.
+
+The create body is parsed loosely (values typed `Any` where OpenAI allows `"auto"` or a number):
+`services/jobs.py` checks every value itself so that each mistake is a 400 naming its exact
+`param` (e.g. `method.supervised.hyperparameters.n_epochs`) with a readable message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+JobStatus = Literal[
+    "validating_files", "queued", "running", "succeeded", "failed", "cancelled", "paused"
+]
+
+
+# ---- request ---------------------------------------------------------------------------------
+class CreateFineTuningJobRequest(BaseModel):
+    # OpenAI rejects unknown arguments; so do we (400 through the one error mapping).
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    hyperparameters: Any = None
+    suffix: Any = None
+    seed: Any = None
+    metadata: Any = None
+    integrations: Any = None
+    method: Any = None
+
+
+# ---- objects ---------------------------------------------------------------------------------
+class JobError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+
+
+class HyperparametersOut(BaseModel):
+    batch_size: Literal["auto"] | int | None = "auto"
+    learning_rate_multiplier: Literal["auto"] | float | None = "auto"
+    n_epochs: Literal["auto"] | int | None = "auto"
+
+
+class FineTuningJob(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    error: JobError | None = None
+    fine_tuned_model: str | None = None
+    finished_at: int | None = None
+    hyperparameters: HyperparametersOut
+    model: str
+    organization_id: str
+    result_files: list[str]
+    seed: int
+    status: JobStatus
+    trained_tokens: int | None = None
+    training_file: str
+    validation_file: str | None = None
+    estimated_finish: int | None = None
+    integrations: list[dict[str, Any]] | None = None
+    metadata: dict[str, str] | None = None
+    method: dict[str, Any]
+    user_provided_suffix: str | None = None
+
+
+class FineTuningJobEvent(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    type: Literal["message", "metrics"] = "message"
+    data: dict[str, Any] | None = None
+
+
+class FineTuningJobCheckpoint(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    step_number: int
+    metrics: dict[str, float]
+
+
+# ---- lists -----------------------------------------------------------------------------------
+class FineTuningJobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FineTuningJob]
+    has_more: bool
+
+
+class FineTuningJobEventList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FineTuningJobEvent]
+    has_more: bool
+
+
+class FineTuningJobCheckpointList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FineTuningJobCheckpoint]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool
