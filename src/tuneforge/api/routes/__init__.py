@@ -1,0 +1,8 @@
+"""Every router the app mounts. Each router carries its own prefix: `/v1` for the OpenAI API
+(`APIRouter(prefix="/v1")`), none for operator endpoints such as `/health`. Append yours here."""
+
+from __future__ import annotations
+
+from tuneforge.api.routes import files, health, uploads
+
+ROUTERS = [health.router, files.router, uploads.router]

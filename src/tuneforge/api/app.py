@@ -1,0 +1,42 @@
+"""The app factory: one Settings in, a FastAPI app out; engine and blob store live in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from tuneforge.api.errors import install_error_handlers
+from tuneforge.api.middleware import RequestContextMiddleware
+from tuneforge.api.routes import ROUTERS
+from tuneforge.config import Settings
+from tuneforge.store.blobs import BlobStore
+from tuneforge.store.db import make_engine, make_sessionmaker, migrate
+
+
+def create_app(settings: Settings) -> FastAPI:
+    settings = settings.resolved()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.database_url)
+        try:
+            await run_in_threadpool(migrate, engine)
+            app.state.engine = engine
+            app.state.sessionmaker = make_sessionmaker(engine)
+            app.state.blobs = BlobStore(settings.blobs_dir)
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(title="tuneforge", version="0.1.0", lifespan=lifespan,
+                  summary="Self-hosted, OpenAI-compatible fine-tuning service")
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

@@ -1,0 +1,69 @@
+"""Files API (openai-api.md §1): upload (streamed), list, retrieve, delete, content."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from tuneforge.api.deps import Auth, Blobs, DbSession, SettingsDep
+from tuneforge.api.multipart import read_multipart
+from tuneforge.errors import InvalidRequest
+from tuneforge.protocol.files import FileDeleted, FileList, FileObject
+from tuneforge.services import files as service
+
+router = APIRouter(prefix="/v1", tags=["files"])
+
+
+@router.post("/files")
+async def create_file(request: Request, auth: Auth, session: DbSession, settings: SettingsDep,
+                      blobs: Blobs) -> FileObject:
+    # End the auth lookup's transaction: the body may take minutes to arrive.
+    await run_in_threadpool(session.commit)
+
+    def early_checks(fields: dict[str, str], filename: str | None) -> None:
+        if "purpose" in fields:
+            service.check_new_upload(fields["purpose"], filename)
+
+    limit = settings.max_file_bytes
+    form = await read_multipart(
+        request, file_field="file", on_file_start=early_checks,
+        writer=lambda: blobs.writer(service.BLOB_PREFIX, max_bytes=limit,
+                                    too_large=f"File is too large: the limit is {limit} bytes."))
+    if form.blob is None:
+        raise InvalidRequest("Missing required parameter: 'file'.", param="file")
+    row = await run_in_threadpool(
+        service.create_uploaded_file, session, blobs, project_id=auth.project_id,
+        purpose=form.fields.get("purpose"), filename=form.filename, blob=form.blob,
+        expires_anchor=form.fields.get("expires_after[anchor]"),
+        expires_seconds=form.fields.get("expires_after[seconds]"))
+    return FileObject.from_row(row)
+
+
+@router.get("/files")
+def list_files(auth: Auth, session: DbSession, purpose: str | None = None,
+               limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+               order: Literal["asc", "desc"] = "desc", after: str | None = None) -> FileList:
+    page = service.list_files(session, auth.project_id, purpose=purpose, limit=limit, order=order,
+                              after=after)
+    return FileList.of(page.items, page.has_more, FileObject.from_row)
+
+
+@router.get("/files/{file_id}")
+def retrieve_file(file_id: str, auth: Auth, session: DbSession) -> FileObject:
+    return FileObject.from_row(service.get_file(session, auth.project_id, file_id))
+
+
+@router.delete("/files/{file_id}")
+def delete_file(file_id: str, auth: Auth, session: DbSession, blobs: Blobs) -> FileDeleted:
+    row = service.delete_file(session, blobs, auth.project_id, file_id)
+    return FileDeleted(id=row.id)
+
+
+@router.get("/files/{file_id}/content")
+def file_content(file_id: str, auth: Auth, session: DbSession, blobs: Blobs) -> FileResponse:
+    row = service.get_file(session, auth.project_id, file_id)
+    return FileResponse(blobs.path(row.blob_key), media_type="application/octet-stream",
+                        filename=row.filename)

@@ -1,0 +1,218 @@
+"""Files: register blobs as File rows, look them up within a project, list, delete.
+
+Blobs are written first (temp file + rename) and the row second; a rolled-back transaction removes
+the blob it was about to publish, and a delete removes the blob only once the row is gone for good.
+So a user never sees a row without bytes, and no failed request leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import unicodedata
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from sqlalchemy import event, or_, select
+from sqlalchemy.orm import Session
+
+from tuneforge.errors import InvalidRequest, NotFound
+from tuneforge.ids import new_id, now
+from tuneforge.store.blobs import Blob, BlobStore
+from tuneforge.store.pagination import Order, Page, paginate
+from tuneforge.store.tables import File
+
+# What clients may upload (CreateFileRequest.purpose) ...
+UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+# ... and every purpose a File can carry (outputs are written by the service itself).
+ALL_PURPOSES = UPLOAD_PURPOSES + ("assistants_output", "batch_output", "fine-tune-results")
+BATCH_DEFAULT_TTL = 30 * 24 * 3600
+EXPIRES_MIN, EXPIRES_MAX = 3600, 30 * 24 * 3600
+BLOB_PREFIX = "files"
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def new_file_id() -> str:
+    """`file-` + 9 base-36 chars of the creation time in ms + 15 random alphanumerics.
+
+    `created_at` has one-second resolution; with a time-ordered id, the (created_at, id) sort of
+    listings keeps upload order within a second. Digits and lower case only in the time part, so
+    byte order (SQLite) and locale collations (PostgreSQL) agree.
+    """
+    ms, digits = time.time_ns() // 1_000_000, []
+    for _ in range(9):
+        ms, r = divmod(ms, 36)
+        digits.append(_B36[r])
+    return "file-" + "".join(reversed(digits)) + new_id("", 15)
+
+
+def on_outcome(session: Session, *, committed: Callable[[], None] | None = None,
+               rolled_back: Callable[[], None] | None = None) -> None:
+    """Run `committed` or `rolled_back` when the session's current transaction ends.
+
+    Used for blob side effects: delete an old blob only after its row's deletion is committed;
+    delete a new blob if the row that would point at it is rolled back.
+    """
+    pending = session.info.get("tf_outcome")
+    if pending is None:
+        pending = session.info["tf_outcome"] = []
+
+        def settle(index: int) -> Callable[[Session], None]:
+            def listener(_session: Session) -> None:
+                callbacks = list(pending)
+                pending.clear()
+                for pair in callbacks:
+                    if pair[index] is not None:
+                        pair[index]()
+            return listener
+
+        event.listen(session, "after_commit", settle(0))
+        event.listen(session, "after_rollback", settle(1))
+    pending.append((committed, rolled_back))
+
+
+def sanitize_filename(name: str | None) -> str:
+    """The basename the client gave, fit for display. Storage never uses it (blob keys are ours)."""
+    name = unicodedata.normalize("NFC", name or "")
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = _UNSAFE.sub("", name).strip().lstrip(".") or "file"
+    return name[:255]
+
+
+def check_purpose(purpose: str | None, *, allowed: tuple[str, ...] = UPLOAD_PURPOSES) -> str:
+    if not purpose:
+        raise InvalidRequest("Missing required parameter: 'purpose'.", param="purpose")
+    if purpose not in allowed:
+        raise InvalidRequest(
+            f"Invalid value for 'purpose': '{purpose}'. Supported values are: "
+            + ", ".join(f"'{p}'" for p in allowed) + ".", param="purpose", code="invalid_value")
+    return purpose
+
+
+def check_filename(purpose: str, filename: str) -> None:
+    if purpose == "fine-tune" and not filename.lower().endswith(".jsonl"):
+        raise InvalidRequest("Invalid file format for Fine-Tuning API. Must be .jsonl", param="file")
+
+
+def check_expires_after(purpose: str, anchor: str | None, seconds: str | int | None,
+                        created_at: int) -> int | None:
+    """`expires_at` for an upload: the client's `expires_after`, or 30 days for batch files."""
+    if anchor is None and seconds is None:
+        return created_at + BATCH_DEFAULT_TTL if purpose == "batch" else None
+    if anchor != "created_at":
+        raise InvalidRequest("Invalid value for 'expires_after.anchor': must be 'created_at'.",
+                             param="expires_after.anchor")
+    try:
+        secs = int(seconds)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        secs = -1
+    if not EXPIRES_MIN <= secs <= EXPIRES_MAX:
+        raise InvalidRequest(
+            f"Invalid value for 'expires_after.seconds': must be an integer between {EXPIRES_MIN} "
+            f"and {EXPIRES_MAX}.", param="expires_after.seconds")
+    return created_at + secs
+
+
+def create_file_from_blob(session: Session, blobs: BlobStore, *, project_id: str, filename: str,
+                          purpose: str, blob: Blob, expires_at: int | None = None) -> File:
+    """Publish an already-written blob as a File. If the transaction rolls back, the blob goes too."""
+    on_outcome(session, rolled_back=lambda: blobs.delete(blob.key))
+    filename = sanitize_filename(filename)
+    check_purpose(purpose, allowed=ALL_PURPOSES)
+    check_filename(purpose, filename)
+    row = File(id=new_file_id(), project_id=project_id, filename=filename, purpose=purpose,
+               bytes=blob.bytes, status="processed", status_details=None, created_at=now(),
+               expires_at=expires_at, blob_key=blob.key)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def create_file_from_chunks(session: Session, blobs: BlobStore, *, project_id: str, filename: str,
+                            purpose: str, chunks: Iterable[bytes], expires_at: int | None = None,
+                            max_bytes: int | None = None) -> File:
+    check_purpose(purpose, allowed=ALL_PURPOSES)
+    check_filename(purpose, sanitize_filename(filename))
+    blob = blobs.write_chunks(chunks, BLOB_PREFIX, max_bytes=max_bytes)
+    return create_file_from_blob(session, blobs, project_id=project_id, filename=filename,
+                                 purpose=purpose, blob=blob, expires_at=expires_at)
+
+
+def create_file_from_path(session: Session, blobs: BlobStore, *, project_id: str, filename: str,
+                          purpose: str, src: Path, expires_at: int | None = None) -> File:
+    """Copy `src` into the blob store and register it (e.g. a job's step_metrics.csv)."""
+    check_purpose(purpose, allowed=ALL_PURPOSES)
+    check_filename(purpose, sanitize_filename(filename))
+    blob = blobs.write_file(Path(src), BLOB_PREFIX)
+    return create_file_from_blob(session, blobs, project_id=project_id, filename=filename,
+                                 purpose=purpose, blob=blob, expires_at=expires_at)
+
+
+def _live(stmt, project_id: str):
+    # Expired files are gone from the user's view even before anything sweeps them.
+    return stmt.where(File.project_id == project_id,
+                      or_(File.expires_at.is_(None), File.expires_at > now()))
+
+
+def find_file(session: Session, project_id: str, file_id: str) -> File | None:
+    return session.scalar(_live(select(File), project_id).where(File.id == file_id))
+
+
+def get_file(session: Session, project_id: str, file_id: str) -> File:
+    """The File, or NotFound; another project's file is indistinguishable from a missing one."""
+    row = find_file(session, project_id, file_id)
+    if row is None:
+        raise NotFound(f"No such File object: {file_id}", param="id")
+    return row
+
+
+def file_path(session: Session, blobs: BlobStore, project_id: str, file_id: str) -> Path:
+    """Where the File's bytes are on disk, for readers such as the training-data validator."""
+    return blobs.path(get_file(session, project_id, file_id).blob_key)
+
+
+def list_files(session: Session, project_id: str, *, purpose: str | None = None, limit: int = 10000,
+               order: Order = "desc", after: str | None = None) -> Page[File]:
+    stmt = _live(select(File), project_id)
+    if purpose:
+        stmt = stmt.where(File.purpose == purpose)
+    cursor = None
+    if after:
+        cursor = find_file(session, project_id, after)
+        if cursor is None:
+            raise InvalidRequest(f"No such File object: {after}", param="after")
+    return paginate(session, stmt, sort=[File.created_at, File.id], order=order, after=cursor,
+                    limit=limit)
+
+
+def delete_file(session: Session, blobs: BlobStore, project_id: str, file_id: str) -> File:
+    """Delete the row now and the bytes once the deletion is committed."""
+    row = get_file(session, project_id, file_id)
+    key = row.blob_key
+    session.delete(row)
+    session.flush()
+    on_outcome(session, committed=lambda: blobs.delete(key))
+    return row
+
+
+def check_new_upload(purpose: str | None, filename: str | None) -> None:
+    """The checks a client upload must pass; run as soon as both are known (before the bytes)."""
+    check_filename(check_purpose(purpose), sanitize_filename(filename))
+
+
+def create_uploaded_file(session: Session, blobs: BlobStore, *, project_id: str,
+                         purpose: str | None, filename: str | None, blob: Blob,
+                         expires_anchor: str | None = None,
+                         expires_seconds: str | None = None) -> File:
+    """Publish a client's `POST /v1/files` upload; the blob is removed if anything is refused."""
+    try:
+        check_new_upload(purpose, filename)
+        assert purpose is not None
+        expires_at = check_expires_after(purpose, expires_anchor, expires_seconds, now())
+        return create_file_from_blob(session, blobs, project_id=project_id,
+                                     filename=filename or "file", purpose=purpose, blob=blob,
+                                     expires_at=expires_at)
+    except BaseException:
+        blobs.delete(blob.key)
+        raise
