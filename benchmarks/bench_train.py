@@ -1,0 +1,419 @@
+"""Training benchmark: our trainer against plain TRL `SFTTrainer`, side by side in one run.
+
+    .venv/bin/python benchmarks/bench_train.py            # (make bench-train) the CPU case
+    .venv/bin/python benchmarks/bench_train.py --quick    # a smoke run of the harness
+
+Every contestant trains the same locally built model (a Qwen2 architecture with the tiny model's
+tokenizer, larger hidden size and more layers, random init with a fixed seed) on the same data (chat
+examples with a realistic length spread), seed, batch size, learning rate, epochs and max length,
+each in its own subprocess so peak memory (RSS high-water mark) does not mix.
+
+- ours: `tuneforge.training.train` (LoRA by default; `--method full`)
+- trl_default: `SFTTrainer` with its defaults (bf16 autocast, gradient checkpointing, padding,
+  loss on every token) except the shared settings above
+- trl_tuned: `SFTTrainer` with packing (best-fit decreasing, padding-free with per-example
+  position_ids), loss on assistant tokens only, no gradient checkpointing, fp32
+
+Timed section: from handing the files/model path to the trainer until training and its evaluation
+are done (our `train()` loads, tokenizes, trains, validates and checkpoints; for TRL the SFTTrainer
+construction, which tokenizes, + train() + evaluate()). Tokens/s counts non-pad tokens: the
+rendered length of every training example (identical for all) x epochs, over the timed seconds.
+
+Eval loss is measured the same way for everyone, after training, by this script: mean
+cross-entropy over the assistant tokens (content + turn terminator, from the chat template's
+generation markers) of the held-out file. Train loss is each trainer's own last logged value (TRL
+defaults average over every token, so it is not comparable to the others).
+
+Also measures the validator's throughput (MB/s) on a generated 100 MB file, with and without token
+statistics. The LAST line printed is `train_speedup_vs_trl=<x> eval_loss_rel_delta=<d>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SEED = 1234
+WORDS = ("cat dog bird fish horse cow sheep lion tiger bear mouse rabbit whale owl red blue green "
+         "gold silver water fire earth air apple banana cherry grape lemon pear bread cheese milk tea "
+         "rice soup salt one two three four five six seven eight nine ten Monday Tuesday Friday "
+         "morning evening night today tomorrow").split()
+SYSTEMS = ["You are a helpful assistant.", "You are terse. Answer briefly.",
+           "You are a careful assistant. Think step by step."]
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def _task(rng: random.Random, n_words: int) -> tuple[str, str]:
+    """A user request with one right answer, so the model can learn and eval loss means something."""
+    words = [rng.choice(WORDS) for _ in range(n_words)]
+    kind = rng.randrange(4)
+    if kind == 0:
+        return "Repeat: " + " ".join(words), " ".join(words)
+    if kind == 1:
+        return "Reverse: " + " ".join(words), " ".join(reversed(words))
+    if kind == 2:
+        return "Sort: " + " ".join(words), " ".join(sorted(words))
+    first = words[: max(1, n_words // 3)]
+    return "First words of: " + " ".join(words), " ".join(first)
+
+
+def make_example(rng: random.Random) -> dict:
+    """Log-normal lengths (median ~12 words, a long tail to ~200): like real chat data, most
+    examples are short and a few are long, which is what makes padding expensive."""
+    messages = []
+    if rng.random() < 0.7:
+        messages.append({"role": "system", "content": rng.choice(SYSTEMS)})
+    for _ in range(1 if rng.random() < 0.75 else 2):
+        n = max(1, min(200, int(rng.lognormvariate(math.log(12), 0.8))))
+        question, answer = _task(rng, n)
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return {"messages": messages}
+
+
+def write_jsonl(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    with open(path, "w") as fh:
+        for _ in range(n):
+            fh.write(json.dumps(make_example(rng)) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+# --- model --------------------------------------------------------------------------------------
+
+def build_model(path: Path, hidden: int, layers: int) -> int:
+    """The benchmark model: the tiny tokenizer (1k vocab) and a larger Qwen2, fixed-seed init."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from tuneforge.training.tiny import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 3,
+        num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=max(1, hidden // 128),
+        max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(SEED)
+    model = Qwen2ForCausalLM(config).to(torch.float32)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return sum(p.numel() for p in model.parameters())
+
+
+def rendered_lengths(tokenizer, examples: list[dict], max_len: int) -> list[int]:
+    return [min(max_len, len(tokenizer.apply_chat_template(e["messages"], tokenize=True,
+                                                           return_dict=True)["input_ids"]))
+            for e in examples]
+
+
+# --- evaluation (the same for every contestant) -------------------------------------------------
+
+def eval_loss(model, tokenizer, examples: list[dict], max_len: int) -> float:
+    """Mean cross-entropy over assistant tokens (content + terminator) of `examples`."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for example in examples:
+            enc = tokenizer.apply_chat_template(example["messages"], tokenize=True, return_dict=True,
+                                                return_assistant_tokens_mask=True)
+            ids = torch.tensor([enc["input_ids"][:max_len]])
+            mask = torch.tensor(enc["assistant_masks"][:max_len], dtype=torch.bool)
+            logits = model(input_ids=ids).logits[0].float()
+            # token t is predicted from position t-1
+            target_mask = mask[1:]
+            losses = torch.nn.functional.cross_entropy(logits[:-1], ids[0, 1:], reduction="none")
+            total += float(losses[target_mask].sum())
+            count += int(target_mask.sum())
+    return total / max(count, 1)
+
+
+# --- contestants (each runs in its own subprocess) ----------------------------------------------
+
+def run_ours(cfg: dict) -> dict:
+    from tuneforge.training import train
+    from tuneforge.training.spec import Hyperparameters, TrainSpec
+
+    base_lr = _our_base_lr(cfg["method"])
+
+    class Collect:
+        def __init__(self):
+            self.last: dict = {}
+            self.full_valid_loss = None
+
+        def event(self, message, *, level="info", data=None):
+            pass
+
+        def hyperparameters(self, resolved):
+            pass
+
+        def metrics(self, data):
+            self.last = data
+            if data.get("full_valid_loss") is not None:
+                self.full_valid_loss = data["full_valid_loss"]
+
+        def checkpoint(self, step, epoch, path, metrics):
+            pass
+
+        def checkpoint_removed(self, step, path):
+            pass
+
+        def stop_requested(self):
+            return None
+
+    out = Path(cfg["workdir"]) / "ours"
+    spec = TrainSpec(
+        base_model=cfg["model_dir"], training_file=Path(cfg["train"]), output_dir=out,
+        validation_file=Path(cfg["eval"]), method=cfg["method"],
+        hyperparameters=Hyperparameters(n_epochs=cfg["epochs"], batch_size=cfg["batch_size"],
+                                        learning_rate_multiplier=cfg["lr"] / base_lr),
+        seed=SEED, lora_rank=cfg["lora_rank"], lora_alpha=cfg["lora_rank"] * 2, lora_dropout=0.0,
+        max_seq_len=cfg["max_len"], device="cpu",
+    )
+    reporter = Collect()
+    t0 = time.perf_counter()
+    result = train(spec, reporter)
+    seconds = time.perf_counter() - t0
+    assert result.status == "succeeded", result
+    model, tokenizer = _load_servable(Path(result.final_dir))
+    return {"seconds": seconds, "train_loss": reporter.last.get("train_loss"),
+            "trainer_eval_loss": reporter.full_valid_loss,
+            "eval_loss": eval_loss(model, tokenizer, read_jsonl(Path(cfg["eval"])), cfg["max_len"])}
+
+
+def _our_base_lr(method: str) -> float:
+    import tuneforge.training as training
+
+    for name in ("BASE_LEARNING_RATE", "BASE_LEARNING_RATES"):
+        value = getattr(training, name, None)
+        if isinstance(value, dict):
+            return float(value[method])
+        if isinstance(value, (int, float)):
+            return float(value)
+    from tuneforge.training import sft  # where the trainer keeps its constants
+
+    value = getattr(sft, "BASE_LEARNING_RATE")
+    return float(value[method] if isinstance(value, dict) else value)
+
+
+def _load_servable(path: Path):
+    """A checkpoint/final dir: a PEFT adapter over its base model, or full weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if (path / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        meta = json.loads((path / "tuneforge.json").read_text())
+        base = AutoModelForCausalLM.from_pretrained(meta["base_model"])
+        return PeftModel.from_pretrained(base, path), tokenizer
+    return AutoModelForCausalLM.from_pretrained(path), tokenizer
+
+
+def run_trl(cfg: dict, tuned: bool) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    train_rows = read_jsonl(Path(cfg["train"]))
+    eval_rows = read_jsonl(Path(cfg["eval"]))
+    tokenizer = AutoTokenizer.from_pretrained(cfg["model_dir"])
+    args = dict(
+        output_dir=str(Path(cfg["workdir"]) / ("trl_tuned" if tuned else "trl_default")),
+        num_train_epochs=cfg["epochs"], per_device_train_batch_size=cfg["batch_size"],
+        per_device_eval_batch_size=cfg["batch_size"], learning_rate=cfg["lr"], seed=SEED,
+        max_length=cfg["max_len"], report_to=[], use_cpu=True, save_strategy="no",
+        logging_steps=1, dataloader_num_workers=0,
+    )
+    if tuned:
+        args.update(packing=True, packing_strategy="bfd", assistant_only_loss=True,
+                    gradient_checkpointing=False, bf16=False)
+    peft_config = None
+    if cfg["method"] == "lora":
+        peft_config = LoraConfig(r=cfg["lora_rank"], lora_alpha=cfg["lora_rank"] * 2, lora_dropout=0.0,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    t0 = time.perf_counter()
+    trainer = SFTTrainer(model=cfg["model_dir"], args=SFTConfig(**args),
+                         train_dataset=Dataset.from_list(train_rows),
+                         eval_dataset=Dataset.from_list(eval_rows),
+                         processing_class=tokenizer, peft_config=peft_config)
+    trainer.train()
+    trainer_eval = trainer.evaluate()["eval_loss"]
+    seconds = time.perf_counter() - t0
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    model = trainer.model.float()
+    return {"seconds": seconds, "train_loss": losses[-1] if losses else None,
+            "trainer_eval_loss": trainer_eval,
+            "eval_loss": eval_loss(model, tokenizer, eval_rows, cfg["max_len"])}
+
+
+def worker(name: str, cfg_path: Path) -> None:
+    import torch
+
+    cfg = json.loads(cfg_path.read_text())
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(SEED)
+    if name == "ours":
+        result = run_ours(cfg)
+    else:
+        result = run_trl(cfg, tuned=name == "trl_tuned")
+    # ru_maxrss is KiB on Linux: the whole process's high-water mark, model load included
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    (Path(cfg["workdir"]) / f"{name}.json").write_text(json.dumps(result))
+
+
+# --- validator throughput -----------------------------------------------------------------------
+
+def bench_validator(workdir: Path, model_dir: Path, megabytes: int) -> dict:
+    from transformers import AutoTokenizer
+
+    from tuneforge.training.data import validate_file
+
+    path = workdir / "validator.jsonl"
+    rng = random.Random(SEED)
+    block = "".join(json.dumps(make_example(rng)) + "\n" for _ in range(2000)).encode()
+    with open(path, "wb") as fh:
+        while fh.tell() < megabytes * 1_000_000:
+            fh.write(block)
+    size_mb = path.stat().st_size / 1e6
+    out = {"file_mb": size_mb}
+    t0 = time.perf_counter()
+    report = validate_file(path)
+    out["schema_only_mb_s"] = size_mb / (time.perf_counter() - t0)
+    out["n_examples"] = report.n_examples
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    t0 = time.perf_counter()
+    report = validate_file(path, tokenizer=tokenizer)
+    out["with_tokens_mb_s"] = size_mb / (time.perf_counter() - t0)
+    out["billing_tokens"] = report.billing_tokens
+    path.unlink()
+    return out
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+def environment() -> dict:
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    cpu = platform.processor()
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "trl": trl.__version__, "peft": peft.__version__,
+            "commit": commit}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--method", choices=("lora", "full"), default="lora")
+    parser.add_argument("--examples", type=int, default=384)
+    parser.add_argument("--eval-examples", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=None, help="default: 1e-3 LoRA, 3e-4 full")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--max-len", type=int, default=1024)
+    parser.add_argument("--lora-rank", type=int, default=16)
+    parser.add_argument("--validator-mb", type=int, default=100)
+    parser.add_argument("--only", default="ours,trl_default,trl_tuned")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness runs")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, Path(args.config))
+        return
+    if args.quick:
+        args.examples, args.eval_examples, args.hidden, args.layers, args.validator_mb = 32, 8, 128, 2, 2
+    lr = args.lr or (1e-3 if args.method == "lora" else 3e-4)
+
+    env = environment()
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        workdir = Path(tmp)
+        model_dir = workdir / "model"
+        n_params = build_model(model_dir, args.hidden, args.layers)
+        write_jsonl(workdir / "train.jsonl", args.examples, SEED)
+        write_jsonl(workdir / "eval.jsonl", args.eval_examples, SEED + 1)
+
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        lengths = rendered_lengths(tokenizer, read_jsonl(workdir / "train.jsonl"), args.max_len)
+        tokens = sum(lengths) * args.epochs
+        cfg = {"workdir": str(workdir), "model_dir": str(model_dir), "train": str(workdir / "train.jsonl"),
+               "eval": str(workdir / "eval.jsonl"), "method": args.method, "epochs": args.epochs,
+               "batch_size": args.batch_size, "lr": lr, "max_len": args.max_len,
+               "lora_rank": args.lora_rank, "threads": os.cpu_count() or 1}
+        (workdir / "cfg.json").write_text(json.dumps(cfg))
+        print(f"model: Qwen2 hidden={args.hidden} layers={args.layers} params={n_params / 1e6:.1f}M "
+              f"vocab={len(tokenizer)}; method={args.method} lr={lr:g} batch={args.batch_size} "
+              f"epochs={args.epochs}; {args.examples} train examples, tokens/example "
+              f"min={min(lengths)} median={sorted(lengths)[len(lengths) // 2]} max={max(lengths)}, "
+              f"{tokens} non-pad tokens", flush=True)
+
+        results: dict[str, dict] = {}
+        for name in args.only.split(","):
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, __file__, "--worker", name, "--config",
+                                   str(workdir / "cfg.json")], capture_output=True, text=True)
+            out = workdir / f"{name}.json"
+            if proc.returncode != 0 or not out.is_file():
+                print(f"{name}: FAILED (exit {proc.returncode})\n{proc.stderr[-3000:]}", flush=True)
+                continue
+            results[name] = json.loads(out.read_text())
+            results[name]["tok_s"] = tokens / results[name]["seconds"]
+            print(f"{name}: done in {time.perf_counter() - t0:.0f}s", flush=True)
+
+        validator = bench_validator(workdir, model_dir, args.validator_mb) if args.validator_mb else None
+
+    print()
+    print(f"{'run':<12} {'tok/s':>9} {'seconds':>8} {'peak RSS MB':>12} {'train loss':>11} "
+          f"{'eval loss':>10} {'trainer eval':>13}")
+    for name, r in results.items():
+        print(f"{name:<12} {r['tok_s']:>9.0f} {r['seconds']:>8.1f} {r['peak_rss_mb']:>12.0f} "
+              f"{_fmt(r['train_loss']):>11} {_fmt(r['eval_loss']):>10} {_fmt(r['trainer_eval_loss']):>13}")
+    if validator:
+        print(f"validator on {validator['file_mb']:.0f} MB ({validator['n_examples']} examples): "
+              f"{validator['schema_only_mb_s']:.1f} MB/s schema only, "
+              f"{validator['with_tokens_mb_s']:.1f} MB/s with token statistics")
+    print("env: " + " ".join(f"{k}={v}" for k, v in env.items()))
+    ours, base = results.get("ours"), results.get("trl_default")
+    speedup = ours["tok_s"] / base["tok_s"] if ours and base else float("nan")
+    delta = (ours["eval_loss"] - base["eval_loss"]) / base["eval_loss"] if ours and base else float("nan")
+    print(f"train_speedup_vs_trl={speedup:.3f} eval_loss_rel_delta={delta:+.4f}")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+if __name__ == "__main__":
+    main()
