@@ -47,7 +47,13 @@ def run_server(settings: Settings) -> None:
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
                             log_config=None, access_log=False, lifespan="on",
                             log_level=settings.log_level, timeout_graceful_shutdown=30)
-    uvicorn.Server(config).run()
+    from tuneforge.jobs.worker import WorkerProcesses
+
+    workers = WorkerProcesses(settings, settings.workers)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        workers.stop()   # each saves its running trainings and re-queues them
 
 
 @app.command()

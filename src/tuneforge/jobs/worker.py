@@ -238,3 +238,33 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+class WorkerProcesses:
+    """`n` standalone worker processes, as `tuneforge serve` runs them beside the API server.
+
+    Each is `python -m tuneforge.jobs.worker` with the server's Settings in its environment and
+    dies with the server (PR_SET_PDEATHSIG), so a killed server never leaves a training behind.
+    """
+
+    def __init__(self, settings: Settings, n: int):
+        settings = settings.resolved()
+        env = dict(os.environ)
+        env["TUNEFORGE_DATA_DIR"] = str(settings.data_dir)
+        env["TUNEFORGE_DATABASE_URL"] = str(settings.database_url)
+        cmd = [sys.executable, "-m", "tuneforge.jobs.worker"]
+        self.procs = [subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
+                      for _ in range(max(0, n))]
+
+    def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS + 5) -> None:
+        """SIGTERM (each worker saves and re-queues its trainings), then kill what is left."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()

@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from tuneforge.api.routes import files, health, uploads
+from tuneforge.api.routes import files, health, jobs, uploads
 
-ROUTERS = [health.router, files.router, uploads.router]
+ROUTERS = [health.router, files.router, uploads.router, jobs.router]
