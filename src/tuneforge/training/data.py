@@ -12,12 +12,14 @@ refuses); `validate_file` streams a file through it and gathers statistics (`sta
 from __future__ import annotations
 
 import json
+import os
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuneforge.training.stats import Distribution, auto_n_epochs, count_tokens
+from tuneforge.training.stats import Distribution, TokenCounter, TokenCounts, auto_n_epochs
 
 READ_BUFFER = 1 << 20  # 1 MiB reads: far fewer syscalls than the default 8 KiB
 
@@ -326,7 +328,8 @@ def _check_tools(example: dict) -> Problem | None:
 INVALID_FILE = "invalid_training_file"
 INVALID_N_EXAMPLES = "invalid_n_examples"
 MIN_EXAMPLES = 10
-TOKEN_BATCH = 512  # examples handed to the tokenizer at once
+TOKEN_BATCH = 256  # examples rendered per task
+PARALLEL_MIN_BYTES = 16 * 1024 * 1024  # smaller files: starting worker processes costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -426,34 +429,83 @@ def validate_file(
     max_errors: int = 20,
     min_examples: int = MIN_EXAMPLES,
     file_param: str = "training_file",
+    processes: int | None = None,
 ) -> ValidationReport:
     """Stream `path` once: check every example, count tokens with `tokenizer` (skipped when None),
-    and estimate epochs, trained tokens and cost. `n_epochs` None means OpenAI's `auto` rule.
-    `max_seq_len` None means the tokenizer's `model_max_length` when it is a real limit."""
+    and estimate epochs, trained tokens and cost.
+
+    `n_epochs` None means OpenAI's `auto` rule. `max_seq_len` None means the tokenizer's
+    `model_max_length` when it is a real limit. `processes`: worker processes that render examples
+    for token counts; None uses every core for files over PARALLEL_MIN_BYTES, else this process.
+    """
     report = ValidationReport(file_param=file_param, n_epochs_auto=n_epochs is None,
                               price_per_million_tokens=price_per_million_tokens)
     if max_seq_len is None and tokenizer is not None:
         limit = getattr(tokenizer, "model_max_length", None)
         max_seq_len = limit if isinstance(limit, int) and limit < 10**7 else None  # HF's "no limit"
     report.max_seq_len = max_seq_len
+    if processes is None:
+        big = Path(path).stat().st_size >= PARALLEL_MIN_BYTES
+        processes = min(os.cpu_count() or 1, 8) if big else 1
 
-    n_messages: list[int] = []
-    token_counts: list[tuple[int, int]] = []
-    pending: list[dict] = []
+    errors: list[DataError] = []
+    counts = None
+    if tokenizer is None:
+        n_messages = _scan(path, report, errors, max_errors, None)
+    else:
+        with TokenCounter(tokenizer, processes) as counter:
+            n_messages = _scan(path, report, errors, max_errors, counter)
+            counts = counter.finish()
+        for failure in counts.failures:
+            report.n_errors += 1
+            report.n_invalid_examples += 1
+            errors.append(DataError(failure.line, failure.code, failure.message, failure.param))
+
+    if report.n_examples < min_examples:
+        report.n_errors += 1
+        kind = file_param.replace("_", " ").capitalize()
+        errors.append(DataError(None, INVALID_N_EXAMPLES,
+                                f"{kind} has {report.n_examples} example(s), but must have at least "
+                                f"{min_examples} examples"))
+    # render failures arrive after later lines' schema errors: report the first lines first
+    errors.sort(key=lambda e: (e.line is None, e.line or 0))
+    report.errors = errors[:max_errors]
+
+    report.messages_per_example = Distribution.of(n_messages)
+    report.n_epochs = n_epochs if n_epochs is not None else auto_n_epochs(
+        report.n_examples - report.n_invalid_examples)
+    if report.n_without_trained_tokens:
+        report.warnings.append(f"{report.n_without_trained_tokens} example(s) have weight 0 on every "
+                               "assistant message: nothing in them is trained")
+    if report.n_missing_user:
+        report.warnings.append(f"{report.n_missing_user} example(s) have no user message")
+    if counts is None:
+        report.warnings.append("token statistics skipped: no tokenizer given (choose a model)")
+    else:
+        _token_statistics(report, counts, max_seq_len, price_per_million_tokens)
+    return report
+
+
+def _scan(path: str | Path, report: ValidationReport, errors: list[DataError], max_errors: int,
+          counter: TokenCounter | None) -> array:
+    """The streaming pass: schema checks and per-example counts; valid examples go to `counter`
+    in batches. Returns messages per valid example."""
+    n_messages = array("i")
+    batch: list[tuple[int, dict]] = []
     ignored_keys: set[str] = set()
 
     def error(line: int, problem: Problem) -> None:
         report.n_errors += 1
-        if len(report.errors) < max_errors:
-            report.errors.append(DataError(line, INVALID_FILE, problem.message, problem.param,
-                                           problem.message_index))
+        report.n_invalid_examples += 1
+        if len(errors) < max_errors:
+            errors.append(DataError(line, INVALID_FILE, problem.message, problem.param,
+                                    problem.message_index))
 
     for raw in iter_lines(path):
         report.n_examples += 1
         try:
             example = parse_line(raw)
         except DataFileError as exc:
-            report.n_invalid_examples += 1
             error(raw.line, Problem(None, exc.message))
             continue
         problem = check_example(example, ignored_keys=ignored_keys)
@@ -463,7 +515,6 @@ def validate_file(
             problem = Problem(None, f"this example is in {fmt} format but the file started with "
                                     f"{report.format} examples; a file must not mix formats")
         if problem is not None:
-            report.n_invalid_examples += 1
             error(raw.line, problem)
             continue
         report.format = report.format or fmt
@@ -477,43 +528,26 @@ def validate_file(
                 report.n_without_trained_tokens += 1
         else:
             n_messages.append(2)
-        if tokenizer is not None:
-            pending.append(example)
-            if len(pending) >= TOKEN_BATCH:
-                token_counts.extend(count_tokens(tokenizer, pending))
-                pending.clear()
-    if tokenizer is not None and pending:
-        token_counts.extend(count_tokens(tokenizer, pending))
-
-    n_valid = report.n_examples - report.n_invalid_examples
-    if report.n_examples < min_examples:
-        report.n_errors += 1
-        if len(report.errors) < max_errors:
-            kind = file_param.replace("_", " ").capitalize()
-            report.errors.append(DataError(
-                None, INVALID_N_EXAMPLES,
-                f"{kind} has {report.n_examples} example(s), but must have at least "
-                f"{min_examples} examples"))
-
-    report.messages_per_example = Distribution.of(n_messages)
-    report.n_epochs = n_epochs if n_epochs is not None else auto_n_epochs(n_valid)
+        if counter is not None:
+            batch.append((raw.line, example))
+            if len(batch) >= TOKEN_BATCH:
+                counter.add(batch)
+                batch = []
+    if counter is not None and batch:
+        counter.add(batch)
     if ignored_keys:
         report.warnings.append("unrecognized top-level keys were ignored: "
                                + ", ".join(sorted(ignored_keys)))
-    if report.n_without_trained_tokens:
-        report.warnings.append(f"{report.n_without_trained_tokens} example(s) have weight 0 on every "
-                               "assistant message: nothing in them is trained")
-    if report.n_missing_user:
-        report.warnings.append(f"{report.n_missing_user} example(s) have no user message")
-    if tokenizer is None:
-        report.warnings.append("token statistics skipped: no tokenizer given (choose a model)")
-        return report
+    return n_messages
 
-    totals = [t for t, _ in token_counts]
+
+def _token_statistics(report: ValidationReport, counts: TokenCounts, max_seq_len: int | None,
+                      price_per_million_tokens: float) -> None:
+    totals = counts.totals
     report.total_tokens_per_example = Distribution.of(totals)
-    report.trained_tokens_per_example = Distribution.of([t for _, t in token_counts])
+    report.trained_tokens_per_example = Distribution.of(counts.trained)
     if max_seq_len is not None:
-        report.n_too_long = sum(t > max_seq_len for t in totals)
+        report.n_too_long = sum(1 for t in totals if t > max_seq_len)
         report.billing_tokens = sum(min(t, max_seq_len) for t in totals)
         if report.n_too_long:
             report.warnings.append(f"{report.n_too_long} example(s) are longer than the context "
@@ -522,4 +556,3 @@ def validate_file(
         report.billing_tokens = sum(totals)
     report.estimated_trained_tokens = report.billing_tokens * report.n_epochs
     report.estimated_cost = round(report.estimated_trained_tokens * price_per_million_tokens / 1e6, 6)
-    return report

@@ -6,8 +6,11 @@ Token counts come from the same rendering the trainer uses (`render.render_examp
 
 from __future__ import annotations
 
+import multiprocessing
+from array import array
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,13 +59,101 @@ class Distribution:
         return asdict(self)
 
 
-def count_tokens(tokenizer: Any, examples: Sequence[dict]) -> list[tuple[int, int]]:
-    """(total tokens, trained tokens) per example, untruncated, as the trainer renders them."""
-    from tuneforge.training.render import render_example
+@dataclass(frozen=True)
+class RenderFailure:
+    line: int
+    code: str
+    message: str
+    param: str | None
 
-    out = []
-    for example in examples:
-        rendered = render_example(tokenizer, example, max_seq_len=None)
-        trained = sum(1 for label in rendered.labels if label != -100)
-        out.append((len(rendered.input_ids), trained))
+
+@dataclass
+class TokenCounts:
+    """Per-example (total, trained) token counts of one batch, plus examples that cannot render.
+    Arrays, not objects per example: a 512 MB file has millions of examples."""
+
+    totals: array = field(default_factory=lambda: array("q"))
+    trained: array = field(default_factory=lambda: array("q"))
+    failures: list[RenderFailure] = field(default_factory=list)
+
+    def extend(self, other: TokenCounts) -> None:
+        self.totals.extend(other.totals)
+        self.trained.extend(other.trained)
+        self.failures.extend(other.failures)
+
+
+def count_tokens(tokenizer: Any, batch: Sequence[tuple[int, dict]]) -> TokenCounts:
+    """Untruncated total and trained tokens of (line, example) pairs, exactly as the trainer
+    renders them (`render_example`: chat template + label mask)."""
+    from tuneforge.errors import TuneforgeError
+    from tuneforge.training.render import IGNORE_INDEX, render_example
+
+    out = TokenCounts()
+    for line, example in batch:
+        try:
+            rendered = render_example(tokenizer, example, max_seq_len=None)
+        except TuneforgeError as exc:
+            out.failures.append(RenderFailure(line, exc.code or "invalid_training_file",
+                                              exc.message, exc.param))
+            continue
+        out.totals.append(len(rendered.input_ids))
+        out.trained.append(sum(1 for label in rendered.labels if label != IGNORE_INDEX))
     return out
+
+
+class TokenCounter:
+    """Counts tokens batch by batch, in this process or in a pool of worker processes.
+
+    Rendering runs the chat template (Jinja, in Python) several times per example, so one core is
+    the bottleneck on big files; a pool of `processes` spreads batches over the cores. At most
+    2 x processes batches are in flight, so memory stays bounded while the caller streams.
+    """
+
+    def __init__(self, tokenizer: Any, processes: int = 1):
+        self._tokenizer = tokenizer
+        self._processes = processes
+        self._pool = None
+        self._in_flight: deque = deque()
+        self.counts = TokenCounts()
+        if processes > 1:
+            # spawn, not fork: the caller may hold torch threads or a database connection
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = ctx.Pool(processes, initializer=_init_worker, initargs=(tokenizer,))
+
+    def add(self, batch: list[tuple[int, dict]]) -> None:
+        if self._pool is None:
+            self.counts.extend(count_tokens(self._tokenizer, batch))
+            return
+        self._in_flight.append(self._pool.apply_async(_count_in_worker, (batch,)))
+        while len(self._in_flight) > 2 * self._processes:
+            self.counts.extend(self._in_flight.popleft().get())
+
+    def finish(self) -> TokenCounts:
+        while self._in_flight:
+            self.counts.extend(self._in_flight.popleft().get())
+        self.close()
+        return self.counts
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> TokenCounter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_WORKER_TOKENIZER: Any = None
+
+
+def _init_worker(tokenizer: Any) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tokenizer
+
+
+def _count_in_worker(batch: list[tuple[int, dict]]) -> TokenCounts:
+    return count_tokens(_WORKER_TOKENIZER, batch)
