@@ -64,3 +64,22 @@ def test_too_few_examples_fails_with_invalid_n_examples() -> None:
     assert [e["code"] for e in out["errors"]] == ["invalid_n_examples"]
     assert out["job_error"]["message"] == \
         "Training file has 7 example(s), but must have at least 10 examples"
+
+
+def test_token_statistics_with_a_local_model_directory(tmp_path: Path, tiny_model_dir: Path) -> None:
+    result = CliRunner().invoke(app, ["data", "validate", str(_good_file(tmp_path)), "--json",
+                                      "--model", str(tiny_model_dir), "--price-per-million", "25"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["billing_tokens"] > 12 * 5
+    assert out["estimated_trained_tokens"] == out["billing_tokens"] * out["n_epochs"]
+    assert out["estimated_cost"] == round(out["estimated_trained_tokens"] * 25 / 1e6, 6)
+    assert out["trained_tokens_per_example"]["min"] >= 2   # the answer and its terminator
+    assert not any("skipped" in w for w in out["warnings"])
+
+
+def test_an_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["data", "validate", str(_good_file(tmp_path)),
+                                      "--model", str(tmp_path / "no-such-model")])
+    assert result.exit_code == 2
+    assert "cannot load a tokenizer" in result.output
