@@ -1,0 +1,46 @@
+"""`auto` hyperparameters and the base learning rates that `learning_rate_multiplier` scales.
+
+- n_epochs: OpenAI's cookbook rule (3, raised or lowered so that examples x epochs lands in
+  100..25 000, clamped to 1..25), shared with the data validator (`stats.auto_n_epochs`).
+- batch_size: OpenAI's legacy rule, about 0.2% of the examples, clamped to 1..256 (so 1 below 1 000
+  examples, as real jobs on ~100 examples show).
+- learning_rate_multiplier: 1.0.
+
+Base learning rates (AdamW, peak after warmup, linear decay to 0): LoRA 1e-3, full fine-tuning
+2e-5. LoRA adapters start at zero and learn through a low-rank product, so they need a rate well
+above full fine-tuning's; 1e-3 is the high end of what LoRA recipes use with small batches, chosen
+so that tuneforge-tiny memorises ten Q/A pairs within the default budget (see the memorisation
+test). Use the multiplier to go lower (e.g. 0.2 -> 2e-4 for large models and large batches).
+"""
+
+from __future__ import annotations
+
+from tuneforge.errors import InvalidRequest
+from tuneforge.training.spec import Hyperparameters, ResolvedHyperparameters
+from tuneforge.training.stats import auto_n_epochs
+
+BASE_LEARNING_RATE = {"lora": 1e-3, "full": 2e-5}
+
+
+def auto_batch_size(n_examples: int) -> int:
+    return max(1, min(256, n_examples // 500))
+
+
+def resolve(hp: Hyperparameters, n_examples: int) -> ResolvedHyperparameters:
+    n_epochs = auto_n_epochs(n_examples) if hp.n_epochs == "auto" else int(hp.n_epochs)
+    batch_size = auto_batch_size(n_examples) if hp.batch_size == "auto" else int(hp.batch_size)
+    lrm = 1.0 if hp.learning_rate_multiplier == "auto" else float(hp.learning_rate_multiplier)
+    problems = []
+    if n_epochs < 1:
+        problems.append(f"n_epochs must be at least 1, got {n_epochs}")
+    if batch_size < 1:
+        problems.append(f"batch_size must be at least 1, got {batch_size}")
+    if not lrm > 0:
+        problems.append(f"learning_rate_multiplier must be positive, got {lrm}")
+    if problems:
+        raise InvalidRequest("; ".join(problems), param="hyperparameters", code="invalid_hyperparameters")
+    return ResolvedHyperparameters(n_epochs=n_epochs, batch_size=batch_size, learning_rate_multiplier=lrm)
+
+
+def learning_rate(method: str, resolved: ResolvedHyperparameters) -> float:
+    return BASE_LEARNING_RATE[method] * resolved.learning_rate_multiplier
