@@ -26,5 +26,9 @@ test: install
 bench-train: install
 	$(BIN)/python benchmarks/bench_train.py
 
+# Not a test: Files API upload MB/s + server RSS growth, list/retrieve latency (SQLite, PostgreSQL).
+bench-files: install
+	$(BIN)/python benchmarks/bench_files.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
