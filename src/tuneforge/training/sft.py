@@ -47,7 +47,7 @@ MAX_SEQ_LEN_CAP = 8192      # default context when the model's own limit is larg
 AUDIT_SAMPLE = 32           # examples rendered and checked before training starts
 MICRO_BATCH_TOKENS = 8192   # tokens per packed row (a longer example gets a row of its own)
 VALID_BATCH_MIN = 8         # examples in a sampled validation batch (at least batch_size)
-VALID_EVALS_PER_RUN = 20    # sampled validations spread over the run (plus every epoch end)
+VALID_EVALS_PER_RUN = 20    # sampled validations over the run, at most every 2nd step (+ epoch ends)
 WARMUP_FRACTION = 0.03
 MAX_GRAD_NORM = 1.0
 
@@ -204,7 +204,7 @@ class _Run:
 
     def _loop(self) -> TrainResult:
         spe, bs = self.steps_per_epoch, self.hp.batch_size
-        eval_every = max(1, self.total_steps // VALID_EVALS_PER_RUN)
+        eval_every = max(2, self.total_steps // VALID_EVALS_PER_RUN)
         self.step = self.start_step
         while self.step < self.total_steps:
             stop = self.reporter.stop_requested()
