@@ -86,3 +86,20 @@ def test_request_id_echo_and_generation(app_client):
     # a hostile id (header injection, huge) is replaced, not echoed
     assert app_client.get("/health", headers={"x-request-id": "a b" * 100}).headers[
         "x-request-id"].startswith("req_")
+
+
+def test_nul_characters_are_a_client_mistake(app_client, auth_headers):
+    # PostgreSQL text cannot hold NUL: without a check these reach the database and fail there.
+    for method, path in [("GET", "/v1/files?after=a%00b"), ("GET", "/v1/files/file-%00"),
+                         ("GET", "/v1/files?purpose=%00"), ("POST", "/v1/uploads/up%00/cancel")]:
+        assert_envelope(app_client.request(method, path, headers=auth_headers), 400)
+    r = app_client.post("/v1/uploads", headers=auth_headers,
+                        json={"filename": "a.jsonl", "purpose": "fine-tune", "bytes": 1,
+                              "mime_type": "text/\u0000"})
+    assert_envelope(r, 400, param="mime_type")
+    up = app_client.post("/v1/uploads", headers=auth_headers,
+                         json={"filename": "a.jsonl", "purpose": "fine-tune", "bytes": 1,
+                               "mime_type": "text/jsonl"}).json()
+    r = app_client.post(f"/v1/uploads/{up['id']}/complete", headers=auth_headers,
+                        json={"part_ids": ["part_\u0000"]})
+    assert_envelope(r, 400, param="part_ids.0")

@@ -13,7 +13,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tuneforge.api.errors import server_error
+from tuneforge.api.errors import envelope, server_error
 from tuneforge.ids import new_id
 
 log = logging.getLogger("tuneforge.access")
@@ -33,7 +33,6 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 0
-
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
@@ -44,7 +43,12 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+                # NUL is never meaningful in an id or filter, and PostgreSQL text cannot hold it.
+                await envelope(400, "The request URL must not contain NUL characters.")(
+                    scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
         except Exception:
             log.exception("unhandled error request_id=%s method=%s path=%s", request_id,
                           scope["method"], scope["path"])
@@ -52,5 +56,5 @@ class RequestContextMiddleware:
                 await server_error()(scope, receive, send_with_id)
             status = status or 500
         finally:
-            log.info("request_id=%s method=%s path=%s status=%s duration_ms=%.1f", request_id,
+            log.info("request_id=%s method=%s path=%r status=%s duration_ms=%.1f", request_id,
                      scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000)

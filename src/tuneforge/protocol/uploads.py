@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from tuneforge.protocol.common import SafeStr
 from tuneforge.protocol.files import FileObject
 
 
@@ -15,16 +16,16 @@ class ExpiresAfter(BaseModel):
 
 
 class CreateUploadRequest(BaseModel):
-    filename: str = Field(min_length=1, max_length=512)
-    purpose: str
+    filename: SafeStr = Field(min_length=1, max_length=512)
+    purpose: SafeStr
     bytes: int = Field(ge=0)
-    mime_type: str = Field(min_length=1, max_length=128)
+    mime_type: SafeStr = Field(min_length=1, max_length=128)
     expires_after: ExpiresAfter | None = None
 
 
 class CompleteUploadRequest(BaseModel):
-    part_ids: list[str]
-    md5: str | None = None
+    part_ids: list[SafeStr]
+    md5: SafeStr | None = None
 
 
 class UploadObject(BaseModel):
