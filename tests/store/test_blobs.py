@@ -45,3 +45,16 @@ def test_write_file_copies(tmp_path):
     store = BlobStore(tmp_path / "b")
     blob = store.write_file(src, "files")
     assert store.path(blob.key).read_bytes() == src.read_bytes() and blob.bytes == src.stat().st_size
+
+
+def test_sweep_removes_only_old_temp_files(tmp_path):
+    import os
+    import time
+
+    store = BlobStore(tmp_path)
+    old, fresh = store.tmp_dir / "w-old", store.tmp_dir / "w-fresh"
+    old.write_bytes(b"crashed mid-write")
+    fresh.write_bytes(b"being written by another process")
+    os.utime(old, (time.time() - 2 * 24 * 3600,) * 2)
+    assert store.sweep_tmp() == 1
+    assert not old.exists() and fresh.exists()

@@ -28,6 +28,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.engine = engine
             app.state.sessionmaker = make_sessionmaker(engine)
             app.state.blobs = BlobStore(settings.blobs_dir)
+            await run_in_threadpool(app.state.blobs.sweep_tmp)
             yield
         finally:
             engine.dispose()

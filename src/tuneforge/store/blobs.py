@@ -6,11 +6,13 @@ name a path outside `root`: keys are checked against a strict pattern before any
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import secrets
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +121,17 @@ class BlobStore:
     def iter_chunks(self, key: str, size: int = CHUNK) -> Iterable[bytes]:
         with self.open(key) as fh:
             yield from iter(lambda: fh.read(size), b"")
+
+    def sweep_tmp(self, older_than_s: float = 24 * 3600) -> int:
+        """Remove temp files left by a crash mid-write. Only old ones: another process (a worker,
+        a second server) may be writing a fresh one right now."""
+        cutoff, removed = time.time() - older_than_s, 0
+        for p in self.tmp_dir.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+                    removed += 1
+        return removed
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
