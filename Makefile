@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test bench-train bench-serve bench-files clean
+.PHONY: install serve test bench-train bench-serve bench-files bench-jobs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ bench-train: install
 # Not a test: Files API upload MB/s + server RSS growth, list/retrieve latency (SQLite, PostgreSQL).
 bench-files: install
 	$(BIN)/python benchmarks/bench_files.py
+
+bench-jobs: install
+	$(BIN)/python benchmarks/bench_jobs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
