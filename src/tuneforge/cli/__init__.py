@@ -13,7 +13,7 @@ app = typer.Typer(
 
 # Each module registers its commands on `app` (or adds a sub-Typer) when imported. Modules keep
 # heavy imports (torch, transformers) inside their command functions so `--help` stays fast.
-_COMMAND_MODULES: list[str] = ["data", "serve", "keys", "worker", "jobs"]
+_COMMAND_MODULES: list[str] = ["data", "serve", "keys", "worker", "jobs", "train"]
 
 
 def _mount() -> None:
