@@ -150,3 +150,35 @@ class FineTunedModel(Base):
     base_model: Mapped[str] = mapped_column(String(1024))  # what the adapter attaches to
     path: Mapped[str] = mapped_column(String(1024))        # servable model directory
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class UiSession(Base):
+    """A dashboard sign-in: the cookie holds a random token, the row only its SHA-256 and the key
+    it stands for, so revoking the key (or signing out) ends the session at once."""
+
+    __tablename__ = "ui_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256(token) hex
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class PlaygroundRating(Base):
+    """One playground answer and the human judgement of it; answers to the same prompt share a
+    `comparison_id`. Exported as DPO preference pairs."""
+
+    __tablename__ = "playground_ratings"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    comparison_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)   # the prompt conversation
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)           # temperature, top_p, ...
+    model: Mapped[str] = mapped_column(String(512))
+    output: Mapped[str] = mapped_column(Text)
+    rating: Mapped[int | None] = mapped_column(Integer)            # +1 good, -1 bad, None unrated
+    preferred: Mapped[bool] = mapped_column(Boolean, default=False)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int | None] = mapped_column(Integer)
+    __table_args__ = (Index("ix_playground_ratings_project_comparison", "project_id",
+                            "created_at", "comparison_id"),)
