@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tuneforge.store.db import Base
@@ -100,6 +100,9 @@ class Job(Base):
     started_at: Mapped[int | None] = mapped_column(BigInteger)
     finished_at: Mapped[int | None] = mapped_column(BigInteger)
     estimated_finish: Mapped[int | None] = mapped_column(BigInteger)
+    # set when the files are validated (tokens x epochs, priced with the configured price table)
+    estimated_trained_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    estimated_cost: Mapped[float | None] = mapped_column(Float)
     # queue bookkeeping
     requested_action: Mapped[str | None] = mapped_column(String(16))  # "cancel" | "pause"
     lease_owner: Mapped[str | None] = mapped_column(String(128))
@@ -182,3 +185,59 @@ class PlaygroundRating(Base):
     latency_ms: Mapped[int | None] = mapped_column(Integer)
     __table_args__ = (Index("ix_playground_ratings_project_comparison", "project_id",
                             "created_at", "comparison_id"),)
+
+
+class WebhookEndpoint(Base):
+    """Where job notifications go (`tuneforge webhooks add`); project_id NULL means every project."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
+                                                   index=True)
+    url: Mapped[str] = mapped_column(Text)
+    # Kept in clear: signing needs it on every delivery (it authenticates us, it grants nothing).
+    secret: Mapped[str] = mapped_column(String(128))
+    events: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Delivery(Base):
+    """The notification outbox: one row per message to send, written in the same transaction as
+    the job status change that causes it, sent (and retried with backoff) by the workers."""
+
+    __tablename__ = "deliveries"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))             # "webhook" | "email"
+    endpoint_id: Mapped[str | None] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[str] = mapped_column(String(64))         # evt_…: the webhook-id header
+    event_type: Mapped[str] = mapped_column(String(64))       # fine_tuning.job.succeeded …
+    target: Mapped[str] = mapped_column(Text)                 # URL or e-mail address
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))           # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[int] = mapped_column(BigInteger)
+    last_status: Mapped[str | None] = mapped_column(String(64))   # "HTTP 500", "ConnectError"
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    delivered_at: Mapped[int | None] = mapped_column(BigInteger)
+    __table_args__ = (Index("ix_deliveries_status_next", "status", "next_attempt_at"),)
+
+
+class UsageRecord(Base):
+    """Inference tokens served, one row per completed request (training tokens live on jobs)."""
+
+    __tablename__ = "usage_records"
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    key_id: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(512))
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (Index("ix_usage_records_created", "created_at"),
+                      Index("ix_usage_records_project_created", "project_id", "created_at"))
