@@ -100,9 +100,11 @@ class Job(Base):
     started_at: Mapped[int | None] = mapped_column(BigInteger)
     finished_at: Mapped[int | None] = mapped_column(BigInteger)
     estimated_finish: Mapped[int | None] = mapped_column(BigInteger)
-    # set when the files are validated (tokens x epochs, priced with the configured price table)
+    # set when the files are validated: tokens x epochs, and the USD per 1M training tokens the
+    # job is quoted (so its cost never changes when the price table does)
     estimated_trained_tokens: Mapped[int | None] = mapped_column(BigInteger)
     estimated_cost: Mapped[float | None] = mapped_column(Float)
+    training_price: Mapped[float | None] = mapped_column(Float)
     # queue bookkeeping
     requested_action: Mapped[str | None] = mapped_column(String(16))  # "cancel" | "pause"
     lease_owner: Mapped[str | None] = mapped_column(String(128))

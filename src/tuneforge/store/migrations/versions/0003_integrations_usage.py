@@ -18,6 +18,7 @@ def upgrade() -> None:
     # drop the table, and with foreign keys on that cascades into its events and checkpoints.
     op.add_column('jobs', sa.Column('estimated_trained_tokens', sa.BigInteger(), nullable=True))
     op.add_column('jobs', sa.Column('estimated_cost', sa.Float(), nullable=True))
+    op.add_column('jobs', sa.Column('training_price', sa.Float(), nullable=True))
     op.create_table('webhook_endpoints',
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('project_id', sa.String(length=64), nullable=True),
@@ -82,5 +83,6 @@ def downgrade() -> None:
     op.drop_table('deliveries')
     op.drop_index('ix_webhook_endpoints_project_id', table_name='webhook_endpoints')
     op.drop_table('webhook_endpoints')
+    op.drop_column('jobs', 'training_price')
     op.drop_column('jobs', 'estimated_cost')
     op.drop_column('jobs', 'estimated_trained_tokens')
