@@ -7,10 +7,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MB = 1024 * 1024
+
+
+class ModelPrice(BaseModel):
+    """USD per 1M tokens. Missing models fall back to their base model, then to "default"."""
+
+    training: float = 0.0
+    input: float = 0.0
+    output: float = 0.0
 
 
 class Settings(BaseSettings):
@@ -45,6 +55,32 @@ class Settings(BaseSettings):
     job_lease_seconds: int = Field(default=30, description="A worker silent this long loses its job")
     job_max_attempts: int = Field(default=3, description="Runs of one job before it fails for good")
     worker_poll_seconds: float = Field(default=1.0, description="How often an idle worker looks")
+
+    # --- integrations, safety and accounting (README: "Integrations, safety and accounting") ---
+    # The W&B key is server configuration only: never in a job, an event or a log line.
+    wandb_api_key: SecretStr | None = Field(default=None, description="W&B key for jobs' runs")
+    wandb_dir: Path | None = Field(default=None, description="W&B run dir; default $WANDB_DIR or "
+                                                            "<data_dir>/wandb")
+    delivery_timeout_seconds: float = Field(default=10.0, description="One webhook/SMTP attempt")
+    delivery_backoff_seconds: float = Field(default=10.0, description="First retry delay (doubles)")
+    delivery_max_attempts: int = Field(default=12, description="Attempts before a delivery fails")
+    delivery_poll_seconds: float = Field(default=1.0, description="How often workers send")
+    smtp_host: str | None = Field(default=None, description="SMTP server; unset = no e-mail")
+    smtp_port: int = 25
+    smtp_from: str = "tuneforge@localhost"
+    smtp_tls: Literal["none", "starttls", "ssl"] = "none"
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    screening: bool = Field(default=True, description="Screen training data (per project: CLI)")
+    # category -> regex patterns; None = the built-in policy (safety/screening.py)
+    screening_policy: dict[str, list[str]] | None = None
+    screening_policy_file: Path | None = Field(default=None, description="JSON policy file")
+    screening_classifier: str | None = Field(default=None, description="module:factory of a "
+                                             "custom Classifier (gets Settings)")
+    # model name (or "default") -> USD per 1M tokens: training / input / output
+    prices: dict[str, ModelPrice] = Field(default_factory=lambda: {"default": ModelPrice()})
+    rate_limit_rpm: int = Field(default=0, description="Requests per minute per key (0 = off)")
+    rate_limit_tpm: int = Field(default=0, description="Tokens per minute per key (0 = off)")
 
     def resolved(self) -> Settings:
         """A copy with `~` expanded and the defaults that depend on data_dir filled in."""
