@@ -140,10 +140,11 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
                               project_name=project.name, model=job.model, suffix=job.suffix,
                               fallback_base=attach_base)
 
+    from tuneforge.integrations.wandb import with_integrations
     from tuneforge.training import train
 
     try:
-        result = train(spec, reporter)
+        result = train(spec, with_integrations(settings, job, spec, reporter))   # + W&B
     except Exception as exc:  # the trainer's failure becomes the job's error, never a hang
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
         if isinstance(exc, TuneforgeError):

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from enum import Enum
 
+from sqlalchemy.orm import object_session
+
 from tuneforge.errors import InvalidRequest
 from tuneforge.ids import now
+from tuneforge.integrations.outbox import on_job_finished
 from tuneforge.store.tables import Job
 
 
@@ -85,3 +88,5 @@ def transition(job: Job, target: Status | str, *, at: int | None = None) -> None
         job.lease_expires_at = None
     if target is not Status.FAILED:
         job.error = None
+    if target in TERMINAL and (session := object_session(job)) is not None:
+        on_job_finished(session, job)   # webhooks/e-mail outbox rows, in this same transaction

@@ -36,6 +36,8 @@ from tuneforge.jobs import events as ev
 from tuneforge.jobs import queue
 from tuneforge.jobs.runner import LeaseLost, _owned_job, fail_job
 from tuneforge.jobs.states import Status, transition
+from tuneforge.integrations import outbox
+from tuneforge.services import preflight
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.db import make_engine, make_sessionmaker, migrate, transaction
 from tuneforge.store.tables import File, Job
@@ -76,6 +78,7 @@ class Worker:
     # ---- loop ------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         migrate(self.engine)
+        outbox.start_sender(self.settings, self.factory, stop)   # webhooks and e-mails
         log.info("worker %s started (concurrency %d)", self.owner, self.concurrency)
         try:
             while not stop.is_set():
@@ -137,7 +140,8 @@ class Worker:
             if path is None or not path.is_file():
                 error = (f"invalid_{param}", f"invalid {param}: {file_id}", param)
             else:
-                error = validate_file(path, file_param=param).job_error()
+                error = validate_file(path, file_param=param).job_error() or \
+                    preflight.check_file(self.settings, self.factory, job_id, param, path)
             if error:
                 break
         with transaction(self.factory) as s:
@@ -156,6 +160,8 @@ class Worker:
         env = dict(os.environ)
         env["TUNEFORGE_DATA_DIR"] = str(self.settings.data_dir)
         env["TUNEFORGE_DATABASE_URL"] = str(self.settings.database_url)
+        # The child writes the result file: it must encode it as this worker's Settings say.
+        env["TUNEFORGE_RESULT_FILES_BASE64"] = str(self.settings.result_files_base64).lower()
         cmd = [sys.executable, "-m", "tuneforge.jobs.runner", job_id, "--owner", self.owner]
         proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
         self.children[job_id] = _Child(job_id, proc)

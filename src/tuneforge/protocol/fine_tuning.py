@@ -66,6 +66,11 @@ class FineTuningJob(BaseModel):
     metadata: dict[str, str] | None = None
     method: dict[str, Any]
     user_provided_suffix: str | None = None
+    # tuneforge extensions (USD, from the configured prices; extra fields pass SDK validation):
+    # the estimate made when the files were validated, and the cost once tokens were trained.
+    estimated_trained_tokens: int | None = None
+    estimated_cost: float | None = None
+    cost: float | None = None
 
 
 class FineTuningJobEvent(BaseModel):

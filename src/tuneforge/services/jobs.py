@@ -31,6 +31,7 @@ from tuneforge.protocol.fine_tuning import (
 )
 from tuneforge.store.pagination import Page, paginate
 from tuneforge.services.files import get_file
+from tuneforge.services.usage import cost
 from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint, JobEvent
 
 MAX_SEED = 2_147_483_647
@@ -356,6 +357,11 @@ def resume_job(session: Session, project_id: str, job_id: str) -> Job:
 # ---- wire ------------------------------------------------------------------------------------
 def job_to_wire(job: Job, organization_id: str) -> FineTuningJob:
     running = job.status == Status.RUNNING.value
+    eta = job.estimated_finish if running else None
+    if eta is not None:
+        # The estimate is written at each step; a job still running past it (saving its final
+        # model, a slow step) finishes in the future at the earliest, never in the past.
+        eta = max(eta, now() + 1)
     return FineTuningJob(
         id=job.id, created_at=job.created_at,
         error=JobError(**job.error) if job.status == Status.FAILED.value and job.error else None,
@@ -364,9 +370,11 @@ def job_to_wire(job: Job, organization_id: str) -> FineTuningJob:
         organization_id=organization_id, result_files=list(job.result_files or []),
         seed=job.seed, status=job.status, trained_tokens=job.trained_tokens,
         training_file=job.training_file, validation_file=job.validation_file,
-        estimated_finish=job.estimated_finish if running else None,
+        estimated_finish=eta,
         integrations=job.integrations, metadata=job.metadata_, method=job.method,
         user_provided_suffix=job.suffix,
+        estimated_trained_tokens=job.estimated_trained_tokens, estimated_cost=job.estimated_cost,
+        cost=cost(job.trained_tokens, job.training_price),
     )
 
 
