@@ -14,6 +14,7 @@ from tuneforge.api.routes import ROUTERS
 from tuneforge.config import Settings
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.db import make_engine, make_sessionmaker, migrate
+from tuneforge import ui
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -40,4 +41,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     for router in ROUTERS:
         app.include_router(router)
+    ui.install(app)  # the dashboard at /ui (and / redirects there)
     return app

@@ -1,0 +1,115 @@
+"""The dashboard's JSON endpoints (called by its own pages, same origin, session cookie).
+
+Thin: parse -> services (the API's own) -> JSON. Errors leave in the OpenAI envelope through the
+one mapping in api/errors.py, so a form shows the same message and `param` the API would return.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from tuneforge.api.deps import Blobs, DbSession, SettingsDep
+from tuneforge.api.multipart import read_multipart
+from tuneforge.catalog import Catalog
+from tuneforge.errors import InvalidRequest
+from tuneforge.protocol.files import FileDeleted, FileObject
+from tuneforge.protocol.fine_tuning import CreateFineTuningJobRequest, FineTuningJob
+from tuneforge.services import files as files_service
+from tuneforge.services import jobs as jobs_service
+from tuneforge.ui import ratings, views
+from tuneforge.ui.auth import UiUser
+from tuneforge.ui.schemas import Comparison
+from tuneforge.ui.validation import Tokenizers, file_report
+
+router = APIRouter(prefix="/ui/api", include_in_schema=False)
+
+
+# ---- jobs ------------------------------------------------------------------------------------
+@router.post("/jobs")
+def create_job(body: CreateFineTuningJobRequest, user: UiUser, session: DbSession,
+               settings: SettingsDep) -> FineTuningJob:
+    job = jobs_service.create_job(session, user.project_id, body,
+                                  base_names=set(Catalog(settings).names()))
+    return jobs_service.job_to_wire(job, user.organization_id)
+
+
+@router.get("/jobs/{job_id}/live")
+def job_live(job_id: str, user: UiUser, session: DbSession,
+             after: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    return views.job_live(session, user, job_id, after=after)
+
+
+@router.post("/jobs/{job_id}/{action}")
+def job_action(job_id: str, action: str, user: UiUser, session: DbSession) -> FineTuningJob:
+    actions = {"cancel": jobs_service.cancel_job, "pause": jobs_service.pause_job,
+               "resume": jobs_service.resume_job}
+    if action not in actions:
+        raise InvalidRequest(f"Unknown action {action!r}: expected cancel, pause or resume.",
+                             param="action")
+    return jobs_service.job_to_wire(actions[action](session, user.project_id, job_id),
+                                    user.organization_id)
+
+
+# ---- files -----------------------------------------------------------------------------------
+@router.post("/files")
+async def upload_file(request: Request, user: UiUser, session: DbSession, settings: SettingsDep,
+                      blobs: Blobs) -> FileObject:
+    """The same streamed upload as POST /v1/files (same checks, same limits)."""
+    await run_in_threadpool(session.commit)  # the body may take minutes to arrive
+
+    def early_checks(fields: dict[str, str], filename: str | None) -> None:
+        if "purpose" in fields:
+            files_service.check_new_upload(fields["purpose"], filename)
+
+    limit = settings.max_file_bytes
+    form = await read_multipart(
+        request, file_field="file", on_file_start=early_checks,
+        writer=lambda: blobs.writer(files_service.BLOB_PREFIX, max_bytes=limit,
+                                    too_large=f"File is too large: the limit is {limit} bytes."))
+    if form.blob is None:
+        raise InvalidRequest("Missing required parameter: 'file'.", param="file")
+    row = await run_in_threadpool(
+        files_service.create_uploaded_file, session, blobs, project_id=user.project_id,
+        purpose=form.fields.get("purpose"), filename=form.filename, blob=form.blob)
+    return FileObject.from_row(row)
+
+
+@router.delete("/files/{file_id}")
+def delete_file(file_id: str, user: UiUser, session: DbSession, blobs: Blobs) -> FileDeleted:
+    row = files_service.delete_file(session, blobs, user.project_id, file_id)
+    return FileDeleted(id=row.id)
+
+
+@router.get("/files/{file_id}/report")
+def validation_report(request: Request, file_id: str, user: UiUser, session: DbSession,
+                      blobs: Blobs, settings: SettingsDep, model: str = "tuneforge-tiny",
+                      n_epochs: str = "auto", price: float = 0.0,
+                      file_param: str = "training_file") -> dict[str, Any]:
+    if n_epochs != "auto" and not n_epochs.isdigit():
+        raise InvalidRequest("n_epochs must be 'auto' or an integer.", param="n_epochs")
+    if file_param not in ("training_file", "validation_file"):
+        raise InvalidRequest("file_param must be training_file or validation_file.",
+                             param="file_param")
+    state = request.app.state
+    if getattr(state, "ui_tokenizers", None) is None:
+        state.ui_tokenizers = Tokenizers()
+    return file_report(session, blobs, user.project_id, file_id, catalog=Catalog(settings),
+                       tokenizers=state.ui_tokenizers, model=model,
+                       n_epochs=None if n_epochs == "auto" else int(n_epochs),
+                       price_per_million_tokens=price, file_param=file_param)
+
+
+# ---- playground ratings ----------------------------------------------------------------------
+@router.post("/playground/ratings")
+def save_ratings(body: Comparison, user: UiUser, session: DbSession) -> dict[str, Any]:
+    cid = ratings.save_comparison(session, user.project_id, body)
+    return {"comparison_id": cid, "rated": ratings.count(session, user.project_id)}
+
+
+@router.post("/playground/export")
+def export_ratings(user: UiUser, session: DbSession, blobs: Blobs) -> dict[str, Any]:
+    row, pairs = ratings.export(session, blobs, user.project_id)
+    return {"file": FileObject.from_row(row).model_dump(mode="json"), "pairs": pairs}

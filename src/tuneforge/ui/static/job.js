@@ -1,0 +1,143 @@
+// Job page: polls /ui/api/jobs/{id}/live and keeps status, charts, checkpoints and events current.
+"use strict";
+
+(function () {
+  const { job_id: jobId } = TF.pageData();
+  const $ = (id) => document.getElementById(id);
+  let after = 0;
+  const points = new Map();  // step -> metrics (a re-run step replaces the old point)
+  const events = [];
+
+  const color = { train: "#4f46e5", valid: "#f79009", full: "#12b76a" };
+  function chart(canvas, label) {
+    return new Chart(canvas, {
+      type: "line",
+      data: { datasets: [
+        { label: `training ${label}`, data: [], borderColor: color.train, backgroundColor: color.train, pointRadius: 0, borderWidth: 2, tension: 0.2 },
+        { label: `validation ${label}`, data: [], borderColor: color.valid, backgroundColor: color.valid, showLine: false, pointRadius: 3 },
+        { label: `full validation ${label}`, data: [], borderColor: color.full, backgroundColor: color.full, showLine: false, pointRadius: 6, pointStyle: "rectRot" },
+      ] },
+      options: {
+        animation: false, maintainAspectRatio: false, parsing: false,
+        scales: { x: { type: "linear", title: { display: true, text: "step" }, ticks: { precision: 0 } },
+                  y: { title: { display: true, text: label } } },
+        plugins: { legend: { position: "bottom" }, tooltip: { mode: "nearest", intersect: false } },
+      },
+    });
+  }
+  const loss = chart($("loss-chart"), "loss");
+  const acc = chart($("acc-chart"), "accuracy");
+
+  function redrawCharts() {
+    const sorted = [...points.values()].sort((a, b) => a.step - b.step);
+    const series = (key) => sorted.filter((p) => p[key] !== undefined).map((p) => ({ x: p.step, y: p[key] }));
+    loss.data.datasets[0].data = series("train_loss");
+    loss.data.datasets[1].data = series("valid_loss");
+    loss.data.datasets[2].data = series("full_valid_loss");
+    acc.data.datasets[0].data = series("train_mean_token_accuracy");
+    acc.data.datasets[1].data = series("valid_mean_token_accuracy");
+    acc.data.datasets[2].data = series("full_valid_mean_token_accuracy");
+    loss.update(); acc.update();
+    $("loss-empty").hidden = sorted.length > 0;
+    document.body.dataset.points = String(sorted.length);
+  }
+
+  function renderJob(live) {
+    const job = live.job;
+    const status = $("job-status");
+    status.textContent = job.status.replace("_", " ");
+    status.className = `badge ${job.status}`;
+    document.body.dataset.status = job.status;
+    $("job-note").textContent = live.requested_action === "pause" ? "pause requested…"
+      : live.requested_action === "cancel" ? "cancel requested…"
+      : job.status === "running" && job.estimated_finish ? `estimated finish ${TF.ts(job.estimated_finish)}` : "";
+    $("ft-model").textContent = job.fine_tuned_model || "—";
+    $("duration").textContent = TF.dur(live.duration);
+    $("trained-tokens").textContent = TF.num(job.trained_tokens);
+    for (const td of document.querySelectorAll("[data-hp]")) {
+      td.textContent = job.hyperparameters[td.dataset.hp];
+    }
+    $("result-files").replaceChildren(...(job.result_files.length ? job.result_files.map((id) =>
+      TF.el("a", { class: "btn", href: `/ui/files/${id}/download`, "data-result": id }, "Download step_metrics.csv")) : ["—"]));
+    const terminal = live.terminal;
+    $("btn-cancel").hidden = terminal || live.requested_action === "cancel";
+    $("btn-pause").hidden = job.status !== "running" || live.requested_action !== null;
+    $("btn-resume").hidden = !(job.status === "paused" || live.requested_action === "pause");
+    const pg = $("btn-playground");
+    if (job.fine_tuned_model) {
+      pg.hidden = false;
+      pg.href = `/ui/playground?models=${encodeURIComponent(job.model)},${encodeURIComponent(job.fine_tuned_model)}`;
+    }
+    const err = $("job-error");
+    if (job.error) TF.showError(err, `${job.error.code}: ${job.error.message}`); else err.replaceChildren();
+
+    $("timeline").replaceChildren(...live.timeline.map((t) => TF.el("li", { class: t.status },
+      TF.el("div", { text: t.status.replace("_", " ") }), TF.el("div", { class: "when", text: TF.ts(t.at) }))));
+
+    const tbody = $("checkpoints").querySelector("tbody");
+    tbody.replaceChildren(...live.checkpoints.map((c) => TF.el("tr", {},
+      TF.el("td", { text: c.step_number }),
+      TF.el("td", { class: "mono", text: c.fine_tuned_model_checkpoint }),
+      TF.el("td", { class: "num", text: TF.fix(c.metrics.train_loss) }),
+      TF.el("td", { class: "num", text: TF.fix(c.metrics.train_mean_token_accuracy, 3) }),
+      TF.el("td", { class: "num", text: TF.fix(c.metrics.valid_loss) }),
+      TF.el("td", { class: "num", text: TF.fix(c.metrics.full_valid_loss) }),
+      TF.el("td", {}, TF.el("a", { class: "btn", href: `/ui/playground?models=${encodeURIComponent(job.model)},${encodeURIComponent(c.fine_tuned_model_checkpoint)}` }, "Open in playground")))));
+    $("ckpt-empty").hidden = live.checkpoints.length > 0;
+  }
+
+  function renderEvents(newEvents) {
+    events.push(...newEvents);
+    const tbody = $("events").querySelector("tbody");
+    const rows = newEvents.map((e) => TF.el("tr", { class: `lvl-${e.level}` },
+      TF.el("td", { class: "muted", style: "white-space:nowrap", text: TF.ts(e.created_at) }),
+      TF.el("td", { text: e.level }),
+      TF.el("td", { text: e.message })));
+    tbody.prepend(...rows.reverse());  // newest first, like the API
+    if (!events.length) tbody.replaceChildren(TF.el("tr", {}, TF.el("td", { class: "empty", text: "No events yet." })));
+  }
+
+  let timer = null, inflight = false;
+  function schedule(ms) { clearTimeout(timer); timer = setTimeout(poll, ms); }
+  async function poll() {
+    clearTimeout(timer);
+    if (inflight) { schedule(300); return; }
+    inflight = true;
+    let live;
+    try {
+      live = await TF.api("GET", `/ui/api/jobs/${jobId}/live?after=${after}`);
+    } catch (e) {
+      TF.showError($("action-error"), `Could not refresh: ${e.message}`);
+      schedule(5000);
+      return;
+    } finally {
+      inflight = false;
+    }
+    after = live.next;
+    for (const p of live.points) points.set(p.step, { ...(points.get(p.step) || {}), ...p });
+    renderJob(live);
+    if (live.events.length || !events.length) renderEvents(live.events);
+    redrawCharts();
+    if (live.more) schedule(0);
+    else if (!live.terminal) schedule(1000);
+    else document.body.dataset.settled = "1";
+  }
+
+  for (const id of ["btn-pause", "btn-resume", "btn-cancel"]) {
+    $(id).addEventListener("click", async (ev) => {
+      const action = ev.currentTarget.dataset.action;
+      if (action === "cancel" && !confirm("Cancel this job? Training stops and cannot be resumed.")) return;
+      ev.currentTarget.disabled = true;
+      try {
+        await TF.api("POST", `/ui/api/jobs/${jobId}/${action}`);
+        $("action-error").replaceChildren();
+      } catch (e) {
+        TF.showError($("action-error"), e.message);
+      } finally {
+        ev.currentTarget.disabled = false;
+      }
+      poll();
+    });
+  }
+  poll();
+})();

@@ -1,0 +1,75 @@
+"""The validation report the create form shows before a job is submitted.
+
+It is `training.data.validate_file` (the same check a job's worker runs) with the chosen base
+model's tokenizer, so token statistics, `auto` epochs, trained tokens and cost match training.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tuneforge.catalog import Catalog
+from tuneforge.errors import InvalidRequest, NotFound
+from tuneforge.services import files as files_service
+from tuneforge.store.blobs import BlobStore
+from tuneforge.store.tables import FineTunedModel
+
+
+class Tokenizers:
+    """Tokenizers loaded once per source (a model directory or hub id) for this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[str, Any] = {}
+
+    def get(self, source: str) -> Any:
+        with self._lock:
+            if source not in self._cache:
+                from transformers import AutoTokenizer
+
+                self._cache[source] = AutoTokenizer.from_pretrained(source)
+            return self._cache[source]
+
+
+def tokenizer_source(session: Session, project_id: str, catalog: Catalog, model: str) -> str:
+    if model.startswith("ft:"):
+        row = session.scalar(select(FineTunedModel).where(FineTunedModel.id == model,
+                                                          FineTunedModel.project_id == project_id))
+        if row is not None:
+            return row.path  # a servable model directory carries its tokenizer
+    elif model in catalog:
+        return catalog.resolve_base(model).source
+    raise InvalidRequest(f"Model {model} is not available for fine-tuning or does not exist.",
+                         param="model", code="model_not_available")
+
+
+def file_report(session: Session, blobs: BlobStore, project_id: str, file_id: str, *,
+                catalog: Catalog, tokenizers: Tokenizers, model: str, n_epochs: int | None,
+                price_per_million_tokens: float, file_param: str) -> dict[str, Any]:
+    row = files_service.get_file(session, project_id, file_id)
+    if row.purpose != "fine-tune":
+        raise InvalidRequest(f"File {file_id} has purpose '{row.purpose}'; training and "
+                             "validation files need purpose 'fine-tune'.", param=file_param)
+    if n_epochs is not None and not 1 <= n_epochs <= 50:
+        raise InvalidRequest("n_epochs must be between 1 and 50.", param="n_epochs")
+    if price_per_million_tokens < 0:
+        raise InvalidRequest("The price must not be negative.", param="price")
+    source = tokenizer_source(session, project_id, catalog, model)
+    path = blobs.path(row.blob_key)
+    if not path.is_file():
+        raise NotFound(f"No such File object: {file_id}", param="id")
+    from tuneforge.training.data import validate_file
+
+    try:
+        tokenizer = tokenizers.get(source)
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(f"Cannot load the tokenizer of {model}: {exc}", param="model") from None
+    report = validate_file(path, tokenizer=tokenizer, n_epochs=n_epochs,
+                           price_per_million_tokens=price_per_million_tokens,
+                           file_param=file_param)
+    return {"file_id": file_id, "filename": row.filename, "model": model, "ok": report.ok,
+            **report.to_dict()}

@@ -1,0 +1,156 @@
+"""What the dashboard pages show, read through the services; no FastAPI here.
+
+Wire shapes come from `services.jobs.*_to_wire` and `protocol/`, so a page shows exactly what the
+API returns. The only queries of its own are reads the API has no endpoint for (a status filter,
+events after a cursor for live updates, the models a project can chat with).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tuneforge.ids import now
+from tuneforge.jobs import events as ev
+from tuneforge.jobs.states import TERMINAL, Status
+from tuneforge.services import jobs as jobs_service
+from tuneforge.services.keys import Principal
+from tuneforge.store.pagination import paginate
+from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint, JobEvent
+
+STATUSES = [s.value for s in Status]
+LIVE_EVENTS_PAGE = 2000
+METRIC_KEYS = ("train_loss", "train_mean_token_accuracy", "valid_loss",
+               "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy")
+
+
+# ---- jobs list -------------------------------------------------------------------------------
+def list_jobs(session: Session, principal: Principal, *, status: str | None = None,
+              limit: int = 100) -> list[dict[str, Any]]:
+    stmt = select(Job).where(Job.project_id == principal.project_id)
+    if status:
+        stmt = stmt.where(Job.status == status)
+    page = paginate(session, stmt, sort=[Job.created_at, Job.id], limit=limit)
+    return [{"job": jobs_service.job_to_wire(j, principal.organization_id),
+             "duration": duration(j)} for j in page.items]
+
+
+def duration(job: Job) -> int | None:
+    """Seconds of training so far (running) or in all (finished); None before it starts."""
+    if job.started_at is None:
+        return None
+    end = job.finished_at if job.finished_at is not None else now()
+    return max(0, end - job.started_at)
+
+
+# ---- one job ---------------------------------------------------------------------------------
+# Which event marks the job entering which stage of the timeline.
+_STAGE_EVENTS = {
+    ev.VALIDATED: "queued", ev.STARTED: "running", ev.CONTINUED: "running",
+    ev.RESUMED: "queued", ev.PAUSED: "paused", ev.REQUEUED: "queued",
+    ev.COMPLETED: "succeeded", ev.CANCELLED: "cancelled",
+}
+
+
+def timeline(session: Session, job: Job) -> list[dict[str, Any]]:
+    """[{status, at}] in order: created, then each stage change the events record."""
+    out = [{"status": "validating_files", "at": job.created_at}]
+    rows = session.execute(
+        select(JobEvent.message, JobEvent.level, JobEvent.created_at)
+        .where(JobEvent.job_id == job.id, JobEvent.type == "message").order_by(JobEvent.seq))
+    for message, level, at in rows:
+        stage = _STAGE_EVENTS.get(message)
+        if stage is None and level == "error":
+            stage = "failed"
+        if stage and stage != out[-1]["status"]:
+            out.append({"status": stage, "at": at})
+    if job.status == Status.FAILED.value and out[-1]["status"] != "failed":
+        out.append({"status": "failed", "at": job.finished_at or job.updated_at})
+    return out
+
+
+def job_live(session: Session, principal: Principal, job_id: str, *, after: int = 0
+             ) -> dict[str, Any]:
+    """Everything the job page refreshes: the job, events after sequence `after` (oldest first),
+    the metric points among them, checkpoints, the timeline. Another project's job is a 404."""
+    job = jobs_service.get_job(session, principal.project_id, job_id)
+    events = list(session.scalars(
+        select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.seq > after)
+        .order_by(JobEvent.seq).limit(LIVE_EVENTS_PAGE)))
+    points = [metric_point(e.data) for e in events if e.type == "metrics" and e.data]
+    ckpts = session.scalars(select(JobCheckpoint).where(JobCheckpoint.job_id == job.id)
+                            .order_by(JobCheckpoint.step_number.desc()))
+    return {
+        "job": jobs_service.job_to_wire(job, principal.organization_id).model_dump(mode="json"),
+        "requested_action": job.requested_action,
+        "terminal": Status(job.status) in TERMINAL,
+        "duration": duration(job),
+        "timeline": timeline(session, job),
+        "events": [{**jobs_service.event_to_wire(e).model_dump(mode="json"), "seq": e.seq}
+                   for e in events],
+        "next": events[-1].seq if events else after,
+        "more": len(events) == LIVE_EVENTS_PAGE,
+        "points": [p for p in points if p is not None],
+        "checkpoints": [jobs_service.checkpoint_to_wire(c).model_dump(mode="json") for c in ckpts],
+    }
+
+
+def metric_point(data: dict[str, Any]) -> dict[str, Any] | None:
+    if not isinstance(data.get("step"), int):
+        return None
+    return {"step": data["step"], **{k: data[k] for k in METRIC_KEYS if data.get(k) is not None}}
+
+
+def rerun_config(job: Job) -> dict[str, Any]:
+    """The create form's prefill from a job: what was *requested* (`auto`s kept), not resolved."""
+    method = job.method or {}
+    hp = (method.get(method.get("type", "supervised")) or {}).get("hyperparameters") or {}
+    return {"model": job.model, "training_file": job.training_file,
+            "validation_file": job.validation_file, "method": method.get("type", "supervised"),
+            "hyperparameters": {k: hp.get(k, "auto") for k in jobs_service.HYPERPARAMETERS},
+            "suffix": job.suffix, "seed": job.seed, "metadata": job.metadata_ or {},
+            "integrations": job.integrations or []}
+
+
+# ---- models for the playground ---------------------------------------------------------------
+@dataclass(frozen=True)
+class ChatModel:
+    id: str
+    kind: str            # "base" | "fine-tuned" | "checkpoint"
+    job_id: str | None = None
+    created_at: int | None = None
+
+
+def chat_models(session: Session, principal: Principal, base_names: list[str]) -> list[ChatModel]:
+    rows = session.scalars(select(FineTunedModel)
+                           .where(FineTunedModel.project_id == principal.project_id)
+                           .order_by(FineTunedModel.created_at.desc(), FineTunedModel.id))
+    tuned = [ChatModel(r.id, "checkpoint" if ":ckpt-step-" in r.id else "fine-tuned", r.job_id,
+                       r.created_at) for r in rows]
+    return tuned + [ChatModel(name, "base") for name in base_names]
+
+
+# ---- files -----------------------------------------------------------------------------------
+def preview(path: Path, n: int = 5, max_chars: int = 4000) -> list[dict[str, Any]]:
+    """The first `n` non-blank lines: parsed JSON when they are JSON, else the text."""
+    out: list[dict[str, Any]] = []
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            if not text.strip():
+                continue
+            item: dict[str, Any] = {"line": number, "text": text[:max_chars],
+                                    "truncated": len(text) > max_chars}
+            try:
+                item["json"] = json.loads(text) if len(text) <= max_chars else None
+            except ValueError:
+                item["json"] = None
+            out.append(item)
+            if len(out) >= n:
+                break
+    return out
