@@ -10,6 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from tuneforge.api.errors import install_error_handlers
 from tuneforge.api.middleware import RequestContextMiddleware
+from tuneforge.api.metrics import install_metrics
+from tuneforge.api.ratelimit import install_rate_limits
 from tuneforge.api.routes import ROUTERS
 from tuneforge.config import Settings
 from tuneforge.store.blobs import BlobStore
@@ -38,6 +40,8 @@ def create_app(settings: Settings) -> FastAPI:
                   summary="Self-hosted, OpenAI-compatible fine-tuning service")
     app.state.settings = settings
     install_error_handlers(app)
+    install_rate_limits(app, settings)   # per-key 429s (off unless configured)
+    install_metrics(app)                 # request counts/latencies for GET /metrics
     app.add_middleware(RequestContextMiddleware)
     for router in ROUTERS:
         app.include_router(router)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
-from tuneforge.api.routes import files, health, jobs, uploads
+from tuneforge.api import metrics
+from tuneforge.api.routes import files, health, jobs, uploads, usage
 
-ROUTERS = [health.router, files.router, uploads.router, jobs.router]
+ROUTERS = [health.router, files.router, uploads.router, jobs.router, usage.router, metrics.router]
