@@ -1,0 +1,150 @@
+// Playground: stream one conversation to 2-4 models side by side, rate, save, export as DPO data.
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const { chosen } = TF.pageData();
+  const slots = [...document.querySelectorAll("[data-model-slot]")];
+  chosen.forEach((m, i) => {
+    const sel = slots[i];
+    if (!sel) return;
+    if (![...sel.options].some((o) => o.value === m)) sel.append(TF.el("option", { value: m }, m));
+    sel.value = m;
+  });
+
+  let current = null;  // {comparison_id, messages, params, answers: [{model, output, rating, preferred, ...}]}
+
+  function params() {
+    const p = { temperature: Number($("temperature").value || 0), top_p: Number($("top_p").value || 1),
+                max_tokens: Number($("max_tokens").value || 64) };
+    if ($("seed").value !== "") p.seed = Number($("seed").value);
+    return p;
+  }
+
+  function answerCard(a, i) {
+    const out = TF.el("div", { class: "out", "data-output": i });
+    const stats = TF.el("div", { class: "stats", "data-stats": i, text: "waiting…" });
+    const up = TF.el("button", { title: "Good answer", "data-rate-up": i }, "👍");
+    const down = TF.el("button", { title: "Bad answer", "data-rate-down": i }, "👎");
+    const best = TF.el("button", { "data-prefer": i }, "★ Best");
+    const card = TF.el("div", { class: "card answer", "data-answer": i },
+      TF.el("h3", { class: "mono", text: a.model }), out, stats,
+      TF.el("div", { class: "actions rate", style: "margin-top:8px" }, up, down, best));
+    up.addEventListener("click", () => { a.rating = a.rating === 1 ? null : 1; paint(); });
+    down.addEventListener("click", () => { a.rating = a.rating === -1 ? null : -1; paint(); });
+    best.addEventListener("click", () => {
+      const was = a.preferred;
+      current.answers.forEach((x) => { x.preferred = false; });
+      a.preferred = !was; paint();
+    });
+    a.node = { card, out, stats, up, down, best };
+    return card;
+  }
+
+  function paint() {
+    for (const a of current.answers) {
+      a.node.up.classList.toggle("on", a.rating === 1);
+      a.node.down.classList.toggle("on", a.rating === -1);
+      a.node.best.classList.toggle("on", a.preferred);
+      a.node.card.classList.toggle("preferred", a.preferred);
+    }
+    $("save-status").textContent = "";
+  }
+
+  async function stream(a, messages, p) {
+    const started = performance.now();
+    let first = null;
+    try {
+      const res = await fetch("/ui/api/playground/chat", {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "Accept": "text/event-stream" },
+        body: JSON.stringify({ model: a.model, messages, ...p }),
+      });
+      if (!res.ok) {
+        let msg = `Request failed (${res.status})`;
+        try { msg = (await res.json()).error.message; } catch (e) { /* keep */ }
+        throw new Error(msg);
+      }
+      const reader = res.body.getReader();
+      const decoder = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += decoder.decode(value, { stream: true });
+        let cut;
+        while ((cut = buf.indexOf("\n\n")) >= 0) {
+          const line = buf.slice(0, cut).trim();
+          buf = buf.slice(cut + 2);
+          if (!line.startsWith("data:")) continue;
+          const ev = JSON.parse(line.slice(5));
+          if (ev.error) throw new Error(ev.error);
+          if (ev.delta) {
+            if (first === null) first = performance.now() - started;
+            a.output += ev.delta;
+            a.node.out.textContent = a.output;
+            a.node.stats.textContent = "streaming…";
+          }
+          if (ev.done) {
+            a.completion_tokens = ev.completion_tokens;
+            a.latency_ms = Math.round(performance.now() - started);
+            a.node.stats.textContent = `${ev.completion_tokens} tokens · ${a.latency_ms} ms total · first token ${Math.round(first ?? a.latency_ms)} ms · ${ev.finish_reason}`;
+            a.node.card.dataset.done = "1";
+          }
+        }
+      }
+    } catch (e) {
+      a.failed = true;
+      a.node.card.dataset.done = "1";
+      a.node.stats.replaceChildren(TF.el("span", { class: "field-error", text: e.message }));
+    }
+  }
+
+  $("run-btn").addEventListener("click", async () => {
+    $("run-error").replaceChildren();
+    const models = slots.map((s) => s.value).filter(Boolean);
+    if (models.length < 2) { TF.showError($("run-error"), "Choose at least two models to compare."); return; }
+    if (!$("user").value.trim()) { TF.showError($("run-error"), "Write a user message."); return; }
+    const messages = [];
+    if ($("system").value.trim()) messages.push({ role: "system", content: $("system").value.trim() });
+    messages.push({ role: "user", content: $("user").value.trim() });
+    const p = params();
+    current = { messages, params: p, answers: models.map((model) => ({ model, output: "", rating: null, preferred: false })) };
+    $("answers").replaceChildren(...current.answers.map(answerCard));
+    $("rate-bar").hidden = false;
+    paint();
+    $("run-btn").disabled = true;
+    await Promise.all(current.answers.map((a) => stream(a, messages, p)));
+    $("run-btn").disabled = false;
+  });
+
+  $("save-rating").addEventListener("click", async () => {
+    if (!current) return;
+    const body = {
+      messages: current.messages, params: current.params,
+      answers: current.answers.filter((a) => !a.failed).map((a) => ({
+        model: a.model, output: a.output, rating: a.rating, preferred: a.preferred,
+        completion_tokens: a.completion_tokens ?? null, latency_ms: a.latency_ms ?? null })),
+    };
+    if (current.comparison_id) body.comparison_id = current.comparison_id;
+    try {
+      const r = await TF.api("POST", "/ui/api/playground/ratings", body);
+      current.comparison_id = r.comparison_id;
+      $("save-status").textContent = "Saved.";
+      $("rated-count").textContent = `${r.rated} comparison(s) rated`;
+    } catch (e) {
+      $("save-status").replaceChildren(TF.el("span", { class: "field-error", text: e.message }));
+    }
+  });
+
+  $("export-btn").addEventListener("click", async () => {
+    const box = $("export-status");
+    try {
+      const r = await TF.api("POST", "/ui/api/playground/export");
+      box.replaceChildren(TF.el("div", { class: "alert ok", id: "export-ok" },
+        `Exported ${r.pairs} preference pair(s) to `,
+        TF.el("a", { href: `/ui/files/${r.file.id}`, "data-export-file": r.file.id }, r.file.filename),
+        " (purpose fine-tune) — it is in Files."));
+    } catch (e) { TF.showError(box, e.message); }
+  });
+})();
