@@ -49,12 +49,20 @@ class Settings(BaseSettings):
     # Aliases: name existing code uses -> a base model name, e.g. gpt-4o-mini-2024-07-18 -> Qwen/...
     model_aliases: dict[str, str] = Field(default_factory=dict)
 
+    # --- serving (inference engine) ---------------------------------------------------------------
+    inference_device: str = Field(default="auto", description="auto (cuda if present) | cpu | cuda[:N]")
+    adapter_cache_mb: int = Field(default=1024, description="LoRA adapters kept attached per base model")
+    max_batch_size: int = Field(default=64, description="Sequences decoded together per model")
+    max_loaded_models: int = Field(default=4, description="Base/full models kept in memory (LRU)")
+
     # --- jobs and workers -----------------------------------------------------------------------
     workers: int = Field(default=1, description="Workers started by `tuneforge serve` (0 = none)")
     worker_concurrency: int = Field(default=1, description="Trainings one worker runs at once")
     job_lease_seconds: int = Field(default=30, description="A worker silent this long loses its job")
     job_max_attempts: int = Field(default=3, description="Runs of one job before it fails for good")
     worker_poll_seconds: float = Field(default=1.0, description="How often an idle worker looks")
+    # OpenAI serves step_metrics.csv base64-encoded (openai-api.md §5); off = plain CSV.
+    result_files_base64: bool = Field(default=False, description="Store/serve result CSVs base64-encoded")
 
     # --- integrations, safety and accounting (README: "Integrations, safety and accounting") ---
     # The W&B key is server configuration only: never in a job, an event or a log line.

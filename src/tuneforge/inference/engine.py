@@ -1,0 +1,220 @@
+"""The inference engine: one scheduler thread per loaded model, shared by all its adapters.
+
+A base model is loaded once, by the first request that needs it, and every LoRA fine-tune of it
+runs on those same weights (adapters attached on first use, kept in an LRU). A full fine-tune is
+its own model. Callers talk to it with `await engine.prepare_*` (tokenizing, off the event loop)
+and `async for event in engine.generate(...)`: generation runs on the worker threads and never
+blocks the event loop; leaving the loop early (a client that went away) cancels the sequence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer
+
+from tuneforge.config import Settings
+from tuneforge.inference.adapters import adapter_key
+from tuneforge.inference.types import Delta, Failed, Finished, ModelTarget, SamplingParams
+from tuneforge.inference.worker import ModelWorker, Sequence
+
+MB = 1024 * 1024
+
+
+class EngineError(RuntimeError):
+    """Generation could not run (model failed to load, step failed, model deleted meanwhile)."""
+
+
+def pick_device(name: str) -> tuple[torch.device, torch.dtype]:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return device, torch.float32
+
+
+class Engine:
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self.device, self.dtype = pick_device(settings.inference_device)
+        self._lock = threading.Lock()
+        self._workers: OrderedDict[str, ModelWorker] = OrderedDict()
+        self._full_names: dict[str, str] = {}       # full fine-tune name -> its worker key
+        self._tokenizers: dict[str, tuple[Any, Any, threading.Lock]] = {}
+        self._tok_lock = threading.Lock()
+
+    # ---- tokenizing (the model's own tokenizer and chat template) -------------------------------
+    def _tokenizer(self, source: str) -> tuple[Any, Any, threading.Lock]:
+        """(encoder, decoder, encoder lock): the decoder belongs to the worker threads; Rust
+        tokenizers must not be used from two threads at once while settings change."""
+        with self._tok_lock:
+            if source not in self._tokenizers:
+                enc = AutoTokenizer.from_pretrained(source)
+                dec = AutoTokenizer.from_pretrained(source)
+                self._tokenizers[source] = (enc, dec, threading.Lock())
+            return self._tokenizers[source]
+
+    def _render_chat(self, target: ModelTarget, messages: list[dict], tools: list[dict] | None) -> list[int]:
+        enc, _, lock = self._tokenizer(target.tokenizer_source)
+        with lock:
+            if not enc.chat_template:
+                raise EngineError(f"model {target.name} has no chat template; use /v1/completions")
+            text = enc.apply_chat_template(messages, tools=tools or None, add_generation_prompt=True,
+                                           tokenize=False)
+            return enc(text, add_special_tokens=False)["input_ids"]
+
+    def _encode(self, target: ModelTarget, text: str) -> list[int]:
+        enc, _, lock = self._tokenizer(target.tokenizer_source)
+        with lock:
+            return enc(text)["input_ids"]
+
+    def _decode(self, target: ModelTarget, ids: list[int]) -> str:
+        enc, _, lock = self._tokenizer(target.tokenizer_source)
+        with lock:
+            return enc.decode(ids, skip_special_tokens=True)
+
+    async def prepare_chat(self, target: ModelTarget, messages: list[dict], tools: list[dict] | None = None
+                           ) -> list[int]:
+        return await asyncio.to_thread(self._render_chat, target, messages, tools)
+
+    async def prepare_text(self, target: ModelTarget, text: str) -> list[int]:
+        return await asyncio.to_thread(self._encode, target, text)
+
+    async def decode(self, target: ModelTarget, ids: list[int]) -> str:
+        return await asyncio.to_thread(self._decode, target, ids)
+
+    def context_length(self, target: ModelTarget) -> int:
+        """From config.json (no weights loaded); what a prompt plus completion may not exceed."""
+        cfg_path = Path(target.base_source) / "config.json"
+        if cfg_path.is_file():
+            cfg = json.loads(cfg_path.read_text())
+            cfg = cfg.get("text_config", cfg)
+            return int(cfg.get("max_position_embeddings") or 2048)
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(target.base_source).get_text_config(decoder=True)
+        return int(getattr(cfg, "max_position_embeddings", 0) or 2048)
+
+    # ---- generation ----------------------------------------------------------------------------
+    async def generate(self, target: ModelTarget, prompt_ids: list[int], params: SamplingParams
+                       ) -> AsyncIterator[Delta | Finished]:
+        """Stream one sequence: `Delta`s, then one `Finished`. Raises EngineError on failure."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        _, dec, _ = await asyncio.to_thread(self._tokenizer, target.tokenizer_source)
+
+        def emit(ev: object) -> None:
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, ev)
+            except RuntimeError:   # the caller's loop is gone: nobody is listening
+                seq.cancelled = True
+
+        seq = Sequence(
+            model_name=target.name, prompt_ids=list(prompt_ids), params=params, tokenizer=dec,
+            eos_ids=frozenset(i for i in [dec.eos_token_id] if i is not None), emit=emit,
+            adapter_key=adapter_key(target.name, target.adapter_path) if target.adapter_path else None,
+            adapter_path=target.adapter_path,
+        )
+        worker = self._worker_for(target)
+        worker.submit(seq)
+        try:
+            while True:
+                ev = await events.get()
+                if isinstance(ev, Failed):
+                    raise EngineError(ev.message)
+                yield ev
+                if isinstance(ev, Finished):
+                    return
+        finally:
+            seq.cancelled = True   # no-op when finished; stops the sequence when the caller left
+
+    def _worker_for(self, target: ModelTarget) -> ModelWorker:
+        key = self._worker_key(target)
+        with self._lock:
+            worker = self._workers.get(key)
+            if worker is not None and worker.dead:
+                self._workers.pop(key)
+                worker.stop()
+                worker = None
+            if worker is None:
+                self._evict_models()
+                worker = ModelWorker(
+                    target.base_source, device=self.device, dtype=self.dtype,
+                    adapter_budget_bytes=self._settings.adapter_cache_mb * MB,
+                    max_batch=self._settings.max_batch_size,
+                )
+                worker.start()
+                self._workers[key] = worker
+            self._workers.move_to_end(key)
+            return worker
+
+    def _worker_key(self, target: ModelTarget) -> str:
+        if target.adapter_path is not None or not _is_fine_tuned(target):
+            return target.base_source
+        # A full fine-tune: its own weights, keyed by name and file version so that a model
+        # re-created under the same name is loaded afresh.
+        key = f"{target.name}\x00{_stamp(target.base_source)}"
+        self._full_names[target.name] = key
+        return key
+
+    def _evict_models(self) -> None:
+        """Keep at most `max_loaded_models` models: unload the least recently used idle ones."""
+        limit = max(1, self._settings.max_loaded_models)
+        for key in list(self._workers):
+            if len(self._workers) < limit:
+                return
+            worker = self._workers[key]
+            if not worker.busy():
+                self._workers.pop(key).stop()
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def drop(self, model_name: str, wait: float = 5.0) -> None:
+        """A fine-tuned model was deleted: detach its adapter / unload its weights everywhere."""
+        with self._lock:
+            key = self._full_names.pop(model_name, None)
+            if key is not None and key in self._workers:
+                self._workers.pop(key).stop()
+            workers = list(self._workers.values())
+        events = []
+        for worker in workers:
+            done = threading.Event()
+            worker.drop(model_name, done)
+            events.append(done)
+        for done in events:
+            done.wait(wait)
+
+    def loaded(self) -> dict[str, list[str]]:
+        """Loaded models and, per model, the fine-tunes attached to it (LRU order). For tests and
+        the status page."""
+        with self._lock:
+            return {w.source: w.loaded_adapters() for w in self._workers.values()}
+
+    def close(self) -> None:
+        with self._lock:
+            workers, self._workers = list(self._workers.values()), OrderedDict()
+        for worker in workers:
+            worker.stop()
+        for worker in workers:
+            worker.join(timeout=10)
+
+
+def _is_fine_tuned(target: ModelTarget) -> bool:
+    return target.name.startswith("ft:") or os.path.isfile(os.path.join(target.base_source, "tuneforge.json"))
+
+
+def _stamp(path: str) -> int:
+    for f in ("model.safetensors", "model.safetensors.index.json", "config.json"):
+        try:
+            return os.stat(os.path.join(path, f)).st_mtime_ns
+        except OSError:
+            continue
+    return 0

@@ -1,0 +1,62 @@
+"""Plain data passed between services and the engine (no torch here, so importing it is cheap)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """What to run: a base model, optionally with one LoRA adapter attached.
+
+    `name` is the public model id (used to drop the model on delete). A full fine-tune is served as
+    its own base (`base_source` = its directory, no adapter). The tokenizer and chat template always
+    come from `tokenizer_source`: the directory saved with the model, so serving uses exactly the
+    template training used.
+    """
+
+    name: str
+    base_source: str
+    tokenizer_source: str
+    adapter_path: str | None = None
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int | None = None          # None: up to the context limit
+    temperature: float = 1.0               # 0 = greedy
+    top_p: float = 1.0
+    seed: int | None = None                # None: a fresh random seed
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    bytes: list[int]
+    top: list[tuple[str, float, list[int]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """New text for one sequence (possibly empty), with the logprobs of the tokens it came from."""
+
+    text: str
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: str                            # "stop" | "length"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: str
