@@ -9,6 +9,7 @@ completed request, written by the serving path through `record_inference`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -71,6 +72,12 @@ def record_inference(factory: sessionmaker[Session], *, project_id: str, key_id:
                               completion_tokens=int(completion_tokens)))
     except Exception:  # noqa: BLE001
         log.exception("could not record usage for project %s model %s", project_id, model)
+
+
+async def record_inference_async(factory: sessionmaker[Session], **fields) -> None:
+    """`record_inference` from async code (the serving path): the insert runs in a thread, with
+    the request's context, so the tokens still reach the caller's rate-limit account."""
+    await asyncio.to_thread(record_inference, factory, **fields)
 
 
 # ---- the report ----------------------------------------------------------------------------------
