@@ -51,6 +51,7 @@ def test_root_redirects_and_pages_need_sign_in(app_client):
         assert r.headers["location"].startswith("/ui/login?next=")
     for method, path in (("GET", "/ui/api/jobs/ftjob-x/live"), ("POST", "/ui/api/jobs"),
                          ("POST", "/ui/api/playground/export"), ("DELETE", "/ui/api/files/f"),
+                         ("POST", "/ui/api/playground/ratings"), ("POST", "/ui/api/playground/chat"),
                          ("GET", "/ui/api/files/f/report")):
         r = app_client.request(method, path)
         assert r.status_code == 401, path

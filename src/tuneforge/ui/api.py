@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from tuneforge.api.deps import Blobs, DbSession, SettingsDep
@@ -21,7 +22,7 @@ from tuneforge.services import files as files_service
 from tuneforge.services import jobs as jobs_service
 from tuneforge.ui import ratings, views
 from tuneforge.ui.auth import UiUser
-from tuneforge.ui.schemas import Comparison
+from tuneforge.ui.schemas import Comparison, PlaygroundChat
 from tuneforge.ui.validation import Tokenizers, file_report
 
 router = APIRouter(prefix="/ui/api", include_in_schema=False)
@@ -100,6 +101,31 @@ def validation_report(request: Request, file_id: str, user: UiUser, session: DbS
                        tokenizers=state.ui_tokenizers, model=model,
                        n_epochs=None if n_epochs == "auto" else int(n_epochs),
                        price_per_million_tokens=price, file_param=file_param)
+
+
+# ---- playground ------------------------------------------------------------------------------
+def _serving(request: Request) -> Any:
+    # The app's serving holder (inference engine created on first use), as /v1 routes get it.
+    from tuneforge.api.routes.models import _serving as serving_of
+
+    return serving_of(request)
+
+
+@router.post("/playground/chat")
+async def playground_chat(body: PlaygroundChat, user: UiUser, session: DbSession,
+                          serving: Annotated[Any, Depends(_serving)]) -> StreamingResponse:
+    """One model's answer for the side-by-side view: exactly a streamed /v1/chat/completions
+    (same service, same checks, same chunks), with usage, for the signed-in project."""
+    from tuneforge.protocol.chat import ChatCompletionRequest
+    from tuneforge.services import chat as chat_service
+
+    req = ChatCompletionRequest(
+        model=body.model, messages=[m.model_dump() for m in body.messages],
+        temperature=body.temperature, top_p=body.top_p, max_tokens=body.max_tokens,
+        seed=body.seed, stream=True, stream_options={"include_usage": True})
+    plan = await chat_service.plan(req, session, serving, user.project_id)
+    return StreamingResponse(chat_service.stream(plan, serving), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
 
 
 # ---- playground ratings ----------------------------------------------------------------------

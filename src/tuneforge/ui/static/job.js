@@ -14,8 +14,9 @@
       type: "line",
       data: { datasets: [
         { label: `training ${label}`, data: [], borderColor: color.train, backgroundColor: color.train, pointRadius: 0, borderWidth: 2, tension: 0.2 },
-        { label: `validation ${label}`, data: [], borderColor: color.valid, backgroundColor: color.valid, showLine: false, pointRadius: 3 },
-        { label: `full validation ${label}`, data: [], borderColor: color.full, backgroundColor: color.full, showLine: false, pointRadius: 6, pointStyle: "rectRot" },
+        { label: `validation ${label}`, data: [], borderColor: color.valid, backgroundColor: color.valid, showLine: false, pointRadius: 4, order: 1 },
+        // drawn behind the validation point of the same step (they are often close): a larger ring
+        { label: `full validation ${label}`, data: [], borderColor: color.full, backgroundColor: "rgba(18,183,106,0.15)", showLine: false, pointRadius: 8, borderWidth: 2, order: 2 },
       ] },
       options: {
         animation: false, maintainAspectRatio: false, parsing: false,

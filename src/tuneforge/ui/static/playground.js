@@ -24,8 +24,8 @@
   function answerCard(a, i) {
     const out = TF.el("div", { class: "out", "data-output": i });
     const stats = TF.el("div", { class: "stats", "data-stats": i, text: "waiting…" });
-    const up = TF.el("button", { title: "Good answer", "data-rate-up": i }, "👍");
-    const down = TF.el("button", { title: "Bad answer", "data-rate-down": i }, "👎");
+    const up = TF.el("button", { title: "Good answer", "data-rate-up": i }, "✓ Good");
+    const down = TF.el("button", { title: "Bad answer", "data-rate-down": i }, "✗ Bad");
     const best = TF.el("button", { "data-prefer": i }, "★ Best");
     const card = TF.el("div", { class: "card answer", "data-answer": i },
       TF.el("h3", { class: "mono", text: a.model }), out, stats,
@@ -54,6 +54,12 @@
   async function stream(a, messages, p) {
     const started = performance.now();
     let first = null;
+    const finish = () => {
+      a.latency_ms = Math.round(performance.now() - started);
+      const ttft = Math.round(first ?? a.latency_ms);
+      a.node.stats.textContent = `${a.completion_tokens ?? "?"} tokens · ${a.latency_ms} ms · first token ${ttft} ms · ${a.finish_reason || "stop"}`;
+      a.node.card.dataset.done = "1";
+    };
     try {
       const res = await fetch("/ui/api/playground/chat", {
         method: "POST", credentials: "same-origin",
@@ -77,22 +83,24 @@
           const line = buf.slice(0, cut).trim();
           buf = buf.slice(cut + 2);
           if (!line.startsWith("data:")) continue;
-          const ev = JSON.parse(line.slice(5));
-          if (ev.error) throw new Error(ev.error);
-          if (ev.delta) {
-            if (first === null) first = performance.now() - started;
-            a.output += ev.delta;
-            a.node.out.textContent = a.output;
-            a.node.stats.textContent = "streaming…";
-          }
-          if (ev.done) {
-            a.completion_tokens = ev.completion_tokens;
-            a.latency_ms = Math.round(performance.now() - started);
-            a.node.stats.textContent = `${ev.completion_tokens} tokens · ${a.latency_ms} ms total · first token ${Math.round(first ?? a.latency_ms)} ms · ${ev.finish_reason}`;
-            a.node.card.dataset.done = "1";
+          const data = line.slice(5).trim();
+          if (data === "[DONE]") { finish(); continue; }
+          // OpenAI chat.completion.chunk objects, exactly as /v1/chat/completions streams them
+          const ev = JSON.parse(data);
+          if (ev.error) throw new Error(ev.error.message || "The model failed to answer.");
+          if (ev.usage) a.completion_tokens = ev.usage.completion_tokens;
+          for (const c of ev.choices || []) {
+            if (c.delta && c.delta.content) {
+              if (first === null) first = performance.now() - started;
+              a.output += c.delta.content;
+              a.node.out.textContent = a.output;
+              a.node.stats.textContent = "streaming…";
+            }
+            if (c.finish_reason) a.finish_reason = c.finish_reason;
           }
         }
       }
+      if (!a.node.card.dataset.done) finish();
     } catch (e) {
       a.failed = true;
       a.node.card.dataset.done = "1";
