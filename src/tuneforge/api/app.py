@@ -14,6 +14,7 @@ from tuneforge.api.metrics import install_metrics
 from tuneforge.api.ratelimit import install_rate_limits
 from tuneforge.api.routes import ROUTERS
 from tuneforge.config import Settings
+from tuneforge.inference.holder import Serving
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.db import make_engine, make_sessionmaker, migrate
 from tuneforge import ui
@@ -32,8 +33,12 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.sessionmaker = make_sessionmaker(engine)
             app.state.blobs = BlobStore(settings.blobs_dir)
             await run_in_threadpool(app.state.blobs.sweep_tmp)
+            app.state.serving = Serving(settings)   # inference engine: created on first use
             yield
         finally:
+            serving = getattr(app.state, "serving", None)
+            if serving is not None:
+                await run_in_threadpool(serving.close)
             engine.dispose()
 
     app = FastAPI(title="tuneforge", version="0.1.0", lifespan=lifespan,

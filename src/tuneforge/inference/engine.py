@@ -25,6 +25,7 @@ from tuneforge.config import Settings
 from tuneforge.inference.adapters import adapter_key
 from tuneforge.inference.types import Delta, Failed, Finished, ModelTarget, SamplingParams
 from tuneforge.inference.worker import ModelWorker, Sequence
+from tuneforge.training.render import ensure_chat_template
 
 MB = 1024 * 1024
 
@@ -66,8 +67,7 @@ class Engine:
     def _render_chat(self, target: ModelTarget, messages: list[dict], tools: list[dict] | None) -> list[int]:
         enc, _, lock = self._tokenizer(target.tokenizer_source)
         with lock:
-            if not enc.chat_template:
-                raise EngineError(f"model {target.name} has no chat template; use /v1/completions")
+            ensure_chat_template(enc)   # a model without one: training's default, as trained
             text = enc.apply_chat_template(messages, tools=tools or None, add_generation_prompt=True,
                                            tokenize=False)
             return enc(text, add_special_tokens=False)["input_ids"]
@@ -75,7 +75,11 @@ class Engine:
     def _encode(self, target: ModelTarget, text: str) -> list[int]:
         enc, _, lock = self._tokenizer(target.tokenizer_source)
         with lock:
-            return enc(text)["input_ids"]
+            ids = enc(text)["input_ids"]
+        # As training renders a prompt/completion prompt: the usual BOS, never a trailing EOS.
+        if ids and enc.eos_token_id is not None and ids[-1] == enc.eos_token_id:
+            ids = ids[:-1]
+        return ids
 
     def _decode(self, target: ModelTarget, ids: list[int]) -> str:
         enc, _, lock = self._tokenizer(target.tokenizer_source)

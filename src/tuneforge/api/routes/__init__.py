@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from tuneforge.api import metrics
-from tuneforge.api.routes import files, health, jobs, uploads, usage
+from tuneforge.api.routes import chat, completions, files, health, jobs, models, uploads, usage
 
-ROUTERS = [health.router, files.router, uploads.router, jobs.router, usage.router, metrics.router]
+ROUTERS = [health.router, files.router, uploads.router, jobs.router, usage.router, metrics.router,
+           models.router, chat.router, completions.router]

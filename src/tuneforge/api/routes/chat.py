@@ -1,0 +1,23 @@
+"""`POST /v1/chat/completions` (openai-api.md §10): parse -> services/chat.py -> response/stream."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from tuneforge.api.deps import Auth, DbSession
+from tuneforge.api.routes.models import ServingDep
+from tuneforge.protocol.chat import ChatCompletion, ChatCompletionRequest
+from tuneforge.services import chat as service
+
+router = APIRouter(prefix="/v1", tags=["chat"])
+
+
+@router.post("/chat/completions", response_model=None)
+async def create_chat_completion(body: ChatCompletionRequest, auth: Auth, session: DbSession,
+                                 serving: ServingDep) -> ChatCompletion | StreamingResponse:
+    plan = await service.plan(body, session, serving, auth.project_id)
+    if body.stream:
+        return StreamingResponse(service.stream(plan, serving), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    return await service.complete(plan, serving)

@@ -1,0 +1,23 @@
+"""Legacy `POST /v1/completions` (openai-api.md §10.4): parse -> services/completions.py."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from tuneforge.api.deps import Auth, DbSession
+from tuneforge.api.routes.models import ServingDep
+from tuneforge.protocol.completions import Completion, CompletionRequest
+from tuneforge.services import completions as service
+
+router = APIRouter(prefix="/v1", tags=["completions"])
+
+
+@router.post("/completions", response_model=None)
+async def create_completion(body: CompletionRequest, auth: Auth, session: DbSession,
+                            serving: ServingDep) -> Completion | StreamingResponse:
+    plan = await service.plan(body, session, serving, auth.project_id)
+    if body.stream:
+        return StreamingResponse(service.stream(plan, serving), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    return await service.complete(plan, serving)

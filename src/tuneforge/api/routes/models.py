@@ -1,0 +1,43 @@
+"""Models API (openai-api.md §6.2): parse -> services/models.py -> protocol model.
+
+Also the serving dependency shared by the chat and completions routers. Model ids contain `:`
+(ft:…:ckpt-step-N) and base names may contain `/` (Qwen/Qwen2.5-…): hence the `path` converter.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from tuneforge.api.deps import Auth, DbSession
+from tuneforge.inference.holder import Serving
+from tuneforge.protocol.models import Model, ModelDeleted, ModelList
+from tuneforge.services import models as service
+
+
+def _serving(request: Request) -> Serving:
+    serving = getattr(request.app.state, "serving", None)
+    if serving is None:   # an app built without the lifespan hook (kept lazy and cheap)
+        serving = request.app.state.serving = Serving(request.app.state.settings)
+    return serving
+
+
+ServingDep = Annotated[Serving, Depends(_serving)]
+
+router = APIRouter(prefix="/v1", tags=["models"])
+
+
+@router.get("/models")
+def list_models(auth: Auth, session: DbSession, serving: ServingDep) -> ModelList:
+    return service.list_models(session, serving.catalog, auth.project_id, auth.organization_id)
+
+
+@router.get("/models/{model:path}")
+def retrieve_model(model: str, auth: Auth, session: DbSession, serving: ServingDep) -> Model:
+    return service.retrieve_model(session, serving.catalog, auth.project_id, auth.organization_id, model)
+
+
+@router.delete("/models/{model:path}")
+def delete_model(model: str, auth: Auth, session: DbSession, serving: ServingDep) -> ModelDeleted:
+    return service.delete_model(session, serving, auth.project_id, model)

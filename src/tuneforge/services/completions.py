@@ -1,0 +1,142 @@
+"""Legacy `POST /v1/completions` (openai-api.md §10.4): raw prompts, for base models and models
+fine-tuned on prompt/completion data. A prompt is tokenized as training tokenized prompts (the
+tokenizer's usual BOS, no EOS). Choices are ordered prompt by prompt, `n` per prompt."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from tuneforge.errors import InvalidRequest
+from tuneforge.ids import new_id, now
+from tuneforge.inference.holder import Serving
+from tuneforge.inference.types import Delta, ModelTarget, SamplingParams, TokenLogprob
+from tuneforge.protocol.chat import Usage
+from tuneforge.protocol.completions import (
+    Completion,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+)
+from tuneforge.services import generation as gen
+
+
+@dataclass
+class CompletionPlan:
+    id: str
+    created: int
+    model: str
+    target: ModelTarget
+    prompts: list[tuple[str, list[int]]]   # (text to echo, token ids)
+    params: list[SamplingParams]            # per choice of one prompt
+    echo: bool
+    logprobs: int | None
+    include_usage: bool
+
+
+async def plan(req: CompletionRequest, session: Session, serving: Serving, project_id: str) -> CompletionPlan:
+    target = await gen.resolve(session, serving, project_id, req.model)
+    if req.best_of is not None and req.best_of != (req.n or 1):
+        raise InvalidRequest("best_of is not supported unless it equals n.", param="best_of")
+    if req.suffix:
+        raise InvalidRequest("suffix is not supported by this model.", param="suffix")
+    engine = await asyncio.to_thread(serving.engine)
+    raw = req.prompt
+    if isinstance(raw, str):
+        raw = [raw]
+    elif raw and all(isinstance(x, int) for x in raw):
+        raw = [raw]
+    if not raw:
+        raise InvalidRequest("prompt must not be empty.", param="prompt")
+    prompts = []
+    for p in raw:
+        if isinstance(p, str):
+            prompts.append((p, await engine.prepare_text(target, p)))
+        else:
+            prompts.append((await engine.decode(target, list(p)), list(p)))
+        if not prompts[-1][1]:
+            raise InvalidRequest("prompt must not be empty.", param="prompt")
+        gen.check_context(serving, target, len(prompts[-1][1]), req.max_tokens, "prompt")
+    params = gen.choice_params(
+        req.n or 1, req.seed, max_tokens=req.max_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        presence_penalty=req.presence_penalty or 0.0, frequency_penalty=req.frequency_penalty or 0.0,
+        stop=gen.stops(req.stop), logprobs=req.logprobs is not None, top_logprobs=req.logprobs or 0,
+    )
+    return CompletionPlan(id=new_id("cmpl-"), created=now(), model=req.model, target=target,
+                          prompts=prompts, params=params, echo=bool(req.echo), logprobs=req.logprobs,
+                          include_usage=bool(req.stream_options and req.stream_options.include_usage))
+
+
+def _generates(p: CompletionPlan) -> bool:
+    return (p.params[0].max_tokens or 1) > 0   # max_tokens=0: echo only
+
+
+async def complete(p: CompletionPlan, serving: Serving) -> Completion:
+    choices, completion = [], 0
+    for k, (text, ids) in enumerate(p.prompts):
+        if _generates(p):
+            results = await gen.run_choices(serving, p.target, ids, p.params)
+        else:
+            results = [gen.ChoiceResult(finish_reason="length") for _ in p.params]
+        for i, r in enumerate(results):
+            completion += r.completion_tokens
+            choices.append(CompletionChoice(
+                index=k * len(p.params) + i, text=(text if p.echo else "") + r.text,
+                logprobs=_logprobs(r.logprobs, len(text) if p.echo else 0) if p.logprobs is not None else None,
+                finish_reason=r.finish_reason))
+    prompt_tokens = sum(len(ids) for _, ids in p.prompts)
+    return Completion(id=p.id, created=p.created, model=p.model, choices=choices,
+                      usage=_usage(prompt_tokens, completion))
+
+
+async def stream(p: CompletionPlan, serving: Serving) -> AsyncIterator[str]:
+    def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> str:
+        return Completion(id=p.id, created=p.created, model=p.model, choices=choices, usage=usage).sse()
+
+    completion, n = 0, len(p.params)
+    offsets: dict[int, int] = {}
+    try:
+        for k, (text, ids) in enumerate(p.prompts):
+            if p.echo:
+                for i in range(n):
+                    offsets[k * n + i] = len(text)
+                    yield chunk([CompletionChoice(index=k * n + i, text=text, finish_reason=None)])
+            if not _generates(p):
+                for i in range(n):
+                    yield chunk([CompletionChoice(index=k * n + i, text="", finish_reason="length")])
+                continue
+            async for index, ev in gen.merged_stream(serving, p.target, ids, p.params, first_index=k * n):
+                if isinstance(ev, Delta):
+                    lp = None
+                    if p.logprobs is not None:
+                        lp = _logprobs(ev.logprobs, offsets.get(index, 0))
+                    offsets[index] = offsets.get(index, 0) + len(ev.text)
+                    yield chunk([CompletionChoice(index=index, text=ev.text, logprobs=lp, finish_reason=None)])
+                else:
+                    completion += ev.completion_tokens
+                    yield chunk([CompletionChoice(index=index, text="", finish_reason=ev.reason)])
+        if p.include_usage:
+            yield chunk([], usage=_usage(sum(len(ids) for _, ids in p.prompts), completion))
+    except Exception as exc:
+        yield gen.error_line(exc)
+    yield gen.DONE
+
+
+def _logprobs(lps: list[TokenLogprob], offset: int) -> CompletionLogprobs:
+    out = CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
+    for lp in lps:
+        out.tokens.append(lp.token)
+        out.token_logprobs.append(lp.logprob)
+        out.top_logprobs.append({t: v for t, v, _ in lp.top} if lp.top else None)
+        out.text_offset.append(offset)
+        offset += len(lp.token)
+    return out
+
+
+def _usage(prompt: int, completion: int) -> Usage:
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)

@@ -1,0 +1,129 @@
+"""What chat and legacy completions share: request checks, running n choices on the engine
+(together, so they batch), merging their streams, and the OpenAI error line for a broken stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from tuneforge.errors import InvalidRequest, TuneforgeError
+from tuneforge.inference.holder import Serving
+from tuneforge.inference.types import Delta, Finished, ModelTarget, SamplingParams, TokenLogprob
+from tuneforge.services import models as model_service
+
+
+class GenerationFailed(TuneforgeError):
+    """The engine could not produce the completion (a server-side failure, logged)."""
+
+
+@dataclass
+class ChoiceResult:
+    text: str = ""
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: str = "stop"
+    completion_tokens: int = 0
+
+
+async def resolve(session: Session, serving: Serving, project_id: str, name: str) -> ModelTarget:
+    return await asyncio.to_thread(model_service.resolve, session, serving.catalog, project_id, name)
+
+
+def stops(stop: str | list[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(stop)
+
+
+def choice_params(n: int, seed: int | None, **kw) -> list[SamplingParams]:
+    """One SamplingParams per choice; with a seed, choice i uses seed + i (reproducible, distinct)."""
+    return [SamplingParams(seed=None if seed is None else seed + i, **kw) for i in range(n)]
+
+
+def check_context(serving: Serving, target: ModelTarget, prompt_tokens: int, max_tokens: int | None,
+                  param: str) -> None:
+    limit = serving.engine().context_length(target)
+    asked = prompt_tokens + (max_tokens or 0)
+    if prompt_tokens >= limit or asked > limit:
+        raise InvalidRequest(
+            f"This model's maximum context length is {limit} tokens. However, you requested "
+            f"{max(asked, prompt_tokens)} tokens ({prompt_tokens} in the {param}, {max_tokens or 0} "
+            "in the completion). Please reduce the length of the messages or completion.",
+            param=param, code="context_length_exceeded")
+
+
+async def run_choice(serving: Serving, target: ModelTarget, prompt_ids: list[int],
+                     params: SamplingParams) -> ChoiceResult:
+    out = ChoiceResult()
+    parts: list[str] = []
+    async for ev in _events(serving, target, prompt_ids, params):
+        if isinstance(ev, Delta):
+            parts.append(ev.text)
+            out.logprobs += ev.logprobs
+        else:
+            out.finish_reason, out.completion_tokens = ev.reason, ev.completion_tokens
+    out.text = "".join(parts)
+    return out
+
+
+async def run_choices(serving: Serving, target: ModelTarget, prompt_ids: list[int],
+                      params: list[SamplingParams]) -> list[ChoiceResult]:
+    return list(await asyncio.gather(*[run_choice(serving, target, prompt_ids, p) for p in params]))
+
+
+async def merged_stream(serving: Serving, target: ModelTarget, prompt_ids: list[int],
+                        params: list[SamplingParams], first_index: int = 0
+                        ) -> AsyncIterator[tuple[int, Delta | Finished]]:
+    """(choice index, event) from all choices as they come. Leaving early cancels every choice."""
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def pump(index: int, p: SamplingParams) -> None:
+        try:
+            async for ev in _events(serving, target, prompt_ids, p):
+                await queue.put((index, ev))
+        except Exception as exc:   # handed to the consumer, which reports it in the stream
+            await queue.put((index, exc))
+        finally:
+            await queue.put((index, done))
+
+    tasks = [asyncio.create_task(pump(first_index + i, p)) for i, p in enumerate(params)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            index, ev = await queue.get()
+            if ev is done:
+                remaining -= 1
+            elif isinstance(ev, Exception):
+                raise ev
+            else:
+                yield index, ev
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+async def _events(serving: Serving, target: ModelTarget, prompt_ids: list[int], params: SamplingParams):
+    from tuneforge.inference.engine import EngineError
+
+    try:
+        async for ev in serving.engine().generate(target, prompt_ids, params):
+            yield ev
+    except EngineError as exc:
+        raise GenerationFailed(str(exc)) from exc
+
+
+def error_line(exc: Exception) -> str:
+    """A failure after the stream started: the SDK raises APIError on an `error` payload."""
+    if isinstance(exc, TuneforgeError):
+        err = {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}
+    else:
+        err = {"message": "The server had an error while processing your request.",
+               "type": "server_error", "param": None, "code": None}
+    return f"data: {json.dumps({'error': err})}\n\n"
+
+
+DONE = "data: [DONE]\n\n"
