@@ -49,9 +49,9 @@ def browser():
 def screenshots(request, tmp_path_factory) -> Path:
     folder = Path(os.environ.get("TUNEFORGE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\nUI screenshots: {folder}")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():   # shown even when output is captured
+        print(f"\nUI screenshots: {folder}", flush=True)
     return folder
 
 
