@@ -32,6 +32,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     logprobs: bool = False
     top_logprobs: int = 0
+    ignore_eos: bool = False               # benchmarks: always generate max_tokens
 
 
 @dataclass(frozen=True)

@@ -308,7 +308,7 @@ class ModelWorker(threading.Thread):
         seq.counts[token] += 1
         lps = [self._logprob(seq, token, logprobs)] if logprobs is not None else []
         reason = None
-        if token in seq.eos_ids:
+        if token in seq.eos_ids and not seq.params.ignore_eos:
             text, reason = seq.stream.flush(), "stop"
         else:
             text = seq.stream.push(token)

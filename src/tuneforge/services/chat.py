@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -56,6 +56,9 @@ class ChatPlan:
     tools: bool
     logprobs: bool
     include_usage: bool
+    # Called once with (prompt_tokens, completion_tokens) when the answer is complete (usage
+    # accounting); set by the caller.
+    on_usage: Callable[[int, int], Awaitable[None]] | None = None
 
 
 async def plan(req: ChatCompletionRequest, session: Session, serving: Serving, project_id: str) -> ChatPlan:
@@ -102,6 +105,8 @@ async def complete(p: ChatPlan, serving: Serving) -> ChatCompletion:
             finish_reason="tool_calls" if calls else r.finish_reason,
         ))
     completion = sum(r.completion_tokens for r in results)
+    if p.on_usage is not None:
+        await p.on_usage(len(p.prompt_ids), completion)
     return ChatCompletion(id=p.id, created=p.created, model=p.model, choices=choices,
                           usage=_usage(len(p.prompt_ids), completion), system_fingerprint=FINGERPRINT)
 
@@ -139,6 +144,8 @@ async def stream(p: ChatPlan, serving: Serving) -> AsyncIterator[str]:
                                                                      arguments=c.function.arguments))
                         for j, c in enumerate(calls)]))])
             yield chunk([ChunkChoice(index=i, delta=ChunkDelta(), finish_reason=reason)])
+        if p.on_usage is not None:
+            await p.on_usage(len(p.prompt_ids), completion)
         if p.include_usage:
             yield chunk([], usage=_usage(len(p.prompt_ids), completion))
     except Exception as exc:

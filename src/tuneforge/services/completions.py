@@ -5,7 +5,7 @@ tokenizer's usual BOS, no EOS). Choices are ordered prompt by prompt, `n` per pr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -35,6 +35,9 @@ class CompletionPlan:
     echo: bool
     logprobs: int | None
     include_usage: bool
+    # Called once with (prompt_tokens, completion_tokens) when the answer is complete (usage
+    # accounting); set by the caller.
+    on_usage: Callable[[int, int], Awaitable[None]] | None = None
 
 
 async def plan(req: CompletionRequest, session: Session, serving: Serving, project_id: str) -> CompletionPlan:
@@ -90,6 +93,8 @@ async def complete(p: CompletionPlan, serving: Serving) -> Completion:
                 logprobs=_logprobs(r.logprobs, len(text) if p.echo else 0) if p.logprobs is not None else None,
                 finish_reason=r.finish_reason))
     prompt_tokens = sum(len(ids) for _, ids in p.prompts)
+    if p.on_usage is not None:
+        await p.on_usage(prompt_tokens, completion)
     return Completion(id=p.id, created=p.created, model=p.model, choices=choices,
                       usage=_usage(prompt_tokens, completion))
 
@@ -120,8 +125,11 @@ async def stream(p: CompletionPlan, serving: Serving) -> AsyncIterator[str]:
                 else:
                     completion += ev.completion_tokens
                     yield chunk([CompletionChoice(index=index, text="", finish_reason=ev.reason)])
+        prompt_tokens = sum(len(ids) for _, ids in p.prompts)
+        if p.on_usage is not None:
+            await p.on_usage(prompt_tokens, completion)
         if p.include_usage:
-            yield chunk([], usage=_usage(sum(len(ids) for _, ids in p.prompts), completion))
+            yield chunk([], usage=_usage(prompt_tokens, completion))
     except Exception as exc:
         yield gen.error_line(exc)
     yield gen.DONE

@@ -41,3 +41,16 @@ def retrieve_model(model: str, auth: Auth, session: DbSession, serving: ServingD
 @router.delete("/models/{model:path}")
 def delete_model(model: str, auth: Auth, session: DbSession, serving: ServingDep) -> ModelDeleted:
     return service.delete_model(session, serving, auth.project_id, model)
+
+
+def usage_recorder(request: Request, auth, model: str):
+    """What a completion route hands its service to record the request's tokens (per project and
+    key; also charged to the key's tokens-per-minute budget)."""
+    from tuneforge.services.usage import record_inference_async
+
+    async def record(prompt_tokens: int, completion_tokens: int) -> None:
+        await record_inference_async(request.app.state.sessionmaker, project_id=auth.project_id,
+                                     key_id=auth.key_id, model=model, prompt_tokens=prompt_tokens,
+                                     completion_tokens=completion_tokens)
+
+    return record
