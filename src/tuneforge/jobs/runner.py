@@ -12,6 +12,7 @@ Settings come from the environment (TUNEFORGE_*), which the worker sets from its
 from __future__ import annotations
 
 import argparse
+import base64
 import logging
 import sys
 import traceback
@@ -169,11 +170,12 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
             transition(job, Status.PAUSED)
             ev.add_event(s, job.id, ev.PAUSED)
         else:
-            _succeed(s, blobs, job, result, reporter)
+            _succeed(s, blobs, job, result, reporter, base64_results=settings.result_files_base64)
     return 0
 
 
-def _succeed(s: Session, blobs: BlobStore, job: Job, result, reporter: DbReporter) -> None:
+def _succeed(s: Session, blobs: BlobStore, job: Job, result, reporter: DbReporter, *,
+             base64_results: bool = False) -> None:
     from tuneforge.services.files import create_file_from_path
 
     name = reporter.final_name
@@ -192,9 +194,14 @@ def _succeed(s: Session, blobs: BlobStore, job: Job, result, reporter: DbReporte
                          checkpoint_id=ckpt.id, kind=meta.get("kind", "lora"),
                          base_model=str(meta.get("base_model") or reporter._fallback_base),
                          path=str(final_dir), created_at=now()))
+    src = Path(result.metrics_csv)
+    if base64_results:   # OpenAI's quirk: the file's content is the base64 of the CSV
+        encoded = src.with_name(src.name + ".b64")
+        encoded.write_bytes(base64.b64encode(src.read_bytes()))
+        src = encoded
     results = create_file_from_path(s, blobs, project_id=job.project_id,
                                     filename="step_metrics.csv", purpose="fine-tune-results",
-                                    src=Path(result.metrics_csv))
+                                    src=src)
     ev.add_event(s, job.id, ev.model_created(name))
     ev.add_event(s, job.id, ev.COMPLETED)
     transition(job, Status.SUCCEEDED)

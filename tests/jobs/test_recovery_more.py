@@ -1,0 +1,148 @@
+"""Recovery paths of the worker, with real worker and runner processes on both databases:
+
+- a job whose training child keeps dying (SIGKILL, as the OOM killer would) fails after
+  `job_max_attempts` runs with a clear error and the matching error event, never left `running`;
+- SIGTERM to a worker mid-training saves the job's state and puts it back in the queue, and a new
+  worker resumes it from the saved step, not from step 1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import select
+
+from tuneforge.jobs.worker import Worker
+from tuneforge.store.db import transaction
+from tuneforge.store.tables import Job, JobEvent
+
+from .conftest import chat_lines
+
+
+def job_row(db, jid) -> Job:
+    with db() as s:
+        return s.get(Job, jid)
+
+
+def events(db, jid) -> list[JobEvent]:
+    with db() as s:
+        return list(s.scalars(select(JobEvent).where(JobEvent.job_id == jid)
+                              .order_by(JobEvent.seq)))
+
+
+def test_child_that_keeps_dying_fails_the_job_after_max_attempts(settings, db, create):
+    w = Worker(settings.model_copy(update={"job_max_attempts": 2}))
+    jid = create()
+    statuses: list[str] = []
+    kills = 0
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            w.step()
+            job = job_row(db, jid)
+            statuses.append(job.status)
+            if job.status == "failed":
+                break
+            child = w.children.get(jid)
+            # Kill each run once it really owns the job (status running), as the OOM killer would.
+            if child is not None and job.status == "running" and child.proc.poll() is None:
+                os.kill(child.proc.pid, signal.SIGKILL)
+                child.proc.wait()
+                kills += 1
+            time.sleep(0.1)
+    finally:
+        for child in w.children.values():
+            child.proc.kill()
+            child.proc.wait()
+        w.engine.dispose()
+
+    assert kills == 2, statuses
+    job = job_row(db, jid)
+    assert job.status == "failed" and job.finished_at is not None
+    assert (job.lease_owner, job.requested_action, job.estimated_finish) == (None, None, None)
+    message = ("The job failed after 2 attempts: the process running it stopped unexpectedly "
+               "each time.")
+    assert job.error == {"code": "training_failed", "message": message, "param": None}
+    evs = events(db, jid)
+    assert (evs[-1].level, evs[-1].message) == ("error", message)
+    stopped = [e for e in evs if e.message.startswith("The training process stopped unexpectedly")]
+    assert len(stopped) == 2 and all("exit code -9" in e.message for e in stopped)
+    assert statuses[-1] == "failed"
+    # A failed job stays failed: another pass of a worker does not revive it.
+    w2 = Worker(settings)
+    try:
+        w2.step()
+        assert not w2.children
+    finally:
+        w2.engine.dispose()
+    assert job_row(db, jid).status == "failed"
+
+
+def worker_proc(settings) -> subprocess.Popen:
+    env = {**os.environ, "TUNEFORGE_DATA_DIR": str(settings.data_dir),
+           "TUNEFORGE_DATABASE_URL": str(settings.database_url),
+           "TUNEFORGE_WORKER_POLL_SECONDS": "0.2", "TUNEFORGE_JOB_LEASE_SECONDS": "4"}
+    return subprocess.Popen([sys.executable, "-m", "tuneforge.jobs.worker"], env=env)
+
+
+def metric_steps(db, jid) -> list[int]:
+    return [e.data["step"] for e in events(db, jid) if e.type == "metrics"]
+
+
+def wait_for(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_sigterm_requeues_with_saved_state_and_a_new_worker_resumes(settings, db, create, upload):
+    # 10 examples, batch 1, 2 epochs: 20 steps; SIGTERM lands inside the first epoch, so only
+    # the state saved on SIGTERM (not an epoch's) can make the next run skip the done steps.
+    jid = create(training_file=upload(chat_lines(10)),
+                 method={"type": "supervised",
+                         "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 1}}})
+    worker = worker_proc(settings)
+    try:
+        wait_for(lambda: len(metric_steps(db, jid)) >= 2, 180, "the first steps")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0
+        job = job_row(db, jid)
+        assert (job.status, job.lease_owner, job.requested_action) == ("queued", None, None)
+        assert job.estimated_finish is None
+        done_before = metric_steps(db, jid)
+        saved = done_before[-1]
+        assert done_before == list(range(1, saved + 1)) and saved < 10
+        evs = events(db, jid)
+        assert evs[-1].message == ("The worker stopped; the job saved its state and is back in "
+                                   "the queue")
+        progress = (settings.jobs_dir / jid / "state").is_dir()
+        assert progress, "SIGTERM did not save the job's state"
+        time.sleep(1)                          # nobody trains it while no worker runs
+        assert metric_steps(db, jid) == done_before
+
+        worker = worker_proc(settings)
+        wait_for(lambda: job_row(db, jid).status in ("succeeded", "failed", "cancelled"), 240,
+                 "the resumed job to finish")
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(60)
+    job = job_row(db, jid)
+    assert job.status == "succeeded", job.error
+    steps = metric_steps(db, jid)
+    # the second run picked up right after the saved step: every step exactly once
+    assert steps == list(range(1, 21)), steps
+    messages = [e.message for e in events(db, jid)]
+    assert "Fine-tuning job continues from its saved state" in messages
+    assert f"Resuming from step {saved}/20." in messages
+    assert messages.count("Fine-tuning job started") == 1
