@@ -199,18 +199,9 @@ def run_ours(cfg: dict) -> dict:
 
 
 def _our_base_lr(method: str) -> float:
-    import tuneforge.training as training
+    from tuneforge.training.hparams import BASE_LEARNING_RATE
 
-    for name in ("BASE_LEARNING_RATE", "BASE_LEARNING_RATES"):
-        value = getattr(training, name, None)
-        if isinstance(value, dict):
-            return float(value[method])
-        if isinstance(value, (int, float)):
-            return float(value)
-    from tuneforge.training import sft  # where the trainer keeps its constants
-
-    value = getattr(sft, "BASE_LEARNING_RATE")
-    return float(value[method] if isinstance(value, dict) else value)
+    return BASE_LEARNING_RATE[method]
 
 
 def _load_servable(path: Path):
@@ -333,7 +324,7 @@ def environment() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", choices=("lora", "full"), default="lora")
-    parser.add_argument("--examples", type=int, default=384)
+    parser.add_argument("--examples", type=int, default=192)
     parser.add_argument("--eval-examples", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -352,7 +343,8 @@ def main() -> None:
         worker(args.worker, Path(args.config))
         return
     if args.quick:
-        args.examples, args.eval_examples, args.hidden, args.layers, args.validator_mb = 32, 8, 128, 2, 2
+        args.examples, args.eval_examples, args.hidden, args.layers = 32, 8, 128, 2
+        args.validator_mb = min(args.validator_mb, 2)
     lr = args.lr or (1e-3 if args.method == "lora" else 3e-4)
 
     env = environment()
