@@ -30,6 +30,10 @@ bench-train: install
 bench-files: install
 	$(BIN)/python benchmarks/bench_files.py
 
+# Not a test: our serving engine vs plain transformers generate, base / 1 / 8 adapters (a few minutes).
+bench-serve: install
+	$(BIN)/python benchmarks/bench_serve.py
+
 bench-jobs: install
 	$(BIN)/python benchmarks/bench_jobs.py
 

@@ -29,7 +29,13 @@ class ChoiceResult:
 
 
 async def resolve(session: Session, serving: Serving, project_id: str, name: str) -> ModelTarget:
-    return await asyncio.to_thread(model_service.resolve, session, serving.catalog, project_id, name)
+    """Name -> model, then the request's DB connection goes back to the pool: generation needs no
+    database and can take long, and holding a connection per in-flight request would exhaust the
+    pool under concurrency (the session reconnects by itself if used again)."""
+    try:
+        return await asyncio.to_thread(model_service.resolve, session, serving.catalog, project_id, name)
+    finally:
+        session.close()
 
 
 def stops(stop: str | list[str] | None) -> tuple[str, ...]:
