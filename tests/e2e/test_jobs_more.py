@@ -96,7 +96,7 @@ def srv(server_factory):
 def test_continue_training_from_own_ft_model_and_eta(srv):
     c = srv.client()
     train = upload(c, jsonl(10))
-    first = create(c, "tuneforge-tiny", train, epochs=3, batch_size=2)
+    first = create(c, "tuneforge-tiny", train, epochs=6, batch_size=2)   # 30 steps
     done1, reads = watch_with_eta(c, first.id)
     assert done1.status == "succeeded", done1.error
 

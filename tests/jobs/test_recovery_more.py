@@ -106,11 +106,11 @@ def wait_for(pred, timeout: float, what: str):
 
 @pytest.mark.slow
 def test_sigterm_requeues_with_saved_state_and_a_new_worker_resumes(settings, db, create, upload):
-    # 10 examples, batch 1, 2 epochs: 20 steps; SIGTERM lands inside the first epoch, so only
-    # the state saved on SIGTERM (not an epoch's) can make the next run skip the done steps.
+    # 10 examples, batch 1, 8 epochs: 80 steps (a step can take 50 ms, the trainer looks for
+    # stop requests every second); SIGTERM lands mid-run.
     jid = create(training_file=upload(chat_lines(10)),
                  method={"type": "supervised",
-                         "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 1}}})
+                         "supervised": {"hyperparameters": {"n_epochs": 8, "batch_size": 1}}})
     worker = worker_proc(settings)
     try:
         wait_for(lambda: len(metric_steps(db, jid)) >= 2, 180, "the first steps")
@@ -121,7 +121,7 @@ def test_sigterm_requeues_with_saved_state_and_a_new_worker_resumes(settings, db
         assert job.estimated_finish is None
         done_before = metric_steps(db, jid)
         saved = done_before[-1]
-        assert done_before == list(range(1, saved + 1)) and saved < 10
+        assert done_before == list(range(1, saved + 1)) and saved < 80
         evs = events(db, jid)
         assert evs[-1].message == ("The worker stopped; the job saved its state and is back in "
                                    "the queue")
@@ -141,8 +141,48 @@ def test_sigterm_requeues_with_saved_state_and_a_new_worker_resumes(settings, db
     assert job.status == "succeeded", job.error
     steps = metric_steps(db, jid)
     # the second run picked up right after the saved step: every step exactly once
-    assert steps == list(range(1, 21)), steps
+    assert steps == list(range(1, 81)), steps
     messages = [e.message for e in events(db, jid)]
     assert "Fine-tuning job continues from its saved state" in messages
-    assert f"Resuming from step {saved}/20." in messages
+    assert f"Resuming from step {saved}/80." in messages
     assert messages.count("Fine-tuning job started") == 1
+
+
+def test_worker_stopping_before_a_recovered_run_starts_requeues_it(settings, db, create):
+    """A worker claims a job whose last run died (status running), and is told to stop (SIGTERM
+    sets requested_action=requeue) before its child's first transaction: the child must put the
+    job back in the queue at once, not drop the request and train until it is killed."""
+    from tuneforge.jobs import queue
+    from tuneforge.jobs.runner import run_job
+
+    w = Worker(settings)
+    jid = create()
+    try:
+        deadline = time.monotonic() + 60
+        while job_row(db, jid).status != "running" and time.monotonic() < deadline:
+            w.step()
+            time.sleep(0.1)
+        child = w.children[jid]
+        os.kill(child.proc.pid, signal.SIGKILL)      # the first run dies
+        child.proc.wait()
+        w.step()                                     # reaped: running, lease given back
+    finally:
+        for c in w.children.values():
+            c.proc.kill()
+            c.proc.wait()
+        w.engine.dispose()
+    job = job_row(db, jid)
+    assert (job.status, job.lease_owner) == ("running", None)
+
+    claim = queue.claim(db, "stopping-worker", stage="train", lease_seconds=30, job_id=jid)
+    assert claim is not None and claim.recovered
+    with transaction(db) as s:                       # what Worker.shutdown writes
+        s.get(Job, jid).requested_action = "requeue"
+    t0 = time.monotonic()
+    assert run_job(settings, jid, "stopping-worker") == 0
+    job = job_row(db, jid)
+    assert (job.status, job.lease_owner, job.requested_action) == ("queued", None, None)
+    assert time.monotonic() - t0 < 10
+    assert metric_steps(db, jid) == []
+    assert events(db, jid)[-1].message == ("The worker stopped; the job saved its state and is "
+                                           "back in the queue")

@@ -111,6 +111,10 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
                 transition(job, Status.PAUSED)
                 ev.add_event(s, job.id, ev.PAUSED)
                 return 0
+            if job.requested_action == "requeue":    # the worker is stopping: nothing to save
+                transition(job, Status.QUEUED)
+                ev.add_event(s, job.id, ev.REQUEUED)
+                return 0
             job.requested_action = None
             ev.add_event(s, job.id, f"Resuming the job from its last saved state (attempt "
                                     f"{job.attempts})", level="warn")
