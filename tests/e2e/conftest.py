@@ -114,7 +114,10 @@ def server_factory(request, tmp_path_factory) -> Iterator[Callable[..., Server]]
     for server in servers:
         server.stop()
         if request.session.testsfailed > failed_before:
-            print(f"\n----- tuneforge serve log ({server.base_url}) -----\n{server.log()}")
+            # Module teardown output is not shown by pytest for passing tests: write past capture.
+            tail = "\n".join(server.log().splitlines()[-300:])
+            sys.__stderr__.write(f"\n----- tuneforge serve log ({server.base_url}, "
+                                 f"{request.module.__name__}) -----\n{tail}\n")
 
 
 @pytest.fixture(scope="module")
