@@ -49,9 +49,10 @@ def test_json_output_is_one_object_and_exit_status_follows_errors(tmp_path: Path
 
 def test_readable_table_lists_errors_with_lines() -> None:
     result = CliRunner().invoke(app, ["data", "validate", str(BAD_FILES / "bad_weight.jsonl"),
-                                      "--model", "none"], terminal_width=200)
+                                      "--model", "none"], env={"COLUMNS": "200"})
     assert result.exit_code == 1
-    assert "5 error(s)" in result.output
+    # rich wraps at the console width, and a long checkout path can push the summary past it
+    assert "5 error(s)" in " ".join(result.output.split())
     assert "messages[1].weight" in result.output and "must be 0 or 1" in result.output
     assert "epochs (auto)" in result.output
 
