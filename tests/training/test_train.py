@@ -58,8 +58,10 @@ def test_lora_run_changes_every_adapter_tensor_and_writes_the_run_layout(
     assert result.status == "succeeded" and result.final_dir == out / "final"
     assert (result.steps, result.total_steps) == (15, 15)
     assert rec.hp == [result.hyperparameters]
-    per_epoch = sum(n_targets(render_example(tiny_tokenizer, chat(q, a))) for q, a in QA)
-    assert result.trained_tokens == 3 * per_epoch > 0
+    # billable tokens: every token of every example (not only the labels), once per epoch
+    per_epoch = sum(len(render_example(tiny_tokenizer, chat(q, a))) for q, a in QA)
+    assert per_epoch > sum(n_targets(render_example(tiny_tokenizer, chat(q, a))) for q, a in QA)
+    assert result.trained_tokens == 3 * per_epoch
 
     # every adapter tensor moved (TRL's test: all trainable parameters changed)
     before, after = _adapter(init_adapter), _adapter(out / "final")
@@ -108,6 +110,40 @@ def test_lora_run_changes_every_adapter_tensor_and_writes_the_run_layout(
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, adapted(ids).logits, atol=1e-4, rtol=1e-4)
     assert json.loads((out / "final" / "merged" / "tuneforge.json").read_text())["kind"] == "full"
+
+
+def test_trained_tokens_equal_the_validators_estimate(tiny_model_dir, tiny_tokenizer, tmp_path) -> None:
+    """What a job bills (`trained_tokens`) is what the file's validation quoted: all tokens of each
+    example, cut at the context limit, x epochs; here with a multi-turn example with a weight-0
+    turn, tools, and examples longer than the limit (truncated)."""
+    from tuneforge.training.data import validate_file
+
+    long_answer = " ".join(["The quick brown fox jumps over the lazy dog."] * 12)
+    examples = [chat(q, a) for q, a in QA]
+    examples += [chat("Tell me a long story.", long_answer),
+                 {"messages": [{"role": "system", "content": "Be brief."},
+                               {"role": "user", "content": "Hi"},
+                               {"role": "assistant", "content": "Hello!", "weight": 0},
+                               {"role": "user", "content": "What is ten minus three?"},
+                               {"role": "assistant", "content": "Seven."}]},
+                 {"messages": [{"role": "user", "content": "Weather in Paris?"},
+                               {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
+                                   "name": "get_weather", "arguments": '{"location": "Paris"}'}}]},
+                               {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 22}'},
+                               {"role": "assistant", "content": "22 degrees."}],
+                  "tools": [{"type": "function", "function": {"name": "get_weather"}}]}]
+    path = write_jsonl(tmp_path / "train.jsonl", examples)
+    max_len = 64
+    report = validate_file(path, tokenizer=tiny_tokenizer, max_seq_len=max_len, n_epochs=2)
+    assert report.ok and report.n_too_long >= 2   # the long story and the tools preamble
+
+    result = train(TrainSpec(base_model=str(tiny_model_dir), training_file=path, output_dir=tmp_path / "run",
+                             max_seq_len=max_len, keep_checkpoints=1,
+                             hyperparameters=Hyperparameters(n_epochs=2, batch_size=4)), Recorder())
+    assert result.status == "succeeded"
+    assert result.trained_tokens == report.estimated_trained_tokens == report.billing_tokens * 2
+    untruncated = sum(len(render_example(tiny_tokenizer, e)) for e in examples)
+    assert report.billing_tokens < untruncated   # truncation is billed as OpenAI does: capped
 
 
 def _spec(tiny_model_dir, data, out: Path) -> TrainSpec:

@@ -1,8 +1,8 @@
 """Usage and cost: prices (Settings.prices, USD per 1M tokens), inference usage records, and the
 per-period report (per project and model) behind GET /v1/usage and `tuneforge usage`.
 
-Training tokens are the jobs' own `trained_tokens` (what the trainer counted: label tokens x
-epochs), counted in the period the job finished in, priced at the price the job was quoted when
+Training tokens are the jobs' own `trained_tokens` (what the trainer counted: every token of the
+examples, truncated to the context limit, x epochs), counted in the period the job finished in, priced at the price the job was quoted when
 its files were validated (`jobs.training_price`). Inference tokens are one `usage_records` row per
 completed request, written by the serving path through `record_inference`.
 """

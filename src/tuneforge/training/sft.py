@@ -217,8 +217,10 @@ class _Run:
             order = self._epoch_order(epoch)
             batch = [self.train_set[j] for j in order[i * bs:(i + 1) * bs]]
             started = time.perf_counter()
-            loss, acc, n_tok = self._train_step(batch)
-            self.trained_tokens += n_tok
+            loss, acc = self._train_step(batch)
+            # Billable tokens, as OpenAI counts them: every token of the (truncated) examples
+            # processed, not only the trained labels; the validator's estimate counts the same.
+            self.trained_tokens += sum(len(r) for r in batch)
             self.step += 1
             epoch_end = self.step % spe == 0
             m: dict[str, Any] = {"step": self.step, "total_steps": self.total_steps,
@@ -260,7 +262,7 @@ class _Run:
         correct = ((logits.argmax(-1) == targets) & mask).sum().item()
         return loss_sum, correct
 
-    def _train_step(self, batch: list[Rendered]) -> tuple[float, float, int]:
+    def _train_step(self, batch: list[Rendered]) -> tuple[float, float]:
         self.model.train()
         rows = pack(batch, max(MICRO_BATCH_TOKENS, self.max_seq_len))
         n_tok = sum(r.n_targets for r in rows)
@@ -278,8 +280,8 @@ class _Run:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if n_tok == 0:
-            return 0.0, 0.0, 0
-        return total_loss / n_tok, total_correct / n_tok, n_tok
+            return 0.0, 0.0
+        return total_loss / n_tok, total_correct / n_tok
 
     @torch.no_grad()
     def _evaluate(self, examples: list[Rendered]) -> tuple[float, float]:

@@ -92,7 +92,9 @@ class Reporter(Protocol):
 @dataclass
 class TrainResult:
     status: Literal["succeeded", "cancelled", "paused"]
-    trained_tokens: int                  # label tokens seen x epochs (what OpenAI bills)
+    # What OpenAI bills: every token of the examples trained on (after truncation to the context
+    # limit, no padding), once per epoch; equals the validator's `estimated_trained_tokens`.
+    trained_tokens: int
     steps: int
     total_steps: int
     hyperparameters: ResolvedHyperparameters
