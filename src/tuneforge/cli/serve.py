@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from typing import Annotated
 
 import typer
@@ -14,8 +12,9 @@ from tuneforge.config import Settings
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=level.upper(), force=True,
-                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    from tuneforge.logs import configure
+
+    configure(level, process="server")
 
 
 def ensure_admin_key(settings: Settings) -> str | None:

@@ -8,6 +8,7 @@ import typer
 
 from tuneforge.cli import app
 from tuneforge.cli.options import DataDir, load_settings
+from tuneforge.logs import configure as configure_logging
 
 
 @app.command()
@@ -20,15 +21,13 @@ def worker(
     """Run a training worker (validates files, trains queued jobs, recovers orphaned jobs).
 
     Any number of workers may share one database (SQLite locally, or PostgreSQL)."""
-    import logging
     import signal
     import threading
 
     from tuneforge.jobs.worker import Worker
 
     settings = load_settings(data_dir, worker_concurrency=concurrency)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    configure_logging(settings.log_level, process="worker")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -27,6 +27,7 @@ from tuneforge.ids import new_id, now
 from tuneforge.jobs import events as ev
 from tuneforge.jobs.reporter import DbReporter, read_meta
 from tuneforge.jobs.states import Status, transition
+from tuneforge.logs import configure as configure_logging
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.db import make_engine, make_sessionmaker, transaction
 from tuneforge.store.tables import File, FineTunedModel, Job, JobCheckpoint, Project
@@ -219,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("job_id")
     parser.add_argument("--owner", required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s runner %(levelname)s %(message)s")
-    return run_job(Settings(), args.job_id, args.owner)
+    settings = Settings()
+    configure_logging(settings.log_level, process="runner")
+    return run_job(settings, args.job_id, args.owner)
 
 
 if __name__ == "__main__":

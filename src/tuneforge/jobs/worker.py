@@ -36,6 +36,7 @@ from tuneforge.jobs import events as ev
 from tuneforge.jobs import queue
 from tuneforge.jobs.runner import LeaseLost, _owned_job, fail_job
 from tuneforge.jobs.states import Status, transition
+from tuneforge.logs import configure as configure_logging
 from tuneforge.integrations import outbox
 from tuneforge.services import preflight
 from tuneforge.store.blobs import BlobStore
@@ -233,12 +234,13 @@ class Worker:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of a standalone worker (also what `tuneforge serve` starts)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    settings = Settings()
+    configure_logging(settings.log_level, process="worker")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     concurrency = int(argv[0]) if argv else None
-    Worker(Settings(), concurrency=concurrency).run(stop)
+    Worker(settings, concurrency=concurrency).run(stop)
     return 0
 
 
