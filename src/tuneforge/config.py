@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=8 * 1024 * MB, description="Largest Uploads API file")
     max_part_bytes: int = Field(default=64 * MB, description="Largest Uploads API part")
     upload_ttl_seconds: int = Field(default=3600, description="An Upload expires this long after creation")
+    expiry_sweep_seconds: float = Field(default=300.0, description="How often each worker deletes "
+                                        "expired files and dead upload parts")
 
     # --- models ---------------------------------------------------------------------------------
     # Extra base models: name -> Hugging Face id or local directory. `tuneforge-tiny` is always there.

@@ -149,3 +149,48 @@ def test_projects_are_isolated(app_client, make_key):
         assert r.json()["error"]["message"] == f"No such File object: {f['id']}"
     assert app_client.get("/v1/files", headers=theirs).json()["data"] == []
     assert app_client.get(f"/v1/files/{f['id']}", headers=mine).status_code == 200
+
+
+def test_expires_after_invalid_values_name_the_param(app_client, auth_headers, settings):
+    cases = [({"expires_after[anchor]": "last_active_at", "expires_after[seconds]": "3600"},
+              "expires_after.anchor"),
+             ({"expires_after[seconds]": "3600"}, "expires_after.anchor"),
+             ({"expires_after[anchor]": "created_at"}, "expires_after.seconds"),
+             ({"expires_after[anchor]": "created_at", "expires_after[seconds]": "2592001"},
+              "expires_after.seconds"),
+             ({"expires_after[anchor]": "created_at", "expires_after[seconds]": "1h"},
+              "expires_after.seconds")]
+    for fields, param in cases:
+        assert_envelope(upload(app_client, auth_headers, **fields), 400, param=param)
+    assert app_client.get("/v1/files", headers=auth_headers).json()["data"] == []
+    assert blob_files(settings) == []  # a refused upload leaves no bytes behind
+
+
+def test_server_start_sweeps_expired_files(tmp_path, db_url):
+    from fastapi.testclient import TestClient
+    from sqlalchemy import update
+
+    from tuneforge.api.app import create_app
+    from tuneforge.config import Settings
+    from tuneforge.ids import now
+    from tuneforge.services.keys import create_key
+    from tuneforge.store.db import transaction
+    from tuneforge.store.tables import File
+
+    settings = Settings(data_dir=tmp_path / "d", database_url=db_url).resolved()
+    with TestClient(create_app(settings)) as client:
+        with transaction(client.app.state.sessionmaker) as s:
+            headers = {"Authorization": f"Bearer {create_key(s)[1]}"}
+        gone = upload(client, headers, **{"expires_after[anchor]": "created_at",
+                                          "expires_after[seconds]": "3600"}).json()
+        kept = upload(client, headers).json()
+        with transaction(client.app.state.sessionmaker) as s:  # an hour and a second later
+            s.execute(update(File).where(File.id == gone["id"]).values(expires_at=now() - 1))
+        # Expired files vanish from reads at once, before any sweep.
+        assert_envelope(client.get(f"/v1/files/{gone['id']}", headers=headers), 404, param="id")
+        assert [f["id"] for f in client.get("/v1/files", headers=headers).json()["data"]] == \
+            [kept["id"]]
+        assert len(blob_files(settings)) == 2   # ... but their bytes are still on disk
+    with TestClient(create_app(settings)) as client:   # a restart sweeps (no worker here)
+        assert len(blob_files(settings)) == 1
+        assert client.get(f"/v1/files/{kept['id']}/content", headers=headers).content == LINE

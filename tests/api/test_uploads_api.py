@@ -112,3 +112,31 @@ def test_expiry_and_part_limit(tmp_path, db_url):
                                 code="file_too_large")
                 assert part(client, headers, up["id"], b"abcd").status_code == 200
             assert len(part_blobs(settings)) == (0 if ttl == 0 else 1)
+
+
+def test_expires_after_applies_to_the_file_it_produces(app_client, auth_headers):
+    def create_with(purpose="fine-tune", name="u.jsonl", **extra):
+        return app_client.post("/v1/uploads", headers=auth_headers,
+                               json={"filename": name, "purpose": purpose, "bytes": 3,
+                                     "mime_type": "text/jsonl", **extra})
+
+    def finish(up):
+        pid = part(app_client, auth_headers, up["id"], b"abc").json()["id"]
+        r = app_client.post(f"/v1/uploads/{up['id']}/complete", headers=auth_headers,
+                            json={"part_ids": [pid]})
+        assert r.status_code == 200, r.text
+        return r.json()["file"]
+
+    up = create_with(expires_after={"anchor": "created_at", "seconds": 7200}).json()
+    assert up["expires_at"] == up["created_at"] + 3600   # the Upload itself: 1 hour, as OpenAI
+    f = finish(up)
+    assert f["expires_at"] == f["created_at"] + 7200
+    assert app_client.get(f"/v1/files/{f['id']}", headers=auth_headers).json() == f
+    batch = finish(create_with(purpose="batch", name="b.jsonl").json())
+    assert batch["expires_at"] == batch["created_at"] + 30 * 24 * 3600
+    assert finish(create(app_client, auth_headers, 3))["expires_at"] is None
+
+    assert_envelope(create_with(expires_after={"anchor": "created_at", "seconds": 60}), 400,
+                    param="expires_after.seconds")
+    assert_envelope(create_with(expires_after={"anchor": "updated_at", "seconds": 3600}), 400,
+                    param="expires_after.anchor")

@@ -15,6 +15,7 @@ from tuneforge.api.ratelimit import install_rate_limits
 from tuneforge.api.routes import ROUTERS
 from tuneforge.config import Settings
 from tuneforge.inference.holder import Serving
+from tuneforge.services.expiry import sweep_expired
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.db import make_engine, make_sessionmaker, migrate
 from tuneforge import ui
@@ -33,6 +34,8 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.sessionmaker = make_sessionmaker(engine)
             app.state.blobs = BlobStore(settings.blobs_dir)
             await run_in_threadpool(app.state.blobs.sweep_tmp)
+            # Once here (a deployment with no worker still reclaims space); workers repeat it.
+            await run_in_threadpool(sweep_expired, app.state.sessionmaker, app.state.blobs)
             app.state.serving = Serving(settings)   # inference engine: created on first use
             yield
         finally:

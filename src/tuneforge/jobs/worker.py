@@ -39,6 +39,7 @@ from tuneforge.jobs.states import Status, transition
 from tuneforge.logs import configure as configure_logging
 from tuneforge.integrations import outbox
 from tuneforge.services import preflight
+from tuneforge.services.expiry import sweep_expired
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.db import make_engine, make_sessionmaker, migrate, transaction
 from tuneforge.store.tables import File, Job
@@ -81,8 +82,12 @@ class Worker:
         migrate(self.engine)
         outbox.start_sender(self.settings, self.factory, stop)   # webhooks and e-mails
         log.info("worker %s started (concurrency %d)", self.owner, self.concurrency)
+        next_sweep = 0.0
         try:
             while not stop.is_set():
+                if time.monotonic() >= next_sweep:
+                    self._sweep_expired()
+                    next_sweep = time.monotonic() + self.settings.expiry_sweep_seconds
                 busy = self.step()
                 if not busy:
                     stop.wait(self.settings.worker_poll_seconds)
@@ -103,6 +108,12 @@ class Worker:
             self._spawn(claim.job_id)
         self._watch()
         return did
+
+    def _sweep_expired(self) -> None:
+        try:
+            sweep_expired(self.factory, self.blobs)
+        except Exception:   # housekeeping: never the reason a worker stops training
+            log.exception("expiry sweep failed; will retry")
 
     # ---- validation --------------------------------------------------------------------------
     def _validate_one(self) -> bool:

@@ -95,34 +95,56 @@ def check_filename(purpose: str, filename: str) -> None:
         raise InvalidRequest("Invalid file format for Fine-Tuning API. Must be .jsonl", param="file")
 
 
-def check_expires_after(purpose: str, anchor: str | None, seconds: str | int | None,
-                        created_at: int) -> int | None:
-    """`expires_at` for an upload: the client's `expires_after`, or 30 days for batch files."""
+def parse_expires_after(anchor: str | None, seconds: str | int | None) -> int | None:
+    """The client's `expires_after` as a number of seconds (None when not given).
+
+    Invalid values are a 400 naming the offending part, as OpenAI does.
+    """
     if anchor is None and seconds is None:
-        return created_at + BATCH_DEFAULT_TTL if purpose == "batch" else None
+        return None
+    if anchor is None:
+        raise InvalidRequest("Missing required parameter: 'expires_after.anchor'.",
+                             param="expires_after.anchor")
     if anchor != "created_at":
         raise InvalidRequest("Invalid value for 'expires_after.anchor': must be 'created_at'.",
                              param="expires_after.anchor")
+    if seconds is None:
+        raise InvalidRequest("Missing required parameter: 'expires_after.seconds'.",
+                             param="expires_after.seconds")
     try:
-        secs = int(seconds)  # type: ignore[arg-type]
+        secs = int(seconds) if not isinstance(seconds, bool) else -1
     except (TypeError, ValueError):
         secs = -1
     if not EXPIRES_MIN <= secs <= EXPIRES_MAX:
         raise InvalidRequest(
             f"Invalid value for 'expires_after.seconds': must be an integer between {EXPIRES_MIN} "
             f"and {EXPIRES_MAX}.", param="expires_after.seconds")
-    return created_at + secs
+    return secs
+
+
+def expires_after_or_default(purpose: str, expires_after: int | None) -> int | None:
+    """A client file's lifetime in seconds: its `expires_after`, else 30 days for batch files."""
+    if expires_after is None and purpose == "batch":
+        return BATCH_DEFAULT_TTL
+    return expires_after
 
 
 def create_file_from_blob(session: Session, blobs: BlobStore, *, project_id: str, filename: str,
-                          purpose: str, blob: Blob, expires_at: int | None = None) -> File:
-    """Publish an already-written blob as a File. If the transaction rolls back, the blob goes too."""
+                          purpose: str, blob: Blob, expires_at: int | None = None,
+                          expires_after: int | None = None) -> File:
+    """Publish an already-written blob as a File. If the transaction rolls back, the blob goes too.
+
+    `expires_after` (seconds, anchored at the File's own `created_at`) wins over `expires_at`.
+    """
     on_outcome(session, rolled_back=lambda: blobs.delete(blob.key))
     filename = sanitize_filename(filename)
     check_purpose(purpose, allowed=ALL_PURPOSES)
     check_filename(purpose, filename)
+    created = now()
+    if expires_after is not None:
+        expires_at = created + expires_after
     row = File(id=new_file_id(), project_id=project_id, filename=filename, purpose=purpose,
-               bytes=blob.bytes, status="processed", status_details=None, created_at=now(),
+               bytes=blob.bytes, status="processed", status_details=None, created_at=created,
                expires_at=expires_at, blob_key=blob.key)
     session.add(row)
     session.flush()
@@ -209,10 +231,10 @@ def create_uploaded_file(session: Session, blobs: BlobStore, *, project_id: str,
     try:
         check_new_upload(purpose, filename)
         assert purpose is not None
-        expires_at = check_expires_after(purpose, expires_anchor, expires_seconds, now())
+        seconds = parse_expires_after(expires_anchor, expires_seconds)
         return create_file_from_blob(session, blobs, project_id=project_id,
                                      filename=filename or "file", purpose=purpose, blob=blob,
-                                     expires_at=expires_at)
+                                     expires_after=expires_after_or_default(purpose, seconds))
     except BaseException:
         blobs.delete(blob.key)
         raise

@@ -29,17 +29,22 @@ def status_of(upload: Upload) -> str:
 
 
 def create_upload(session: Session, settings: Settings, *, project_id: str, filename: str,
-                  purpose: str, bytes: int, mime_type: str) -> Upload:
+                  purpose: str, bytes: int, mime_type: str, expires_anchor: str | None = None,
+                  expires_seconds: int | None = None) -> Upload:
+    """A pending Upload. Its `expires_after` is kept for the File that `complete` produces (the
+    Upload itself always expires after Settings.upload_ttl_seconds, as OpenAI's do after 1 hour)."""
     files_service.check_purpose(purpose, allowed=UPLOAD_PURPOSES)
     filename = files_service.sanitize_filename(filename)
     files_service.check_filename(purpose, filename)
+    file_expires_after = files_service.parse_expires_after(expires_anchor, expires_seconds)
     if bytes > settings.max_upload_bytes:
         raise InvalidRequest(f"Invalid value for 'bytes': an Upload can be at most "
                              f"{settings.max_upload_bytes} bytes.", param="bytes")
     created = now()
     row = Upload(id=new_id("upload_"), project_id=project_id, filename=filename, purpose=purpose,
                  bytes=bytes, mime_type=mime_type, status="pending", created_at=created,
-                 expires_at=created + settings.upload_ttl_seconds, file_id=None)
+                 expires_at=created + settings.upload_ttl_seconds, file_id=None,
+                 file_expires_after=file_expires_after)
     session.add(row)
     session.flush()
     return row
@@ -107,9 +112,10 @@ def complete_upload(session: Session, blobs: BlobStore, *, project_id: str, uplo
         blobs.delete(blob.key)
         raise InvalidRequest(f"The md5 checksum of the assembled file ({blob.md5}) does not match "
                              f"the md5 given ({md5}).", param="md5")
+    lifetime = files_service.expires_after_or_default(upload.purpose, upload.file_expires_after)
     file = files_service.create_file_from_blob(session, blobs, project_id=project_id,
                                                filename=upload.filename, purpose=upload.purpose,
-                                               blob=blob)
+                                               blob=blob, expires_after=lifetime)
     # The conditional update makes two concurrent completes produce exactly one File.
     claimed = session.execute(
         update(Upload).where(Upload.id == upload.id, Upload.status == "pending")

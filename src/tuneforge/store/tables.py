@@ -49,7 +49,8 @@ class File(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int | None] = mapped_column(BigInteger)
     blob_key: Mapped[str] = mapped_column(String(256))
-    __table_args__ = (Index("ix_files_project_created", "project_id", "created_at", "id"),)
+    __table_args__ = (Index("ix_files_project_created", "project_id", "created_at", "id"),
+                      Index("ix_files_expires_at", "expires_at"))   # the expiry sweeper's scan
 
 
 class Upload(Base):
@@ -64,6 +65,9 @@ class Upload(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger)
     file_id: Mapped[str | None] = mapped_column(ForeignKey("files.id", ondelete="SET NULL"))
+    # The client's `expires_after.seconds`: the File that `complete` produces expires this long
+    # after its own creation (None: the purpose's default).
+    file_expires_after: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class UploadPart(Base):

@@ -23,12 +23,17 @@ def _upload(row, file=None) -> UploadObject:
                         file=FileObject.from_row(file) if file is not None else None)
 
 
+def _expires_after(body: CreateUploadRequest) -> dict:
+    ea = body.expires_after
+    return {} if ea is None else {"expires_anchor": ea.anchor, "expires_seconds": ea.seconds}
+
+
 @router.post("/uploads")
 def create_upload(body: CreateUploadRequest, auth: Auth, session: DbSession,
                   settings: SettingsDep) -> UploadObject:
     row = service.create_upload(session, settings, project_id=auth.project_id,
                                 filename=body.filename, purpose=body.purpose, bytes=body.bytes,
-                                mime_type=body.mime_type)
+                                mime_type=body.mime_type, **_expires_after(body))
     return _upload(row)
 
 
