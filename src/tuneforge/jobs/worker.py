@@ -47,6 +47,8 @@ from tuneforge.store.tables import File, Job
 log = logging.getLogger("tuneforge.jobs.worker")
 
 SHUTDOWN_GRACE_SECONDS = 30.0
+# A child that closed its job should exit within moments; one still there after this is stuck.
+EXIT_GRACE_SECONDS = 60.0
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -63,6 +65,7 @@ class _Child:
     job_id: str
     proc: subprocess.Popen
     last_beat: float = field(default_factory=time.monotonic)
+    closed_at: float | None = None   # when we saw that it had closed its job (it is exiting)
 
 
 class Worker:
@@ -186,12 +189,34 @@ class Worker:
             if rc is not None:
                 del self.children[job_id]
                 self._reap(job_id, rc)
+            elif child.closed_at is not None:
+                if time.monotonic() - child.closed_at > EXIT_GRACE_SECONDS:
+                    log.warning("job %s: child pid %d closed its job %ds ago but has not exited; "
+                                "stopping it", job_id, child.proc.pid, EXIT_GRACE_SECONDS)
+                    child.proc.terminate()
+                    child.closed_at = float("inf")   # terminate once; the next poll reaps it
             elif time.monotonic() - child.last_beat >= beat_every:
                 if queue.heartbeat(self.factory, job_id, self.owner, lease_seconds=self.lease):
                     child.last_beat = time.monotonic()
                 else:
-                    log.warning("job %s: lease lost; stopping its child", job_id)
-                    child.proc.terminate()
+                    self._lease_gone(child)
+
+    def _lease_gone(self, child: _Child) -> None:
+        """The heartbeat found the lease no longer ours. Either our child closed the job (its final
+        transition clears the lease: it is on its way out) or someone else holds it now."""
+        with self.factory() as s:
+            row = s.execute(select(Job.status, Job.lease_owner)
+                            .where(Job.id == child.job_id)).first()
+        if row is not None and row.status != Status.RUNNING.value:
+            log.info("job %s: %s; waiting for child pid %d to exit", child.job_id, row.status,
+                     child.proc.pid)
+            child.closed_at = time.monotonic()
+            return
+        holder = "the job no longer exists" if row is None else \
+            f"lease taken by {row.lease_owner}" if row.lease_owner else "lease released"
+        log.warning("job %s: lease lost (%s); stopping its child", child.job_id, holder)
+        child.proc.terminate()
+        child.last_beat = time.monotonic()   # say it (and signal) once per beat, not every pass
 
     def _reap(self, job_id: str, rc: int) -> None:
         """The child exited. If it did not close its job, give the job back (or fail it)."""
