@@ -10,6 +10,10 @@ each answers differently), registered the way jobs register them: a `fine_tuned_
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
+import socket
+import time
+from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -202,15 +206,60 @@ def test_delete_then_404_and_base_models_cannot_be_deleted(env):
         client.models.delete("tuneforge-tiny")
 
 
-def test_stream_disconnect_stops_generation(env):
-    server, client, names, _ = env
-    key = client.api_key
-    body = {"model": names[0], "messages": HI, "max_tokens": 1500, "temperature": 0, "stream": True}
-    with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body,
-                      headers={"Authorization": f"Bearer {key}"}, timeout=30) as resp:
-        for line in resp.iter_lines():
-            if line.startswith("data:"):
-                break
-    # The server is still responsive and the abandoned sequence no longer holds the batch.
-    r = chat(client, names[0], temperature=0, max_tokens=3)
-    assert r.choices[0].finish_reason == "length"
+def _engine_metric(server, name: str, label: str = "") -> int:
+    """A serving metric of the server's engine, summed over the series whose labels contain
+    `label` (GET /metrics)."""
+    text = httpx.get(f"{server.root_url}/metrics", timeout=10).text
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name + "{") and label in line))
+
+
+def _in_engine(server, state: str = "") -> int:
+    return _engine_metric(server, "tuneforge_inference_sequences", state)
+
+
+def _wait_until(check, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# tuneforge-tiny, greedy: this prompt runs to max_tokens (checked below with a short max_tokens),
+# so a sequence that outlived its client would generate all 1900 tokens.
+LONG = {"model": "tuneforge-tiny", "max_tokens": 1900, "temperature": 0}
+
+
+@pytest.mark.parametrize("path,body", [("/chat/completions", {"messages": HI}),
+                                       ("/chat/completions", {"messages": HI, "stream": True}),
+                                       ("/completions", {"prompt": "Say something."})],
+                         ids=["chat", "chat-stream", "completions"])
+def test_client_that_leaves_stops_its_generation(env, path, body):
+    server, client, _, _ = env
+    assert _wait_until(lambda: _in_engine(server) == 0, 30)   # quiet before we start
+    before = _engine_metric(server, "tuneforge_inference_generated_tokens_total")
+    payload = json.dumps({**LONG, **body}).encode()
+    url = urlsplit(server.base_url)
+    sock = socket.create_connection((url.hostname, url.port))   # raw, so we decide when it closes
+    sock.sendall(b"POST /v1" + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Authorization: Bearer " + client.api_key.encode() +
+                 b"\r\nContent-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+    try:
+        # Running, not only waiting: the first request also waits for the model to load.
+        assert _wait_until(lambda: _in_engine(server, 'state="running"') == 1, 60), "never started"
+        time.sleep(0.3)
+        assert _in_engine(server, 'state="running"') == 1   # still generating when the client leaves
+    finally:
+        sock.close()
+    assert _wait_until(lambda: _in_engine(server) == 0, 30), "still generating 30 s after the client left"
+    spent = _engine_metric(server, "tuneforge_inference_generated_tokens_total") - before
+    # Speed-independent: had the sequence outlived its client it would have run to max_tokens.
+    assert 0 < spent < LONG["max_tokens"], f"{spent} tokens generated for a client that had left"
+    # The same request, answered: it does run to max_tokens (so stopping early above was the
+    # disconnect, not the model choosing to stop), and the server is still responsive.
+    short = {**json.loads(payload), "max_tokens": spent + 50, "stream": False}
+    r = httpx.post(server.base_url + path, json=short, timeout=60,
+                   headers={"Authorization": f"Bearer {client.api_key}"}).json()
+    assert r["choices"][0]["finish_reason"] == "length"

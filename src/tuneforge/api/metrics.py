@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tuneforge.api.serving_metrics import ServingCollector
 from tuneforge.jobs.states import Status
 from tuneforge.store.tables import Job, UsageRecord
 
@@ -32,6 +33,7 @@ class Metrics:
                                  registry=self.registry,
                                  buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60))
         self.registry.register(_DatabaseCollector(app))
+        self.registry.register(ServingCollector(app))   # inference engine sequences
 
 
 class _DatabaseCollector:

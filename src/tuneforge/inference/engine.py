@@ -202,6 +202,12 @@ class Engine:
         with self._lock:
             return {w.source: w.loaded_adapters() for w in self._workers.values()}
 
+    def activity(self) -> dict[str, tuple[int, int, int]]:
+        """Per loaded model: (sequences generating, sequences waiting, tokens generated since it
+        was loaded). For /metrics and tests."""
+        with self._lock:
+            return {w.source: (*w.sequences(), w.tokens_generated) for w in self._workers.values()}
+
     def close(self) -> None:
         with self._lock:
             workers, self._workers = list(self._workers.values()), OrderedDict()

@@ -70,6 +70,7 @@ class ModelWorker(threading.Thread):
         self._peft = False
         self._stopping = False
         self.context_length = 0
+        self.tokens_generated = 0   # since this model was loaded (a Prometheus counter)
 
     # ---- called from other threads -------------------------------------------------------------
     def submit(self, seq: Sequence) -> None:
@@ -83,6 +84,10 @@ class ModelWorker(threading.Thread):
 
     def busy(self) -> bool:
         return bool(self._running or self._pending) or not self.inbox.empty()
+
+    def sequences(self) -> tuple[int, int]:
+        """(generating, waiting to start): a cheap, racy read for metrics and tests."""
+        return len(self._running), len(self._pending) + self.inbox.qsize()
 
     def loaded_adapters(self) -> list[str]:
         return self.adapters.loaded()
@@ -304,6 +309,7 @@ class ModelWorker(threading.Thread):
             return True
         token, logprobs = choose(logits, seq.params, seq.generator, seq.counts)
         seq.generated += 1
+        self.tokens_generated += 1
         seq.last = token
         seq.counts[token] += 1
         lps = [self._logprob(seq, token, logprobs)] if logprobs is not None else []

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from tuneforge.api.deps import Auth, DbSession
+from tuneforge.api.disconnect import cancel_on_disconnect
 from tuneforge.api.routes.models import ServingDep, usage_recorder
 from tuneforge.protocol.chat import ChatCompletion, ChatCompletionRequest
 from tuneforge.services import chat as service
@@ -15,10 +16,10 @@ router = APIRouter(prefix="/v1", tags=["chat"])
 
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(request: Request, body: ChatCompletionRequest, auth: Auth, session: DbSession,
-                                 serving: ServingDep) -> ChatCompletion | StreamingResponse:
+                                 serving: ServingDep) -> ChatCompletion | Response:
     plan = await service.plan(body, session, serving, auth.project_id)
     plan.on_usage = usage_recorder(request, auth, body.model)
     if body.stream:
         return StreamingResponse(service.stream(plan, serving), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
-    return await service.complete(plan, serving)
+    return await cancel_on_disconnect(request, service.complete(plan, serving))

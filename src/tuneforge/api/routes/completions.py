@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from tuneforge.api.deps import Auth, DbSession
+from tuneforge.api.disconnect import cancel_on_disconnect
 from tuneforge.api.routes.models import ServingDep, usage_recorder
 from tuneforge.protocol.completions import Completion, CompletionRequest
 from tuneforge.services import completions as service
@@ -15,10 +16,10 @@ router = APIRouter(prefix="/v1", tags=["completions"])
 
 @router.post("/completions", response_model=None)
 async def create_completion(request: Request, body: CompletionRequest, auth: Auth, session: DbSession,
-                            serving: ServingDep) -> Completion | StreamingResponse:
+                            serving: ServingDep) -> Completion | Response:
     plan = await service.plan(body, session, serving, auth.project_id)
     plan.on_usage = usage_recorder(request, auth, body.model)
     if body.stream:
         return StreamingResponse(service.stream(plan, serving), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
-    return await service.complete(plan, serving)
+    return await cancel_on_disconnect(request, service.complete(plan, serving))
