@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_serializer
 
+from tuneforge.protocol.common import SafeStr
+
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
@@ -86,7 +88,7 @@ Stop = Annotated[Any, BeforeValidator(_stop)]
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    model: str
+    model: SafeStr
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None

@@ -15,7 +15,7 @@ Prompt = SafeStr | list[SafeStr] | list[int] | list[list[int]]
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    model: str
+    model: SafeStr
     prompt: Prompt
     max_tokens: Annotated[int, Field(ge=0)] | None = 16
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None

@@ -7,9 +7,11 @@ The create body is parsed loosely (values typed `Any` where OpenAI allows `"auto
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+from tuneforge.protocol.common import SafeStr
 
 JobStatus = Literal[
     "validating_files", "queued", "running", "succeeded", "failed", "cancelled", "paused"
@@ -17,18 +19,39 @@ JobStatus = Literal[
 
 
 # ---- request ---------------------------------------------------------------------------------
+def _no_nul_inside(value: Any, path: str = "", key: bool = False) -> Any:
+    # Loose fields are stored as given (JSON columns): PostgreSQL refuses NUL in any string of
+    # them, keys included, so refuse it here as a client mistake, saying where it was.
+    if isinstance(value, str) and "\x00" in value:
+        where = f"'{path.lstrip('.')}'" if path else "the value"
+        if key:
+            where = f"a key in {where}" if path else "a key"
+        raise ValueError(f"{where} must not contain NUL characters")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _no_nul_inside(k, path, key=True)
+            _no_nul_inside(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _no_nul_inside(v, f"{path}[{i}]")
+    return value
+
+
+NoNulInside = Annotated[Any, AfterValidator(_no_nul_inside)]
+
+
 class CreateFineTuningJobRequest(BaseModel):
     # OpenAI rejects unknown arguments; so do we (400 through the one error mapping).
     model_config = ConfigDict(extra="forbid")
 
-    model: str
-    training_file: str
-    validation_file: str | None = None
+    model: SafeStr
+    training_file: SafeStr
+    validation_file: SafeStr | None = None
     hyperparameters: Any = None
-    suffix: Any = None
+    suffix: NoNulInside = None
     seed: Any = None
-    metadata: Any = None
-    integrations: Any = None
+    metadata: NoNulInside = None
+    integrations: NoNulInside = None
     method: Any = None
 
 
