@@ -10,10 +10,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from tuneforge.api.deps import Blobs, DbSession, SettingsDep
-from tuneforge.api.multipart import read_multipart
+from tuneforge.api.routes.files import receive_file
 from tuneforge.catalog import Catalog
 from tuneforge.errors import InvalidRequest
 from tuneforge.protocol.files import FileDeleted, FileObject
@@ -59,23 +58,7 @@ def job_action(job_id: str, action: str, user: UiUser, session: DbSession) -> Fi
 async def upload_file(request: Request, user: UiUser, session: DbSession, settings: SettingsDep,
                       blobs: Blobs) -> FileObject:
     """The same streamed upload as POST /v1/files (same checks, same limits)."""
-    await run_in_threadpool(session.commit)  # the body may take minutes to arrive
-
-    def early_checks(fields: dict[str, str], filename: str | None) -> None:
-        if "purpose" in fields:
-            files_service.check_new_upload(fields["purpose"], filename)
-
-    limit = settings.max_file_bytes
-    form = await read_multipart(
-        request, file_field="file", on_file_start=early_checks,
-        writer=lambda: blobs.writer(files_service.BLOB_PREFIX, max_bytes=limit,
-                                    too_large=f"File is too large: the limit is {limit} bytes."))
-    if form.blob is None:
-        raise InvalidRequest("Missing required parameter: 'file'.", param="file")
-    row = await run_in_threadpool(
-        files_service.create_uploaded_file, session, blobs, project_id=user.project_id,
-        purpose=form.fields.get("purpose"), filename=form.filename, blob=form.blob)
-    return FileObject.from_row(row)
+    return await receive_file(request, session, settings, blobs, project_id=user.project_id)
 
 
 @router.delete("/files/{file_id}")

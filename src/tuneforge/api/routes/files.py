@@ -6,13 +6,16 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from tuneforge.api.deps import Auth, Blobs, DbSession, SettingsDep
 from tuneforge.api.multipart import read_multipart
+from tuneforge.config import Settings
 from tuneforge.errors import InvalidRequest
 from tuneforge.protocol.files import FileDeleted, FileList, FileObject
 from tuneforge.services import files as service
+from tuneforge.store.blobs import BlobStore
 
 router = APIRouter(prefix="/v1", tags=["files"])
 
@@ -20,6 +23,14 @@ router = APIRouter(prefix="/v1", tags=["files"])
 @router.post("/files")
 async def create_file(request: Request, auth: Auth, session: DbSession, settings: SettingsDep,
                       blobs: Blobs) -> FileObject:
+    return await receive_file(request, session, settings, blobs, project_id=auth.project_id)
+
+
+async def receive_file(request: Request, session: Session, settings: Settings, blobs: BlobStore,
+                       *, project_id: str) -> FileObject:
+    """Stream a multipart upload (`file`, `purpose`, `expires_after[...]`) into a new File.
+
+    Shared by POST /v1/files and the dashboard's upload, so both have the same checks and limits."""
     # End the auth lookup's transaction: the body may take minutes to arrive.
     await run_in_threadpool(session.commit)
 
@@ -35,7 +46,7 @@ async def create_file(request: Request, auth: Auth, session: DbSession, settings
     if form.blob is None:
         raise InvalidRequest("Missing required parameter: 'file'.", param="file")
     row = await run_in_threadpool(
-        service.create_uploaded_file, session, blobs, project_id=auth.project_id,
+        service.create_uploaded_file, session, blobs, project_id=project_id,
         purpose=form.fields.get("purpose"), filename=form.filename, blob=form.blob,
         expires_anchor=form.fields.get("expires_after[anchor]"),
         expires_seconds=form.fields.get("expires_after[seconds]"))
