@@ -155,24 +155,8 @@ def _render_chat(tokenizer, example: dict) -> Rendered:
     try:
         messages, tools, trained = to_hf_chat(example)
         full = _apply(tokenizer, messages, tools, add_generation_prompt=False)
-        spans = []
-        for i, flag in enumerate(trained):
-            if not flag:
-                continue
-            try:
-                before = _apply(tokenizer, messages[:i], tools, add_generation_prompt=True)
-            except Exception:
-                if i:
-                    raise
-                before = ""  # a template that cannot render an empty conversation
-            upto = _apply(tokenizer, messages[: i + 1], tools, add_generation_prompt=False)
-            if not (upto.startswith(before) and full.startswith(upto)):
-                raise InvalidRequest(
-                    "The model's chat template renders earlier turns differently once later turns "
-                    "are added, so assistant turns cannot be located for the label mask.",
-                    code="unsupported_chat_template",
-                )
-            spans.append((len(before), len(upto)))
+        spans = chat_spans(lambda msgs, gen: _apply(tokenizer, msgs, tools, add_generation_prompt=gen),
+                           messages, trained, full)
     except InvalidRequest:
         raise
     except Exception as exc:  # jinja errors, bad content parts
@@ -182,10 +166,39 @@ def _render_chat(tokenizer, example: dict) -> Rendered:
         ) from exc
 
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(enc["input_ids"])
+    return span_labels(list(enc["input_ids"]), enc["offset_mapping"], spans)
+
+
+def chat_spans(render, messages: list[dict], trained: list[bool], full: str) -> list[tuple[int, int]]:
+    """[start, end) character spans of `full` that the trained assistant turns generate.
+    `render(messages, add_generation_prompt)` renders a prefix of the conversation as text."""
+    spans = []
+    for i, flag in enumerate(trained):
+        if not flag:
+            continue
+        try:
+            before = render(messages[:i], True)
+        except Exception:
+            if i:
+                raise
+            before = ""  # a template that cannot render an empty conversation
+        upto = full if i + 1 == len(messages) else render(messages[: i + 1], False)
+        if not (upto.startswith(before) and full.startswith(upto)):
+            raise InvalidRequest(
+                "The model's chat template renders earlier turns differently once later turns "
+                "are added, so assistant turns cannot be located for the label mask.",
+                code="unsupported_chat_template",
+            )
+        spans.append((len(before), len(upto)))
+    return spans
+
+
+def span_labels(ids: list[int], offsets, spans: list[tuple[int, int]]) -> Rendered:
+    """Labels for token `ids` with character `offsets`: a token is trained when it starts inside
+    a span, so a span never depends on how BPE splits at its boundary."""
     labels = [IGNORE_INDEX] * len(ids)
     k = 0
-    for t, (start, _end) in enumerate(enc["offset_mapping"]):
+    for t, (start, _end) in enumerate(offsets):
         while k < len(spans) and start >= spans[k][1]:
             k += 1
         if k == len(spans):

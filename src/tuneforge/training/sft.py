@@ -38,13 +38,15 @@ from tuneforge.errors import InvalidRequest
 from tuneforge.training import checkpoints as ckpt
 from tuneforge.training.batches import Packed, n_targets, pack
 from tuneforge.training.hparams import learning_rate, resolve
-from tuneforge.training.render import Rendered, audit, ensure_chat_template, render_example, stop_token_ids
+from tuneforge.training.batch_render import render_batch
+from tuneforge.training.render import Rendered, audit, ensure_chat_template, stop_token_ids
 from tuneforge.training.spec import (
     CHECKPOINT_META, Reporter, ResolvedHyperparameters, StopRequest, TrainResult, TrainSpec,
 )
 
 MAX_SEQ_LEN_CAP = 8192      # default context when the model's own limit is larger
 AUDIT_SAMPLE = 32           # examples rendered and checked before training starts
+RENDER_BATCH = 256          # examples rendered (tokenized) per call
 MICRO_BATCH_TOKENS = 8192   # tokens per packed row (a longer example gets a row of its own)
 VALID_BATCH_MIN = 8         # examples in a sampled validation batch (at least batch_size)
 VALID_EVALS_PER_RUN = 20    # sampled validations over the run, at most every 2nd step (+ epoch ends)
@@ -71,11 +73,14 @@ def _load_examples(path: Path) -> list[tuple[int, dict]]:
 
 def _render_all(tokenizer, examples: list[tuple[int, dict]], max_seq_len: int) -> list[Rendered]:
     out = []
-    for line, example in examples:
-        try:
-            out.append(render_example(tokenizer, example, max_seq_len))
-        except InvalidRequest as exc:
-            raise InvalidRequest(f"Line {line}: {exc.message}", code=exc.code, param=exc.param) from exc
+    for start in range(0, len(examples), RENDER_BATCH):
+        chunk = examples[start:start + RENDER_BATCH]
+        rendering = render_batch(tokenizer, [example for _, example in chunk], max_seq_len)
+        for n, ((line, _example), rendered) in enumerate(zip(chunk, rendering.rendered)):
+            if rendered is None:
+                exc = rendering.errors[n]
+                raise InvalidRequest(f"Line {line}: {exc.message}", code=exc.code, param=exc.param) from exc
+            out.append(rendered)
     return out
 
 

@@ -1,6 +1,6 @@
 """Numbers about a training file: distributions, the `auto` epoch rule, token counts.
 
-Token counts come from the same rendering the trainer uses (`render.render_example`), so
+Token counts come from the same rendering the trainer uses (`batch_render.render_batch`), so
 "trained tokens" here are exactly the label tokens the trainer will compute loss on.
 """
 
@@ -84,27 +84,28 @@ class TokenCounts:
 
 def count_tokens(tokenizer: Any, batch: Sequence[tuple[int, dict]]) -> TokenCounts:
     """Untruncated total and trained tokens of (line, example) pairs, exactly as the trainer
-    renders them (`render_example`: chat template + label mask)."""
-    from tuneforge.errors import TuneforgeError
-    from tuneforge.training.render import IGNORE_INDEX, render_example
+    renders them (chat template + label mask; `render_batch` is `render_example`, batched)."""
+    from tuneforge.training.batch_render import render_batch
+    from tuneforge.training.render import IGNORE_INDEX
 
     out = TokenCounts()
-    for line, example in batch:
-        try:
-            rendered = render_example(tokenizer, example, max_seq_len=None)
-        except TuneforgeError as exc:
+    rendering = render_batch(tokenizer, [example for _, example in batch], max_seq_len=None)
+    for n, (line, _example) in enumerate(batch):
+        rendered = rendering.rendered[n]
+        if rendered is None:
+            exc = rendering.errors[n]
             out.failures.append(RenderFailure(line, exc.code or "invalid_training_file",
                                               exc.message, exc.param))
             continue
         out.totals.append(len(rendered.input_ids))
-        out.trained.append(sum(1 for label in rendered.labels if label != IGNORE_INDEX))
+        out.trained.append(len(rendered.labels) - rendered.labels.count(IGNORE_INDEX))
     return out
 
 
 class TokenCounter:
     """Counts tokens batch by batch, in this process or in a pool of worker processes.
 
-    Rendering runs the chat template (Jinja, in Python) several times per example, so one core is
+    Rendering runs the chat template (Jinja, in Python) once per needed prefix, so one core is
     the bottleneck on big files; a pool of `processes` spreads batches over the cores. At most
     2 x processes batches are in flight, so memory stays bounded while the caller streams.
     """
