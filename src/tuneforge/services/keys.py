@@ -34,6 +34,11 @@ class Principal:
     is_admin: bool
     project_name: str
 
+    @classmethod
+    def of(cls, key: ApiKey, project: Project) -> Principal:
+        return cls(project_id=project.id, organization_id=project.organization_id, key_id=key.id,
+                   is_admin=key.is_admin, project_name=project.name)
+
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -70,9 +75,7 @@ def authenticate(session: Session, secret: str) -> Principal | None:
     ).first()
     if row is None:
         return None
-    key, project = row
-    return Principal(project_id=project.id, organization_id=project.organization_id, key_id=key.id,
-                     is_admin=key.is_admin, project_name=project.name)
+    return Principal.of(*row)
 
 
 def any_keys(session: Session) -> bool:

@@ -59,9 +59,7 @@ def principal_for(session: Session, token: str | None) -> Principal | None:
     ).first()
     if row is None:
         return None
-    key, project = row
-    return Principal(project_id=project.id, organization_id=project.organization_id, key_id=key.id,
-                     is_admin=key.is_admin, project_name=project.name)
+    return Principal.of(*row)
 
 
 def sign_out(session: Session, token: str | None) -> None:
