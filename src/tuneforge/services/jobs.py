@@ -271,17 +271,22 @@ def list_jobs(session: Session, project_id: str, *, after: str | None = None, li
         cursor = page.items[-1]
 
 
+def _job_cursor(session: Session, table: type[JobEvent] | type[JobCheckpoint], job_id: str,
+                after: str | None, noun: str) -> JobEvent | JobCheckpoint | None:
+    """The row an `after` id names, which must belong to this job (else a 400 naming `after`)."""
+    if after is None:
+        return None
+    cursor = session.scalar(select(table).where(table.id == after, table.job_id == job_id))
+    if cursor is None:
+        raise InvalidRequest(f"Invalid 'after': no {noun} {after} in job {job_id}.", param="after")
+    return cursor
+
+
 def list_events(session: Session, project_id: str, job_id: str, *, after: str | None = None,
                 limit: int = 20) -> Page[JobEvent]:
     limit = _check_limit(limit)
     get_job(session, project_id, job_id)
-    cursor = None
-    if after is not None:
-        cursor = session.scalar(select(JobEvent).where(JobEvent.id == after,
-                                                       JobEvent.job_id == job_id))
-        if cursor is None:
-            raise InvalidRequest(f"Invalid 'after': no event {after} in job {job_id}.",
-                                 param="after")
+    cursor = _job_cursor(session, JobEvent, job_id, after, "event")
     stmt = select(JobEvent).where(JobEvent.job_id == job_id)
     return paginate(session, stmt, sort=[JobEvent.seq], after=cursor, limit=limit)
 
@@ -290,13 +295,7 @@ def list_checkpoints(session: Session, project_id: str, job_id: str, *,
                      after: str | None = None, limit: int = 10) -> Page[JobCheckpoint]:
     limit = _check_limit(limit)
     get_job(session, project_id, job_id)
-    cursor = None
-    if after is not None:
-        cursor = session.scalar(select(JobCheckpoint).where(JobCheckpoint.id == after,
-                                                            JobCheckpoint.job_id == job_id))
-        if cursor is None:
-            raise InvalidRequest(f"Invalid 'after': no checkpoint {after} in job {job_id}.",
-                                 param="after")
+    cursor = _job_cursor(session, JobCheckpoint, job_id, after, "checkpoint")
     stmt = select(JobCheckpoint).where(JobCheckpoint.job_id == job_id)
     return paginate(session, stmt, sort=[JobCheckpoint.step_number, JobCheckpoint.id],
                     after=cursor, limit=limit)
