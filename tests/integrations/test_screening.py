@@ -30,7 +30,7 @@ def tiny_dir(tmp_path_factory):
 def with_tiny(settings, tiny_dir):
     """The session's tiny model where the catalog looks for it (building it costs seconds)."""
     settings.models_dir.mkdir(parents=True, exist_ok=True)
-    (settings.models_dir / "tuneforge-tiny").symlink_to(tiny_dir, target_is_directory=True)
+    (settings.models_dir / tiny_dir.name).symlink_to(tiny_dir, target_is_directory=True)
 
 
 def validate(settings, db, job_id):

@@ -9,7 +9,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tuneforge.training.tiny import TINY_NAME, ensure_tiny_model
+from tuneforge.training import tiny
+from tuneforge.training.tiny import TINY_NAME, ensure_tiny_model, tiny_dir_name
 
 
 def _digest(path: Path) -> dict[str, str]:
@@ -18,7 +19,7 @@ def _digest(path: Path) -> dict[str, str]:
 
 def test_build_is_deterministic_and_idempotent(tmp_path: Path, tiny_model_dir: Path) -> None:
     again = ensure_tiny_model(tmp_path)
-    assert again == tmp_path / TINY_NAME
+    assert again == tmp_path / tiny_dir_name() and again.name.startswith(TINY_NAME + "-v")
     assert _digest(again) == _digest(tiny_model_dir)
     assert "model.safetensors" in _digest(again)
     # A second call reuses the directory as is.
@@ -33,13 +34,41 @@ def test_concurrent_builds_leave_one_valid_directory(tmp_path: Path, tiny_model_
              for _ in range(2)]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
-    assert outs == [str(tmp_path / TINY_NAME)] * 2
+    assert outs == [str(tmp_path / tiny_dir_name())] * 2
     with ThreadPoolExecutor(2) as pool:  # and threads in one process
         paths = list(pool.map(lambda d: ensure_tiny_model(tmp_path / d), ["a", "b"]))
     assert _digest(paths[0]) == _digest(paths[1]) == _digest(tiny_model_dir)
-    paths = [tmp_path / TINY_NAME]
+    paths = [tmp_path / tiny_dir_name()]
     assert _digest(paths[0]) == _digest(tiny_model_dir)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", TINY_NAME]  # no temp dirs left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", tiny_dir_name()]  # no temp dirs left
+
+
+def test_a_changed_builder_builds_a_new_directory_and_keeps_the_old_one(
+        tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    """A data dir built by an older builder must not keep serving a stale model, and adapters
+    trained on the older one (their tuneforge.json names its absolute path) must still find it."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    old = tmp_path / tiny_model_dir.name
+    shutil.copytree(tiny_model_dir, old)          # as an earlier build left it
+    before = _digest(old)
+
+    # the template changes: a new directory with the new template; the old one untouched
+    monkeypatch.setattr(tiny, "CHAT_TEMPLATE", tiny.CHAT_TEMPLATE.replace("# Tools", "# Functions"))
+    new = ensure_tiny_model(tmp_path)
+    assert new != old and new.name == tiny_dir_name() and new.name.startswith(TINY_NAME + "-v1-")
+    assert "# Functions" in AutoTokenizer.from_pretrained(new).chat_template
+    assert _digest(old) == before
+    assert "# Tools" in AutoTokenizer.from_pretrained(old).chat_template
+
+    # the build code changes (version bump): yet another directory
+    monkeypatch.setattr(tiny, "TINY_BUILD_VERSION", 2)
+    newer = ensure_tiny_model(tmp_path)
+    assert newer.name.startswith(TINY_NAME + "-v2-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([old.name, new.name, newer.name])
+    assert _digest(old) == before
 
 
 def test_loads_offline_as_a_chat_model(tiny_model_dir: Path, tiny_tokenizer) -> None:

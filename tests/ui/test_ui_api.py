@@ -252,7 +252,7 @@ def tiny_model_dir(tmp_path_factory):
 
 def test_validation_report_with_the_models_tokenizer(app_client, settings, tiny_model_dir):
     # Reuse one built tiny model instead of building it per test (the catalog finds it here).
-    shutil.copytree(tiny_model_dir, settings.models_dir / "tuneforge-tiny")
+    shutil.copytree(tiny_model_dir, settings.models_dir / tiny_model_dir.name)
     sign_in(app_client, new_secret(app_client))
     good = upload(app_client, jsonl(12))
     r = app_client.get(f"/ui/api/files/{good}/report?model=tuneforge-tiny&price=2")

@@ -22,6 +22,7 @@ _EXPORTS = {
     "audit": "tuneforge.training.render",
     "ensure_tiny_model": "tuneforge.training.tiny",
     "TINY_NAME": "tuneforge.training.tiny",
+    "tiny_dir_name": "tuneforge.training.tiny",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -12,10 +12,18 @@ turn terminator) and that can *learn* within minutes on a CPU. This module build
 
 The same bytes come out of every build, and the build is atomic (a temporary directory beside the
 target, then a rename), so two processes racing to build it both end with the same valid directory.
+
+Versioned directories: the model lives in `models_dir / tiny_dir_name()`, e.g.
+`tuneforge-tiny-v1-0123abcd89`: the builder version plus a hash of everything the build reads
+(template, corpus, tokens, model config, seed). A changed builder therefore builds a new directory
+instead of silently reusing a stale one, and an older directory stays where it is, because
+fine-tuned models record their base as that absolute path. `TINY_NAME` stays the catalog name.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import threading
@@ -23,8 +31,24 @@ import uuid
 from pathlib import Path
 
 TINY_NAME = "tuneforge-tiny"
+# Bump when the build code changes in a way the inputs hashed by `tiny_dir_name` do not show.
+TINY_BUILD_VERSION = 1
 TINY_SEED = 1234
 TINY_VOCAB_SIZE = 1024
+# Qwen2Config fields besides the tokenizer-derived ones (vocab size, eos/pad ids).
+MODEL_CONFIG = {
+    "hidden_size": 128,
+    "intermediate_size": 384,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 2048,
+    "rope_theta": 10000.0,
+    # Wider than the usual 0.02: with frozen tied embeddings, LoRA can only reach confident
+    # (low-loss) logits if the embedding rows are not tiny.
+    "initializer_range": 0.1,
+    "tie_word_embeddings": True,
+}
 
 # Model init draws from torch's process-wide RNG: threads building at once must take turns.
 _BUILD_LOCK = threading.Lock()
@@ -109,13 +133,24 @@ Translate to French: hello -> bonjour, thank you -> merci, goodbye -> au revoir,
 """
 
 
+def tiny_dir_name() -> str:
+    """The directory name of the current builder's model: `tuneforge-tiny-v<N>-<inputs hash>`."""
+    inputs = {"version": TINY_BUILD_VERSION, "seed": TINY_SEED, "vocab_size": TINY_VOCAB_SIZE,
+              "special": SPECIAL_TOKENS, "added": ADDED_TOKENS, "eos": EOS_TOKEN, "pad": PAD_TOKEN,
+              "template": CHAT_TEMPLATE, "corpus": _CORPUS, "config": MODEL_CONFIG}
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return f"{TINY_NAME}-v{TINY_BUILD_VERSION}-{digest[:10]}"
+
+
 def ensure_tiny_model(models_dir: Path) -> Path:
-    """Return `models_dir / "tuneforge-tiny"`, building it first if it is not there."""
-    target = Path(models_dir) / TINY_NAME
+    """Return `models_dir / tiny_dir_name()`, building it first if it is not there. Directories
+    of other builder versions are left alone (fine-tuned models may still use them)."""
+    name = tiny_dir_name()
+    target = Path(models_dir) / name
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{TINY_NAME}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = target.parent / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         with _BUILD_LOCK:
             build_tiny_model(tmp)
@@ -147,7 +182,7 @@ def build_tiny_tokenizer():
     tok.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
     tok.add_tokens(ADDED_TOKENS)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, model_max_length=2048
+        tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, model_max_length=MODEL_CONFIG["max_position_embeddings"],
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
@@ -161,17 +196,7 @@ def build_tiny_model(path: Path) -> None:
     tokenizer = build_tiny_tokenizer()
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        rope_theta=10000.0,
-        # Wider than the usual 0.02: with frozen tied embeddings, LoRA can only reach confident
-        # (low-loss) logits if the embedding rows are not tiny.
-        initializer_range=0.1,
-        tie_word_embeddings=True,
+        **MODEL_CONFIG,
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
