@@ -335,6 +335,7 @@ def main() -> None:
     parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--validator-mb", type=int, default=100)
     parser.add_argument("--only", default="ours,trl_default,trl_tuned")
+    parser.add_argument("--validator-only", action="store_true", help="skip the training runs")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -372,7 +373,7 @@ def main() -> None:
               f"{tokens} non-pad tokens", flush=True)
 
         results: dict[str, dict] = {}
-        for name in args.only.split(","):
+        for name in ([] if args.validator_only else args.only.split(",")):
             t0 = time.perf_counter()
             proc = subprocess.run([sys.executable, __file__, "--worker", name, "--config",
                                    str(workdir / "cfg.json")], capture_output=True, text=True)

@@ -9,7 +9,7 @@ its arguments and re-copies the whole conversation) and then the tokenizer once.
 - the same prefixes are rendered, so spans and the prefix-stability check are the same code
   (`render.chat_spans`), and the last prefix is reused as the full text when the conversation
   ends with a trained assistant turn;
-- texts are tokenized in one batched call (the Rust tokenizer, offsets included).
+- texts are tokenized in one batched call of the Rust tokenizer (offsets included).
 An example the fast path cannot render is rendered again by `render_example`, so errors (code,
 message) are exactly its errors. tests/training/test_batch_render.py checks the identity.
 """
@@ -51,12 +51,23 @@ def render_batch(tokenizer, examples: Sequence[dict], max_seq_len: int | None = 
         texts.append(full)
         pending.append((n, spans))
     if texts:
-        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-        for (n, spans), ids, offsets in zip(pending, enc["input_ids"], enc["offset_mapping"]):
-            out.rendered[n] = _cut(span_labels(list(ids), offsets, spans), max_seq_len)
+        for (n, spans), (ids, offsets) in zip(pending, _encode_with_offsets(tokenizer, texts)):
+            out.rendered[n] = _cut(span_labels(ids, offsets, spans), max_seq_len)
     if prompts:
         _prompt_completions(tokenizer, examples, prompts, max_seq_len, out)
     return out
+
+
+def _encode_with_offsets(tokenizer, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """`tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)`, straight from
+    the Rust tokenizer when the wrapper would only add its per-encoding conversion (no truncation,
+    padding or special-token splitting configured on the backend)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if (backend is not None and backend.truncation is None and backend.padding is None
+            and backend.encode_special_tokens == bool(getattr(tokenizer, "split_special_tokens", False))):
+        return [(e.ids, e.offsets) for e in backend.encode_batch(texts, add_special_tokens=False)]
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    return [(list(ids), offsets) for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"])]
 
 
 def _chat_text(renderer, example: dict) -> tuple[str, list[tuple[int, int]]]:
