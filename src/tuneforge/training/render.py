@@ -197,13 +197,17 @@ def span_labels(ids: list[int], offsets, spans: list[tuple[int, int]]) -> Render
     """Labels for token `ids` with character `offsets`: a token is trained when it starts inside
     a span, so a span never depends on how BPE splits at its boundary."""
     labels = [IGNORE_INDEX] * len(ids)
-    k = 0
+    if not spans:
+        return Rendered(ids, labels)
+    k, n = 0, len(spans)
+    first, end = spans[0]
     for t, (start, _end) in enumerate(offsets):
-        while k < len(spans) and start >= spans[k][1]:
+        while start >= end:   # past this span: on to the next one
             k += 1
-        if k == len(spans):
-            break
-        if spans[k][0] <= start:  # a token belongs to the span it starts in
+            if k == n:
+                return Rendered(ids, labels)
+            first, end = spans[k]
+        if first <= start:  # a token belongs to the span it starts in
             labels[t] = ids[t]
     return Rendered(ids, labels)
 
