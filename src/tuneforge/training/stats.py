@@ -1,7 +1,8 @@
 """Numbers about a training file: distributions, the `auto` epoch rule, token counts.
 
 Token counts come from the same rendering the trainer uses (`batch_render.render_batch`), so
-"trained tokens" here are exactly the label tokens the trainer will compute loss on.
+"trained tokens" per example here are exactly the label tokens the trainer will compute loss on.
+(What a job bills, its `trained_tokens`, counts every token: `billing_tokens` x epochs.)
 """
 
 from __future__ import annotations
