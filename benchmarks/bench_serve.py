@@ -19,7 +19,10 @@ Each client sends `requests_per_client` requests back to back. Throughput = outp
 requests / wall time of the scenario. The LAST line printed is
 `multi_adapter_ratio=<r> batching_speedup_vs_generate=<s>` where r = 8-adapter throughput /
 one-adapter throughput at concurrency 8, s = engine base throughput / generate throughput at
-concurrency 8.
+concurrency 8. Because one short scenario on a shared machine is noisy, r is the median over
+`--rounds` back-to-back (1 adapter, 8 adapters) pairs at c=8, each pair measured seconds apart.
+The same pairs are also run with PEFT's own mixed-batch LoRA forward (`adapter_names`, one small
+matmul per adapter per layer) instead of BatchedLoRA, for comparison (`peft_path_ratio`).
 """
 
 from __future__ import annotations
@@ -159,9 +162,10 @@ def main() -> None:
     # Same torch thread count for both contestants. 1 by default: on a shared 2-core machine
     # OpenMP's spinning threads collapse under contention (30x slower steps were seen here).
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     if args.quick:
-        args.hidden, args.layers, args.max_tokens = 128, 2, 8
+        args.hidden, args.layers, args.max_tokens, args.rounds = 128, 2, 8, 1
 
     import torch
     import transformers
@@ -211,12 +215,34 @@ def main() -> None:
                 rows[("one", c)] = bench_engine(engine, "engine 1 adapter", one, prompts_ids, c, per[c], args.max_tokens)
             for c in levels:
                 rows[("many", c)] = bench_engine(engine, "engine 8 adapters", many, prompts_ids, c, per[c], args.max_tokens)
+            ratios = paired_ratios(engine, "", one, many, prompts_ids, args)
         finally:
             engine.close()
+        # The same pairs through PEFT's per-adapter mixed-batch forward (what BatchedLoRA replaces).
+        from tuneforge.inference import lora_batch
 
-    ratio = rows[("many", 8)]["tok_s"] / rows[("one", 8)]["tok_s"]
+        lora_batch.BatchedLoRA._supported = lambda self: False
+        peft_engine = Engine(Settings(data_dir=root / "data-peft", inference_device=args.device).resolved())
+        try:
+            peft_ratios = paired_ratios(peft_engine, " (PEFT path)", one, many, prompts_ids, args)
+        finally:
+            peft_engine.close()
+
+    ratio = statistics.median(ratios)
     speedup = rows[("base", 8)]["tok_s"] / rows[("generate", 8)]["tok_s"]
+    print(f"pair ratios at c=8: BatchedLoRA {[round(r, 2) for r in ratios]}, "
+          f"PEFT path {[round(r, 2) for r in peft_ratios]}; peft_path_ratio={statistics.median(peft_ratios):.2f}")
     print(f"multi_adapter_ratio={ratio:.2f} batching_speedup_vs_generate={speedup:.2f}")
+
+
+def paired_ratios(engine, label, one, many, prompts_ids, args) -> list[float]:
+    """8-adapter / 1-adapter throughput at c=8, measured in back-to-back pairs."""
+    out = []
+    for _ in range(args.rounds):
+        a = bench_engine(engine, "engine 1 adapter" + label, one, prompts_ids, 8, 2, args.max_tokens)
+        b = bench_engine(engine, "engine 8 adapters" + label, many, prompts_ids, 8, 2, args.max_tokens)
+        out.append(b["tok_s"] / a["tok_s"])
+    return out
 
 
 if __name__ == "__main__":

@@ -21,11 +21,11 @@ from transformers import AutoModelForCausalLM, DynamicCache
 from tuneforge.inference import kvcache
 from tuneforge.inference.adapters import AdapterLRU, adapter_bytes
 from tuneforge.inference.detok import TextStream
+from tuneforge.inference.lora_batch import BASE, BatchedLoRA
 from tuneforge.inference.sampling import choose, make_generator
 from tuneforge.inference.types import Delta, Failed, Finished, SamplingParams, TokenLogprob
 
 log = logging.getLogger(__name__)
-BASE = "__base__"   # PEFT's name for "no adapter" in a mixed batch
 
 
 @dataclass(eq=False)
@@ -68,6 +68,7 @@ class ModelWorker(threading.Thread):
         self._mask: torch.Tensor | None = None
         self._model: Any = None
         self._peft = False
+        self._lora: BatchedLoRA | None = None
         self._stopping = False
         self.context_length = 0
         self.tokens_generated = 0   # since this model was loaded (a Prometheus counter)
@@ -166,9 +167,11 @@ class ModelWorker(threading.Thread):
                 self._model = PeftModel.from_pretrained(self._base, seq.adapter_path, adapter_name=slot)
                 self._model.eval()
                 self._peft = True
+                self._lora = BatchedLoRA(self._model)
             else:
                 self._model.load_adapter(seq.adapter_path, adapter_name=slot)
                 self._fix_active()
+                self._lora.refresh()
         except Exception:
             self.adapters.remove(key)
             raise
@@ -178,6 +181,7 @@ class ModelWorker(threading.Thread):
         slot = self.adapters.remove(key)
         self._model.delete_adapter(slot)
         self._fix_active()
+        self._lora.refresh()
 
     def _fix_active(self) -> None:
         # PEFT keeps one "active" adapter and fails when it names a deleted one, even though each
@@ -252,7 +256,11 @@ class ModelWorker(threading.Thread):
     def _forward(self, seqs: list[Sequence], **kwargs) -> Any:
         model = self._base
         if self._peft and self.adapters.loaded():
-            model, kwargs["adapter_names"] = self._model, [s.slot for s in seqs]
+            model = self._model
+            if not self._lora.enabled:   # an adapter kind BatchedLoRA does not handle: PEFT's way
+                kwargs["adapter_names"] = [s.slot for s in seqs]
+        if self._lora is not None:   # the rows' adapters, applied in a few batched ops per layer
+            self._lora.prepare([s.slot for s in seqs], self.device)
         # With no adapter attached the base weights answer alone (the injected LoRA layers hold
         # no adapter, so they add nothing).
         with torch.inference_mode():
