@@ -46,6 +46,7 @@ class BatchedLoRA:
         self._mask: torch.Tensor | None = None   # (rows, 1, R), None: every row the same adapter
         self._active = False                     # this forward adds LoRA updates at all
         self._dtype = torch.float32
+        self._key: tuple[str, ...] = ()          # the rows' slots the mask was built for
         self.enabled = False                     # False: the layers run PEFT's own forward
         self.refresh()
 
@@ -59,7 +60,7 @@ class BatchedLoRA:
             if not getattr(layer, "_tuneforge_batched", False):
                 layer.forward = _bound(self, layer)
                 layer._tuneforge_batched = True
-        self._present = ()   # stacks are rebuilt at the next prepare()
+        self._present, self._key = (), ()   # stacks are rebuilt at the next prepare()
         self.enabled = self._supported()
 
     def _supported(self) -> bool:
@@ -81,8 +82,11 @@ class BatchedLoRA:
     # ---- per forward ---------------------------------------------------------------------------
     def prepare(self, slots: list[str], device: torch.device) -> None:
         """Set the rows' adapters (PEFT slot names, BASE for none) for the next forward."""
+        key = tuple(slots)
+        if key == self._key and self._present:   # the batch did not change since the last step
+            return
         present = tuple(sorted({s for s in slots if s != BASE}))
-        self._active = bool(present)
+        self._active, self._key = bool(present), key
         if not present:
             self._mask = None
             return
