@@ -1,8 +1,8 @@
 """One scheduler thread per loaded model: continuous batching over a shared KV cache.
 
 The thread owns the model. Between decode steps it takes new sequences from its inbox, attaches
-their LoRA adapters (PEFT mixed-adapter batches: one `adapter_names` entry per row), prefills them
-together, and merges them into the running batch; finished or cancelled rows leave the batch
+their LoRA adapters (attached with PEFT; each row's adapter applied by `BatchedLoRA`, or by PEFT's
+`adapter_names` for LoRA kinds that does not cover), prefills them together, and merges them into the running batch; finished or cancelled rows leave the batch
 between steps too. Results go back to each request's event loop through `Sequence.emit`.
 """
 
