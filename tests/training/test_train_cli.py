@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.training.helpers import QA, chat, write_jsonl
+from tuneforge.training.tiny import tiny_dir_name
 
 TUNEFORGE = str(Path(sys.executable).with_name("tuneforge"))
 
@@ -30,9 +31,10 @@ def test_train_command_with_config_file_and_flags(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "succeeded: 4/4 steps" in proc.stderr  # the flag (2 epochs) beat the config (5)
     assert "n_epochs=2 batch_size=5" in proc.stderr and "tok/s" in proc.stderr
-    assert (tmp_path / "data" / "models" / "tuneforge-tiny" / "config.json").is_file()
+    tiny = tmp_path / "data" / "models" / tiny_dir_name()   # built on first use, versioned
+    assert (tiny / "config.json").is_file()
     meta = json.loads((out / "final" / "tuneforge.json").read_text())
-    assert meta["base_model"] == str(tmp_path / "data" / "models" / "tuneforge-tiny")
+    assert meta["base_model"] == str(tiny)
     assert "full_valid_loss" in meta["metrics"]
     assert len((out / "step_metrics.csv").read_text().splitlines()) == 5
 
