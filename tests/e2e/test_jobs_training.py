@@ -180,7 +180,7 @@ def test_pause_then_resume_continues_from_saved_state(slow_srv):
     from openai import OpenAI
 
     loose = OpenAI(base_url=slow_srv.base_url, api_key=c.api_key, max_retries=0)  # reads `paused`
-    job = long_job(c, epochs=3)
+    job = long_job(c, epochs=10)   # long enough that training cannot finish before the pause lands
     first = wait_metrics(c, job.id, at_least=2)
     c.fine_tuning.jobs.pause(job.id)
     paused = watch(loose, job.id, {"paused", "succeeded", "failed"}, timeout=60)
@@ -195,7 +195,7 @@ def test_pause_then_resume_continues_from_saved_state(slow_srv):
     steps = [e.data["step"] for e in c.fine_tuning.jobs.list_events(job.id, limit=1000)
              if e.type == "metrics"][::-1]
     # the resumed run continued after the paused step, it did not start over
-    assert steps[-1] == 30 and steps.count(1) == 1 and first.data["step"] >= 2
+    assert steps[-1] == 100 and steps.count(1) == 1 and first.data["step"] >= 2
 
 
 def test_two_jobs_with_concurrency_1_run_one_after_the_other(slow_srv):
@@ -223,7 +223,7 @@ def test_kill_9_of_the_worker_then_restart_finishes_the_job(server_factory):
     c = srv.client()
     worker = subprocess.Popen([TUNEFORGE, "worker"], env=srv.env)
     try:
-        job = long_job(c, epochs=3)
+        job = long_job(c, epochs=6)
         wait_metrics(c, job.id, at_least=12)      # past the first epoch's saved state
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
