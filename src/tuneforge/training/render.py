@@ -26,8 +26,6 @@ Error codes raised (as `tuneforge.errors.InvalidRequest`):
 - `unsupported_chat_template`: the template rewrites earlier turns, so turns cannot be located;
 - `terminator_not_trained`: an assistant turn's trained labels hold no terminator (EOS): the
   model would never learn to stop;
-- `pad_token_is_eos`: the pad token is the trained terminator (padding would be masked or
-  trained as a stop, both ruin the fine-tune);
 - `no_trained_tokens`: nothing in the sample is trained (every assistant turn has weight 0).
 """
 
@@ -251,8 +249,7 @@ def audit(tokenizer, examples: Iterable[dict | tuple[int, dict]], *,
     """Pre-flight check on a sample: render each example and check its label mask.
 
     Raises InvalidRequest (codes in the module docstring) when the template cannot render the
-    data, an assistant turn's trained labels hold no terminator, or the pad token is the trained
-    terminator. Returns the renderings. `examples` are dicts or (line number, dict) pairs.
+    data or an assistant turn's trained labels hold no terminator. Returns the renderings. `examples` are dicts or (line number, dict) pairs.
     """
     stop_ids = stop_ids or stop_token_ids(tokenizer)
     if not stop_ids:
@@ -276,14 +273,8 @@ def audit(tokenizer, examples: Iterable[dict | tuple[int, dict]], *,
                     code="terminator_not_trained",
                 )
         out.append(rendered)
-    pad = tokenizer.pad_token_id
-    trained_stops = {t for r in out for t in r.labels if t in stop_ids}
-    if pad is not None and pad in trained_stops:
-        raise InvalidRequest(
-            f"The pad token ({tokenizer.pad_token!r}) is the trained turn terminator: padding would "
-            "hide or distort the stop signal. Give the tokenizer a distinct pad token.",
-            code="pad_token_is_eos",
-        )
+    # No pad-token rule: training packs examples without padding (batches.py), so a pad equal to
+    # EOS (SmolLM2) or no pad at all (Llama 3) never reaches a batch or the loss.
     if out and not any(r.n_trained for r in out):
         raise InvalidRequest("No example in the sample has a trained token (every assistant "
                              "message has weight 0).", code="no_trained_tokens")
