@@ -162,3 +162,15 @@ def test_the_runner_starts_from_a_stored_base_and_fails_cleanly_once_it_is_remov
     with pytest.raises(TuneforgeError) as info, transaction(db) as s:
         resolver.training_start(s, job)
     assert info.value.code == "model_not_available"
+
+
+def test_the_dashboard_pickers_offer_stored_bases(app_client, settings, tmp_path):
+    from tests.ui.test_ui_api import new_secret, sign_in
+
+    with transaction(app_client.app.state.sessionmaker) as s:
+        base_models.add(s, settings, "picker-model", str(_config_dir(tmp_path / "m")), "dir",
+                        ["picker-alias"])
+    sign_in(app_client, new_secret(app_client))
+    for page in ("/ui/jobs/new", "/ui/playground"):
+        html = app_client.get(page).text
+        assert "picker-model" in html and "picker-alias" in html, page

@@ -13,6 +13,7 @@ Registered models live in the store, beside TUNEFORGE_BASE_MODELS / TUNEFORGE_MO
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -42,6 +43,9 @@ def base_source(settings: Any, model: str) -> str:
     resolver = ModelResolver(settings)
     if model in resolver.catalog(None):
         return resolver.base(None, model).source
+    url = settings.database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return load_source(settings, model)   # no store yet: nothing registered (create none)
     with session_factory(settings)() as session:
         catalog = resolver.catalog(session)
         if model in catalog:
