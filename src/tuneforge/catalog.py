@@ -95,7 +95,7 @@ class Catalog:
         if base in self._stored_created:
             return self._stored_created[base]
         if base == TINY_NAME:
-            from tuneforge.training.tiny import tiny_dir_name   # light: no torch at import
+            from tuneforge.training.tiny import tiny_dir_name  # light: no torch at import
 
             path = self._settings.models_dir / tiny_dir_name()
         else:

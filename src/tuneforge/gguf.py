@@ -18,8 +18,8 @@ import hashlib
 import os
 import shutil
 import uuid
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 SUFFIX = ".gguf"

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.services import files as files_service
-from tuneforge.store.blobs import BlobStore
 from tuneforge.services.resolver import ModelResolver
+from tuneforge.store.blobs import BlobStore
 
 
 class Tokenizers:
