@@ -7,8 +7,10 @@ prompts that were not in training, the fine-tuned model follows the rule far mor
 base model; the facts come back exactly; answers end by themselves; and the base model served
 beside the adapter answers exactly as before (greedy).
 
-Budget (measured on a 2-core AMD EPYC; printed by the test): the job, upload -> succeeded, with
-n_epochs=3, batch_size=4, learning_rate_multiplier=2 (LoRA lr 2e-3).
+Budget: 2 epochs over 54 examples (~2 500 tokens an epoch), batch_size 4, learning_rate_multiplier 2
+(LoRA lr 2e-3): on a quiet 2-core CPU at SmolLM2's 90-400 trained tok/s that is well under a minute
+of training. The test prints the job's time (upload -> succeeded), trained tokens/s and serving
+tokens/s; it has a long timeout because a shared, loaded machine can be 20x slower.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+BASE_CHECK = 6   # held-out prompts asked one at a time before and after (exact, deterministic)
 
 TUNEFORGE = str(Path(sys.executable).with_name("tuneforge"))
 RULE = re.compile(r"^[A-Z]+ \[OK\]$")
-HYPERPARAMETERS = {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 2.0}
+HYPERPARAMETERS = {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 2.0}
 
 TRAIN = [
     ("What color is the sky on a clear day?", "BLUE"), ("What do bees make?", "HONEY"),
@@ -71,20 +74,21 @@ HELD_OUT = [
 
 
 def _training_file() -> bytes:
-    rows = [(q, a) for q, a in TRAIN] + [(q, a) for q, a in FACTS] * 4
+    rows = TRAIN + FACTS * 4
     return "".join(json.dumps({"messages": [{"role": "user", "content": q},
                                             {"role": "assistant", "content": f"{a} [OK]"}]}) + "\n"
                    for q, a in rows).encode()
 
 
-def _answers(client, model: str, prompts: list[str]) -> list:
-    """Greedy answers, requested concurrently (the engine decodes them in one batch)."""
-    def ask(prompt: str):
-        return client.chat.completions.create(model=model, temperature=0, max_tokens=16,
-                                              messages=[{"role": "user", "content": prompt}])
+def _ask(client, model: str, prompt: str):
+    return client.chat.completions.create(model=model, temperature=0, max_tokens=16, messages=[
+        {"role": "user", "content": prompt}]).choices[0]
 
+
+def _answers(client, model: str, prompts: list[str]) -> list:
+    """Greedy answers, requested concurrently (the engine decodes them together: fast)."""
     with ThreadPoolExecutor(len(prompts)) as pool:
-        return [r.choices[0] for r in pool.map(ask, prompts)]
+        return list(pool.map(lambda p: _ask(client, model, p), prompts))
 
 
 def _rate(choices) -> float:
@@ -103,8 +107,9 @@ def test_smollm2_fine_tune_learns_a_rule_and_facts_and_leaves_the_base_alone(
     assert not set(HELD_OUT) & {q for q, _ in TRAIN + FACTS}
 
     t0 = time.monotonic()
-    base_before = _answers(client, "smollm2", HELD_OUT)   # first use: de-quantises the GGUF
-    print(f"\nbase answers (incl. one GGUF de-quantisation): {time.monotonic() - t0:.1f}s")
+    alone_before = [_ask(client, "smollm2", p).message.content for p in HELD_OUT[:BASE_CHECK]]
+    print(f"\nfirst base answers (incl. the one GGUF de-quantisation): {time.monotonic() - t0:.1f}s")
+    base_before = _answers(client, "smollm2", HELD_OUT)
 
     started = time.monotonic()
     file_id = client.files.create(file=("rule.jsonl", io.BytesIO(_training_file())),
@@ -114,7 +119,7 @@ def test_smollm2_fine_tune_learns_a_rule_and_facts_and_leaves_the_base_alone(
                                          method={"type": "supervised", "supervised": {
                                              "hyperparameters": HYPERPARAMETERS}})
     while job.status not in ("succeeded", "failed", "cancelled"):
-        assert time.monotonic() - started < 900, f"job still {job.status}"
+        assert time.monotonic() - started < 2000, f"job still {job.status}"
         time.sleep(1)
         job = client.fine_tuning.jobs.retrieve(job.id)
     job_seconds = time.monotonic() - started
@@ -149,5 +154,7 @@ def test_smollm2_fine_tune_learns_a_rule_and_facts_and_leaves_the_base_alone(
               f"{r.usage.completion_tokens / dt:.1f} tok/s")
     print(f"held-out answers from the adapter: {serve_seconds:.1f}s for {len(HELD_OUT)} requests")
 
-    base_after = _answers(client, "smollm2", HELD_OUT)
-    assert [c.message.content for c in base_after] == [c.message.content for c in base_before]
+    # The base beside the adapter: the same greedy answers as before the fine-tune (asked alone,
+    # as before, so no batch neighbour can change the float rounding).
+    alone_after = [_ask(client, "smollm2", p).message.content for p in HELD_OUT[:BASE_CHECK]]
+    assert alone_after == alone_before
