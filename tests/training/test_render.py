@@ -7,7 +7,7 @@ from transformers import AutoTokenizer
 
 from tuneforge.errors import InvalidRequest
 from tuneforge.training.render import (
-    DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, audit, ensure_chat_template, render_example, trained_spans,
+    DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, Rendered, audit, ensure_chat_template, render_example, trained_spans,
 )
 
 
@@ -151,13 +151,38 @@ def test_audit_refuses_unrenderable_data_naming_the_line(fresh_tokenizer) -> Non
     assert "Line 12" in exc.value.message and "roles must alternate" in exc.value.message
 
 
-def test_audit_refuses_template_that_rewrites_history(fresh_tokenizer) -> None:
+def test_template_that_rewrites_history_is_rendered_per_turn(fresh_tokenizer) -> None:
     tok = fresh_tokenizer
     # Like reasoning templates that drop earlier turns' content: earlier turns change later.
     tok.chat_template = (
         "{%- for m in messages %}<|im_start|>{{ m.role }}\n"
         "{%- if m.role == 'assistant' and not loop.last %}...{% else %}{{ m.content }}{% endif %}"
         "<|im_end|>\n{%- endfor %}{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}")
+    (r,) = audit(tok, [MULTI_TURN])
+    # "Hello!" is rewritten to "..." once later turns follow: it is trained in its own rendering
+    # (the model's view when it said it); the last turn in the full conversation. The weight-0
+    # turn is in neither as a label.
+    seqs = r.sequences()
+    assert len(seqs) == 2 and r.seq_lens == tuple(len(ids) for ids, _ in seqs)
+    assert [trained_texts(tok, Rendered(ids, labels)) for ids, labels in seqs] == [
+        ["Hello!<|im_end|>"], ["Four, sorry.<|im_end|>"]]
+    assert tok.decode(seqs[0][0]).endswith("<|im_start|>userHi<|im_end|><|im_start|>assistantHello!<|im_end|>")
+    assert "<|im_start|>assistant...<|im_end|>" in tok.decode(seqs[1][0])
+    assert r.n_trained == sum(Rendered(ids, labels).n_trained for ids, labels in seqs)
+    # truncation cuts each sequence
+    cut = render_example(tok, MULTI_TURN, max_seq_len=10)
+    assert cut.truncated and cut.seq_lens == (10, 10)
+
+
+def test_audit_refuses_template_that_cannot_locate_a_turn(fresh_tokenizer) -> None:
+    tok = fresh_tokenizer
+    # Mistral v0.3's way: the system prompt is folded into the *last* user turn only, so a
+    # conversation ending with the assistant's turn loses it: no rendering extends the prompt.
+    tok.chat_template = (
+        "{%- set sys = messages[0].content if messages[0].role == 'system' else none %}"
+        "{%- for m in messages if m.role != 'system' %}"
+        "{%- if m.role == 'user' %}[INST] {% if loop.last and sys %}{{ sys }}\n\n{% endif %}"
+        "{{ m.content }}[/INST]{%- else %} {{ m.content }}<|im_end|>{%- endif %}{%- endfor %}")
     with pytest.raises(InvalidRequest) as exc:
         audit(tok, [MULTI_TURN])
     assert exc.value.code == "unsupported_chat_template"
