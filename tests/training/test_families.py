@@ -17,7 +17,7 @@ from tests.training.helpers import Recorder, write_jsonl
 from tests.training.templates import FAMILIES, build_family_model, family_tokenizer, stop_ids
 from tuneforge.errors import InvalidRequest
 from tuneforge.training.batch_render import render_batch
-from tuneforge.training.render import IGNORE_INDEX, audit, render_example, trained_spans
+from tuneforge.training.render import IGNORE_INDEX, audit, pad_id, render_example, trained_spans
 
 NAMES = list(FAMILIES)
 
@@ -122,6 +122,48 @@ def test_qwen3_reasoning_each_turn_trained_as_the_model_saw_it(tokenizers) -> No
     # each sequence is what the model saw: the tool schema in every one
     assert all('"name": "get_weather"' in tok.decode(ids) for ids, _ in seqs)
     assert render_batch(tok, [example]).rendered == [r]
+
+
+# ---- a safe pad where one is needed (batched serving) -------------------------------------------
+
+# The published pad when it is no stop token, else unk, else the lowest id that is no stop token:
+# Llama 3 (no pad) id 0, tuneforge-tiny's first token here ("!" in the published vocabulary);
+# Qwen's pad <|endoftext|> is one of its generation config's EOS ids: id 1 here.
+SAFE_PAD = {"llama3": "<|endoftext|>", "qwen2.5": "<|im_start|>", "qwen3": "<|im_start|>", "gemma3": "<pad>",
+            "mistral": "<unk>", "smollm2": "<|endoftext|>", "phi3": "<unk>"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pad_id_is_never_a_stop_token(tokenizers, name) -> None:
+    tok = tokenizers[name]
+    pad = pad_id(tok, stop_ids(tok, FAMILIES[name]))
+    assert pad not in stop_ids(tok, FAMILIES[name])
+    assert tok.convert_ids_to_tokens(pad) == SAFE_PAD[name]
+
+
+@pytest.mark.parametrize("name", ["llama3", "smollm2"])   # no pad; pad == EOS
+def test_batched_serving_of_prompts_of_different_lengths(tiny_model_dir, tmp_path, engine, name) -> None:
+    from tuneforge.inference.types import ModelTarget, SamplingParams
+
+    base = build_family_model(tiny_model_dir, FAMILIES[name], tmp_path / "base")
+    target = ModelTarget(name, str(base), str(base))
+    prompts = [[{"role": "user", "content": "Hi"}],
+               [{"role": "system", "content": "You are a helpful assistant. Please answer the question."},
+                {"role": "user", "content": "What is the capital of France? Paris or Rome?"}],
+               [{"role": "user", "content": "What colour is the sky?"}]]
+    params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
+
+    async def one(messages):
+        from tuneforge.inference.types import Delta
+
+        ids = await engine.prepare_chat(target, messages)
+        return "".join([ev.text async for ev in engine.generate(target, ids, params) if isinstance(ev, Delta)])
+
+    async def together():
+        return await asyncio.gather(*[one(m) for m in prompts * 2])
+
+    alone = [asyncio.run(one(m)) for m in prompts]
+    assert asyncio.run(together()) == alone * 2
 
 
 # ---- served answers that stop ------------------------------------------------------------------

@@ -307,6 +307,20 @@ def stop_token_ids(tokenizer, generation_config=None) -> set[int]:
     return ids
 
 
+def pad_id(tokenizer, stop_ids: Iterable[int] = ()) -> int:
+    """The id to fill padded positions with where padding is needed (batched serving's left
+    padding; training never pads, batches.py). Padded positions are masked, so the model never
+    sees them; the id must still never be a stop id, so that nothing reading the ids (a mask
+    derived from `ids != pad`, a generate() loop) takes a real EOS for padding or padding for an
+    EOS. The tokenizer's pad when distinct from every stop id (not SmolLM2's pad == EOS), else its
+    unk token, else the lowest id that is not a stop id (Llama 3 has neither pad nor unk)."""
+    stops = set(stop_ids) | {tokenizer.eos_token_id}
+    for candidate in (tokenizer.pad_token_id, tokenizer.unk_token_id):
+        if candidate is not None and candidate not in stops:
+            return candidate
+    return next(i for i in range(len(tokenizer) + 1) if i not in stops)
+
+
 def audit(tokenizer, examples: Iterable[dict | tuple[int, dict]], *,
           stop_ids: set[int] | None = None) -> list[Rendered]:
     """Pre-flight check on a sample: render each example and check its label mask.
