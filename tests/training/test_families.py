@@ -112,8 +112,8 @@ def test_qwen3_reasoning_each_turn_trained_as_the_model_saw_it(tokenizers) -> No
     # turns 1 and 3 come before the last user query: the full rendering drops their reasoning,
     # so each is trained in its own rendering, with it; the last turn in the full conversation.
     assert [texts(tok, ids, labels) for ids, labels in seqs] == [
-        ['<think>\nUse the tool.\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": '
-         '{"location": "Paris"}}\n</tool_call><|im_end|>\n'],
+        [('<think>\nUse the tool.\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": '
+          '{"location": "Paris"}}\n</tool_call><|im_end|>\n')],
         ["<think>\nWarm.\n</think>\n\n22 degrees.<|im_end|>\n"],
         ["<think>\n\n</think>\n\nYou are welcome.<|im_end|>\n"]]
     full = tok.decode(seqs[-1][0])
