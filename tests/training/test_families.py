@@ -1,5 +1,5 @@
 """The model families users fine-tune, end to end through their chat templates (tests/training/
-templates.py: Llama 3, Qwen2.5, Qwen3, Gemma 3, Mistral, SmolLM2, Phi-3, each with its quirks).
+templates.py: Llama 3, Qwen2.5, Qwen3, Gemma 2/3, Mistral, SmolLM2, Phi-3, each with its quirks).
 
 For each family: the label mask (only assistant turns with weight != 0 trained; system, user and
 tool text masked), the terminator inside the trained labels of every assistant turn, and a served
@@ -84,6 +84,21 @@ def test_gemma_terminator_comes_from_the_generation_config(tokenizers) -> None:
         audit(tok, [CONV])
     assert exc.value.code == "terminator_not_trained"
     assert audit(tok, [CONV], stop_ids=stop_ids(tok, FAMILIES["gemma3"]))
+
+
+def test_gemma2_refuses_a_system_message_naming_the_line(tiny_model_dir) -> None:
+    from tests.training.templates import GEMMA2
+
+    tok = family_tokenizer(tiny_model_dir, FAMILIES["gemma3"])
+    tok.chat_template = GEMMA2
+    stops = stop_ids(tok, FAMILIES["gemma3"])
+    no_system = {"messages": CONV["messages"][1:]}
+    (r,) = audit(tok, [no_system], stop_ids=stops)
+    assert texts(tok, r.input_ids, r.labels) == ["Hello!<end_of_turn>\n", "Four, sorry.<end_of_turn>\n"]
+    with pytest.raises(InvalidRequest) as exc:
+        audit(tok, [(1, no_system), (2, CONV)], stop_ids=stops)
+    assert exc.value.code == "invalid_training_file"
+    assert "Line 2" in exc.value.message and "System role not supported" in exc.value.message
 
 
 def test_qwen25_tool_calls_trained_tool_text_masked(tokenizers) -> None:
