@@ -61,13 +61,13 @@ def test_label_mask_and_trained_terminator(tokenizers, name) -> None:
     assert len(seqs) == SEQUENCES.get(name, 1)
     # every trained turn, as the model generates it (Qwen3: with its empty think block), and
     # nothing else: not the system text, the user turns or the weight-0 turn
-    trained = [t for ids, labels in seqs for t in texts(tok, ids, labels)]
+    trained = [t for s in seqs for t in texts(tok, s.input_ids, s.labels)]
     assert trained == [family.turn.format("Hello!"), family.turn.format("Four, sorry.")]
     terminator = tok.convert_tokens_to_ids(family.terminator)
-    for ids, labels in seqs:
-        for a, b in trained_spans(labels):
-            assert terminator in labels[a:b]
-    masked = tok.decode([i for ids, labels in seqs for i, lab in zip(ids, labels) if lab == IGNORE_INDEX])
+    for s in seqs:
+        for a, b in trained_spans(s.labels):
+            assert terminator in s.labels[a:b]
+    masked = tok.decode([i for s in seqs for i, lab in zip(s.input_ids, s.labels) if lab == IGNORE_INDEX])
     for text in ("Be brief.", "Hi", "What is two plus two?", "Five.", "Sure?"):
         assert text in masked
     # the batched renderer gives the same result
@@ -126,16 +126,16 @@ def test_qwen3_reasoning_each_turn_trained_as_the_model_saw_it(tokenizers) -> No
     seqs = r.sequences()
     # turns 1 and 3 come before the last user query: the full rendering drops their reasoning,
     # so each is trained in its own rendering, with it; the last turn in the full conversation.
-    assert [texts(tok, ids, labels) for ids, labels in seqs] == [
+    assert [texts(tok, s.input_ids, s.labels) for s in seqs] == [
         [('<think>\nUse the tool.\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": '
           '{"location": "Paris"}}\n</tool_call><|im_end|>\n')],
         ["<think>\nWarm.\n</think>\n\n22 degrees.<|im_end|>\n"],
         ["<think>\n\n</think>\n\nYou are welcome.<|im_end|>\n"]]
-    full = tok.decode(seqs[-1][0])
+    full = tok.decode(seqs[-1].input_ids)
     assert "Use the tool." not in full and "Warm." not in full
     assert "<|im_start|>assistant\n22 degrees.<|im_end|>" in full
     # each sequence is what the model saw: the tool schema in every one
-    assert all('"name": "get_weather"' in tok.decode(ids) for ids, _ in seqs)
+    assert all('"name": "get_weather"' in tok.decode(s.input_ids) for s in seqs)
     assert render_batch(tok, [example]).rendered == [r]
 
 

@@ -6,8 +6,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from tuneforge.errors import InvalidRequest
+from tuneforge.training.batches import n_targets, pack
 from tuneforge.training.render import (
-    DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, Rendered, audit, ensure_chat_template, render_example, trained_spans,
+    DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, audit, ensure_chat_template, render_example, trained_spans,
 )
 
 
@@ -163,15 +164,23 @@ def test_template_that_rewrites_history_is_rendered_per_turn(fresh_tokenizer) ->
     # (the model's view when it said it); the last turn in the full conversation. The weight-0
     # turn is in neither as a label.
     seqs = r.sequences()
-    assert len(seqs) == 2 and r.seq_lens == tuple(len(ids) for ids, _ in seqs)
-    assert [trained_texts(tok, Rendered(ids, labels)) for ids, labels in seqs] == [
+    assert len(seqs) == 2 and r.seq_lens == tuple(len(s) for s in seqs)
+    assert [trained_texts(tok, s) for s in seqs] == [
         ["Hello!<|im_end|>"], ["Four, sorry.<|im_end|>"]]
-    assert tok.decode(seqs[0][0]).endswith("<|im_start|>userHi<|im_end|><|im_start|>assistantHello!<|im_end|>")
-    assert "<|im_start|>assistant...<|im_end|>" in tok.decode(seqs[1][0])
-    assert r.n_trained == sum(Rendered(ids, labels).n_trained for ids, labels in seqs)
+    assert tok.decode(seqs[0].input_ids).endswith("<|im_start|>userHi<|im_end|><|im_start|>assistantHello!<|im_end|>")
+    assert "<|im_start|>assistant...<|im_end|>" in tok.decode(seqs[1].input_ids)
+    assert r.n_trained == sum(s.n_trained for s in seqs)
     # truncation cuts each sequence
     cut = render_example(tok, MULTI_TURN, max_seq_len=10)
     assert cut.truncated and cut.seq_lens == (10, 10)
+    # packed, each sequence keeps its own positions and no target crosses into the next one
+    (row,) = pack([r, r], max_tokens=8192)
+    a, b = r.seq_lens
+    assert row.position_ids[0].tolist() == [*range(a), *range(b)] * 2
+    targets = row.targets[0].tolist()
+    assert [targets[i] for i in (a - 1, a + b - 1)] == [IGNORE_INDEX, IGNORE_INDEX]
+    assert targets[:a - 1] == seqs[0].labels[1:]
+    assert row.n_targets == 2 * n_targets(r) == 2 * (r.n_trained - sum(s.labels[0] != IGNORE_INDEX for s in seqs))
 
 
 def test_audit_refuses_template_that_cannot_locate_a_turn(fresh_tokenizer) -> None:

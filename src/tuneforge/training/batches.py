@@ -28,40 +28,46 @@ class Packed:
     n_tokens: int
 
 
-def shifted_targets(labels: list[int]) -> list[int]:
-    """One sequence's labels -> what each position is trained to predict."""
-    return labels[1:] + [IGNORE_INDEX]
+def shifted_targets(r: Rendered) -> list[int]:
+    """What each position is trained to predict: the next token's label, within its sequence."""
+    out: list[int] = []
+    for seq in r.sequences():
+        out += seq.labels[1:] + [IGNORE_INDEX]
+    return out
+
+
+def position_ids(r: Rendered) -> list[int]:
+    """0, 1, 2, ... restarting at each sequence."""
+    return [p for seq in r.sequences() for p in range(len(seq))]
 
 
 def n_targets(r: Rendered) -> int:
     """Trained tokens of one example, as the loss counts them."""
-    return sum(1 for _ids, labels in r.sequences() for x in labels[1:] if x != IGNORE_INDEX)
+    return sum(1 for t in shifted_targets(r) if t != IGNORE_INDEX)
 
 
 def pack(examples: list[Rendered], max_tokens: int) -> list[Packed]:
     """Greedy, order-preserving packing of the examples' sequences into rows of at most
     `max_tokens` tokens (a sequence longer than that gets a row of its own)."""
-    rows: list[list[tuple[list[int], list[int]]]] = []
+    rows: list[list[Rendered]] = []
     size = 0
-    for r in examples:
-        for seq in r.sequences():
-            n = len(seq[0])
-            if rows and size + n <= max_tokens:
-                rows[-1].append(seq)
-                size += n
-            else:
-                rows.append([seq])
-                size = n
+    for seq in (s for r in examples for s in r.sequences()):
+        if rows and size + len(seq) <= max_tokens:
+            rows[-1].append(seq)
+            size += len(seq)
+        else:
+            rows.append([seq])
+            size = len(seq)
     return [_row(row) for row in rows]
 
 
-def _row(row: list[tuple[list[int], list[int]]]) -> Packed:
+def _row(row: list[Rendered]) -> Packed:
     ids: list[int] = []
     pos: list[int] = []
     tgt: list[int] = []
-    for seq_ids, labels in row:
-        ids += seq_ids
-        pos += range(len(seq_ids))
-        tgt += shifted_targets(labels)
+    for r in row:
+        ids += r.input_ids
+        pos += position_ids(r)
+        tgt += shifted_targets(r)
     n = sum(1 for t in tgt if t != IGNORE_INDEX)
     return Packed(torch.tensor([ids]), torch.tensor([pos]), torch.tensor([tgt]), n, len(ids))

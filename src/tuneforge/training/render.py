@@ -92,13 +92,13 @@ class Rendered:
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def sequences(self) -> list[tuple[list[int], list[int]]]:
-        """(input_ids, labels) of each sequence."""
+    def sequences(self) -> list[Rendered]:
+        """Each sequence on its own (`[self]` for a single sequence)."""
         if self.seq_lens is None:
-            return [(self.input_ids, self.labels)]
+            return [self]
         out, start = [], 0
         for n in self.seq_lens:
-            out.append((self.input_ids[start:start + n], self.labels[start:start + n]))
+            out.append(Rendered(self.input_ids[start:start + n], self.labels[start:start + n]))
             start += n
         return out
 
@@ -113,10 +113,10 @@ def join_sequences(parts: list[Rendered]) -> Rendered:
 
 def truncate(rendered: Rendered, max_seq_len: int | None) -> Rendered:
     """Cut each sequence to `max_seq_len` tokens, from the end."""
-    if max_seq_len is None or all(len(ids) <= max_seq_len for ids, _ in rendered.sequences()):
+    if max_seq_len is None or all(len(s) <= max_seq_len for s in rendered.sequences()):
         return rendered
-    return join_sequences([Rendered(ids[:max_seq_len], labels[:max_seq_len], len(ids) > max_seq_len)
-                           for ids, labels in rendered.sequences()])
+    return join_sequences([Rendered(s.input_ids[:max_seq_len], s.labels[:max_seq_len], len(s) > max_seq_len)
+                           for s in rendered.sequences()])
 
 
 def ensure_chat_template(tokenizer) -> bool:
@@ -340,11 +340,11 @@ def audit(tokenizer, examples: Iterable[dict | tuple[int, dict]], *,
         except InvalidRequest as exc:
             where = f"Line {line}: " if exc.code == "invalid_training_file" else ""
             raise InvalidRequest(where + exc.message, code=exc.code, param=exc.param) from exc
-        for ids, labels in rendered.sequences():
-            for start, end in trained_spans(labels):
-                if stop_ids.intersection(ids[start:end]):
+        for seq in rendered.sequences():
+            for start, end in trained_spans(seq.labels):
+                if stop_ids.intersection(seq.input_ids[start:end]):
                     continue
-                shown = tokenizer.decode(ids[start:end][-8:])
+                shown = tokenizer.decode(seq.input_ids[start:end][-8:])
                 raise InvalidRequest(
                     f"Line {line}: the trained tokens of an assistant turn do not include the turn "
                     f"terminator ({_names(tokenizer, stop_ids)}); the turn ends with {shown!r}. "
