@@ -19,7 +19,9 @@ sequence of its own, the rendering of `messages[:i+1]`, with only turn i labelle
 then several sequences (`Rendered.seq_lens`), trained side by side without attending to each other
 (batches.py), and billed for every token of every sequence (`len(rendered)`). Only a template
 whose rendering of `messages[:i+1]` does not even start with its rendering of `messages[:i]` plus
-the generation prompt cannot locate turn i: `unsupported_chat_template`.
+the generation prompt cannot locate turn i: `unsupported_chat_template` (Mistral v0.3's template,
+which writes the system prompt into the last user turn only when that turn ends the conversation,
+for examples with a system message).
 
 Reasoning (`reasoning_content`, `<think>` blocks): OpenAI's chat format has no reasoning field for
 training data. As in Hugging Face / Qwen3 data, an assistant message may carry `reasoning_content`
@@ -28,7 +30,12 @@ template makes of it is trained as part of that turn (Qwen3: `<think>\nreasoning
 before the answer on the turns after the last user query, dropped on earlier ones, which is what
 the model saw when it produced later turns). A `<think>...</think>` block written inside `content`
 is passed as is (Qwen3's template splits it off the same way). Templates without reasoning support
-ignore `reasoning_content`.
+ignore `reasoning_content`. Serving returns what the model generates, think block included.
+
+Special tokens: the terminators are the tokenizer's EOS plus the generation config's EOS ids
+(`stop_token_ids`: Gemma's `<end_of_turn>` and Phi-3's `<|end|>` are only there). Training never
+pads (batches.py), so any pad works, even none (Llama 3) or pad == EOS (SmolLM2); where a pad is
+needed (batched serving) `pad_id` picks one that is no stop token.
 
 OpenAI's data is mapped to the Hugging Face chat format first: `developer` -> `system`, legacy
 `function` messages -> `tool`, `function_call` -> `tool_calls`, `functions` -> `tools`, tool-call
@@ -241,7 +248,8 @@ def chat_sequences(render, messages: list[dict], trained: list[bool], full: str)
         if not upto.startswith(before):
             raise InvalidRequest(
                 "The model's chat template renders a conversation differently once an assistant "
-                "turn is added to it, so the turn cannot be located for the label mask.",
+                "turn is added to it (e.g. it writes the system prompt only before a final user "
+                "message), so the turn cannot be located for the label mask.",
                 code="unsupported_chat_template",
             )
         span = (len(before), len(upto))
