@@ -56,7 +56,7 @@ def auto_batch_size(n_examples: int) -> int:
     return max(1, min(256, n_examples // 500))
 
 
-def resolve(hp: Hyperparameters, n_examples: int) -> ResolvedHyperparameters:
+def resolve(hp: Hyperparameters, n_examples: int, method_type: str = "supervised") -> ResolvedHyperparameters:
     n_epochs = auto_n_epochs(n_examples) if hp.n_epochs == "auto" else int(hp.n_epochs)
     batch_size = auto_batch_size(n_examples) if hp.batch_size == "auto" else int(hp.batch_size)
     lrm = 1.0 if hp.learning_rate_multiplier == "auto" else float(hp.learning_rate_multiplier)
@@ -69,7 +69,9 @@ def resolve(hp: Hyperparameters, n_examples: int) -> ResolvedHyperparameters:
         problems.append(f"learning_rate_multiplier must be positive, got {lrm}")
     if problems:
         raise InvalidRequest("; ".join(problems), param="hyperparameters", code="invalid_hyperparameters")
-    return ResolvedHyperparameters(n_epochs=n_epochs, batch_size=batch_size, learning_rate_multiplier=lrm)
+    beta = resolve_beta(hp.beta) if method_type == "dpo" else None
+    return ResolvedHyperparameters(n_epochs=n_epochs, batch_size=batch_size, learning_rate_multiplier=lrm,
+                                   beta=beta)
 
 
 def learning_rate(method: str, resolved: ResolvedHyperparameters) -> float:
