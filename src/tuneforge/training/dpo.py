@@ -149,6 +149,19 @@ def dpo_loss(policy: torch.Tensor, reference: torch.Tensor, beta: float):
     return losses, rewards[:, 0], rewards[:, 1]
 
 
+def pair_logps(model, row: PairRow, device: torch.device, *, bf16: bool = False) -> torch.Tensor:
+    """[pairs, 2] summed log-probs of each side's trained tokens under `model` (one forward)."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        # No attention mask: position resets make transformers mask per sequence (packing).
+        logits = model(input_ids=row.input_ids.to(device), position_ids=row.position_ids.to(device),
+                       use_cache=False).logits[0]
+    targets = row.targets.to(device)
+    token_logps = -F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX,
+                                   reduction="none")   # 0 where not trained
+    sums = torch.zeros(2 * len(row.pairs), device=device, dtype=token_logps.dtype)
+    return sums.index_add(0, row.sequence.to(device), token_logps).view(-1, 2)
+
+
 class _Sums:
     """Sums over pairs, for a step's or an evaluation's means."""
 
@@ -235,18 +248,7 @@ class _DpoRun(_Run):
         return out
 
     def _pair_logps(self, row: PairRow) -> torch.Tensor:
-        """[pairs, 2] summed log-probs of each side's trained tokens under the current model."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            # No attention mask: position resets make transformers mask per sequence (packing).
-            logits = self.model(input_ids=row.input_ids.to(self.device),
-                                position_ids=row.position_ids.to(self.device),
-                                use_cache=False).logits[0]
-        targets = row.targets.to(self.device)
-        token_logps = -F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX,
-                                       reduction="none")   # 0 where not trained
-        sums = torch.zeros(2 * len(row.pairs), device=self.device, dtype=token_logps.dtype)
-        sums = sums.index_add(0, row.sequence.to(self.device), token_logps)
-        return sums.view(-1, 2)
+        return pair_logps(self.model, row, self.device, bf16=self.bf16)
 
     def _reference_of(self, row: PairRow, split: str) -> torch.Tensor:
         return self.reference[split][[p.index for p in row.pairs]].to(self.device)
@@ -327,4 +329,4 @@ class _DpoRun(_Run):
         return result
 
 
-__all__ = ["train", "dpo_loss", "load_pairs", "pack_pairs", "Pair"]
+__all__ = ["train", "dpo_loss", "load_pairs", "pack_pairs", "pair_logps", "Pair"]
