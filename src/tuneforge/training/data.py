@@ -419,7 +419,8 @@ def _check_preference_input(inp: dict) -> Problem | None:
             return _within("input.messages", problem)
     if messages[-1]["role"] == "assistant":
         return Problem(f"input.messages[{len(messages) - 1}].role",
-                       "the input ends with an assistant message: it must end where the "
+                       f"input.messages[{len(messages) - 1}].role: the input ends with an "
+                       "assistant message: it must end where the "
                        "assistant answers (a user or tool message)")
     return None
 
@@ -431,6 +432,8 @@ def _check_output(key: str, output: Any) -> Problem | None:
     if not isinstance(output, list):
         return Problem(key, f"'{key}' must be an array holding one assistant message, "
                             f"got {_json_type(output)}")
+    if not output:
+        return Problem(key, f"'{key}' is empty: it must hold the one assistant message")
     if len(output) != 1:
         return Problem(key, f"'{key}' must hold exactly one assistant message, got "
                             f"{len(output)}")
