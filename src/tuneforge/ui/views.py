@@ -22,6 +22,7 @@ from tuneforge.services import jobs as jobs_service
 from tuneforge.services.keys import Principal
 from tuneforge.store.pagination import paginate
 from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint, JobEvent
+from tuneforge.training.hparams import METHOD_HYPERPARAMETERS
 
 STATUSES = [s.value for s in Status]
 LIVE_EVENTS_PAGE = 2000
@@ -112,7 +113,8 @@ def rerun_config(job: Job) -> dict[str, Any]:
     hp = (method.get(method.get("type", "supervised")) or {}).get("hyperparameters") or {}
     return {"model": job.model, "training_file": job.training_file,
             "validation_file": job.validation_file, "method": method.get("type", "supervised"),
-            "hyperparameters": {k: hp.get(k, "auto") for k in jobs_service.HYPERPARAMETERS},
+            "hyperparameters": {k: hp.get(k, "auto") for k in METHOD_HYPERPARAMETERS.get(
+                method.get("type", "supervised"), jobs_service.HYPERPARAMETERS)},
             "suffix": job.suffix, "seed": job.seed, "metadata": job.metadata_ or {},
             "integrations": job.integrations or []}
 
