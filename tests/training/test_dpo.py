@@ -180,8 +180,13 @@ def test_pause_and_resume_give_the_same_weights_as_one_run(tiny_model_dir, data,
 
 
 def test_cancel_stops_and_a_bad_pair_names_its_line(tiny_model_dir, data, tmp_path) -> None:
-    result = train(_spec(tiny_model_dir, data, tmp_path / "c"), Recorder(stop_at(1, StopRequest.CANCEL)))
+    import tuneforge.training
+
+    # the library's train() picks the trainer by spec.method_type
+    rec = Recorder(stop_at(1, StopRequest.CANCEL))
+    result = tuneforge.training.train(_spec(tiny_model_dir, data, tmp_path / "c"), rec)
     assert result.status == "cancelled" and result.steps == 1
+    assert "train_rewards_margin" in rec.steps[0]
 
     bad = [pair(w) for w in WORDS[:3]] + [{"input": {"messages": [{"role": "user", "content": "q"}]},
                                           "preferred_output": [], "non_preferred_output": []}]

@@ -233,8 +233,10 @@ def test_rate_in_the_playground_train_dpo_on_the_ratings_compare(page, srv, scre
     page.wait_for_url(re.compile(r"/ui/jobs/new\?"))
     assert page.input_value("#method") == "dpo" and page.input_value("#model") == "tuneforge-tiny"
     assert page.locator("#beta-field").is_visible()
+    page.click("#check-data")
     page.wait_for_selector("[data-report-ok='1']", timeout=90_000)   # checked as preference pairs
-    assert "12 examples" in page.inner_text("#report")
+    # 11 pairs, plus the hand-rated one unless both answers came out the same (no pair then)
+    assert re.search(r"Training file: 1[12] examples, format preference", page.inner_text("#report"))
     page.fill("#beta", "3")
     page.click("#create-job")
     page.wait_for_selector("#form-error .alert")
@@ -250,6 +252,7 @@ def test_rate_in_the_playground_train_dpo_on_the_ratings_compare(page, srv, scre
     page.wait_for_selector("body[data-settled='1']")
     assert int(page.get_attribute("body", "data-points")) == 4
     assert page.inner_text("#acc-title") == "Reward accuracy (DPO)"
+    assert page.locator("td[data-hp=beta]").inner_text() == "0.2"
     drawn = page.evaluate("() => Chart.getChart('acc-chart').data.datasets[0].data.length")
     assert drawn == 4
     ft_model = page.inner_text("#ft-model")

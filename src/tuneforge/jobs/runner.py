@@ -149,11 +149,7 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
                               fallback_base=attach_base)
 
     from tuneforge.integrations.wandb import with_integrations
-
-    if spec.method_type == "dpo":   # one trainer per method, sharing data, reporting, checkpoints
-        from tuneforge.training.dpo import train
-    else:
-        from tuneforge.training.sft import train
+    from tuneforge.training import train   # the trainer of spec.method_type (sft.py, dpo.py)
 
     try:
         result = train(spec, with_integrations(settings, job, spec, reporter))   # + W&B

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from tuneforge.ids import now
 from tuneforge.jobs import events as ev
+from tuneforge.jobs.reporter import METRIC_KEYS as REPORTED_METRICS
 from tuneforge.jobs.states import TERMINAL, Status
 from tuneforge.services import jobs as jobs_service
 from tuneforge.services.keys import Principal
@@ -26,8 +27,8 @@ from tuneforge.training.hparams import METHOD_HYPERPARAMETERS
 
 STATUSES = [s.value for s in Status]
 LIVE_EVENTS_PAGE = 2000
-METRIC_KEYS = ("train_loss", "train_mean_token_accuracy", "valid_loss",
-               "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy")
+# What the job page charts: every metric the trainers report (SFT and DPO), defined in the reporter
+METRIC_KEYS = tuple(k for k in REPORTED_METRICS if k not in ("step", "total_steps"))
 
 
 # ---- jobs list -------------------------------------------------------------------------------

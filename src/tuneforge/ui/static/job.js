@@ -59,7 +59,9 @@
     $("duration").textContent = TF.dur(live.duration);
     $("trained-tokens").textContent = TF.num(job.trained_tokens);
     for (const td of document.querySelectorAll("[data-hp]")) {
-      td.textContent = job.hyperparameters[td.dataset.hp];
+      // method-only values (DPO's beta) are resolved in the method, not the shared hyperparameters
+      const inMethod = ((job.method || {})[(job.method || {}).type] || {}).hyperparameters || {};
+      td.textContent = job.hyperparameters[td.dataset.hp] ?? inMethod[td.dataset.hp];
     }
     $("result-files").replaceChildren(...(job.result_files.length ? job.result_files.map((id) =>
       TF.el("a", { class: "btn", href: `/ui/files/${id}/download`, "data-result": id }, "Download step_metrics.csv")) : ["—"]));
