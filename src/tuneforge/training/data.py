@@ -366,7 +366,7 @@ def check_preference_example(example: dict, *, ignored_keys: set[str] | None = N
     if problem:
         return problem
     outputs = preference_outputs(example)
-    for key, output in zip(_OUTPUT_ALIASES, outputs):
+    for key, output in zip(_OUTPUT_ALIASES, outputs, strict=True):
         problem = _check_output(key, output)
         if problem:
             return problem
