@@ -114,7 +114,9 @@ _MESSAGE_KEYS = {
     "system": {"role", "content", "name"},
     "developer": {"role", "content", "name"},
     "user": {"role", "content", "name"},
-    "assistant": {"role", "content", "name", "weight", "tool_calls", "function_call", "refusal"},
+    # reasoning_content: not OpenAI's, but HF / Qwen3 reasoning data carries it (render.py)
+    "assistant": {"role", "content", "name", "weight", "tool_calls", "function_call", "refusal",
+                  "reasoning_content"},
     "tool": {"role", "content", "tool_call_id"},
     "function": {"role", "content", "name"},
 }
@@ -223,6 +225,9 @@ def _check_message(message: object, i: int) -> Problem | None:
             problem = _check_content(message["content"], at)
             if problem:
                 return Problem(problem.param, problem.message, i)
+        reasoning = message.get("reasoning_content")
+        if reasoning is not None and not isinstance(reasoning, str):
+            return bad("reasoning_content", f"'reasoning_content' must be a string, got {_json_type(reasoning)}")
         if "weight" in message:
             weight = message["weight"]
             # bool is an int in Python; `true` is not a valid weight
@@ -496,7 +501,7 @@ class ValidationReport:
     n_too_long: int | None = None       # examples over max_seq_len: truncated when training
     n_epochs: int = 0
     n_epochs_auto: bool = True
-    billing_tokens: int | None = None   # sum of min(max_seq_len, tokens) per example
+    billing_tokens: int | None = None   # tokens per example as truncated at max_seq_len, summed
     estimated_trained_tokens: int | None = None   # billing_tokens x n_epochs
     price_per_million_tokens: float = 0.0
     estimated_cost: float | None = None
@@ -692,15 +697,14 @@ def _count_preference(report: ValidationReport, n_messages: array, example: dict
 def _counter(tokenizer: Any, processes: int, method: str, max_seq_len: int | None):
     if method == "dpo":
         return _PreferenceCounter(tokenizer, max_seq_len)
-    return TokenCounter(tokenizer, processes)
+    return TokenCounter(tokenizer, processes, max_seq_len)
 
 
 class _PreferenceCounter:
     """TokenCounter's interface for preference pairs: per pair, the tokens of both renderings
     (input + preferred, input + non-preferred) and their trained (output) tokens, summed, which
-    is what the DPO trainer processes and bills. Each side is cut to `max_seq_len` on its own, as
-    in training, so a pair's total is already its billed size. In this process (DPO files are
-    small)."""
+    is what the DPO trainer processes; billed: each side cut at `max_seq_len` on its own, as in
+    training. In this process (DPO files are small)."""
 
     def __init__(self, tokenizer: Any, max_seq_len: int | None):
         self._tokenizer = tokenizer
@@ -709,10 +713,10 @@ class _PreferenceCounter:
 
     def add(self, batch: list[tuple[int, dict]]) -> None:
         from tuneforge.training.batch_render import render_batch
-        from tuneforge.training.render import IGNORE_INDEX
+        from tuneforge.training.render import IGNORE_INDEX, truncate
 
         sides = [side for _, example in batch for side in preference_sides(example)]
-        rendering = render_batch(self._tokenizer, sides, max_seq_len=self._max_seq_len)
+        rendering = render_batch(self._tokenizer, sides, max_seq_len=None)
         for n, (line, _example) in enumerate(batch):
             pair = rendering.rendered[2 * n:2 * n + 2]
             if None in pair:
@@ -723,6 +727,7 @@ class _PreferenceCounter:
             self.counts.totals.append(sum(len(r.input_ids) for r in pair))
             self.counts.trained.append(sum(len(r.labels) - r.labels.count(IGNORE_INDEX)
                                            for r in pair))
+            self.counts.billed.append(sum(len(truncate(r, self._max_seq_len)) for r in pair))
 
     def finish(self) -> TokenCounts:
         return self.counts
@@ -739,13 +744,12 @@ def _token_statistics(report: ValidationReport, counts: TokenCounts, max_seq_len
     totals = counts.totals
     report.total_tokens_per_example = Distribution.of(totals)
     report.trained_tokens_per_example = Distribution.of(counts.trained)
+    # billed: as the trainer cuts each example (counted by the same rule, `render.truncate`)
+    report.billing_tokens = sum(counts.billed)
     if max_seq_len is not None:
-        report.n_too_long = sum(1 for t in totals if t > max_seq_len)
-        report.billing_tokens = sum(min(t, max_seq_len) for t in totals)
+        report.n_too_long = sum(1 for t, b in zip(totals, counts.billed) if b < t)
         if report.n_too_long:
             report.warnings.append(f"{report.n_too_long} example(s) are longer than the context "
                                    f"limit of {max_seq_len} tokens and will be truncated")
-    else:
-        report.billing_tokens = sum(totals)
     report.estimated_trained_tokens = report.billing_tokens * report.n_epochs
     report.estimated_cost = round(report.estimated_trained_tokens * price_per_million_tokens / 1e6, 6)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from tuneforge.errors import InvalidRequest
 from tuneforge.training import checkpoints as ckpt
-from tuneforge.training.batches import shifted_targets
+from tuneforge.training.batches import position_ids, shifted_targets
 from tuneforge.training.batch_render import render_batch
 from tuneforge.training.render import IGNORE_INDEX, Rendered, audit, stop_token_ids
 from tuneforge.training.sft import (
@@ -131,7 +131,7 @@ def _pair_row(row: list[Pair]) -> PairRow:
     for k, pair in enumerate(row):
         for side, r in enumerate((pair.chosen, pair.rejected)):
             ids += r.input_ids
-            pos += range(len(r.input_ids))
+            pos += position_ids(r)   # restarts at each sequence (templates rendered per turn)
             tgt += shifted_targets(r)
             seq += [2 * k + side] * len(r.input_ids)
     return PairRow(torch.tensor([ids]), torch.tensor([pos]), torch.tensor(tgt), torch.tensor(seq),
