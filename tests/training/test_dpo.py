@@ -194,3 +194,26 @@ def test_cancel_stops_and_a_bad_pair_names_its_line(tiny_model_dir, data, tmp_pa
     with pytest.raises(InvalidRequest) as err:
         train(_spec(tiny_model_dir, {"train": path}, tmp_path / "b"), Recorder())
     assert err.value.message.startswith("Line 4: ") and "preferred_output" in err.value.message
+
+
+@pytest.mark.parametrize("name", ["llama3", "qwen2.5", "qwen3", "gemma3", "mistral", "smollm2", "phi3"])
+def test_each_side_trains_only_its_output_turn_with_the_terminator(tiny_model_dir, tmp_path, name) -> None:
+    """Multi-turn input (an earlier assistant turn, masked) and per-turn templates (Qwen3, Phi-3
+    rewrite history): a side's trained tokens are exactly what the model generates for the output."""
+    from tests.training.templates import FAMILIES, family_tokenizer
+    from tuneforge.training.render import IGNORE_INDEX
+
+    family = FAMILIES[name]
+    tok = family_tokenizer(tiny_model_dir, family)
+    example = {"input": {"messages": [{"role": "system", "content": "Be brief."},
+                                      {"role": "user", "content": "Hi."},
+                                      {"role": "assistant", "content": "Hello."},
+                                      {"role": "user", "content": "What is 2 + 2?"}]},
+               "preferred_output": [{"role": "assistant", "content": "Four. Cheers."}],
+               "non_preferred_output": [{"role": "assistant", "content": "Five."}]}
+    (p,) = load_pairs(tok, write_jsonl(tmp_path / "p.jsonl", [example]), 2048)
+    for side, answer in ((p.chosen, "Four. Cheers."), (p.rejected, "Five.")):
+        trained = [t for t in side.labels if t != IGNORE_INDEX]
+        assert tok.decode(trained) == family.turn.format(answer)
+    (row,) = pack_pairs([p], 8192)
+    assert row.sequence.max().item() == 1 and row.input_ids.shape[1] == len(p)
