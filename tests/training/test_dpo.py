@@ -178,6 +178,23 @@ def test_pause_and_resume_give_the_same_weights_as_one_run(tiny_model_dir, data,
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.trained_tokens == whole.trained_tokens
 
+    # a crash (kill -9) after the first epoch: the next run continues from the epoch's state and
+    # the kept reference log-probs, and ends with the same weights
+    class Crash(Recorder):
+        def metrics(self, data):
+            super().metrics(data)
+            if data["step"] == 3:
+                raise KeyboardInterrupt   # dies mid-epoch 2, nothing saved since step 2
+
+    out = tmp_path / "crashed"
+    with pytest.raises(KeyboardInterrupt):
+        train(_spec(tiny_model_dir, data, out, hyperparameters=hp), Crash())
+    rec = Recorder()
+    recovered = train(_spec(tiny_model_dir, data, out, hyperparameters=hp), rec)
+    assert [m["step"] for m in rec.steps] == [3, 4]
+    c = load_file(str(recovered.final_dir / "adapter_model.safetensors"))
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
 
 def test_cancel_stops_and_a_bad_pair_names_its_line(tiny_model_dir, data, tmp_path) -> None:
     import tuneforge.training
