@@ -204,6 +204,9 @@ def test_cancel_stops_and_a_bad_pair_names_its_line(tiny_model_dir, data, tmp_pa
     result = tuneforge.training.train(_spec(tiny_model_dir, data, tmp_path / "c"), rec)
     assert result.status == "cancelled" and result.steps == 1
     assert "train_rewards_margin" in rec.steps[0]
+    # a cancel that lands while the reference log-probs are computed, before any step
+    early = train(_spec(tiny_model_dir, data, tmp_path / "c0"), Recorder(lambda _: StopRequest.CANCEL))
+    assert early.status == "cancelled" and early.steps == 0
 
     bad = [pair(w) for w in WORDS[:3]] + [{"input": {"messages": [{"role": "user", "content": "q"}]},
                                           "preferred_output": [], "non_preferred_output": []}]

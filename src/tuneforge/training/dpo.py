@@ -211,10 +211,11 @@ class _DpoRun(_Run):
         self.out.mkdir(parents=True, exist_ok=True)
         self._setup()
         self.beta = float(self.hp.beta)
-        self._setup_reference()
+        self.step = self.start_step
         self.csv = ckpt.MetricsCsv(self.out / "step_metrics.csv", keep_up_to=self.start_step,
                                    columns=CSV_COLUMNS)
         try:
+            self._setup_reference()   # a cancel during its pass is a cancel like any other
             return self._loop()
         except _Cancelled:
             return self._result("cancelled", self.step)
@@ -230,8 +231,11 @@ class _DpoRun(_Run):
                 raise InvalidRequest("state/ has no DPO reference log-probs to resume with.",
                                      code="resume_mismatch")
             self.reference = torch.load(path)
+            if (len(self.reference["train"]), len(self.reference["valid"])) != \
+                    (len(self.train_set), len(self.valid_set)):
+                raise InvalidRequest("The DPO reference log-probs in the output directory belong "
+                                     "to other files.", code="resume_mismatch")
             return
-        self.step = 0
         self.reference = {"train": self._logps(self.train_set), "valid": self._logps(self.valid_set)}
         tmp = path.with_name(path.name + ".tmp")
         torch.save(self.reference, tmp)
