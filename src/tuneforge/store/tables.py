@@ -161,6 +161,26 @@ class FineTunedModel(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
+class StoredBaseModel(Base):
+    """A base model registered with `tuneforge models add` (beside TUNEFORGE_BASE_MODELS)."""
+
+    __tablename__ = "base_models"
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    source: Mapped[str] = mapped_column(String(1024))   # absolute dir / .gguf path, or a hub id
+    kind: Mapped[str] = mapped_column(String(8))        # "dir" | "gguf" | "hub"
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class StoredModelAlias(Base):
+    """Another name for a registered base model (goes with it when it is removed)."""
+
+    __tablename__ = "model_aliases"
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    base_model: Mapped[str] = mapped_column(ForeignKey("base_models.name", ondelete="CASCADE"),
+                                            index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
 class UiSession(Base):
     """A dashboard sign-in: the cookie holds a random token, the row only its SHA-256 and the key
     it stands for, so revoking the key (or signing out) ends the session at once."""

@@ -11,9 +11,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from tuneforge.api.deps import Blobs, DbSession, SettingsDep
+from tuneforge.api.deps import Blobs, DbSession, Resolver, SettingsDep
 from tuneforge.api.routes.files import receive_file
-from tuneforge.catalog import Catalog
 from tuneforge.errors import InvalidRequest
 from tuneforge.protocol.files import FileDeleted, FileObject
 from tuneforge.protocol.fine_tuning import CreateFineTuningJobRequest, FineTuningJob
@@ -30,9 +29,8 @@ router = APIRouter(prefix="/ui/api", include_in_schema=False)
 # ---- jobs ------------------------------------------------------------------------------------
 @router.post("/jobs")
 def create_job(body: CreateFineTuningJobRequest, user: UiUser, session: DbSession,
-               settings: SettingsDep) -> FineTuningJob:
-    job = jobs_service.create_job(session, user.project_id, body,
-                                  base_names=set(Catalog(settings).names()))
+               resolver: Resolver) -> FineTuningJob:
+    job = jobs_service.create_job(session, user.project_id, body, resolver=resolver)
     return jobs_service.job_to_wire(job, user.organization_id)
 
 
@@ -69,7 +67,7 @@ def delete_file(file_id: str, user: UiUser, session: DbSession, blobs: Blobs) ->
 
 @router.get("/files/{file_id}/report")
 def validation_report(request: Request, file_id: str, user: UiUser, session: DbSession,
-                      blobs: Blobs, settings: SettingsDep, model: str = "tuneforge-tiny",
+                      blobs: Blobs, resolver: Resolver, model: str = "tuneforge-tiny",
                       n_epochs: str = "auto", price: float = 0.0,
                       file_param: str = "training_file") -> dict[str, Any]:
     if n_epochs != "auto" and not n_epochs.isdigit():
@@ -80,7 +78,7 @@ def validation_report(request: Request, file_id: str, user: UiUser, session: DbS
     state = request.app.state
     if getattr(state, "ui_tokenizers", None) is None:
         state.ui_tokenizers = Tokenizers()
-    return file_report(session, blobs, user.project_id, file_id, catalog=Catalog(settings),
+    return file_report(session, blobs, user.project_id, file_id, resolver=resolver,
                        tokenizers=state.ui_tokenizers, model=model,
                        n_epochs=None if n_epochs == "auto" else int(n_epochs),
                        price_per_million_tokens=price, file_param=file_param)
@@ -96,7 +94,8 @@ def _serving(request: Request) -> Any:
 
 @router.post("/playground/chat")
 async def playground_chat(body: PlaygroundChat, user: UiUser, session: DbSession,
-                          serving: Annotated[Any, Depends(_serving)]) -> StreamingResponse:
+                          serving: Annotated[Any, Depends(_serving)],
+                          resolver: Resolver) -> StreamingResponse:
     """One model's answer for the side-by-side view: exactly a streamed /v1/chat/completions
     (same service, same checks, same chunks), with usage, for the signed-in project."""
     from tuneforge.protocol.chat import ChatCompletionRequest
@@ -106,7 +105,7 @@ async def playground_chat(body: PlaygroundChat, user: UiUser, session: DbSession
         model=body.model, messages=[m.model_dump() for m in body.messages],
         temperature=body.temperature, top_p=body.top_p, max_tokens=body.max_tokens,
         seed=body.seed, stream=True, stream_options={"include_usage": True})
-    plan = await chat_service.plan(req, session, serving, user.project_id)
+    plan = await chat_service.plan(req, session, serving, user.project_id, resolver)
     return StreamingResponse(chat_service.stream(plan, serving), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
 

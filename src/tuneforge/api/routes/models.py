@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from tuneforge.api.deps import Auth, DbSession
+from tuneforge.api.deps import Auth, DbSession, Resolver
 from tuneforge.inference.holder import Serving
 from tuneforge.protocol.models import Model, ModelDeleted, ModelList
 from tuneforge.services import models as service
@@ -29,18 +29,19 @@ router = APIRouter(prefix="/v1", tags=["models"])
 
 
 @router.get("/models")
-def list_models(auth: Auth, session: DbSession, serving: ServingDep) -> ModelList:
-    return service.list_models(session, serving.catalog, auth.project_id, auth.organization_id)
+def list_models(auth: Auth, session: DbSession, resolver: Resolver) -> ModelList:
+    return service.list_models(session, resolver, auth.project_id, auth.organization_id)
 
 
 @router.get("/models/{model:path}")
-def retrieve_model(model: str, auth: Auth, session: DbSession, serving: ServingDep) -> Model:
-    return service.retrieve_model(session, serving.catalog, auth.project_id, auth.organization_id, model)
+def retrieve_model(model: str, auth: Auth, session: DbSession, resolver: Resolver) -> Model:
+    return service.retrieve_model(session, resolver, auth.project_id, auth.organization_id, model)
 
 
 @router.delete("/models/{model:path}")
-def delete_model(model: str, auth: Auth, session: DbSession, serving: ServingDep) -> ModelDeleted:
-    return service.delete_model(session, serving, auth.project_id, model)
+def delete_model(model: str, auth: Auth, session: DbSession, serving: ServingDep,
+                 resolver: Resolver) -> ModelDeleted:
+    return service.delete_model(session, serving, resolver, auth.project_id, model)
 
 
 def usage_recorder(request: Request, auth, model: str):
