@@ -43,7 +43,7 @@ def delete_model(session: Session, serving: Serving, resolver: ModelResolver, pr
                  name: str) -> ModelDeleted:
     """Delete a fine-tuned model or checkpoint: its name stops resolving now, and its adapter or
     weights leave this process's engine (the files stay with the job that made them)."""
-    row = resolver.fine_tuned(session, project_id, name)
+    row = resolver.owned_fine_tuned(session, project_id, name)
     if row is None:
         catalog = resolver.catalog(session)
         if name in catalog:

@@ -57,9 +57,15 @@ class ModelResolver:
         return self.catalog(session).resolve_base(name)
 
     # ---- any model of the project -----------------------------------------------------------
-    def fine_tuned(self, session: Session, project_id: str, name: str) -> FineTunedModel | None:
+    def owned_fine_tuned(self, session: Session, project_id: str,
+                         name: str) -> FineTunedModel | None:
+        """The project's own fine-tuned model or checkpoint: what it may delete, export, share."""
         return session.scalar(select(FineTunedModel).where(FineTunedModel.id == name,
                                                            FineTunedModel.project_id == project_id))
+
+    def fine_tuned(self, session: Session, project_id: str, name: str) -> FineTunedModel | None:
+        """A fine-tuned model or checkpoint the project may use: its own."""
+        return self.owned_fine_tuned(session, project_id, name)
 
     def target(self, session: Session, project_id: str, name: str) -> ModelTarget:
         """Name -> what the engine runs. Blocking: call off the event loop."""
