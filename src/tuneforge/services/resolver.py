@@ -23,7 +23,8 @@ from tuneforge.catalog import BaseModelRef, Catalog, StoredBase, model_not_found
 from tuneforge.config import Settings
 from tuneforge.errors import InvalidRequest, TuneforgeError
 from tuneforge.inference.types import ModelTarget
-from tuneforge.store.tables import FineTunedModel, Job, StoredBaseModel, StoredModelAlias
+from tuneforge.store.tables import (CheckpointPermission, FineTunedModel, Job, StoredBaseModel,
+                                   StoredModelAlias)
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,14 @@ class ModelResolver:
                                                            FineTunedModel.project_id == project_id))
 
     def fine_tuned(self, session: Session, project_id: str, name: str) -> FineTunedModel | None:
-        """A fine-tuned model or checkpoint the project may use: its own."""
-        return self.owned_fine_tuned(session, project_id, name)
+        """A fine-tuned model or checkpoint the project may use (chat, fine-tune on top): its own,
+        or one shared with it by a checkpoint permission (gone the moment it is revoked)."""
+        own = self.owned_fine_tuned(session, project_id, name)
+        if own is not None:
+            return own
+        return session.scalar(select(FineTunedModel).join(
+            CheckpointPermission, CheckpointPermission.model_id == FineTunedModel.id).where(
+            FineTunedModel.id == name, CheckpointPermission.project_id == project_id))
 
     def target(self, session: Session, project_id: str, name: str) -> ModelTarget:
         """Name -> what the engine runs. Blocking: call off the event loop."""
