@@ -60,9 +60,8 @@ def greedy_answers(model, tok) -> list[tuple[str, str]]:
         with torch.no_grad():
             ids = model.generate(**enc, max_new_tokens=24, do_sample=False)
         new = ids[0, enc["input_ids"].shape[1]:].tolist()
-        stopped = bool(new) and new[-1] in model.generation_config.eos_token_id \
-            if isinstance(model.generation_config.eos_token_id, list) \
-            else bool(new) and new[-1] == model.generation_config.eos_token_id
+        eos = model.generation_config.eos_token_id
+        stopped = bool(new) and new[-1] in (eos if isinstance(eos, list) else [eos])
         out.append((tok.decode(new, skip_special_tokens=True), "stop" if stopped else "length"))
     return out
 
