@@ -222,3 +222,27 @@ def test_tar_stream_round_trips(tiny_lora, tmp_path):
         assert "peft/adapter_model.safetensors" in names
         got = tar.extractfile("peft/adapter_config.json").read()
     assert json.loads(got)["r"] == 8
+
+
+def test_llama_family_gguf_answers_like_the_model(tiny_base, tmp_path):
+    """The llama arch (SmolLM2's): q/k rows permuted as llama.cpp expects, head dim as rope
+    dimension count; a full fine-tune's weights are exported as they are."""
+    from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig,
+                              LlamaForCausalLM)
+
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        initializer_range=0.2, tie_word_embeddings=False, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, bos_token_id=None)).eval()
+    full = tmp_path / "llama"
+    model.save_pretrained(full)
+    tok.save_pretrained(full)
+    GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id).save_pretrained(full)
+    source = ExportSource("ft:tiny-llama:o:s:1", full, "full", "tiny-llama", str(full))
+    out = export(source, "gguf", tmp_path / "gguf", dtype="f32")
+    back = AutoModelForCausalLM.from_pretrained(out, gguf_file="model.gguf").eval()
+    assert type(back).__name__ == "LlamaForCausalLM"
+    assert greedy(back, AutoTokenizer.from_pretrained(out, gguf_file="model.gguf")) == greedy(model, tok)
