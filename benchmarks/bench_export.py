@@ -115,8 +115,9 @@ def main() -> None:
     import transformers
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                            text=True, check=False).stdout.strip()
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
                 if line.startswith("model name")), platform.processor())
     print(f"commit {commit}; {cpu}, {os.cpu_count()} cores; load average {os.getloadavg()}; "
           f"Python {platform.python_version()}, torch {torch.__version__}, transformers "
@@ -124,7 +125,7 @@ def main() -> None:
     print("| export | seconds | peak RSS (MB) | output (MB) |\n|---|---|---|---|")
     for fmt, dtype, quant in RUNS:
         out = subprocess.run([sys.executable, __file__, "--work", str(args.work), "--child", fmt,
-                              dtype or "-", quant or "-"], capture_output=True, text=True)
+                              dtype or "-", quant or "-"], capture_output=True, text=True, check=False)
         if out.returncode:
             sys.exit(out.stderr)
         r = json.loads(out.stdout.strip().splitlines()[-1])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-TOKEN = re.compile(r"\{\{(.*?)\}\}", re.S)
+TOKEN = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 
 
 def _parse(text: str):
@@ -48,9 +48,8 @@ def render(template: str, messages: list[dict]) -> str:
                 out += message[node[1]]
             elif node[0] == "range":
                 out += "".join(run(node[1], m) for m in messages)
-            elif node[0] == "if_not_system":
-                if messages[0]["role"] != "system":
-                    out += run(node[1], message)
+            elif node[0] == "if_not_system" and messages[0]["role"] != "system":
+                out += run(node[1], message)
         return out
 
     return run(_parse(template))

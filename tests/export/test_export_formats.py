@@ -10,7 +10,6 @@ import io
 import json
 import shutil
 import tarfile
-from pathlib import Path
 
 import pytest
 import torch
@@ -227,8 +226,13 @@ def test_tar_stream_round_trips(tiny_lora, tmp_path):
 def test_llama_family_gguf_answers_like_the_model(tiny_base, tmp_path):
     """The llama arch (SmolLM2's): q/k rows permuted as llama.cpp expects, head dim as rope
     dimension count; a full fine-tune's weights are exported as they are."""
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaConfig,
-                              LlamaForCausalLM)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        GenerationConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     tok = AutoTokenizer.from_pretrained(tiny_base)
     torch.manual_seed(1)

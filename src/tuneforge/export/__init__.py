@@ -9,7 +9,7 @@ directory beside `out_dir` and renamed into place: a failed export leaves nothin
 
 from __future__ import annotations
 
-from tuneforge.export.source import DTYPES, FORMATS, QUANTS, ExportSource, check_options
 from tuneforge.export.run import export
+from tuneforge.export.source import DTYPES, FORMATS, QUANTS, ExportSource, check_options
 
 __all__ = ["DTYPES", "FORMATS", "QUANTS", "ExportSource", "check_options", "export"]

@@ -75,7 +75,7 @@ def derive(render: Render) -> TurnFormat:
         alone = render([{"role": "user", "content": U1}], True)
     except InvalidRequest:
         raise
-    except Exception as exc:   # a template that raises on plain conversations
+    except Exception as exc:  # noqa: BLE001 - any Jinja error: a template that fails on plain chats
         raise _unsupported(f"it fails on a plain conversation ({exc})") from None
     foot = no_prompt.split(A1, 1)[-1]
     if not foot or not p1.startswith(foot) or "user" not in p1[len(foot):]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tuneforge.errors import InvalidRequest
 from tuneforge.export.common import load_merged
-from tuneforge.export.modelfile import TurnFormat, derive, modelfile
+from tuneforge.export.modelfile import derive, modelfile
 from tuneforge.export.source import ExportSource
 
 GGUF_NAME = "model.gguf"

@@ -23,8 +23,13 @@ from tuneforge.catalog import BaseModelRef, Catalog, StoredBase, model_not_found
 from tuneforge.config import Settings
 from tuneforge.errors import InvalidRequest, TuneforgeError
 from tuneforge.inference.types import ModelTarget
-from tuneforge.store.tables import (CheckpointPermission, FineTunedModel, Job, StoredBaseModel,
-                                   StoredModelAlias)
+from tuneforge.store.tables import (
+    CheckpointPermission,
+    FineTunedModel,
+    Job,
+    StoredBaseModel,
+    StoredModelAlias,
+)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from tuneforge.api.deps import Admin, DbSession, Resolver
-from tuneforge.protocol.fine_tuning import (CheckpointPermissionDeleted, CheckpointPermissionList,
-                                            CreateCheckpointPermissionRequest)
+from tuneforge.protocol.fine_tuning import (
+    CheckpointPermissionDeleted,
+    CheckpointPermissionList,
+    CreateCheckpointPermissionRequest,
+)
 from tuneforge.services import permissions as service
 
 router = APIRouter(prefix="/v1/fine_tuning/checkpoints", tags=["fine-tuning"])
