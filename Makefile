@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test bench-train bench-dpo bench-serve bench-files bench-jobs clean
+.PHONY: install serve test bench-train bench-dpo bench-serve bench-files bench-jobs bench-export clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench-serve: install
 
 bench-jobs: install
 	$(BIN)/python benchmarks/bench_jobs.py
+
+bench-export: install
+	$(BIN)/python benchmarks/bench_export.py --check
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

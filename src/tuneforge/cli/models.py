@@ -125,3 +125,35 @@ def remove(name: Annotated[str, typer.Argument(help="A registered base model or 
     except TuneforgeError as exc:
         _fail(exc.message)
     typer.echo(f"Removed {what} {name}.")
+
+
+@models_app.command("export")
+def export_(
+    model: Annotated[str, typer.Argument(help="A fine-tuned model or checkpoint (ft:...).")],
+    fmt: Annotated[str, typer.Option("--format", help="peft | merged | gguf")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory to create (must not "
+                                         "exist, or be empty).")],
+    dtype: Annotated[str | None, typer.Option(help="f16 | bf16 | f32 (merged, gguf; default f16)")] = None,
+    quant: Annotated[str | None, typer.Option(help="q8_0 (gguf only)")] = None,
+    project: Annotated[str, typer.Option(help="The project that owns MODEL.")] = "default",
+    data_dir: DataDir = None,
+) -> None:
+    """Export a fine-tuned model or checkpoint: the LoRA adapter (peft), full Hugging Face weights
+    (merged), or a GGUF file with an Ollama Modelfile (gguf). No server needed."""
+    from sqlalchemy import select
+
+    from tuneforge.errors import TuneforgeError
+    from tuneforge.export import export
+    from tuneforge.services.export import source_for
+    from tuneforge.services.resolver import ModelResolver
+    from tuneforge.store.tables import Project
+
+    settings = load_settings(data_dir)
+    try:
+        with session_factory(settings)() as session:
+            project_id = session.scalar(select(Project.id).where(Project.name == project))
+            source = source_for(session, ModelResolver(settings), project_id or "", model)
+        out = export(source, fmt, output, dtype=dtype, quant=quant)
+    except TuneforgeError as exc:
+        _fail(exc.message)
+    typer.echo(f"Exported {model} as {fmt} to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")

@@ -15,7 +15,7 @@ from tuneforge.errors import PermissionDenied
 from tuneforge.inference.holder import Serving
 from tuneforge.protocol.models import Model, ModelDeleted, ModelList
 from tuneforge.services.resolver import ModelResolver
-from tuneforge.store.tables import FineTunedModel
+from tuneforge.store.tables import CheckpointPermission, FineTunedModel, Project
 
 
 def list_models(session: Session, resolver: ModelResolver, project_id: str,
@@ -25,6 +25,12 @@ def list_models(session: Session, resolver: ModelResolver, project_id: str,
     rows = session.scalars(select(FineTunedModel).where(FineTunedModel.project_id == project_id)
                            .order_by(FineTunedModel.created_at, FineTunedModel.id))
     data += [Model(id=r.id, created=r.created_at, owned_by=organization_id) for r in rows]
+    shared = session.scalars(select(FineTunedModel).join(
+        CheckpointPermission, CheckpointPermission.model_id == FineTunedModel.id).where(
+        CheckpointPermission.project_id == project_id).order_by(FineTunedModel.created_at,
+                                                                FineTunedModel.id))
+    data += [Model(id=r.id, created=r.created_at,
+                   owned_by=_owner(session, r, project_id, organization_id)) for r in shared]
     return ModelList(data=data)
 
 
@@ -33,17 +39,25 @@ def retrieve_model(session: Session, resolver: ModelResolver, project_id: str,
     catalog = resolver.catalog(session)
     if name in catalog:
         return Model(id=name, created=catalog.created(name), owned_by="system")
-    row = resolver.fine_tuned(session, project_id, name)
+    row = resolver.fine_tuned(session, project_id, name)   # its own, or shared with it
     if row is None:
         raise model_not_found(name, catalog.base_names())
-    return Model(id=row.id, created=row.created_at, owned_by=organization_id)
+    return Model(id=row.id, created=row.created_at, owned_by=_owner(session, row, project_id,
+                                                                     organization_id))
+
+
+def _owner(session: Session, row: FineTunedModel, project_id: str, organization_id: str) -> str:
+    if row.project_id == project_id:
+        return organization_id
+    owner = session.get(Project, row.project_id)
+    return owner.organization_id if owner is not None else organization_id
 
 
 def delete_model(session: Session, serving: Serving, resolver: ModelResolver, project_id: str,
                  name: str) -> ModelDeleted:
     """Delete a fine-tuned model or checkpoint: its name stops resolving now, and its adapter or
     weights leave this process's engine (the files stay with the job that made them)."""
-    row = resolver.fine_tuned(session, project_id, name)
+    row = resolver.owned_fine_tuned(session, project_id, name)
     if row is None:
         catalog = resolver.catalog(session)
         if name in catalog:

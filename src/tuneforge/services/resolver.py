@@ -23,7 +23,13 @@ from tuneforge.catalog import BaseModelRef, Catalog, StoredBase, model_not_found
 from tuneforge.config import Settings
 from tuneforge.errors import InvalidRequest, TuneforgeError
 from tuneforge.inference.types import ModelTarget
-from tuneforge.store.tables import FineTunedModel, Job, StoredBaseModel, StoredModelAlias
+from tuneforge.store.tables import (
+    CheckpointPermission,
+    FineTunedModel,
+    Job,
+    StoredBaseModel,
+    StoredModelAlias,
+)
 
 
 @dataclass(frozen=True)
@@ -57,9 +63,21 @@ class ModelResolver:
         return self.catalog(session).resolve_base(name)
 
     # ---- any model of the project -----------------------------------------------------------
-    def fine_tuned(self, session: Session, project_id: str, name: str) -> FineTunedModel | None:
+    def owned_fine_tuned(self, session: Session, project_id: str,
+                         name: str) -> FineTunedModel | None:
+        """The project's own fine-tuned model or checkpoint: what it may delete, export, share."""
         return session.scalar(select(FineTunedModel).where(FineTunedModel.id == name,
                                                            FineTunedModel.project_id == project_id))
+
+    def fine_tuned(self, session: Session, project_id: str, name: str) -> FineTunedModel | None:
+        """A fine-tuned model or checkpoint the project may use (chat, fine-tune on top): its own,
+        or one shared with it by a checkpoint permission (gone the moment it is revoked)."""
+        own = self.owned_fine_tuned(session, project_id, name)
+        if own is not None:
+            return own
+        return session.scalar(select(FineTunedModel).join(
+            CheckpointPermission, CheckpointPermission.model_id == FineTunedModel.id).where(
+            FineTunedModel.id == name, CheckpointPermission.project_id == project_id))
 
     def target(self, session: Session, project_id: str, name: str) -> ModelTarget:
         """Name -> what the engine runs. Blocking: call off the event loop."""

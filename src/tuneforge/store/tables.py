@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tuneforge.store.db import Base
@@ -158,6 +159,20 @@ class FineTunedModel(Base):
     kind: Mapped[str] = mapped_column(String(8))          # "lora" | "full"
     base_model: Mapped[str] = mapped_column(String(1024))  # what the adapter attaches to
     path: Mapped[str] = mapped_column(String(1024))        # servable model directory
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class CheckpointPermission(Base):
+    """A fine-tuned model or checkpoint shared with another project (OpenAI's
+    `checkpoint.permission`): that project may chat with it and fine-tune on top of it."""
+
+    __tablename__ = "checkpoint_permissions"
+    __table_args__ = (UniqueConstraint("model_id", "project_id"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)   # cp_…
+    model_id: Mapped[str] = mapped_column(ForeignKey("fine_tuned_models.id", ondelete="CASCADE"),
+                                          index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
+                                            index=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 

@@ -16,6 +16,7 @@ from tuneforge.api.routes.files import receive_file
 from tuneforge.errors import InvalidRequest
 from tuneforge.protocol.files import FileDeleted, FileObject
 from tuneforge.protocol.fine_tuning import CreateFineTuningJobRequest, FineTuningJob
+from tuneforge.services import export as export_service
 from tuneforge.services import files as files_service
 from tuneforge.services import jobs as jobs_service
 from tuneforge.ui import ratings, views
@@ -27,6 +28,18 @@ router = APIRouter(prefix="/ui/api", include_in_schema=False)
 
 
 # ---- jobs ------------------------------------------------------------------------------------
+@router.get("/models/{model:path}/export")
+def export_model(model: str, user: UiUser, session: DbSession, resolver: Resolver,
+                 settings: SettingsDep, format: str, dtype: str | None = None,
+                 quant: str | None = None) -> StreamingResponse:
+    """The job page's download links: the same export and tar stream as the API's route."""
+    source = export_service.source_for(session, resolver, user.project_id, model)
+    out = export_service.build(settings, source, format, dtype, quant)
+    return StreamingResponse(
+        export_service.tar_stream(out, remove=out.parent), media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{out.name}.tar"'})
+
+
 @router.post("/jobs")
 def create_job(body: CreateFineTuningJobRequest, user: UiUser, session: DbSession,
                resolver: Resolver) -> FineTuningJob:
