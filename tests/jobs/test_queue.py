@@ -8,7 +8,7 @@ from sqlalchemy import update
 
 from tuneforge.ids import now
 from tuneforge.jobs import queue
-from tuneforge.jobs.states import Status, transition
+from tuneforge.domain.states import Status, transition
 from tuneforge.store.db import make_engine, make_sessionmaker, transaction
 from tuneforge.store.tables import Job
 

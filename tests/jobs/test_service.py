@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import select, update
 
 from tuneforge.errors import InvalidRequest, NotFound
-from tuneforge.jobs import events as ev
-from tuneforge.jobs.states import Status
+from tuneforge.domain import events as ev
+from tuneforge.domain.states import Status
 from tuneforge.services import jobs as service
 from tuneforge.services.keys import get_or_create_project
 from tuneforge.store.db import transaction

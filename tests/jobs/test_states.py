@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tuneforge.errors import InvalidRequest
-from tuneforge.jobs.states import ALLOWED, TERMINAL, IllegalTransition, Status, transition
+from tuneforge.domain.states import ALLOWED, TERMINAL, IllegalTransition, Status, transition
 from tuneforge.store.tables import Job
 
 

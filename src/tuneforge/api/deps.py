@@ -1,4 +1,5 @@
-"""Request-scoped dependencies: settings, blob store, one DB session, the authenticated caller."""
+"""Request-scoped dependencies: settings, blob store, one DB session, the authenticated caller,
+the serving engine holder. Shared by the API routers and the dashboard (`ui/`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from sqlalchemy.orm import Session
 
 from tuneforge.config import Settings
 from tuneforge.errors import AuthenticationFailed, PermissionDenied
+from tuneforge.inference.holder import Serving
 from tuneforge.services.keys import Principal, authenticate
 from tuneforge.store.blobs import BlobStore
 
-__all__ = ["Admin", "Auth", "Blobs", "DbSession", "Principal", "SettingsDep"]
+__all__ = ["Admin", "Auth", "Blobs", "DbSession", "Principal", "ServingDep", "SettingsDep", "get_serving"]
 
 
 def _settings(request: Request) -> Settings:
@@ -35,7 +37,16 @@ def _session(request: Request) -> Iterator[Session]:
             raise
 
 
+def get_serving(request: Request) -> Serving:
+    """The app's serving holder (inference engine created on first use)."""
+    serving = getattr(request.app.state, "serving", None)
+    if serving is None:   # an app built without the lifespan hook (kept lazy and cheap)
+        serving = request.app.state.serving = Serving(request.app.state.settings)
+    return serving
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
+ServingDep = Annotated[Serving, Depends(get_serving)]
 Blobs = Annotated[BlobStore, Depends(_blobs)]
 # scope="function": commit before the response is sent, so a client never reads an id it cannot
 # fetch back, and a failed commit is still reported as an error.

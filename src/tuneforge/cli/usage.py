@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from tuneforge.cli import app
-from tuneforge.cli.keys import _sessionmaker
+from tuneforge.cli.keys import open_sessionmaker
 from tuneforge.cli.options import DataDir, load_settings
 
 
@@ -48,7 +48,7 @@ def usage(
     from tuneforge.store.tables import Project
 
     settings = load_settings(data_dir)
-    factory = _sessionmaker(data_dir)
+    factory = open_sessionmaker(data_dir)
     try:
         with factory() as session:
             project_id = None

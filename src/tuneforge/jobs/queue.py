@@ -21,7 +21,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge.ids import now
-from tuneforge.jobs.states import Status
+from tuneforge.domain.states import Status
 from tuneforge.store.tables import Job
 
 Stage = Literal["validate", "train"]

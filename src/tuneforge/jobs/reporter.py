@@ -16,9 +16,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge.ids import new_id, now
-from tuneforge.jobs import events as ev
-from tuneforge.jobs import naming
-from tuneforge.jobs.states import Status
+from tuneforge.domain import events as ev
+from tuneforge.domain import naming
+from tuneforge.domain.states import Status
 from tuneforge.store.db import transaction
 from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint
 from tuneforge.training.spec import CHECKPOINT_META, ResolvedHyperparameters, StopRequest
@@ -45,7 +45,7 @@ class DbReporter:
         self._project_name = project_name
         self._model = model
         self._suffix = suffix
-        self._fallback_base = fallback_base   # what an adapter attaches to if tuneforge.json lacks it
+        self.fallback_base = fallback_base   # what an adapter attaches to if tuneforge.json lacks it
         self.final_name = naming.model_name(model, project_name, suffix, job_id)
         self.total_steps: int | None = None
         self._first_step: tuple[int, float] | None = None
@@ -105,7 +105,7 @@ class DbReporter:
                 # The final step's model is registered from final/ when the job succeeds.
                 s.add(FineTunedModel(id=name, project_id=self._project_id, job_id=self.job_id,
                                      checkpoint_id=ckpt.id, kind=meta.get("kind", "lora"),
-                                     base_model=str(meta.get("base_model") or self._fallback_base),
+                                     base_model=str(meta.get("base_model") or self.fallback_base),
                                      path=str(Path(path).resolve()), created_at=now()))
                 ev.add_event(s, self.job_id, ev.checkpoint_created(step, name))
 

@@ -24,36 +24,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from tuneforge.config import Settings
 from tuneforge.errors import TuneforgeError
 from tuneforge.ids import new_id, now
-from tuneforge.jobs import events as ev
+from tuneforge.domain import events as ev
+from tuneforge.jobs.lease import LeaseLost, fail_job
+from tuneforge.jobs.lease import owned_job as _owned_job
 from tuneforge.jobs.reporter import DbReporter, read_meta
-from tuneforge.jobs.states import Status, transition
+from tuneforge.domain.states import Status, transition
 from tuneforge.logs import configure as configure_logging
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.db import make_engine, make_sessionmaker, transaction
 from tuneforge.store.tables import File, FineTunedModel, Job, JobCheckpoint, Project
 
 log = logging.getLogger("tuneforge.jobs.runner")
-
-
-class LeaseLost(Exception):
-    """Another worker owns the job now (our lease expired): write nothing more."""
-
-
-def _owned_job(s: Session, job_id: str, owner: str) -> Job:
-    stmt = select(Job).where(Job.id == job_id)
-    if s.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    job = s.scalar(stmt)
-    if job is None or job.lease_owner != owner:
-        raise LeaseLost(job_id)
-    return job
-
-
-def fail_job(s: Session, job: Job, code: str, message: str, param: str | None = None) -> None:
-    """Fail `job` with an error and the matching error event (same message, as OpenAI does)."""
-    transition(job, Status.FAILED)
-    job.error = {"code": code, "message": message, "param": param}
-    ev.add_event(s, job.id, message, level="error")
 
 
 def _resolve_start(settings: Settings, s: Session, job: Job) -> tuple[str, Path | None, str]:
@@ -197,7 +178,7 @@ def _succeed(s: Session, blobs: BlobStore, job: Job, result, reporter: DbReporte
         s.add(ckpt)
     s.add(FineTunedModel(id=name, project_id=job.project_id, job_id=job.id,
                          checkpoint_id=ckpt.id, kind=meta.get("kind", "lora"),
-                         base_model=str(meta.get("base_model") or reporter._fallback_base),
+                         base_model=str(meta.get("base_model") or reporter.fallback_base),
                          path=str(final_dir), created_at=now()))
     src = Path(result.metrics_csv)
     if base64_results:   # OpenAI's quirk: the file's content is the base64 of the CSV

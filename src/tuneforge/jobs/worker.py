@@ -32,10 +32,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge.config import Settings
 from tuneforge.ids import new_id, now
-from tuneforge.jobs import events as ev
+from tuneforge.domain import events as ev
 from tuneforge.jobs import queue
-from tuneforge.jobs.runner import LeaseLost, _owned_job, fail_job
-from tuneforge.jobs.states import Status, transition
+from tuneforge.jobs.lease import LeaseLost, fail_job, owned_job
+from tuneforge.domain.states import Status, transition
 from tuneforge.logs import configure as configure_logging
 from tuneforge.integrations import outbox
 from tuneforge.services import preflight
@@ -131,7 +131,7 @@ class Worker:
             log.exception("validation of %s crashed", claim.job_id)
             try:
                 with transaction(self.factory) as s:
-                    fail_job(s, _owned_job(s, claim.job_id, self.owner), "validation_failed",
+                    fail_job(s, owned_job(s, claim.job_id, self.owner), "validation_failed",
                              f"The job failed while validating its files: {exc}")
             except LeaseLost:
                 pass
@@ -141,7 +141,7 @@ class Worker:
         from tuneforge.training.data import validate_file
 
         with self.factory() as s:
-            job = _owned_job(s, job_id, self.owner)
+            job = owned_job(s, job_id, self.owner)
             files = [("training_file", job.training_file)]
             if job.validation_file:
                 files.append(("validation_file", job.validation_file))
@@ -160,7 +160,7 @@ class Worker:
             if error:
                 break
         with transaction(self.factory) as s:
-            job = _owned_job(s, job_id, self.owner)
+            job = owned_job(s, job_id, self.owner)
             if job.status != Status.VALIDATING_FILES.value:
                 return
             if error:
@@ -235,7 +235,7 @@ class Worker:
     def _give_up(self, job_id: str, runs: int) -> None:
         with transaction(self.factory) as s:
             try:
-                job = _owned_job(s, job_id, self.owner)
+                job = owned_job(s, job_id, self.owner)
             except LeaseLost:
                 return
             fail_job(s, job, "training_failed",

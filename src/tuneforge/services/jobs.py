@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session
 
 from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.ids import new_id, now
-from tuneforge.jobs import events as ev
-from tuneforge.jobs.states import TERMINAL, Status, transition
+from tuneforge.pricing import training_cost
+from tuneforge.domain import events as ev
+from tuneforge.domain.states import TERMINAL, Status, transition
 from tuneforge.protocol.fine_tuning import (
     CreateFineTuningJobRequest,
     FineTuningJob,
@@ -31,7 +32,6 @@ from tuneforge.protocol.fine_tuning import (
 )
 from tuneforge.store.pagination import Page, paginate
 from tuneforge.services.files import get_file
-from tuneforge.services.usage import cost
 from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint, JobEvent
 
 MAX_SEED = 2_147_483_647
@@ -373,7 +373,7 @@ def job_to_wire(job: Job, organization_id: str) -> FineTuningJob:
         integrations=job.integrations, metadata=job.metadata_, method=job.method,
         user_provided_suffix=job.suffix,
         estimated_trained_tokens=job.estimated_trained_tokens, estimated_cost=job.estimated_cost,
-        cost=cost(job.trained_tokens, job.training_price),
+        cost=training_cost(job.trained_tokens, job.training_price),
     )
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge.config import Settings
 from tuneforge.safety.screening import load_classifier, screen_file
-from tuneforge.services import usage
+from tuneforge import pricing
 from tuneforge.store.db import transaction
 from tuneforge.store.tables import FineTunedModel, Job, Project
 
@@ -60,7 +60,7 @@ def _tokenizer_source(settings: Settings, s: Session, job: Job) -> str | None:
 
 def _estimate(settings: Settings, factory: sessionmaker[Session], job_id: str, model: str,
               hyperparameters: dict, source: str | None, path: Path) -> None:
-    per_million = usage.price(settings, model).training
+    per_million = pricing.quote(settings, model)
     tokens = None
     if source is not None:
         try:
@@ -82,4 +82,4 @@ def _estimate(settings: Settings, factory: sessionmaker[Session], job_id: str, m
             return
         job.training_price = per_million
         job.estimated_trained_tokens = tokens
-        job.estimated_cost = usage.cost(tokens, per_million)
+        job.estimated_cost = pricing.cost(tokens, per_million)

@@ -1,10 +1,11 @@
-"""Usage and cost: prices (Settings.prices, USD per 1M tokens), inference usage records, and the
-per-period report (per project and model) behind GET /v1/usage and `tuneforge usage`.
+"""Usage: inference usage records and the per-period report (per project and model) behind
+GET /v1/usage and `tuneforge usage`. Prices and the cost rule are `tuneforge.pricing`.
 
 Training tokens are the jobs' own `trained_tokens` (what the trainer counted: every token of the
-examples, truncated to the context limit, x epochs), counted in the period the job finished in, priced at the price the job was quoted when
-its files were validated (`jobs.training_price`). Inference tokens are one `usage_records` row per
-completed request, written by the serving path through `record_inference`.
+examples, truncated to the context limit, x epochs), counted in the period the job finished in,
+at the job's cost (`pricing.training_cost`: the price it was quoted, `jobs.training_price`).
+Inference tokens are one `usage_records` row per completed request, written by the serving
+path through `record_inference`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Literal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tuneforge.config import ModelPrice, Settings
+from tuneforge.config import Settings
 from tuneforge.errors import InvalidRequest
 from tuneforge.ids import now
+from tuneforge.pricing import inference_cost, training_cost
 from tuneforge.services import ratelimit
 from tuneforge.store.db import transaction
 from tuneforge.store.tables import Job, Project, UsageRecord
@@ -29,34 +31,6 @@ log = logging.getLogger("tuneforge.usage")
 
 GroupBy = Literal["project", "model", "project_model"]
 GROUP_BYS = ("project", "model", "project_model")
-
-
-# ---- prices ----------------------------------------------------------------------------------
-def price(settings: Settings, model: str) -> ModelPrice:
-    """The model's price; an `ft:` model without its own entry costs what its base model costs."""
-    prices = settings.prices
-    if model in prices:
-        return prices[model]
-    if model.startswith("ft:"):
-        base = model.split(":")[1]
-        if base in prices:
-            return prices[base]
-    return prices.get("default") or ModelPrice()
-
-
-def cost(tokens: int | None, per_million: float | None) -> float | None:
-    if tokens is None or per_million is None:
-        return None
-    return round(tokens * per_million / 1e6, 6)
-
-
-def job_cost(settings: Settings, model: str, trained_tokens: int) -> float:
-    return cost(trained_tokens, price(settings, model).training) or 0.0
-
-
-def inference_cost(settings: Settings, model: str, prompt: int, completion: int) -> float:
-    p = price(settings, model)
-    return round((prompt * p.input + completion * p.output) / 1e6, 6)
 
 
 # ---- recording ---------------------------------------------------------------------------------
@@ -149,8 +123,7 @@ def report(session: Session, settings: Settings, *, start_time: int | None = Non
         line = cell(project, model)
         line.jobs += 1
         line.trained_tokens += int(tokens)
-        per_million = job_price if job_price is not None else price(settings, model).training
-        line.training_cost = round(line.training_cost + (cost(int(tokens), per_million) or 0), 6)
+        line.training_cost = round(line.training_cost + (training_cost(int(tokens), job_price) or 0), 6)
     for project, model, n, prompt, completion in session.execute(records):
         line = cell(project, model)
         line.requests += int(n)

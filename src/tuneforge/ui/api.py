@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from tuneforge.api.deps import Blobs, DbSession, SettingsDep
+from tuneforge.api.deps import Blobs, DbSession, ServingDep, SettingsDep
 from tuneforge.api.routes.files import receive_file
 from tuneforge.catalog import Catalog
 from tuneforge.errors import InvalidRequest
@@ -87,16 +87,9 @@ def validation_report(request: Request, file_id: str, user: UiUser, session: DbS
 
 
 # ---- playground ------------------------------------------------------------------------------
-def _serving(request: Request) -> Any:
-    # The app's serving holder (inference engine created on first use), as /v1 routes get it.
-    from tuneforge.api.routes.models import _serving as serving_of
-
-    return serving_of(request)
-
-
 @router.post("/playground/chat")
 async def playground_chat(body: PlaygroundChat, user: UiUser, session: DbSession,
-                          serving: Annotated[Any, Depends(_serving)]) -> StreamingResponse:
+                          serving: ServingDep) -> StreamingResponse:
     """One model's answer for the side-by-side view: exactly a streamed /v1/chat/completions
     (same service, same checks, same chunks), with usage, for the signed-in project."""
     from tuneforge.protocol.chat import ChatCompletionRequest

@@ -1,4 +1,8 @@
-"""The app factory: one Settings in, a FastAPI app out; engine and blob store live in the lifespan."""
+"""The app factory: one Settings in, a FastAPI app out; engine and blob store live in the lifespan.
+
+It sits above both web packages and composes them: the OpenAI API (`api/`: its routers, error
+envelope, rate limits, metrics, request context) and the dashboard (`ui/`). Neither imports it.
+"""
 
 from __future__ import annotations
 
