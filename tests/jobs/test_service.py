@@ -108,7 +108,7 @@ def test_deprecated_top_level_hyperparameters_and_generated_seed(create, db):
     with db() as s:
         job = s.get(Job, jid)
     assert job.method["supervised"]["hyperparameters"]["n_epochs"] == 3
-    assert job.hyperparameters["learning_rate_multiplier"] == 2.0
+    assert job.method["supervised"]["hyperparameters"]["learning_rate_multiplier"] == 2.0
     assert 0 <= job.seed <= 2_147_483_647
 
 

@@ -21,6 +21,7 @@ from tuneforge.domain import naming
 from tuneforge.domain.states import Status
 from tuneforge.store.db import transaction
 from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint
+from tuneforge.training import hparams
 from tuneforge.training.spec import CHECKPOINT_META, ResolvedHyperparameters, StopRequest
 
 METRIC_KEYS = ("step", "train_loss", "train_mean_token_accuracy", "total_steps", "valid_loss",
@@ -59,13 +60,11 @@ class DbReporter:
             ev.add_event(s, self.job_id, message, level=level, data=data if data is not None else {})
 
     def hyperparameters(self, resolved: ResolvedHyperparameters) -> None:
-        values = {"batch_size": resolved.batch_size,
-                  "learning_rate_multiplier": float(resolved.learning_rate_multiplier),
-                  "n_epochs": resolved.n_epochs}
         with transaction(self._factory) as s:
             job = s.get(Job, self.job_id)
-            job.hyperparameters = values
-            job.method = {"type": "supervised", "supervised": {"hyperparameters": dict(values)}}
+            # The job's one record of its hyperparameters: now the values the trainer uses.
+            kind = (job.method or {}).get("type", "supervised")
+            job.method = hparams.method_object(kind, resolved)
             job.updated_at = now()
 
     def metrics(self, data: dict[str, Any]) -> None:

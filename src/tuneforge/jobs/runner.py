@@ -77,7 +77,8 @@ def run_job(settings: Settings, job_id: str, owner: str) -> int:
 
 
 def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner: str) -> int:
-    from tuneforge.training.spec import Hyperparameters, TrainSpec
+    from tuneforge.training import hparams
+    from tuneforge.training.spec import TrainSpec
 
     blobs = BlobStore(settings.blobs_dir)
     with transaction(factory) as s:
@@ -115,13 +116,10 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
         except TuneforgeError as exc:
             fail_job(s, job, exc.code or "invalid_request", exc.message, exc.param)
             return 0
-        requested = job.method.get("supervised", {}).get("hyperparameters") or job.hyperparameters
         spec = TrainSpec(
             base_model=base_model, training_file=training, validation_file=validation,
             output_dir=settings.jobs_dir / job.id, seed=job.seed, init_adapter=init_adapter,
-            hyperparameters=Hyperparameters(**{k: requested.get(k, "auto") for k in
-                                               ("n_epochs", "batch_size",
-                                                "learning_rate_multiplier")}),
+            hyperparameters=hparams.requested(job.method),
         )
         reporter = DbReporter(factory, job_id=job.id, owner=owner, project_id=job.project_id,
                               project_name=project.name, model=job.model, suffix=job.suffix,

@@ -32,11 +32,11 @@ from tuneforge.protocol.fine_tuning import (
 )
 from tuneforge.store.pagination import Page, paginate
 from tuneforge.services.files import get_file
+from tuneforge.training import hparams
 from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint, JobEvent
 
 MAX_SEED = 2_147_483_647
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-HYPERPARAMETERS = ("batch_size", "learning_rate_multiplier", "n_epochs")
 
 
 # ---- create ----------------------------------------------------------------------------------
@@ -62,8 +62,7 @@ def create_job(session: Session, project_id: str, req: CreateFineTuningJobReques
         id=new_id("ftjob-"), project_id=project_id, status=Status.VALIDATING_FILES.value,
         model=model, base_model=base_ref, training_file=req.training_file,
         validation_file=req.validation_file,
-        method={"type": "supervised", "supervised": {"hyperparameters": dict(hyperparameters)}},
-        hyperparameters=dict(hyperparameters), suffix=suffix, seed=seed, metadata_=metadata,
+        method=hparams.method_object("supervised", hyperparameters), suffix=suffix, seed=seed, metadata_=metadata,
         integrations=integrations, fine_tuned_model=None, trained_tokens=None, error=None,
         result_files=[], created_at=ts, started_at=None, finished_at=None, estimated_finish=None,
         requested_action=None, lease_owner=None, lease_expires_at=None, attempts=0, updated_at=ts,
@@ -105,7 +104,7 @@ def _check_file(session: Session, project_id: str, file_id: Any, param: str) -> 
 def _check_method(method: Any, top_level: Any) -> dict[str, Any]:
     """The requested hyperparameters (`auto` kept) from `method` or the deprecated top level."""
     if method is None:
-        return _check_hyperparameters(top_level, "hyperparameters")
+        return hparams.check("supervised", top_level, "hyperparameters")
     if not isinstance(method, Mapping):
         raise InvalidRequest("method must be an object.", param="method")
     kind = method.get("type")
@@ -128,38 +127,8 @@ def _check_method(method: Any, top_level: Any) -> dict[str, Any]:
         raise InvalidRequest("Set hyperparameters either at the top level (deprecated) or in "
                              "method.supervised.hyperparameters, not both.", param="hyperparameters")
     if inner is None:
-        return _check_hyperparameters(top_level, "hyperparameters")
-    return _check_hyperparameters(inner, "method.supervised.hyperparameters")
-
-
-def _check_hyperparameters(value: Any, param: str) -> dict[str, Any]:
-    out: dict[str, Any] = {k: "auto" for k in HYPERPARAMETERS}
-    if value is None:
-        return out
-    if not isinstance(value, Mapping):
-        raise InvalidRequest(f"{param} must be an object.", param=param)
-    for key in value:
-        if key not in HYPERPARAMETERS:
-            raise InvalidRequest(f"Unknown hyperparameter {key!r}; expected one of "
-                                 f"{', '.join(HYPERPARAMETERS)}.", param=f"{param}.{key}")
-    ranges = {"batch_size": (1, 256), "n_epochs": (1, 50)}
-    for key, v in value.items():
-        p = f"{param}.{key}"
-        if v == "auto" or v is None:
-            continue
-        if key == "learning_rate_multiplier":
-            if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0 or v != v \
-                    or v == float("inf"):
-                raise InvalidRequest(f"Invalid {p}: {v!r}. Expected 'auto' or a number > 0.",
-                                     param=p)
-            out[key] = float(v)
-        else:
-            lo, hi = ranges[key]
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise InvalidRequest(f"Invalid {p}: {v!r}. Expected 'auto' or an integer "
-                                     f"between {lo} and {hi}.", param=p)
-            out[key] = v
-    return out
+        return hparams.check("supervised", top_level, "hyperparameters")
+    return hparams.check("supervised", inner, "method.supervised.hyperparameters")
 
 
 def _check_suffix(value: Any) -> str | None:
@@ -365,7 +334,7 @@ def job_to_wire(job: Job, organization_id: str) -> FineTuningJob:
         id=job.id, created_at=job.created_at,
         error=JobError(**job.error) if job.status == Status.FAILED.value and job.error else None,
         fine_tuned_model=job.fine_tuned_model, finished_at=job.finished_at,
-        hyperparameters=HyperparametersOut(**job.hyperparameters), model=job.model,
+        hyperparameters=_hyperparameters_out(job), model=job.model,
         organization_id=organization_id, result_files=list(job.result_files or []),
         seed=job.seed, status=job.status, trained_tokens=job.trained_tokens,
         training_file=job.training_file, validation_file=job.validation_file,
@@ -375,6 +344,12 @@ def job_to_wire(job: Job, organization_id: str) -> FineTuningJob:
         estimated_trained_tokens=job.estimated_trained_tokens, estimated_cost=job.estimated_cost,
         cost=training_cost(job.trained_tokens, job.training_price),
     )
+
+
+def _hyperparameters_out(job: Job) -> HyperparametersOut:
+    # The deprecated top-level object: the method's values, for the names OpenAI lists there.
+    values = hparams.stored(job.method)
+    return HyperparametersOut(**{k: v for k, v in values.items() if k in HyperparametersOut.model_fields})
 
 
 def event_to_wire(event: JobEvent) -> FineTuningJobEvent:

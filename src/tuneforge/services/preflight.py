@@ -20,6 +20,7 @@ from tuneforge.config import Settings
 from tuneforge.safety.screening import load_classifier, screen_file
 from tuneforge import pricing
 from tuneforge.store.db import transaction
+from tuneforge.training import hparams
 from tuneforge.store.tables import FineTunedModel, Job, Project
 
 log = logging.getLogger("tuneforge.preflight")
@@ -34,7 +35,7 @@ def check_file(settings: Settings, factory: sessionmaker[Session], job_id: str, 
         if job is None or project is None:
             return None
         screening = settings.screening and (project.settings or {}).get("screening", True)
-        model, base_model, hyperparameters = job.model, job.base_model, dict(job.hyperparameters)
+        model, hyperparameters = job.model, hparams.stored(job.method)
         tokenizer_source = _tokenizer_source(settings, s, job)
     if screening:
         error = screen_file(path, load_classifier(settings)).job_error(param)

@@ -31,7 +31,6 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -331,7 +330,7 @@ class _Run:
     def _meta(self, step: int, epoch: int, metrics: dict[str, Any], kind: str | None = None) -> dict:
         return {"format": 1, "kind": kind or self.spec.method, "base_model": self.base_ref,
                 "step": step, "epoch": epoch, "metrics": metrics,
-                "hyperparameters": asdict(self.hp), "seed": self.spec.seed,
+                "hyperparameters": dict(self.hp), "seed": self.spec.seed,
                 "max_seq_len": self.max_seq_len}
 
     def _epoch_checkpoint(self, epoch: int, metrics: dict[str, Any]) -> None:
@@ -347,7 +346,7 @@ class _Run:
     def _save_state(self) -> None:
         ckpt.save_state(self.out, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                         progress={"step": self.step, "trained_tokens": self.trained_tokens,
-                                  "hyperparameters": asdict(self.hp), "n_examples": len(self.train_set),
+                                  "hyperparameters": dict(self.hp), "n_examples": len(self.train_set),
                                   "method": self.spec.method, "seed": self.spec.seed,
                                   "total_steps": self.total_steps})
 

@@ -22,6 +22,7 @@ from tuneforge.services import jobs as jobs_service
 from tuneforge.services.keys import Principal
 from tuneforge.store.pagination import paginate
 from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint, JobEvent
+from tuneforge.training import hparams
 
 STATUSES = [s.value for s in Status]
 LIVE_EVENTS_PAGE = 2000
@@ -109,12 +110,20 @@ def metric_point(data: dict[str, Any]) -> dict[str, Any] | None:
 def rerun_config(job: Job) -> dict[str, Any]:
     """The create form's prefill from a job: what was *requested* (`auto`s kept), not resolved."""
     method = job.method or {}
-    hp = (method.get(method.get("type", "supervised")) or {}).get("hyperparameters") or {}
+    hp = hparams.stored(method)
     return {"model": job.model, "training_file": job.training_file,
             "validation_file": job.validation_file, "method": method.get("type", "supervised"),
-            "hyperparameters": {k: hp.get(k, "auto") for k in jobs_service.HYPERPARAMETERS},
+            "hyperparameters": {d.name: hp.get(d.name, "auto") for d in hparams.all_definitions()},
             "suffix": job.suffix, "seed": job.seed, "metadata": job.metadata_ or {},
             "integrations": job.integrations or []}
+
+
+def hyperparameter_fields() -> list[dict[str, Any]]:
+    """The create form's hyperparameter inputs, one per definition (training/hparams.py), each
+    marked with the methods that take it."""
+    return [{"name": d.name, "label": d.label, "help": d.help,
+             "methods": " ".join(m for m, defs in hparams.METHODS.items() if d in defs)}
+            for d in hparams.all_definitions()]
 
 
 # ---- models for the playground ---------------------------------------------------------------
