@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.ids import new_id, now
+from tuneforge.protocol.files import FileObject
 from tuneforge.store.blobs import Blob, BlobStore
 from tuneforge.store.pagination import Order, Page, paginate
 from tuneforge.store.tables import File
@@ -31,6 +32,12 @@ EXPIRES_MIN, EXPIRES_MAX = 3600, 30 * 24 * 3600
 BLOB_PREFIX = "files"
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def file_to_wire(row: File) -> FileObject:
+    return FileObject(id=row.id, bytes=row.bytes, created_at=row.created_at,
+                      expires_at=row.expires_at, filename=row.filename, purpose=row.purpose,
+                      status=row.status, status_details=row.status_details)
 
 
 def new_file_id() -> str:

@@ -15,6 +15,7 @@ from tuneforge.ids import new_id, now
 from tuneforge.services import files as files_service
 from tuneforge.services.files import on_outcome
 from tuneforge.store.blobs import Blob, BlobStore
+from tuneforge.protocol.uploads import UploadObject
 from tuneforge.store.tables import File, Upload, UploadPart
 
 UPLOAD_PURPOSES = files_service.UPLOAD_PURPOSES
@@ -144,3 +145,10 @@ def _drop_parts(session: Session, blobs: BlobStore, upload_id: str) -> None:
         session.delete(p)
     session.flush()
     on_outcome(session, committed=lambda: [blobs.delete(k) for k in keys])
+
+
+def upload_to_wire(row: Upload, file: File | None = None) -> UploadObject:
+    return UploadObject(id=row.id, bytes=row.bytes, created_at=row.created_at,
+                        expires_at=row.expires_at, filename=row.filename, purpose=row.purpose,
+                        status=status_of(row),
+                        file=files_service.file_to_wire(file) if file is not None else None)

@@ -114,4 +114,4 @@ def save_ratings(body: Comparison, user: UiUser, session: DbSession) -> dict[str
 @router.post("/playground/export")
 def export_ratings(user: UiUser, session: DbSession, blobs: Blobs) -> dict[str, Any]:
     row, pairs = ratings.export(session, blobs, user.project_id)
-    return {"file": FileObject.from_row(row).model_dump(mode="json"), "pairs": pairs}
+    return {"file": files_service.file_to_wire(row).model_dump(mode="json"), "pairs": pairs}
