@@ -62,7 +62,7 @@ def bench_latency(runs: int = 3) -> list[str]:
                     if running is None and j.status in ("running", "succeeded"):
                         running = time.perf_counter() - t0
                     ev = c.fine_tuning.jobs.list_events(job.id, limit=1).data
-                    if ev and ev[0].type == "metrics" or j.status in ("succeeded", "failed"):
+                    if (ev and ev[0].type == "metrics") or j.status in ("succeeded", "failed"):
                         to_metrics.append(time.perf_counter() - t0)
                         break
                     time.sleep(0.02)

@@ -12,9 +12,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from tuneforge import ui
 from tuneforge.api.errors import install_error_handlers
-from tuneforge.api.middleware import RequestContextMiddleware
 from tuneforge.api.metrics import install_metrics
+from tuneforge.api.middleware import RequestContextMiddleware
 from tuneforge.api.ratelimit import install_rate_limits
 from tuneforge.api.routes import ROUTERS
 from tuneforge.config import Settings
@@ -22,7 +23,6 @@ from tuneforge.inference.holder import Serving
 from tuneforge.services.expiry import sweep_expired
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.db import make_engine, make_sessionmaker, migrate
-from tuneforge import ui
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -66,7 +66,7 @@ class Catalog:
         """`created` for the Model object: the local directory's mtime when there is one."""
         base = self._settings.model_aliases.get(name, name)
         if base == TINY_NAME:
-            from tuneforge.training.tiny import tiny_dir_name   # light: no torch at import
+            from tuneforge.training.tiny import tiny_dir_name  # light: no torch at import
 
             path = self._settings.models_dir / tiny_dir_name()
         else:

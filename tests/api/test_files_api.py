@@ -20,7 +20,7 @@ def blob_files(settings):
 
 
 def tmp_files(settings):
-    return [p for p in (settings.blobs_dir / "tmp").iterdir()]
+    return list((settings.blobs_dir / "tmp").iterdir())
 
 
 def test_upload_list_retrieve_delete(app_client, auth_headers, settings):

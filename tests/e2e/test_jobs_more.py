@@ -12,9 +12,8 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import time
-
 import json
+import time
 
 import openai
 import pytest

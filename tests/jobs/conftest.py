@@ -6,7 +6,6 @@ Built on the shared `settings` / `db` fixtures, so every test here runs on SQLit
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select, update
 
-from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.domain import events as ev
-from tuneforge.domain.states import Status
+from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.services import jobs as service
 from tuneforge.services.keys import get_or_create_project
 from tuneforge.store.db import transaction
@@ -65,7 +64,7 @@ def test_dpo_message_says_not_supported_yet(create):
 
 
 def test_unknown_file_message_is_openais(create):
-    with pytest.raises(InvalidRequest, match="^invalid training_file: file-nope$"):
+    with pytest.raises(InvalidRequest, match=r"^invalid training_file: file-nope$"):
         create(training_file="file-nope")
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tuneforge.errors import InvalidRequest
 from tuneforge.domain.states import ALLOWED, TERMINAL, IllegalTransition, Status, transition
+from tuneforge.errors import InvalidRequest
 from tuneforge.store.tables import Job
 
 

@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge.config import Settings
 from tuneforge.ids import new_id, now
-from tuneforge.pricing import training_cost
 from tuneforge.integrations import email as mail
 from tuneforge.integrations import webhooks
+from tuneforge.pricing import training_cost
 from tuneforge.store.db import transaction
 from tuneforge.store.tables import Delivery, Job, Project, WebhookEndpoint
 

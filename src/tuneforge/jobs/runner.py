@@ -22,13 +22,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge.config import Settings
+from tuneforge.domain import events as ev
+from tuneforge.domain.states import Status, transition
 from tuneforge.errors import TuneforgeError
 from tuneforge.ids import new_id, now
-from tuneforge.domain import events as ev
 from tuneforge.jobs.lease import LeaseLost, fail_job
 from tuneforge.jobs.lease import owned_job as _owned_job
 from tuneforge.jobs.reporter import DbReporter, read_meta
-from tuneforge.domain.states import Status, transition
 from tuneforge.logs import configure as configure_logging
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.db import make_engine, make_sessionmaker, transaction
@@ -123,7 +123,8 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
         )
         reporter = DbReporter(factory, job_id=job.id, owner=owner, project_id=job.project_id,
                               project_name=project.name, model=job.model, suffix=job.suffix,
-                              fallback_base=attach_base)
+                              fallback_base=attach_base, job_dir=settings.jobs_dir / job.id,
+                              hold_at_step=settings.test_hold_at_step)
 
     from tuneforge.integrations.wandb import with_integrations
     from tuneforge.training import train

@@ -31,13 +31,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge.config import Settings
-from tuneforge.ids import new_id, now
 from tuneforge.domain import events as ev
+from tuneforge.domain.states import Status, transition
+from tuneforge.ids import new_id, now
+from tuneforge.integrations import outbox
 from tuneforge.jobs import queue
 from tuneforge.jobs.lease import LeaseLost, fail_job, owned_job
-from tuneforge.domain.states import Status, transition
 from tuneforge.logs import configure as configure_logging
-from tuneforge.integrations import outbox
 from tuneforge.services import preflight
 from tuneforge.services.expiry import sweep_expired
 from tuneforge.store.blobs import BlobStore
@@ -177,6 +177,8 @@ class Worker:
         env["TUNEFORGE_DATABASE_URL"] = str(self.settings.database_url)
         # The child writes the result file: it must encode it as this worker's Settings say.
         env["TUNEFORGE_RESULT_FILES_BASE64"] = str(self.settings.result_files_base64).lower()
+        if self.settings.test_hold_at_step is not None:
+            env["TUNEFORGE_TEST_HOLD_AT_STEP"] = str(self.settings.test_hold_at_step)
         cmd = [sys.executable, "-m", "tuneforge.jobs.runner", job_id, "--owner", self.owner]
         proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
         self.children[job_id] = _Child(job_id, proc)

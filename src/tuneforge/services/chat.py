@@ -30,13 +30,15 @@ from tuneforge.protocol.chat import (
     ChoiceLogprobs,
     ChunkChoice,
     ChunkDelta,
-    TokenLogprob as WireLogprob,
     ToolCallDelta,
     ToolCallDeltaFunction,
     ToolCallFunction,
     ToolCallOut,
     TopLogprob,
     Usage,
+)
+from tuneforge.protocol.chat import (
+    TokenLogprob as WireLogprob,
 )
 from tuneforge.services import generation as gen
 from tuneforge.training.render import to_hf_chat

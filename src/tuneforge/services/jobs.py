@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tuneforge.domain import events as ev
+from tuneforge.domain.states import TERMINAL, Status, transition
 from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.ids import new_id, now
 from tuneforge.pricing import training_cost
-from tuneforge.domain import events as ev
-from tuneforge.domain.states import TERMINAL, Status, transition
 from tuneforge.protocol.fine_tuning import (
     CreateFineTuningJobRequest,
     FineTuningJob,
@@ -30,10 +30,10 @@ from tuneforge.protocol.fine_tuning import (
     HyperparametersOut,
     JobError,
 )
-from tuneforge.store.pagination import Page, paginate
 from tuneforge.services.files import get_file
-from tuneforge.training import hparams
+from tuneforge.store.pagination import Page, paginate
 from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint, JobEvent
+from tuneforge.training import hparams
 
 MAX_SEED = 2_147_483_647
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -16,12 +16,12 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tuneforge import pricing
 from tuneforge.config import Settings
 from tuneforge.safety.screening import load_classifier, screen_file
-from tuneforge import pricing
 from tuneforge.store.db import transaction
-from tuneforge.training import hparams
 from tuneforge.store.tables import FineTunedModel, Job, Project
+from tuneforge.training import hparams
 
 log = logging.getLogger("tuneforge.preflight")
 

@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 from tuneforge.config import Settings
 from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.ids import new_id, now
+from tuneforge.protocol.uploads import UploadObject
 from tuneforge.services import files as files_service
 from tuneforge.services.files import on_outcome
 from tuneforge.store.blobs import Blob, BlobStore
-from tuneforge.protocol.uploads import UploadObject
 from tuneforge.store.tables import File, Upload, UploadPart
 
 UPLOAD_PURPOSES = files_service.UPLOAD_PURPOSES

@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 
 from tuneforge.errors import InvalidRequest
 from tuneforge.training.render import (
-    IGNORE_INDEX, Rendered, chat_spans, is_chat, render_example, span_labels, to_hf_chat,
+    IGNORE_INDEX,
+    Rendered,
+    chat_spans,
+    is_chat,
+    render_example,
+    span_labels,
+    to_hf_chat,
 )
 
 
@@ -85,7 +91,9 @@ def _template_renderer(tokenizer):
     version does not have the helpers (every example then takes the reference path)."""
     try:
         from transformers.utils.chat_template_utils import (
-            _alias_reasoning_fields, _compile_jinja_template, _plain_template_data,
+            _alias_reasoning_fields,
+            _compile_jinja_template,
+            _plain_template_data,
         )
     except ImportError:
         return None

@@ -35,7 +35,7 @@ AUTO = "auto"
 
 
 def auto_n_epochs(n_examples: int) -> int:
-    from tuneforge.training.stats import auto_n_epochs as rule   # numpy: loaded when used
+    from tuneforge.training.stats import auto_n_epochs as rule  # numpy: loaded when used
 
     return rule(n_examples)
 
@@ -114,7 +114,7 @@ def check(method: str, value: Any, param: str) -> dict[str, Any]:
     request's object at `param` (e.g. `method.supervised.hyperparameters`); a 400 naming the exact
     field on any mistake."""
     defs = {d.name: d for d in definitions(method)}
-    out: dict[str, Any] = {name: AUTO for name in defs}
+    out: dict[str, Any] = dict.fromkeys(defs, AUTO)
     if value is None:
         return out
     if not isinstance(value, Mapping):

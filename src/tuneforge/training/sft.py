@@ -39,12 +39,17 @@ import torch.nn.functional as F
 
 from tuneforge.errors import InvalidRequest
 from tuneforge.training import checkpoints as ckpt
+from tuneforge.training.batch_render import render_batch
 from tuneforge.training.batches import Packed, n_targets, pack
 from tuneforge.training.hparams import learning_rate, resolve
-from tuneforge.training.batch_render import render_batch
 from tuneforge.training.render import Rendered, audit, ensure_chat_template, stop_token_ids
 from tuneforge.training.spec import (
-    CHECKPOINT_META, Reporter, ResolvedHyperparameters, StopRequest, TrainResult, TrainSpec,
+    CHECKPOINT_META,
+    Reporter,
+    ResolvedHyperparameters,
+    StopRequest,
+    TrainResult,
+    TrainSpec,
 )
 
 MAX_SEQ_LEN_CAP = 8192      # default context when the model's own limit is larger
@@ -374,4 +379,4 @@ class _Run:
                            metrics_csv=self.out / "step_metrics.csv")
 
 
-__all__ = ["train", "CHECKPOINT_META"]
+__all__ = ["CHECKPOINT_META", "train"]

@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tuneforge.ids import now
 from tuneforge.domain import events as ev
 from tuneforge.domain.states import TERMINAL, Status
+from tuneforge.ids import now
 from tuneforge.services import jobs as jobs_service
 from tuneforge.services.keys import Principal
 from tuneforge.store.pagination import paginate

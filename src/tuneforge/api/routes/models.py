@@ -12,7 +12,6 @@ from tuneforge.api.deps import Auth, DbSession, ServingDep
 from tuneforge.protocol.models import Model, ModelDeleted, ModelList
 from tuneforge.services import models as service
 
-
 router = APIRouter(prefix="/v1", tags=["models"])
 
 

@@ -8,8 +8,12 @@ from starlette.concurrency import run_in_threadpool
 from tuneforge.api.deps import Auth, Blobs, DbSession, SettingsDep
 from tuneforge.api.multipart import read_multipart
 from tuneforge.errors import InvalidRequest
-from tuneforge.protocol.uploads import (CompleteUploadRequest, CreateUploadRequest, UploadObject,
-                                        UploadPartObject)
+from tuneforge.protocol.uploads import (
+    CompleteUploadRequest,
+    CreateUploadRequest,
+    UploadObject,
+    UploadPartObject,
+)
 from tuneforge.services import uploads as service
 
 router = APIRouter(prefix="/v1", tags=["uploads"])
