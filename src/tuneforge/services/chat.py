@@ -118,7 +118,7 @@ async def stream(p: ChatPlan, serving: Serving) -> AsyncIterator[str]:
         return ChatCompletionChunk(id=p.id, created=p.created, model=p.model, choices=choices,
                                    system_fingerprint=FINGERPRINT, usage=usage).sse()
 
-    held = {i: [] for i in range(len(p.params))}   # text held back per choice (tools only)
+    held: dict[int, list[str]] = {i: [] for i in range(len(p.params))}   # text held back per choice (tools only)
     completion = 0
     try:
         for i in range(len(p.params)):

@@ -12,8 +12,9 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import event, or_, select
+from sqlalchemy import Select, event, or_, select
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import InvalidRequest, NotFound
@@ -178,14 +179,15 @@ def create_file_from_path(session: Session, blobs: BlobStore, *, project_id: str
                                  purpose=purpose, blob=blob, expires_at=expires_at)
 
 
-def _live(stmt, project_id: str):
+def _live(stmt: Select[Any], project_id: str) -> Select[Any]:
     # Expired files are gone from the user's view even before anything sweeps them.
     return stmt.where(File.project_id == project_id,
                       or_(File.expires_at.is_(None), File.expires_at > now()))
 
 
 def find_file(session: Session, project_id: str, file_id: str) -> File | None:
-    return session.scalar(_live(select(File), project_id).where(File.id == file_id))
+    row: File | None = session.scalar(_live(select(File), project_id).where(File.id == file_id))
+    return row
 
 
 def get_file(session: Session, project_id: str, file_id: str) -> File:

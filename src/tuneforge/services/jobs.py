@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -76,7 +76,7 @@ def create_job(session: Session, project_id: str, req: CreateFineTuningJobReques
 
 
 def _check_model(session: Session, project_id: str, name: str,
-                 base_names) -> tuple[str, str]:
+                 base_names: Collection[str]) -> tuple[str, str]:
     """-> (model as shown, what training starts from: a catalog name or an `ft:` model id)."""
     if name.startswith("ft:"):
         row = session.scalar(select(FineTunedModel).where(FineTunedModel.id == name,
@@ -245,7 +245,8 @@ def _job_cursor(session: Session, table: type[JobEvent] | type[JobCheckpoint], j
     """The row an `after` id names, which must belong to this job (else a 400 naming `after`)."""
     if after is None:
         return None
-    cursor = session.scalar(select(table).where(table.id == after, table.job_id == job_id))
+    cursor = cast("JobEvent | JobCheckpoint | None", session.scalar(
+        select(table).where(table.id == after, table.job_id == job_id)))
     if cursor is None:
         raise InvalidRequest(f"Invalid 'after': no {noun} {after} in job {job_id}.", param="after")
     return cursor

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -60,7 +61,7 @@ def _tokenizer_source(settings: Settings, s: Session, job: Job) -> str | None:
 
 
 def _estimate(settings: Settings, factory: sessionmaker[Session], job_id: str, model: str,
-              hyperparameters: dict, source: str | None, path: Path) -> None:
+              hyperparameters: dict[str, Any], source: str | None, path: Path) -> None:
     per_million = pricing.quote(settings, model)
     tokens = None
     if source is not None:

@@ -118,9 +118,10 @@ def complete_upload(session: Session, blobs: BlobStore, *, project_id: str, uplo
                                                filename=upload.filename, purpose=upload.purpose,
                                                blob=blob, expires_after=lifetime)
     # The conditional update makes two concurrent completes produce exactly one File.
-    claimed = session.execute(
+    result = session.execute(
         update(Upload).where(Upload.id == upload.id, Upload.status == "pending")
-        .values(status="completed", file_id=file.id)).rowcount
+        .values(status="completed", file_id=file.id))
+    claimed = result.rowcount  # type: ignore[attr-defined]  # a CursorResult for an UPDATE
     if claimed != 1:
         raise InvalidRequest(f"Upload {upload.id} is no longer pending.", param="upload_id",
                              code="upload_not_pending")
@@ -144,7 +145,12 @@ def _drop_parts(session: Session, blobs: BlobStore, upload_id: str) -> None:
     for p in parts:
         session.delete(p)
     session.flush()
-    on_outcome(session, committed=lambda: [blobs.delete(k) for k in keys])
+
+    def delete_blobs() -> None:
+        for k in keys:
+            blobs.delete(k)
+
+    on_outcome(session, committed=delete_blobs)
 
 
 def upload_to_wire(row: Upload, file: File | None = None) -> UploadObject:

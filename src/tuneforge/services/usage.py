@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,7 +48,7 @@ def record_inference(factory: sessionmaker[Session], *, project_id: str, key_id:
         log.exception("could not record usage for project %s model %s", project_id, model)
 
 
-async def record_inference_async(factory: sessionmaker[Session], **fields) -> None:
+async def record_inference_async(factory: sessionmaker[Session], **fields: Any) -> None:
     """`record_inference` from async code (the serving path): the insert runs in a thread, with
     the request's context, so the tokens still reach the caller's rate-limit account."""
     await asyncio.to_thread(record_inference, factory, **fields)
@@ -122,8 +122,8 @@ def report(session: Session, settings: Settings, *, start_time: int | None = Non
     for project, model, tokens, job_price in session.execute(jobs):
         line = cell(project, model)
         line.jobs += 1
-        line.trained_tokens += int(tokens)
-        line.training_cost = round(line.training_cost + (training_cost(int(tokens), job_price) or 0), 6)
+        line.trained_tokens += int(tokens or 0)
+        line.training_cost = round(line.training_cost + (training_cost(tokens, job_price) or 0), 6)
     for project, model, n, prompt, completion in session.execute(records):
         line = cell(project, model)
         line.requests += int(n)
@@ -132,7 +132,7 @@ def report(session: Session, settings: Settings, *, start_time: int | None = Non
         line.inference_cost = inference_cost(settings, model, line.prompt_tokens,
                                              line.completion_tokens)
 
-    grouped: dict[tuple, UsageLine] = defaultdict(lambda: UsageLine(None, None))
+    grouped: dict[tuple[str | None, ...], UsageLine] = defaultdict(lambda: UsageLine(None, None))
     for (project, model), line in sorted(cells.items()):
         key = {"project": (project,), "model": (model,), "project_model": (project, model)}[group_by]
         out = grouped[key]
