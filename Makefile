@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test bench-train bench-dpo bench-serve bench-files bench-jobs bench-export clean
+.PHONY: install serve test test-fast lint bench-train bench-dpo bench-serve bench-files bench-jobs bench-export clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,16 @@ serve: install
 
 test: install
 	$(BIN)/python -m pytest -q -ra
+
+# The inner loop: everything but the tests that train for long (`slow`), stopping at the first failure.
+test-fast: install
+	$(BIN)/python -m pytest -q -ra -x -m "not slow"
+
+# ruff (lint) and mypy (types), both configured in pyproject.toml; installed by the dev extra.
+# (`ruff format --check` joins once the tree has been formatted.)
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 
 # Not a test: our trainer vs TRL SFTTrainer on CPU, plus validator MB/s (a few minutes).
 bench-train: install

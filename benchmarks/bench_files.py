@@ -154,7 +154,7 @@ def main() -> None:
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
-    print(f"## Files API (`make bench-files`)\n")
+    print("## Files API (`make bench-files`)\n")
     print(f"- {time.strftime('%Y-%m-%d')}, commit `{commit}`; {cpu_model()}, {os.cpu_count()} cores, "
           f"{psutil.virtual_memory().total // (1024 ** 3)} GiB RAM; Python {platform.python_version()}, "
           f"fastapi {fastapi.__version__}, uvicorn {uvicorn.__version__}, "

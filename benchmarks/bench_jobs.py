@@ -62,7 +62,7 @@ def bench_latency(runs: int = 3) -> list[str]:
                     if running is None and j.status in ("running", "succeeded"):
                         running = time.perf_counter() - t0
                     ev = c.fine_tuning.jobs.list_events(job.id, limit=1).data
-                    if ev and ev[0].type == "metrics" or j.status in ("succeeded", "failed"):
+                    if (ev and ev[0].type == "metrics") or j.status in ("succeeded", "failed"):
                         to_metrics.append(time.perf_counter() - t0)
                         break
                     time.sleep(0.02)
@@ -91,8 +91,8 @@ def seed_events(db_url: str, n: int = 10_000) -> tuple[str, str]:
         ts = now()
         job = Job(id=new_id("ftjob-"), project_id=key.project_id, status="succeeded",
                   model="tuneforge-tiny", base_model="tuneforge-tiny", training_file="file-x",
-                  method={"type": "supervised", "supervised": {"hyperparameters": {}}},
-                  hyperparameters={"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 1.0},
+                  method={"type": "supervised", "supervised": {"hyperparameters": {
+                      "n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 1.0}}},
                   seed=1, result_files=[], created_at=ts, updated_at=ts, attempts=0)
         s.add(job)
         s.flush()

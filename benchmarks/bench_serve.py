@@ -167,9 +167,9 @@ def main() -> None:
     if args.quick:
         args.hidden, args.layers, args.max_tokens, args.rounds = 128, 2, 8, 1
 
+    import peft
     import torch
     import transformers
-    import peft
 
     torch.set_num_threads(args.threads)
 

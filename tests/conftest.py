@@ -99,7 +99,7 @@ def app_client(settings) -> Iterator:
     """A TestClient over `create_app(settings)` with the lifespan run (migrations applied)."""
     from fastapi.testclient import TestClient
 
-    from tuneforge.api.app import create_app
+    from tuneforge.app import create_app
 
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield client

@@ -6,7 +6,6 @@ Every field can be set with a `TUNEFORGE_<NAME>` environment variable. Nothing h
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
@@ -91,6 +90,13 @@ class Settings(BaseSettings):
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: {"default": ModelPrice()})
     rate_limit_rpm: int = Field(default=0, description="Requests per minute per key (0 = off)")
     rate_limit_tpm: int = Field(default=0, description="Tokens per minute per key (0 = off)")
+
+    # --- tests only -------------------------------------------------------------------------------
+    # Never set in production. A job's trainer waits after step N until the job is asked to stop
+    # (cancel, pause, worker shutdown) or `<jobs_dir>/<job id>/release-hold` exists, so the tests
+    # of those paths never race a fast CPU (jobs/reporter.py, tests/helpers.py).
+    test_hold_at_step: int | None = Field(default=None, description="Test only: hold each job "
+                                          "after this training step")
 
     def resolved(self) -> Settings:
         """A copy with `~` expanded and the defaults that depend on data_dir filled in."""

@@ -20,7 +20,7 @@ def blob_files(settings):
 
 
 def tmp_files(settings):
-    return [p for p in (settings.blobs_dir / "tmp").iterdir()]
+    return list((settings.blobs_dir / "tmp").iterdir())
 
 
 def test_upload_list_retrieve_delete(app_client, auth_headers, settings):
@@ -98,7 +98,7 @@ def test_missing_file_or_purpose(app_client, auth_headers):
 def test_size_limit_is_enforced_while_streaming(tmp_path, db_url):
     from fastapi.testclient import TestClient
 
-    from tuneforge.api.app import create_app
+    from tuneforge.app import create_app
     from tuneforge.config import Settings
     from tuneforge.services.keys import create_key
     from tuneforge.store.db import transaction
@@ -170,7 +170,7 @@ def test_server_start_sweeps_expired_files(tmp_path, db_url):
     from fastapi.testclient import TestClient
     from sqlalchemy import update
 
-    from tuneforge.api.app import create_app
+    from tuneforge.app import create_app
     from tuneforge.config import Settings
     from tuneforge.ids import now
     from tuneforge.services.keys import create_key

@@ -91,7 +91,7 @@ def test_create_checks(app_client, auth_headers):
 
 
 def test_expiry_and_part_limit(tmp_path, db_url):
-    from tuneforge.api.app import create_app
+    from tuneforge.app import create_app
     from tuneforge.config import Settings
     from tuneforge.services.keys import create_key
     from tuneforge.store.db import transaction

@@ -17,8 +17,12 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.integrations.conftest import Mailbox, chat_lines  # noqa: F401  (fixtures below)
-from tests.integrations.conftest import receiver, smtp_server  # noqa: F401
+from tests.integrations.conftest import (  # noqa: F401  (fixtures used below)
+    Mailbox,
+    chat_lines,
+    receiver,
+    smtp_server,
+)
 from tests.integrations.wandb_records import read_run
 
 TUNEFORGE = str(Path(sys.executable).with_name("tuneforge"))

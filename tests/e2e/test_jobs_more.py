@@ -14,29 +14,15 @@ import csv
 import io
 import time
 
-import json
-
 import openai
 import pytest
 from sqlalchemy import select
 
+from tests.helpers import FAST, FINISHED, jsonl, upload, watch
 from tuneforge.store.db import make_engine, make_sessionmaker
 from tuneforge.store.tables import FineTunedModel
 
 pytestmark = pytest.mark.slow
-
-FAST = {"TUNEFORGE_WORKER_POLL_SECONDS": "0.2", "TUNEFORGE_JOB_LEASE_SECONDS": "4"}
-
-
-def jsonl(n: int) -> bytes:
-    rows = [json.dumps({"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
-                                     {"role": "assistant", "content": f"It is {2 * i}."}]})
-            for i in range(n)]
-    return ("\n".join(rows) + "\n").encode()
-
-
-def upload(client, data: bytes) -> str:
-    return client.files.create(file=("train.jsonl", io.BytesIO(data)), purpose="fine-tune").id
 
 
 def ft_rows(server):
@@ -48,7 +34,6 @@ def ft_rows(server):
         engine.dispose()
 
 HEADER = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
-FINISHED = {"succeeded", "failed", "cancelled"}
 
 
 def create(c, model, training_file, *, epochs, batch_size, seed=7, lr=None):
@@ -63,16 +48,6 @@ def create(c, model, training_file, *, epochs, batch_size, seed=7, lr=None):
 def metrics(c, job_id):
     return [e.data for e in c.fine_tuning.jobs.list_events(job_id, limit=1000)
             if e.type == "metrics"][::-1]
-
-
-def watch(c, job_id, until, timeout=240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = c.fine_tuning.jobs.retrieve(job_id)
-        if job.status in until:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {job.status} after {timeout}s")
 
 
 def watch_with_eta(c, job_id, timeout=240):

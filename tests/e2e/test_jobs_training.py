@@ -1,12 +1,15 @@
 """Jobs that really train tuneforge-tiny, through a real `tuneforge serve` with workers and the
 openai SDK: the full flow (both databases), cancel, pause/resume, kill -9 of a worker, and two
-jobs with concurrency 1 running one after the other."""
+jobs with concurrency 1 running one after the other.
+
+Cancel, pause and kill -9 act on a job held at a known step (tests/helpers.py: the test-only
+hold), never on a job sized to outlast the test on a fast CPU.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import signal
 import subprocess
@@ -17,47 +20,26 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from tests.helpers import (
+    FAST,
+    FINISHED,
+    hold_env,
+    jsonl,
+    metric_steps,
+    pid_gone,
+    release,
+    upload,
+    wait_for,
+    wait_held,
+    watch,
+)
+from tuneforge.domain import events as ev
 from tuneforge.store.db import make_engine, make_sessionmaker
 from tuneforge.store.tables import FineTunedModel
 
 pytestmark = pytest.mark.slow
 
-FAST = {"TUNEFORGE_WORKER_POLL_SECONDS": "0.2", "TUNEFORGE_JOB_LEASE_SECONDS": "4"}
 TUNEFORGE = str(Path(sys.executable).with_name("tuneforge"))
-
-
-def jsonl(n: int, offset: int = 0) -> bytes:
-    rows = [json.dumps({"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
-                                     {"role": "assistant", "content": f"It is {2 * i}."}]})
-            for i in range(offset, offset + n)]
-    return ("\n".join(rows) + "\n").encode()
-
-
-def upload(client, data: bytes, name: str = "train.jsonl") -> str:
-    return client.files.create(file=(name, io.BytesIO(data)), purpose="fine-tune").id
-
-
-def watch(client, job_id, until, timeout=240, seen=None):
-    """Poll until the status is in `until`; collect every status observed into `seen`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        if seen is not None:
-            seen.append(job.status)
-        if job.status in until:
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} still {job.status} after {timeout}s")
-
-
-def wait_metrics(client, job_id, at_least=1, timeout=240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        page = client.fine_tuning.jobs.list_events(job_id, limit=1)
-        if page.data and page.data[0].type == "metrics" and page.data[0].data["step"] >= at_least:
-            return page.data[0]
-        time.sleep(0.1)
-    raise AssertionError("no metrics events")
 
 
 def ft_rows(server, db_url=None):
@@ -155,6 +137,12 @@ def slow_srv(server_factory):
     return server_factory(FAST)
 
 
+@pytest.fixture(scope="module")
+def held_srv(server_factory):
+    """Every job's trainer waits after step 2 until it is cancelled or paused."""
+    return server_factory(hold_env(2))
+
+
 def long_job(c, epochs=40):
     return c.fine_tuning.jobs.create(
         model="tuneforge-tiny", training_file=upload(c, jsonl(10)),
@@ -162,40 +150,50 @@ def long_job(c, epochs=40):
                 "supervised": {"hyperparameters": {"n_epochs": epochs, "batch_size": 1}}})
 
 
-def test_cancel_running_job_stops_within_seconds(slow_srv):
-    c = slow_srv.client()
-    job = long_job(c)
-    wait_metrics(c, job.id)
+def job_dir(srv, job_id) -> Path:
+    return srv.data_dir / "jobs" / job_id
+
+
+def messages_in_order(c, job_id):
+    """(type, message, step or None) of every event, oldest first."""
+    return [(e.type, e.message, (e.data or {}).get("step"))
+            for e in c.fine_tuning.jobs.list_events(job_id, limit=10_000)][::-1]
+
+
+def test_cancel_running_job_stops_within_seconds(held_srv):
+    c = held_srv.client()
+    job = long_job(c, epochs=3)
+    wait_held(job_dir(held_srv, job.id))          # mid-run, at step 2 of 30
     c.fine_tuning.jobs.cancel(job.id)
-    t0 = time.monotonic()
-    done = watch(c, job.id, {"cancelled", "succeeded", "failed"}, timeout=30)
-    assert done.status == "cancelled" and time.monotonic() - t0 < 10
+    done = watch(c, job.id, FINISHED, timeout=10)
+    assert done.status == "cancelled"
     assert done.fine_tuned_model is None and done.finished_at is not None
     newest = c.fine_tuning.jobs.list_events(job.id, limit=1).data[0]
     assert (newest.level, newest.message) == ("warn", "Fine-tuning job was cancelled")
+    assert metric_steps(c, job.id) == [1, 2]
 
 
-def test_pause_then_resume_continues_from_saved_state(slow_srv):
-    c = slow_srv.client()
+def test_pause_then_resume_continues_from_saved_state(held_srv):
+    c = held_srv.client()
     from openai import OpenAI
 
-    loose = OpenAI(base_url=slow_srv.base_url, api_key=c.api_key, max_retries=0)  # reads `paused`
-    job = long_job(c, epochs=10)   # long enough that training cannot finish before the pause lands
-    first = wait_metrics(c, job.id, at_least=2)
+    loose = OpenAI(base_url=held_srv.base_url, api_key=c.api_key, max_retries=0)  # reads `paused`
+    job = long_job(c, epochs=1)                   # 10 steps; held after step 2
+    wait_held(job_dir(held_srv, job.id))
     c.fine_tuning.jobs.pause(job.id)
-    paused = watch(loose, job.id, {"paused", "succeeded", "failed"}, timeout=60)
+    paused = watch(loose, job.id, {"paused", *FINISHED}, timeout=60)
     assert paused.status == "paused"
-    steps_before = c.fine_tuning.jobs.list_events(job.id, limit=1)   # nothing trains while paused
-    time.sleep(1.5)
-    assert c.fine_tuning.jobs.list_events(job.id, limit=1).data[0].id == steps_before.data[0].id
     resumed = loose.fine_tuning.jobs.resume(job.id)
     assert resumed.status == "queued"
-    done = watch(c, job.id, {"succeeded", "failed", "cancelled"})
+    done = watch(c, job.id, FINISHED)
     assert done.status == "succeeded", done.error
-    steps = [e.data["step"] for e in c.fine_tuning.jobs.list_events(job.id, limit=1000)
-             if e.type == "metrics"][::-1]
-    # the resumed run continued after the paused step, it did not start over
-    assert steps[-1] == 100 and steps.count(1) == 1 and first.data["step"] >= 2
+    # the resumed run continued after the paused step: every step exactly once
+    assert metric_steps(c, job.id) == list(range(1, 11))
+    # and nothing trained while the job was paused: no metrics between pause and resume
+    log = messages_in_order(c, job.id)
+    kinds = [m for _, m, _ in log]
+    between = log[kinds.index(ev.PAUSED):kinds.index(ev.RESUMED)]
+    assert [step for kind, _, step in between if kind == "metrics"] == []
 
 
 def test_two_jobs_with_concurrency_1_run_one_after_the_other(slow_srv):
@@ -219,25 +217,29 @@ def test_two_jobs_with_concurrency_1_run_one_after_the_other(slow_srv):
 
 
 def test_kill_9_of_the_worker_then_restart_finishes_the_job(server_factory):
-    srv = server_factory({**FAST, "TUNEFORGE_WORKERS": "0"})
+    # Held after step 12: past the first epoch's saved state (10 examples, batch 1).
+    srv = server_factory({**hold_env(12), "TUNEFORGE_WORKERS": "0"})
     c = srv.client()
     worker = subprocess.Popen([TUNEFORGE, "worker"], env=srv.env)
     try:
-        job = long_job(c, epochs=6)
-        wait_metrics(c, job.id, at_least=12)      # past the first epoch's saved state
+        job = long_job(c, epochs=2)               # 20 steps, a saved state after step 10
+        child = wait_held(job_dir(srv, job.id))
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
-        time.sleep(1)
-        frozen = c.fine_tuning.jobs.list_events(job.id, limit=1).data[0].id
-        time.sleep(1.5)   # the training child died with its worker: nothing moves
-        assert c.fine_tuning.jobs.list_events(job.id, limit=1).data[0].id == frozen
+        # the training child dies with its worker (PR_SET_PDEATHSIG)
+        wait_for(lambda: pid_gone(child), 30, "the training child to die with its worker")
         assert c.fine_tuning.jobs.retrieve(job.id).status == "running"
+        release(job_dir(srv, job.id))             # the next run goes past step 12
         worker = subprocess.Popen([TUNEFORGE, "worker"], env=srv.env)
-        done = watch(c, job.id, {"succeeded", "failed", "cancelled"})
+        done = watch(c, job.id, FINISHED)
         assert done.status == "succeeded", done.error
-        messages = [e.message for e in c.fine_tuning.jobs.list_events(job.id, limit=1000)]
-        assert any(m.startswith("Resuming the job from its last saved state") for m in messages)
-        assert len(c.fine_tuning.jobs.checkpoints.list(job.id).data) == 3
+        log = messages_in_order(c, job.id)
+        resumed_at = next(i for i, (_, m, _) in enumerate(log)
+                          if m.startswith("Resuming the job from its last saved state"))
+        # nothing moved between the kill and the new worker; the new run replayed from step 10
+        assert [s for k, _, s in log[:resumed_at] if k == "metrics"] == list(range(1, 13))
+        assert [s for k, _, s in log[resumed_at:] if k == "metrics"] == list(range(11, 21))
+        assert len(c.fine_tuning.jobs.checkpoints.list(job.id).data) == 2
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)

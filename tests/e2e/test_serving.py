@@ -43,7 +43,7 @@ def env(server):
         with transaction(factory) as s:
             pid = s.scalar(select(Project.id).where(Project.name == project))
             job = Job(id=new_id("ftjob-"), project_id=pid, status="succeeded", model="tuneforge-tiny",
-                      base_model=str(tiny), training_file="file-x", method={}, hyperparameters={},
+                      base_model=str(tiny), training_file="file-x", method={},
                       seed=0, created_at=now(), updated_at=now(), result_files=[])
             s.add(job)
             s.flush()

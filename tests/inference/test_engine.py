@@ -9,7 +9,7 @@ import pytest
 
 from tuneforge.config import Settings
 from tuneforge.inference.engine import Engine
-from tuneforge.inference.types import Delta, Finished, ModelTarget, SamplingParams
+from tuneforge.inference.types import Delta, ModelTarget, SamplingParams
 
 MSG = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -44,7 +44,7 @@ def run(coro):
 def test_greedy_is_deterministic_and_max_tokens_ends_with_length(engine, tiny_dir, adapters):
     t = lora("ft:a", adapters[1], tiny_dir)
     p = SamplingParams(max_tokens=12, temperature=0)
-    (a, fa, _), (b, fb, _) = run(complete(engine, t, p)), run(complete(engine, t, p))
+    (a, fa, _), (b, _fb, _) = run(complete(engine, t, p)), run(complete(engine, t, p))
     assert a == b and a
     assert fa.reason == "length" and fa.completion_tokens == 12
 

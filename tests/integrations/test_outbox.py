@@ -10,10 +10,10 @@ import pytest
 from openai import OpenAI
 from sqlalchemy import select
 
+from tuneforge.domain.states import Status, transition
 from tuneforge.errors import NotFound
 from tuneforge.integrations import outbox
 from tuneforge.integrations.webhooks import sign
-from tuneforge.jobs.states import Status, transition
 from tuneforge.services import jobs as jobs_service
 from tuneforge.services.keys import get_or_create_project
 from tuneforge.services.projects import update_settings

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from tuneforge.api.app import create_app
+from tuneforge.app import create_app
 from tuneforge.config import ModelPrice
 from tuneforge.ids import now
 from tuneforge.services import usage
@@ -33,7 +33,7 @@ def test_report_per_project_and_model(settings, db, project, create_job):
         other = create_key(s, "beta")[0].project_id
     finish(db, create_job(), 1000, price=10.0)
     finish(db, create_job(), 500, price=20.0)        # quoted at another price: keeps it
-    finish(db, create_job(project_id=other), 300)    # no quote: current price table
+    finish(db, create_job(project_id=other), 300)    # never quoted: tokens, no cost
     finish(db, create_job(), 999, at=now() - 90 * 86400)   # outside the default 30 days
     create_job()                                      # not finished: no tokens
     for project_id, model, p, c in [(project.id, "tuneforge-tiny", 100, 20),
@@ -54,7 +54,8 @@ def test_report_per_project_and_model(settings, db, project, create_job):
     assert tiny.inference_cost == pytest.approx((100 * 1.0 + 20 * 2.0) / 1e6)
     ft = lines[("acme", "ft:tuneforge-tiny:acme::abc")]   # an ft: model costs what its base does
     assert ft.inference_cost == pytest.approx((40 * 1.0 + 10 * 2.0) / 1e6)
-    assert lines[("beta", "tuneforge-tiny")].training_cost == pytest.approx(300 * 10 / 1e6)
+    # One rule (pricing.training_cost): tokens at the job's quote; the price table is never read back.
+    assert lines[("beta", "tuneforge-tiny")].training_cost == 0
     assert lines[("beta", "my-base")].inference_cost == pytest.approx(0.5)   # default price
     assert r.totals.trained_tokens == 1800 and r.totals.prompt_tokens == 1_000_140
 

@@ -6,7 +6,6 @@ Built on the shared `settings` / `db` fixtures, so every test here runs on SQLit
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -17,6 +16,7 @@ from tuneforge.services.keys import get_or_create_project
 from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.db import transaction
+
 
 def chat_lines(n: int) -> str:
     rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},

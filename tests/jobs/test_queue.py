@@ -6,9 +6,9 @@ import threading
 
 from sqlalchemy import update
 
+from tuneforge.domain.states import Status, transition
 from tuneforge.ids import now
 from tuneforge.jobs import queue
-from tuneforge.jobs.states import Status, transition
 from tuneforge.store.db import make_engine, make_sessionmaker, transaction
 from tuneforge.store.tables import Job
 

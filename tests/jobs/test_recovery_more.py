@@ -17,6 +17,8 @@ import time
 import pytest
 from sqlalchemy import select
 
+from tests.helpers import FAST, hold_env, wait_for, wait_held
+from tuneforge.domain import events as ev
 from tuneforge.jobs.worker import Worker
 from tuneforge.store.db import transaction
 from tuneforge.store.tables import Job, JobEvent
@@ -36,7 +38,8 @@ def events(db, jid) -> list[JobEvent]:
 
 
 def test_child_that_keeps_dying_fails_the_job_after_max_attempts(settings, db, create):
-    w = Worker(settings.model_copy(update={"job_max_attempts": 2}))
+    # Each run is held after step 1 (test-only hold), so it is always mid-run when killed.
+    w = Worker(settings.model_copy(update={"job_max_attempts": 2, "test_hold_at_step": 1}))
     jid = create()
     statuses: list[str] = []
     kills = 0
@@ -83,10 +86,9 @@ def test_child_that_keeps_dying_fails_the_job_after_max_attempts(settings, db, c
     assert job_row(db, jid).status == "failed"
 
 
-def worker_proc(settings) -> subprocess.Popen:
+def worker_proc(settings, env: dict[str, str] | None = None) -> subprocess.Popen:
     env = {**os.environ, "TUNEFORGE_DATA_DIR": str(settings.data_dir),
-           "TUNEFORGE_DATABASE_URL": str(settings.database_url),
-           "TUNEFORGE_WORKER_POLL_SECONDS": "0.2", "TUNEFORGE_JOB_LEASE_SECONDS": "4"}
+           "TUNEFORGE_DATABASE_URL": str(settings.database_url), **FAST, **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "tuneforge.jobs.worker"], env=env)
 
 
@@ -94,26 +96,16 @@ def metric_steps(db, jid) -> list[int]:
     return [e.data["step"] for e in events(db, jid) if e.type == "metrics"]
 
 
-def wait_for(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.slow
 def test_sigterm_requeues_with_saved_state_and_a_new_worker_resumes(settings, db, create, upload):
-    # 10 examples, batch 1, 8 epochs: 80 steps (a step can take 50 ms, the trainer looks for
-    # stop requests every second); SIGTERM lands mid-run.
+    # 10 examples, batch 1, 2 epochs: 20 steps; the trainer is held after step 2 (the test-only
+    # hold) until the worker's shutdown asks it to stop, so SIGTERM always lands mid-run.
     jid = create(training_file=upload(chat_lines(10)),
                  method={"type": "supervised",
-                         "supervised": {"hyperparameters": {"n_epochs": 8, "batch_size": 1}}})
-    worker = worker_proc(settings)
+                         "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 1}}})
+    worker = worker_proc(settings, hold_env(2))
     try:
-        wait_for(lambda: len(metric_steps(db, jid)) >= 2, 180, "the first steps")
+        wait_held(settings.jobs_dir / jid)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(60) == 0
         job = job_row(db, jid)
@@ -121,16 +113,14 @@ def test_sigterm_requeues_with_saved_state_and_a_new_worker_resumes(settings, db
         assert job.estimated_finish is None
         done_before = metric_steps(db, jid)
         saved = done_before[-1]
-        assert done_before == list(range(1, saved + 1)) and saved < 80
+        assert done_before == [1, 2] and saved == 2
         evs = events(db, jid)
         assert evs[-1].message == ("The worker stopped; the job saved its state and is back in "
                                    "the queue")
         progress = (settings.jobs_dir / jid / "state").is_dir()
         assert progress, "SIGTERM did not save the job's state"
-        time.sleep(1)                          # nobody trains it while no worker runs
-        assert metric_steps(db, jid) == done_before
 
-        worker = worker_proc(settings)
+        worker = worker_proc(settings, hold_env(2))   # resumes at step 3: past the hold
         wait_for(lambda: job_row(db, jid).status in ("succeeded", "failed", "cancelled"), 240,
                  "the resumed job to finish")
     finally:
@@ -140,11 +130,15 @@ def test_sigterm_requeues_with_saved_state_and_a_new_worker_resumes(settings, db
     job = job_row(db, jid)
     assert job.status == "succeeded", job.error
     steps = metric_steps(db, jid)
-    # the second run picked up right after the saved step: every step exactly once
-    assert steps == list(range(1, 81)), steps
-    messages = [e.message for e in events(db, jid)]
-    assert "Fine-tuning job continues from its saved state" in messages
-    assert f"Resuming from step {saved}/80." in messages
+    # the second run picked up right after the saved step: every step exactly once, and none
+    # while no worker ran (between the requeue and the next run)
+    assert steps == list(range(1, 21)), steps
+    evs = events(db, jid)
+    messages = [e.message for e in evs]
+    requeued = messages.index(ev.REQUEUED)
+    continued = messages.index(ev.CONTINUED)
+    assert [e for e in evs[requeued:continued] if e.type == "metrics"] == []
+    assert f"Resuming from step {saved}/20." in messages
     assert messages.count("Fine-tuning job started") == 1
 
 

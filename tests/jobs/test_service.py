@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select, update
 
+from tuneforge.domain import events as ev
 from tuneforge.errors import InvalidRequest, NotFound
-from tuneforge.jobs import events as ev
-from tuneforge.jobs.states import Status
 from tuneforge.services import jobs as service
 from tuneforge.services.keys import get_or_create_project
 from tuneforge.store.db import transaction
@@ -92,7 +91,7 @@ def test_a_dpo_job_echoes_its_method_with_beta(create, db):
 
 
 def test_unknown_file_message_is_openais(create):
-    with pytest.raises(InvalidRequest, match="^invalid training_file: file-nope$"):
+    with pytest.raises(InvalidRequest, match=r"^invalid training_file: file-nope$"):
         create(training_file="file-nope")
 
 
@@ -135,7 +134,7 @@ def test_deprecated_top_level_hyperparameters_and_generated_seed(create, db):
     with db() as s:
         job = s.get(Job, jid)
     assert job.method["supervised"]["hyperparameters"]["n_epochs"] == 3
-    assert job.hyperparameters["learning_rate_multiplier"] == 2.0
+    assert job.method["supervised"]["hyperparameters"]["learning_rate_multiplier"] == 2.0
     assert 0 <= job.seed <= 2_147_483_647
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tuneforge.domain.states import ALLOWED, TERMINAL, IllegalTransition, Status, transition
 from tuneforge.errors import InvalidRequest
-from tuneforge.jobs.states import ALLOWED, TERMINAL, IllegalTransition, Status, transition
 from tuneforge.store.tables import Job
 
 

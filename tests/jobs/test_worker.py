@@ -6,9 +6,9 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from tuneforge.jobs.worker import Worker
+from tuneforge.services import jobs as service
 from tuneforge.store.db import transaction
 from tuneforge.store.tables import Job, JobEvent
-from tuneforge.services import jobs as service
 
 from .conftest import chat_lines
 

@@ -82,10 +82,11 @@ def test_normally_finishing_job_logs_no_lease_lost(settings, db, create, caplog)
 
 def test_lease_taken_by_another_worker_stops_the_child(settings, db, create, upload, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
-    worker = Worker(settings)
+    # Held after step 1 (test-only hold) until the worker kills it: it cannot finish first.
+    worker = Worker(settings.model_copy(update={"test_hold_at_step": 1}))
     jid = create(training_file=upload(chat_lines(10)),
                  method={"type": "supervised",
-                         "supervised": {"hyperparameters": {"n_epochs": 20, "batch_size": 1}}})
+                         "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 1}}})
     try:
         deadline = time.monotonic() + 120
         while job_row(db, jid).status != "running" and time.monotonic() < deadline:

@@ -8,7 +8,12 @@ from transformers import AutoTokenizer
 from tuneforge.errors import InvalidRequest
 from tuneforge.training.batches import n_targets, pack
 from tuneforge.training.render import (
-    DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, audit, ensure_chat_template, render_example, trained_spans,
+    DEFAULT_CHAT_TEMPLATE,
+    IGNORE_INDEX,
+    audit,
+    ensure_chat_template,
+    render_example,
+    trained_spans,
 )
 
 

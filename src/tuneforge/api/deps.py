@@ -1,5 +1,6 @@
 """Request-scoped dependencies: settings, blob store, model resolver, one DB session, the
-authenticated caller."""
+authenticated caller, the serving engine holder. Shared by the API routers and the dashboard
+(`ui/`)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from sqlalchemy.orm import Session
 
 from tuneforge.config import Settings
 from tuneforge.errors import AuthenticationFailed, PermissionDenied
+from tuneforge.inference.holder import Serving
 from tuneforge.services.keys import Principal, authenticate
 from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore
 
-__all__ = ["Admin", "Auth", "Blobs", "DbSession", "Principal", "Resolver", "SettingsDep"]
+__all__ = ["Admin", "Auth", "Blobs", "DbSession", "Principal", "Resolver", "ServingDep", "SettingsDep",
+           "get_serving"]
 
 
 def _settings(request: Request) -> Settings:
@@ -41,7 +44,16 @@ def _session(request: Request) -> Iterator[Session]:
             raise
 
 
+def get_serving(request: Request) -> Serving:
+    """The app's serving holder (inference engine created on first use)."""
+    serving = getattr(request.app.state, "serving", None)
+    if serving is None:   # an app built without the lifespan hook (kept lazy and cheap)
+        serving = request.app.state.serving = Serving(request.app.state.settings)
+    return serving
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
+ServingDep = Annotated[Serving, Depends(get_serving)]
 Blobs = Annotated[BlobStore, Depends(_blobs)]
 # What a model name means for a project (base, alias, GGUF, stored base, ft: model, checkpoint).
 Resolver = Annotated[ModelResolver, Depends(_resolver)]

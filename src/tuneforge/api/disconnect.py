@@ -9,7 +9,6 @@ cancelled, which closes the engine's generators and so frees their sequences at 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 

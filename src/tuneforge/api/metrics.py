@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tuneforge.api.serving_metrics import ServingCollector
-from tuneforge.jobs.states import Status
+from tuneforge.domain.states import Status
 from tuneforge.store.tables import Job, UsageRecord
 
 router = APIRouter(tags=["operations"])

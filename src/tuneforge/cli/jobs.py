@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from tuneforge.cli import app
+from tuneforge.training import hparams
 
 jobs_app = typer.Typer(help="Create, inspect and control fine-tuning jobs on a running server.",
                        no_args_is_help=True)
@@ -57,14 +58,19 @@ def _call(fn, *args, **kwargs):
         raise typer.Exit(1) from None
 
 
+def _hp_help(d: hparams.Hyperparameter) -> str:
+    return f"'auto' or {d.expected}. {d.help}"
+
+
 @jobs_app.command("create")
 def create(
     model: Annotated[str, typer.Option(help="Base model, alias, or an ft: model to continue")],
     training_file: Annotated[str, typer.Option(help="File id (purpose fine-tune)")],
     validation_file: Annotated[str | None, typer.Option()] = None,
-    n_epochs: Annotated[str | None, typer.Option(help="'auto' or 1..50")] = None,
-    batch_size: Annotated[str | None, typer.Option(help="'auto' or 1..256")] = None,
-    learning_rate_multiplier: Annotated[str | None, typer.Option(help="'auto' or > 0")] = None,
+    n_epochs: Annotated[str | None, typer.Option(help=_hp_help(hparams.N_EPOCHS))] = None,
+    batch_size: Annotated[str | None, typer.Option(help=_hp_help(hparams.BATCH_SIZE))] = None,
+    learning_rate_multiplier: Annotated[str | None, typer.Option(
+        help=_hp_help(hparams.LEARNING_RATE_MULTIPLIER))] = None,
     suffix: Annotated[str | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     metadata: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
@@ -73,12 +79,10 @@ def create(
     api_key: ApiKey = None,
 ) -> None:
     """Create a fine-tuning job (method supervised) and print it."""
-    def num(v: str | None, cast):
-        return None if v is None else ("auto" if v == "auto" else cast(v))
-
-    hp = {k: v for k, v in {"n_epochs": num(n_epochs, int), "batch_size": num(batch_size, int),
-                            "learning_rate_multiplier": num(learning_rate_multiplier, float)
-                            }.items() if v is not None}
+    given = {"n_epochs": n_epochs, "batch_size": batch_size,
+             "learning_rate_multiplier": learning_rate_multiplier}
+    hp = {d.name: "auto" if given[d.name] == "auto" else d.type(given[d.name])
+          for d in hparams.definitions("supervised") if given.get(d.name) is not None}
     body: dict[str, Any] = {"model": model, "training_file": training_file,
                             "method": {"type": "supervised",
                                        "supervised": {"hyperparameters": hp}}}

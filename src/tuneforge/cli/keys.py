@@ -14,7 +14,7 @@ keys_app = typer.Typer(help="Create, list and revoke API keys (works without a r
 app.add_typer(keys_app, name="keys")
 
 
-def _sessionmaker(data_dir):
+def open_sessionmaker(data_dir):
     from tuneforge.store.db import make_engine, make_sessionmaker, migrate
 
     settings = load_settings(data_dir)
@@ -35,7 +35,7 @@ def create(
     from tuneforge.services.keys import create_key
     from tuneforge.store.db import transaction
 
-    with transaction(_sessionmaker(data_dir)) as session:
+    with transaction(open_sessionmaker(data_dir)) as session:
         key, secret = create_key(session, project, admin=admin, name=name)
         key_id = key.id
     typer.echo(f"Created {'admin ' if admin else ''}key {key_id} for project '{project}'. "
@@ -52,7 +52,7 @@ def list_(
     from tuneforge.services.keys import list_keys
     from tuneforge.store.db import transaction
 
-    with transaction(_sessionmaker(data_dir)) as session:
+    with transaction(open_sessionmaker(data_dir)) as session:
         rows = list_keys(session, project)
         lines = [f"{k.id}\t{p.name}\t{k.redacted}\t{'admin' if k.is_admin else 'member'}\t"
                  f"{'revoked' if k.revoked_at else 'active'}\t{k.name or ''}" for k, p in rows]
@@ -70,7 +70,7 @@ def revoke(key_id: Annotated[str, typer.Argument(help="The key id (key_…) from
     from tuneforge.store.db import transaction
 
     try:
-        with transaction(_sessionmaker(data_dir)) as session:
+        with transaction(open_sessionmaker(data_dir)) as session:
             revoke_key(session, key_id)
     except NotFound as exc:
         typer.echo(exc.message, err=True)

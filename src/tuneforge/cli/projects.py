@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from tuneforge.cli import app
-from tuneforge.cli.keys import _sessionmaker
+from tuneforge.cli.keys import open_sessionmaker
 from tuneforge.cli.options import DataDir
 
 projects_app = typer.Typer(help="Projects and their operator settings.", no_args_is_help=True)
@@ -20,7 +20,7 @@ def list_(data_dir: DataDir = None) -> None:
     from tuneforge.services.projects import list_projects
     from tuneforge.store.db import transaction
 
-    with transaction(_sessionmaker(data_dir)) as session:
+    with transaction(open_sessionmaker(data_dir)) as session:
         rows = [(p.name, p.id, (p.settings or {}).get("notify_email") or "",
                  "off" if (p.settings or {}).get("screening") is False else "on")
                 for p in list_projects(session)]
@@ -53,7 +53,7 @@ def set_(
     if screening is not None:
         changes["screening"] = screening
     try:
-        with transaction(_sessionmaker(data_dir)) as session:
+        with transaction(open_sessionmaker(data_dir)) as session:
             settings = dict(update_settings(session, project, **changes).settings)
     except TuneforgeError as exc:
         typer.echo(exc.message, err=True)

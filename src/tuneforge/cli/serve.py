@@ -41,7 +41,7 @@ def run_server(settings: Settings) -> None:
     """
     import uvicorn
 
-    from tuneforge.api.app import create_app
+    from tuneforge.app import create_app
 
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
                             log_config=None, access_log=False, lifespan="on",

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from tuneforge.cli import app
+from tuneforge.training import hparams
 
 # --config keys: the long option names with '_' (flags given on the command line win).
 CONFIG_KEYS = {"model", "training_file", "validation_file", "output", "method", "n_epochs",
@@ -36,9 +37,10 @@ def train_command(
     output: Annotated[Path | None, typer.Option(help="Run directory (default runs/train-<time>); "
                                                      "rerun with the same one to resume")] = None,
     method: Annotated[str | None, typer.Option(help="lora (default) or full")] = None,
-    n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: auto)")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Examples per optimizer step (default: auto)")] = None,
-    learning_rate_multiplier: Annotated[float | None, typer.Option(help="x the base learning rate (default 1.0)")] = None,
+    n_epochs: Annotated[int | None, typer.Option(help=hparams.N_EPOCHS.help)] = None,
+    batch_size: Annotated[int | None, typer.Option(help=hparams.BATCH_SIZE.help)] = None,
+    learning_rate_multiplier: Annotated[float | None, typer.Option(
+        help=hparams.LEARNING_RATE_MULTIPLIER.help)] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default 0)")] = None,
     export_merged: Annotated[bool | None, typer.Option("--export-merged/--no-export-merged",
                                                        help="LoRA: also write merged full weights")] = None,
@@ -118,9 +120,7 @@ def _spec(o: dict[str, Any]):
         validation_file=Path(o["validation_file"]) if o.get("validation_file") else None,
         output_dir=output, method=o.get("method", "lora"), seed=int(o.get("seed", 0)),
         export_merged=bool(o.get("export_merged", False)),
-        hyperparameters=Hyperparameters(n_epochs=o.get("n_epochs", "auto"),
-                                        batch_size=o.get("batch_size", "auto"),
-                                        learning_rate_multiplier=o.get("learning_rate_multiplier", "auto")),
+        hyperparameters=Hyperparameters(**{d.name: o.get(d.name, "auto") for d in hparams.definitions()}),
         **extra,
     )
 

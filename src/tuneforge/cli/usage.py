@@ -3,13 +3,13 @@ model, read from the database (no server needed)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
 from tuneforge.cli import app
-from tuneforge.cli.keys import _sessionmaker
+from tuneforge.cli.keys import open_sessionmaker
 from tuneforge.cli.options import DataDir, load_settings
 
 
@@ -22,9 +22,9 @@ def _when(value: str | None) -> int | None:
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
-        raise typer.BadParameter(f"{value!r}: expected YYYY-MM-DD[THH:MM[:SS]] or Unix seconds")
+        raise typer.BadParameter(f"{value!r}: expected YYYY-MM-DD[THH:MM[:SS]] or Unix seconds") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp())
 
 
@@ -48,7 +48,7 @@ def usage(
     from tuneforge.store.tables import Project
 
     settings = load_settings(data_dir)
-    factory = _sessionmaker(data_dir)
+    factory = open_sessionmaker(data_dir)
     try:
         with factory() as session:
             project_id = None
@@ -75,7 +75,7 @@ def usage(
     from rich.table import Table
 
     def iso(ts: int) -> str:
-        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
     table = Table(title=f"Usage {iso(result.start_time)} → {iso(result.end_time)}")
     for name in ("project", "model", "jobs", "trained tokens", "training $", "requests",

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from tuneforge.cli import app
-from tuneforge.cli.keys import _sessionmaker
+from tuneforge.cli.keys import open_sessionmaker
 from tuneforge.cli.options import DataDir
 
 webhooks_app = typer.Typer(help="Webhooks sent when a fine-tuning job succeeds, fails or is "
@@ -32,7 +32,7 @@ def add(
 
     chosen = [e.strip() for item in (events or []) for e in item.split(",") if e.strip()]
     try:
-        with transaction(_sessionmaker(data_dir)) as session:
+        with transaction(open_sessionmaker(data_dir)) as session:
             endpoint = add_endpoint(session, url, project=project, events=chosen or None)
             endpoint_id, secret, kinds = endpoint.id, endpoint.secret, list(endpoint.events)
     except TuneforgeError as exc:
@@ -50,7 +50,7 @@ def list_(data_dir: DataDir = None) -> None:
     from tuneforge.services.webhooks import list_endpoints
     from tuneforge.store.db import transaction
 
-    with transaction(_sessionmaker(data_dir)) as session:
+    with transaction(open_sessionmaker(data_dir)) as session:
         rows = [(e.id, name or "*", e.url, ",".join(e.events)) for e, name in
                 list_endpoints(session)]
     typer.echo("id\tproject\turl\tevents")
@@ -67,7 +67,7 @@ def remove(endpoint_id: Annotated[str, typer.Argument(help="The endpoint id (we_
     from tuneforge.store.db import transaction
 
     try:
-        with transaction(_sessionmaker(data_dir)) as session:
+        with transaction(open_sessionmaker(data_dir)) as session:
             remove_endpoint(session, endpoint_id)
     except NotFound as exc:
         typer.echo(exc.message, err=True)
@@ -82,7 +82,7 @@ def deliveries(limit: Annotated[int, typer.Option(help="How many, newest first."
     from tuneforge.services.webhooks import deliveries as newest
     from tuneforge.store.db import transaction
 
-    with transaction(_sessionmaker(data_dir)) as session:
+    with transaction(open_sessionmaker(data_dir)) as session:
         rows = [(d.id, d.kind, d.event_type, d.job_id, d.target, d.status, str(d.attempts),
                  d.last_status or "") for d in newest(session, limit)]
     typer.echo("id\tkind\tevent\tjob\ttarget\tstatus\tattempts\tlast")

@@ -2,7 +2,7 @@
 sent by the workers, retried with exponential backoff across restarts.
 
 `on_job_finished` runs inside the transaction that moves a job to succeeded / failed / cancelled
-(called from `jobs.states.transition`), so a notification exists if and only if the status change
+(called from `domain.states.transition`), so a notification exists if and only if the status change
 committed. `deliver_due` is what a worker's sender thread runs: it claims due rows (a conditional
 UPDATE on `next_attempt_at`, so two workers never send the same attempt), makes one attempt each,
 and records the outcome: delivered, or the next attempt time (backoff base x 2^(n-1)), or failed
@@ -24,6 +24,7 @@ from tuneforge.config import Settings
 from tuneforge.ids import new_id, now
 from tuneforge.integrations import email as mail
 from tuneforge.integrations import webhooks
+from tuneforge.pricing import training_cost
 from tuneforge.store.db import transaction
 from tuneforge.store.tables import Delivery, Job, Project, WebhookEndpoint
 
@@ -146,8 +147,6 @@ def _record(settings: Settings, factory: sessionmaker[Session], delivery_id: str
 
 
 def _email_message(settings: Settings, to: str, job: Job | None, payload: dict[str, Any]):
-    from tuneforge.services.usage import job_cost
-
     job_id = payload["data"]["id"]
     status = payload["type"].rsplit(".", 1)[-1]
     lines = [f"Fine-tuning job {job_id} {status}.", ""]
@@ -157,7 +156,9 @@ def _email_message(settings: Settings, to: str, job: Job | None, payload: dict[s
             lines.append(f"Fine-tuned model: {job.fine_tuned_model}")
         if job.trained_tokens is not None:
             lines.append(f"Trained tokens: {job.trained_tokens}")
-            lines.append(f"Cost: ${job_cost(settings, job.model, job.trained_tokens):.6f}")
+            job_cost = training_cost(job.trained_tokens, job.training_price)
+            if job_cost is not None:
+                lines.append(f"Cost: ${job_cost:.6f}")
         if job.error:
             lines.append(f"Error ({job.error.get('code')}): {job.error.get('message')}")
     return mail.compose(settings, to, f"[tuneforge] Fine-tuning job {job_id} {status}",

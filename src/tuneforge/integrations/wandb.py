@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.config import Settings
+from tuneforge.training import hparams
 from tuneforge.training.spec import Reporter, ResolvedHyperparameters, StopRequest
 
 log = logging.getLogger("tuneforge.integrations.wandb")
@@ -73,10 +74,7 @@ class WandbReporter:
 
     def hyperparameters(self, resolved: ResolvedHyperparameters) -> None:
         self._inner.hyperparameters(resolved)
-        values = {"n_epochs": resolved.n_epochs, "batch_size": resolved.batch_size,
-                  "learning_rate_multiplier": float(resolved.learning_rate_multiplier)}
-        if resolved.beta is not None:   # DPO
-            values["beta"] = float(resolved.beta)
+        values = dict(resolved)
         self._wandb(lambda run: run.config.update({"hyperparameters": values},
                                                   allow_val_change=True))
 
@@ -110,7 +108,7 @@ def run_settings(settings: Settings, job, spec, cfg: dict[str, Any]) -> dict[str
               "training_file": job.training_file, "validation_file": job.validation_file,
               "seed": job.seed, "suffix": job.suffix,
               "method": job.method.get("type", "supervised") if job.method else "supervised",
-              "hyperparameters": dict(job.hyperparameters or {})}
+              "hyperparameters": hparams.stored(job.method)}
     import wandb
 
     return {"project": cfg["project"], "name": cfg.get("name") or job.id,

@@ -8,6 +8,7 @@ events, metrics and checkpoints appear live through the API, and a checkpoint be
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,13 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from tuneforge.domain import events as ev
+from tuneforge.domain import naming
+from tuneforge.domain.states import Status
 from tuneforge.ids import new_id, now
-from tuneforge.jobs import events as ev
-from tuneforge.jobs import naming
-from tuneforge.jobs.states import Status
 from tuneforge.store.db import transaction
 from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint
+from tuneforge.training import hparams
 from tuneforge.training.spec import CHECKPOINT_META, ResolvedHyperparameters, StopRequest
 
 METRIC_KEYS = ("step", "train_loss", "train_mean_token_accuracy", "total_steps", "valid_loss",
@@ -39,9 +41,14 @@ def read_meta(path: Path) -> dict[str, Any]:
         return {}
 
 
+HOLDING, RELEASE = "holding", "release-hold"   # files of the test-only hold, in the job's dir
+HOLD_POLL_SECONDS = 0.05
+
+
 class DbReporter:
     def __init__(self, factory: sessionmaker[Session], *, job_id: str, owner: str, project_id: str,
-                 project_name: str, model: str, suffix: str | None, fallback_base: str):
+                 project_name: str, model: str, suffix: str | None, fallback_base: str,
+                 hold_at_step: int | None = None, job_dir: Path | None = None):
         self._factory = factory
         self.job_id = job_id
         self._owner = owner
@@ -49,13 +56,15 @@ class DbReporter:
         self._project_name = project_name
         self._model = model
         self._suffix = suffix
-        self._fallback_base = fallback_base   # what an adapter attaches to if tuneforge.json lacks it
+        self.fallback_base = fallback_base   # what an adapter attaches to if tuneforge.json lacks it
         self.final_name = naming.model_name(model, project_name, suffix, job_id)
         self.total_steps: int | None = None
         self._first_step: tuple[int, float] | None = None
         self._last_poll = 0.0
         self._last_answer: StopRequest | None = None
         self._last_eta_write = 0.0
+        self._hold_at_step = hold_at_step     # Settings.test_hold_at_step (tests only)
+        self._job_dir = job_dir
 
     # ---- Reporter protocol ---------------------------------------------------------------
     def event(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
@@ -63,16 +72,11 @@ class DbReporter:
             ev.add_event(s, self.job_id, message, level=level, data=data if data is not None else {})
 
     def hyperparameters(self, resolved: ResolvedHyperparameters) -> None:
-        values = {"batch_size": resolved.batch_size,
-                  "learning_rate_multiplier": float(resolved.learning_rate_multiplier),
-                  "n_epochs": resolved.n_epochs}
-        kind, inner = "supervised", dict(values)
-        if resolved.beta is not None:           # only the DPO trainer resolves a beta
-            kind, inner = "dpo", {**values, "beta": float(resolved.beta)}
         with transaction(self._factory) as s:
             job = s.get(Job, self.job_id)
-            job.hyperparameters = values
-            job.method = {"type": kind, kind: {"hyperparameters": inner}}
+            # The job's one record of its hyperparameters: now the values the trainer uses.
+            kind = (job.method or {}).get("type", "supervised")
+            job.method = hparams.method_object(kind, resolved)
             job.updated_at = now()
 
     def metrics(self, data: dict[str, Any]) -> None:
@@ -90,6 +94,26 @@ class DbReporter:
                 job = s.get(Job, self.job_id)
                 job.estimated_finish = now() + int(per_step * (total - step)) + 1
                 self._last_eta_write = t
+        if step == self._hold_at_step:
+            self._hold()
+
+    def _hold(self) -> None:
+        """Test only (Settings.test_hold_at_step): wait here, after the step's metrics are written,
+        until the job is asked to stop or the test writes `release-hold` in the job's dir; the
+        next `stop_requested` then reads the request at once. `holding` (this process's pid) tells
+        a test the trainer is waiting."""
+        job_dir = Path(self._job_dir or ".")
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / HOLDING).write_text(str(os.getpid()))
+        while not (job_dir / RELEASE).exists():
+            with self._factory() as s:
+                row = s.execute(select(Job.status, Job.requested_action)
+                            .where(Job.id == self.job_id)).first()
+            # (A lost lease does not end the hold: the worker that lost it kills this process.)
+            if row is None or row.status != Status.RUNNING.value or row.requested_action is not None:
+                break
+            time.sleep(HOLD_POLL_SECONDS)
+        self._last_poll = 0.0
 
     def checkpoint(self, step: int, epoch: int, path: Path, metrics: dict[str, Any]) -> None:
         final = self.total_steps is not None and step >= self.total_steps
@@ -112,7 +136,7 @@ class DbReporter:
                 # The final step's model is registered from final/ when the job succeeds.
                 s.add(FineTunedModel(id=name, project_id=self._project_id, job_id=self.job_id,
                                      checkpoint_id=ckpt.id, kind=meta.get("kind", "lora"),
-                                     base_model=str(meta.get("base_model") or self._fallback_base),
+                                     base_model=str(meta.get("base_model") or self.fallback_base),
                                      path=str(Path(path).resolve()), created_at=now()))
                 ev.add_event(s, self.job_id, ev.checkpoint_created(step, name))
 

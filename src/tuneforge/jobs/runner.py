@@ -22,11 +22,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge.config import Settings
+from tuneforge.domain import events as ev
+from tuneforge.domain.states import Status, transition
 from tuneforge.errors import TuneforgeError
 from tuneforge.ids import new_id, now
-from tuneforge.jobs import events as ev
+from tuneforge.jobs.lease import LeaseLost, fail_job
+from tuneforge.jobs.lease import owned_job as _owned_job
 from tuneforge.jobs.reporter import DbReporter, read_meta
-from tuneforge.jobs.states import Status, transition
 from tuneforge.logs import configure as configure_logging
 from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore
@@ -34,27 +36,6 @@ from tuneforge.store.db import make_engine, make_sessionmaker, transaction
 from tuneforge.store.tables import File, FineTunedModel, Job, JobCheckpoint, Project
 
 log = logging.getLogger("tuneforge.jobs.runner")
-
-
-class LeaseLost(Exception):
-    """Another worker owns the job now (our lease expired): write nothing more."""
-
-
-def _owned_job(s: Session, job_id: str, owner: str) -> Job:
-    stmt = select(Job).where(Job.id == job_id)
-    if s.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    job = s.scalar(stmt)
-    if job is None or job.lease_owner != owner:
-        raise LeaseLost(job_id)
-    return job
-
-
-def fail_job(s: Session, job: Job, code: str, message: str, param: str | None = None) -> None:
-    """Fail `job` with an error and the matching error event (same message, as OpenAI does)."""
-    transition(job, Status.FAILED)
-    job.error = {"code": code, "message": message, "param": param}
-    ev.add_event(s, job.id, message, level="error")
 
 
 def _file_path(blobs: BlobStore, s: Session, project_id: str, file_id: str | None) -> Path | None:
@@ -80,8 +61,8 @@ def run_job(settings: Settings, job_id: str, owner: str) -> int:
 
 
 def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner: str) -> int:
-    from tuneforge.training.hparams import METHOD_HYPERPARAMETERS
-    from tuneforge.training.spec import Hyperparameters, TrainSpec
+    from tuneforge.training import hparams
+    from tuneforge.training.spec import TrainSpec
 
     blobs = BlobStore(settings.blobs_dir)
     with transaction(factory) as s:
@@ -120,20 +101,18 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
             fail_job(s, job, exc.code or "invalid_request", exc.message, exc.param)
             return 0
         kind = job.method.get("type", "supervised")
-        requested = job.method.get(kind, {}).get("hyperparameters") or job.hyperparameters
         spec = TrainSpec(
             base_model=start.base_model, training_file=training, validation_file=validation,
             output_dir=settings.jobs_dir / job.id, seed=job.seed, init_adapter=start.init_adapter,
-            method_type=kind,
-            hyperparameters=Hyperparameters(**{k: requested.get(k, "auto") for k in
-                                               METHOD_HYPERPARAMETERS[kind]}),
+            method_type=kind, hyperparameters=hparams.requested(job.method),
         )
         reporter = DbReporter(factory, job_id=job.id, owner=owner, project_id=job.project_id,
                               project_name=project.name, model=job.model, suffix=job.suffix,
-                              fallback_base=start.attach_base)
+                              fallback_base=start.attach_base, job_dir=settings.jobs_dir / job.id,
+                              hold_at_step=settings.test_hold_at_step)
 
     from tuneforge.integrations.wandb import with_integrations
-    from tuneforge.training import train   # the trainer of spec.method_type (sft.py, dpo.py)
+    from tuneforge.training import train  # the trainer of spec.method_type (sft.py, dpo.py)
 
     try:
         result = train(spec, with_integrations(settings, job, spec, reporter))   # + W&B
@@ -183,7 +162,7 @@ def _succeed(s: Session, blobs: BlobStore, job: Job, result, reporter: DbReporte
         s.add(ckpt)
     s.add(FineTunedModel(id=name, project_id=job.project_id, job_id=job.id,
                          checkpoint_id=ckpt.id, kind=meta.get("kind", "lora"),
-                         base_model=str(meta.get("base_model") or reporter._fallback_base),
+                         base_model=str(meta.get("base_model") or reporter.fallback_base),
                          path=str(final_dir), created_at=now()))
     src = Path(result.metrics_csv)
     if base64_results:   # OpenAI's quirk: the file's content is the base64 of the CSV

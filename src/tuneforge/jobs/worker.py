@@ -31,13 +31,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge.config import Settings
+from tuneforge.domain import events as ev
+from tuneforge.domain.states import Status, transition
 from tuneforge.ids import new_id, now
-from tuneforge.jobs import events as ev
-from tuneforge.jobs import queue
-from tuneforge.jobs.runner import LeaseLost, _owned_job, fail_job
-from tuneforge.jobs.states import Status, transition
-from tuneforge.logs import configure as configure_logging
 from tuneforge.integrations import outbox
+from tuneforge.jobs import queue
+from tuneforge.jobs.lease import LeaseLost, fail_job, owned_job
+from tuneforge.logs import configure as configure_logging
 from tuneforge.services import preflight
 from tuneforge.services.expiry import sweep_expired
 from tuneforge.store.blobs import BlobStore
@@ -131,7 +131,7 @@ class Worker:
             log.exception("validation of %s crashed", claim.job_id)
             try:
                 with transaction(self.factory) as s:
-                    fail_job(s, _owned_job(s, claim.job_id, self.owner), "validation_failed",
+                    fail_job(s, owned_job(s, claim.job_id, self.owner), "validation_failed",
                              f"The job failed while validating its files: {exc}")
             except LeaseLost:
                 pass
@@ -141,7 +141,7 @@ class Worker:
         from tuneforge.training.data import validate_file
 
         with self.factory() as s:
-            job = _owned_job(s, job_id, self.owner)
+            job = owned_job(s, job_id, self.owner)
             kind = (job.method or {}).get("type", "supervised")   # dpo files hold pairs
             files = [("training_file", job.training_file)]
             if job.validation_file:
@@ -161,7 +161,7 @@ class Worker:
             if error:
                 break
         with transaction(self.factory) as s:
-            job = _owned_job(s, job_id, self.owner)
+            job = owned_job(s, job_id, self.owner)
             if job.status != Status.VALIDATING_FILES.value:
                 return
             if error:
@@ -178,6 +178,8 @@ class Worker:
         env["TUNEFORGE_DATABASE_URL"] = str(self.settings.database_url)
         # The child writes the result file: it must encode it as this worker's Settings say.
         env["TUNEFORGE_RESULT_FILES_BASE64"] = str(self.settings.result_files_base64).lower()
+        if self.settings.test_hold_at_step is not None:
+            env["TUNEFORGE_TEST_HOLD_AT_STEP"] = str(self.settings.test_hold_at_step)
         cmd = [sys.executable, "-m", "tuneforge.jobs.runner", job_id, "--owner", self.owner]
         proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
         self.children[job_id] = _Child(job_id, proc)
@@ -236,7 +238,7 @@ class Worker:
     def _give_up(self, job_id: str, runs: int) -> None:
         with transaction(self.factory) as s:
             try:
-                job = _owned_job(s, job_id, self.owner)
+                job = owned_job(s, job_id, self.owner)
             except LeaseLost:
                 return
             fail_job(s, job, "training_failed",

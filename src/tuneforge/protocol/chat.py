@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_serializer
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from tuneforge.protocol.common import SafeStr
 
@@ -207,7 +214,7 @@ class ChunkDelta(BaseModel):
     tool_calls: list[ToolCallDelta] | None = None
 
     @model_serializer(mode="wrap")
-    def _set_fields_only(self, handler):
+    def _set_fields_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         return {k: v for k, v in handler(self).items() if v is not None}
 
 

@@ -20,12 +20,6 @@ class FileObject(BaseModel):
     status: Literal["uploaded", "processed", "error"] = "processed"
     status_details: str | None = None
 
-    @classmethod
-    def from_row(cls, row) -> FileObject:
-        return cls(id=row.id, bytes=row.bytes, created_at=row.created_at, expires_at=row.expires_at,
-                   filename=row.filename, purpose=row.purpose, status=row.status,
-                   status_details=row.status_details)
-
 
 class FileDeleted(BaseModel):
     id: str

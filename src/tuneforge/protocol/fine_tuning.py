@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from tuneforge.protocol.common import SafeStr
+from tuneforge.protocol.common import ListResponse, SafeStr
 
 JobStatus = Literal[
     "validating_files", "queued", "running", "succeeded", "failed", "cancelled", "paused"
@@ -116,25 +116,10 @@ class FineTuningJobCheckpoint(BaseModel):
     metrics: dict[str, float]
 
 
-# ---- lists -----------------------------------------------------------------------------------
-class FineTuningJobList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[FineTuningJob]
-    has_more: bool
-
-
-class FineTuningJobEventList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[FineTuningJobEvent]
-    has_more: bool
-
-
-class FineTuningJobCheckpointList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[FineTuningJobCheckpoint]
-    first_id: str | None = None
-    last_id: str | None = None
-    has_more: bool
+# ---- lists (the one cursor list envelope) ----------------------------------------------------
+FineTuningJobList = ListResponse[FineTuningJob]
+FineTuningJobEventList = ListResponse[FineTuningJobEvent]
+FineTuningJobCheckpointList = ListResponse[FineTuningJobCheckpoint]
 
 
 # ---- checkpoint permissions (openai-api.md §4.3) ---------------------------------------------
@@ -150,12 +135,7 @@ class CheckpointPermission(BaseModel):
     project_id: str
 
 
-class CheckpointPermissionList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[CheckpointPermission]
-    has_more: bool = False
-    first_id: str | None = None
-    last_id: str | None = None
+CheckpointPermissionList = ListResponse[CheckpointPermission]
 
 
 class CheckpointPermissionDeleted(BaseModel):

@@ -8,6 +8,7 @@ this module keeps the naming rules: a name is used once across tuneforge-tiny, t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -28,7 +29,7 @@ class BaseModelInfo:
     aliases: tuple[str, ...]
     note: str | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "origin": self.origin,
                 "aliases": list(self.aliases), "note": self.note}
 

@@ -30,13 +30,15 @@ from tuneforge.protocol.chat import (
     ChoiceLogprobs,
     ChunkChoice,
     ChunkDelta,
-    TokenLogprob as WireLogprob,
     ToolCallDelta,
     ToolCallDeltaFunction,
     ToolCallFunction,
     ToolCallOut,
     TopLogprob,
     Usage,
+)
+from tuneforge.protocol.chat import (
+    TokenLogprob as WireLogprob,
 )
 from tuneforge.services import generation as gen
 from tuneforge.services.resolver import ModelResolver
@@ -118,7 +120,7 @@ async def stream(p: ChatPlan, serving: Serving) -> AsyncIterator[str]:
         return ChatCompletionChunk(id=p.id, created=p.created, model=p.model, choices=choices,
                                    system_fingerprint=FINGERPRINT, usage=usage).sse()
 
-    held = {i: [] for i in range(len(p.params))}   # text held back per choice (tools only)
+    held: dict[int, list[str]] = {i: [] for i in range(len(p.params))}   # text held back per choice (tools only)
     completion = 0
     try:
         for i in range(len(p.params)):

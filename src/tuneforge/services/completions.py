@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -49,11 +50,9 @@ async def plan(req: CompletionRequest, session: Session, serving: Serving, proje
     if req.suffix:
         raise InvalidRequest("suffix is not supported by this model.", param="suffix")
     engine = await asyncio.to_thread(serving.engine)
-    raw = req.prompt
-    if isinstance(raw, str):
-        raw = [raw]
-    elif raw and all(isinstance(x, int) for x in raw):
-        raw = [raw]
+    raw: list[Any] = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+    if raw and all(isinstance(x, int) for x in raw):
+        raw = [raw]                       # one prompt given as token ids
     if not raw:
         raise InvalidRequest("prompt must not be empty.", param="prompt")
     prompts = []

@@ -12,12 +12,14 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import event, or_, select
+from sqlalchemy import Select, event, or_, select
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.ids import new_id, now
+from tuneforge.protocol.files import FileObject
 from tuneforge.store.blobs import Blob, BlobStore
 from tuneforge.store.pagination import Order, Page, paginate
 from tuneforge.store.tables import File
@@ -31,6 +33,12 @@ EXPIRES_MIN, EXPIRES_MAX = 3600, 30 * 24 * 3600
 BLOB_PREFIX = "files"
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def file_to_wire(row: File) -> FileObject:
+    return FileObject(id=row.id, bytes=row.bytes, created_at=row.created_at,
+                      expires_at=row.expires_at, filename=row.filename, purpose=row.purpose,
+                      status=row.status, status_details=row.status_details)
 
 
 def new_file_id() -> str:
@@ -171,14 +179,15 @@ def create_file_from_path(session: Session, blobs: BlobStore, *, project_id: str
                                  purpose=purpose, blob=blob, expires_at=expires_at)
 
 
-def _live(stmt, project_id: str):
+def _live(stmt: Select[Any], project_id: str) -> Select[Any]:
     # Expired files are gone from the user's view even before anything sweeps them.
     return stmt.where(File.project_id == project_id,
                       or_(File.expires_at.is_(None), File.expires_at > now()))
 
 
 def find_file(session: Session, project_id: str, file_id: str) -> File | None:
-    return session.scalar(_live(select(File), project_id).where(File.id == file_id))
+    row: File | None = session.scalar(_live(select(File), project_id).where(File.id == file_id))
+    return row
 
 
 def get_file(session: Session, project_id: str, file_id: str) -> File:

@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -45,7 +46,7 @@ def stops(stop: str | list[str] | None) -> tuple[str, ...]:
     return (stop,) if isinstance(stop, str) else tuple(stop)
 
 
-def choice_params(n: int, seed: int | None, **kw) -> list[SamplingParams]:
+def choice_params(n: int, seed: int | None, **kw: Any) -> list[SamplingParams]:
     """One SamplingParams per choice; with a seed, choice i uses seed + i (reproducible, distinct)."""
     return [SamplingParams(seed=None if seed is None else seed + i, **kw) for i in range(n)]
 
@@ -85,7 +86,7 @@ async def merged_stream(serving: Serving, target: ModelTarget, prompt_ids: list[
                         params: list[SamplingParams], first_index: int = 0
                         ) -> AsyncIterator[tuple[int, Delta | Finished]]:
     """(choice index, event) from all choices as they come. Leaving early cancels every choice."""
-    queue: asyncio.Queue = asyncio.Queue()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
     done = object()
 
     async def pump(index: int, p: SamplingParams) -> None:
@@ -113,7 +114,8 @@ async def merged_stream(serving: Serving, target: ModelTarget, prompt_ids: list[
             t.cancel()
 
 
-async def _events(serving: Serving, target: ModelTarget, prompt_ids: list[int], params: SamplingParams):
+async def _events(serving: Serving, target: ModelTarget, prompt_ids: list[int],
+                  params: SamplingParams) -> AsyncIterator[Delta | Finished]:
     from tuneforge.inference.engine import EngineError
 
     try:

@@ -12,15 +12,16 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tuneforge.domain import events as ev
+from tuneforge.domain.states import TERMINAL, Status, transition
 from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.ids import new_id, now
-from tuneforge.jobs import events as ev
-from tuneforge.jobs.states import TERMINAL, Status, transition
+from tuneforge.pricing import training_cost
 from tuneforge.protocol.fine_tuning import (
     CreateFineTuningJobRequest,
     FineTuningJob,
@@ -29,16 +30,14 @@ from tuneforge.protocol.fine_tuning import (
     HyperparametersOut,
     JobError,
 )
-from tuneforge.store.pagination import Page, paginate
 from tuneforge.services.files import get_file
 from tuneforge.services.resolver import ModelResolver
-from tuneforge.services.usage import cost
+from tuneforge.store.pagination import Page, paginate
 from tuneforge.store.tables import Job, JobCheckpoint, JobEvent
-from tuneforge.training.hparams import METHOD_HYPERPARAMETERS, beta_problem
+from tuneforge.training import hparams
 
 MAX_SEED = 2_147_483_647
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-HYPERPARAMETERS = ("batch_size", "learning_rate_multiplier", "n_epochs")
 
 
 # ---- create ----------------------------------------------------------------------------------
@@ -64,9 +63,8 @@ def create_job(session: Session, project_id: str, req: CreateFineTuningJobReques
         id=new_id("ftjob-"), project_id=project_id, status=Status.VALIDATING_FILES.value,
         model=model, base_model=base_ref, training_file=req.training_file,
         validation_file=req.validation_file,
-        method={"type": kind, kind: {"hyperparameters": dict(hyperparameters)}},
-        hyperparameters={k: hyperparameters[k] for k in HYPERPARAMETERS},
-        suffix=suffix, seed=seed, metadata_=metadata,
+        method=hparams.method_object(kind, hyperparameters), suffix=suffix, seed=seed,
+        metadata_=metadata,
         integrations=integrations, fine_tuned_model=None, trained_tokens=None, error=None,
         result_files=[], created_at=ts, started_at=None, finished_at=None, estimated_finish=None,
         requested_action=None, lease_owner=None, lease_expires_at=None, attempts=0, updated_at=ts,
@@ -93,16 +91,16 @@ def _check_file(session: Session, project_id: str, file_id: Any, param: str) -> 
 
 def _check_method(method: Any, top_level: Any) -> tuple[str, dict[str, Any]]:
     """(method type, its requested hyperparameters with `auto` kept) from `method` or the
-    deprecated top level. The hyperparameters each method takes: hparams.METHOD_HYPERPARAMETERS."""
+    deprecated top level. The hyperparameters each method takes: hparams.METHODS."""
     if method is None:
-        return "supervised", _check_hyperparameters(top_level, "hyperparameters", "supervised")
+        return "supervised", hparams.check("supervised", top_level, "hyperparameters")
     if not isinstance(method, Mapping):
         raise InvalidRequest("method must be an object.", param="method")
     kind = method.get("type")
     if kind == "reinforcement":
         raise InvalidRequest(f"Fine-tuning method '{kind}' is not supported yet; use 'supervised' "
                              "or 'dpo'.", param="method.type", code="unsupported_method")
-    if kind not in METHOD_HYPERPARAMETERS:
+    if kind not in hparams.METHODS:
         raise InvalidRequest(f"Invalid method.type {kind!r}: expected 'supervised', 'dpo' or "
                              "'reinforcement'.", param="method.type")
     unknown = set(method) - {"type", kind}
@@ -121,44 +119,8 @@ def _check_method(method: Any, top_level: Any) -> tuple[str, dict[str, Any]]:
         raise InvalidRequest("Set hyperparameters either at the top level (deprecated) or in "
                              "method.supervised.hyperparameters, not both.", param="hyperparameters")
     if inner is None and kind == "supervised":
-        return kind, _check_hyperparameters(top_level, "hyperparameters", kind)
-    return kind, _check_hyperparameters(inner, f"method.{kind}.hyperparameters", kind)
-
-
-def _check_hyperparameters(value: Any, param: str, kind: str) -> dict[str, Any]:
-    names = METHOD_HYPERPARAMETERS[kind]
-    out: dict[str, Any] = {k: "auto" for k in names}
-    if value is None:
-        return out
-    if not isinstance(value, Mapping):
-        raise InvalidRequest(f"{param} must be an object.", param=param)
-    for key in value:
-        if key not in names:
-            raise InvalidRequest(f"Unknown hyperparameter {key!r}; expected one of "
-                                 f"{', '.join(names)}.", param=f"{param}.{key}")
-    ranges = {"batch_size": (1, 256), "n_epochs": (1, 50)}
-    for key, v in value.items():
-        p = f"{param}.{key}"
-        if v == "auto" or v is None:
-            continue
-        if key == "beta":
-            problem = beta_problem(v)
-            if problem:
-                raise InvalidRequest(f"Invalid {p}: {v!r}. {problem}", param=p)
-            out[key] = float(v)
-        elif key == "learning_rate_multiplier":
-            if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0 or v != v \
-                    or v == float("inf"):
-                raise InvalidRequest(f"Invalid {p}: {v!r}. Expected 'auto' or a number > 0.",
-                                     param=p)
-            out[key] = float(v)
-        else:
-            lo, hi = ranges[key]
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise InvalidRequest(f"Invalid {p}: {v!r}. Expected 'auto' or an integer "
-                                     f"between {lo} and {hi}.", param=p)
-            out[key] = v
-    return out
+        return kind, hparams.check(kind, top_level, "hyperparameters")
+    return kind, hparams.check(kind, inner, f"method.{kind}.hyperparameters")
 
 
 def _check_suffix(value: Any) -> str | None:
@@ -275,7 +237,8 @@ def _job_cursor(session: Session, table: type[JobEvent] | type[JobCheckpoint], j
     """The row an `after` id names, which must belong to this job (else a 400 naming `after`)."""
     if after is None:
         return None
-    cursor = session.scalar(select(table).where(table.id == after, table.job_id == job_id))
+    cursor = cast("JobEvent | JobCheckpoint | None", session.scalar(
+        select(table).where(table.id == after, table.job_id == job_id)))
     if cursor is None:
         raise InvalidRequest(f"Invalid 'after': no {noun} {after} in job {job_id}.", param="after")
     return cursor
@@ -364,7 +327,7 @@ def job_to_wire(job: Job, organization_id: str) -> FineTuningJob:
         id=job.id, created_at=job.created_at,
         error=JobError(**job.error) if job.status == Status.FAILED.value and job.error else None,
         fine_tuned_model=job.fine_tuned_model, finished_at=job.finished_at,
-        hyperparameters=HyperparametersOut(**job.hyperparameters), model=job.model,
+        hyperparameters=_hyperparameters_out(job), model=job.model,
         organization_id=organization_id, result_files=list(job.result_files or []),
         seed=job.seed, status=job.status, trained_tokens=job.trained_tokens,
         training_file=job.training_file, validation_file=job.validation_file,
@@ -372,8 +335,14 @@ def job_to_wire(job: Job, organization_id: str) -> FineTuningJob:
         integrations=job.integrations, metadata=job.metadata_, method=job.method,
         user_provided_suffix=job.suffix,
         estimated_trained_tokens=job.estimated_trained_tokens, estimated_cost=job.estimated_cost,
-        cost=cost(job.trained_tokens, job.training_price),
+        cost=training_cost(job.trained_tokens, job.training_price),
     )
+
+
+def _hyperparameters_out(job: Job) -> HyperparametersOut:
+    # The deprecated top-level object: the method's values, for the names OpenAI lists there.
+    values = hparams.stored(job.method)
+    return HyperparametersOut(**{k: v for k, v in values.items() if k in HyperparametersOut.model_fields})
 
 
 def event_to_wire(event: JobEvent) -> FineTuningJobEvent:

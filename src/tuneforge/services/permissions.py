@@ -14,13 +14,13 @@ from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.ids import new_id, now
 from tuneforge.protocol.fine_tuning import CheckpointPermission as Wire
 from tuneforge.services.resolver import ModelResolver
-from tuneforge.store.pagination import Page, paginate
+from tuneforge.store.pagination import Order, Page, paginate
 from tuneforge.store.tables import CheckpointPermission, FineTunedModel, Project
 
-ORDERS = {"ascending": "asc", "descending": "desc"}
+ORDERS: dict[str, Order] = {"ascending": "asc", "descending": "desc"}
 
 
-def to_wire(row: CheckpointPermission) -> Wire:
+def permission_to_wire(row: CheckpointPermission) -> Wire:
     return Wire(id=row.id, created_at=row.created_at, project_id=row.project_id)
 
 

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from tuneforge import pricing
 from tuneforge.config import Settings
 from tuneforge.safety.screening import load_classifier, screen_file
-from tuneforge.services import usage
 from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.db import transaction
 from tuneforge.store.tables import Job, Project
+from tuneforge.training import hparams
 
 log = logging.getLogger("tuneforge.preflight")
 
@@ -34,7 +36,7 @@ def check_file(settings: Settings, factory: sessionmaker[Session], job_id: str, 
         if job is None or project is None:
             return None
         screening = settings.screening and (project.settings or {}).get("screening", True)
-        model, base_model, hyperparameters = job.model, job.base_model, dict(job.hyperparameters)
+        model, hyperparameters = job.model, hparams.stored(job.method)
         kind = (job.method or {}).get("type", "supervised")
         tokenizer_source = _tokenizer_source(settings, s, job)
     if screening:
@@ -55,9 +57,9 @@ def _tokenizer_source(settings: Settings, s: Session, job: Job) -> str | None:
 
 
 def _estimate(settings: Settings, factory: sessionmaker[Session], job_id: str, model: str,
-              hyperparameters: dict, source: str | None, path: Path,
+              hyperparameters: dict[str, Any], source: str | None, path: Path,
               method: str = "supervised") -> None:
-    per_million = usage.price(settings, model).training
+    per_million = pricing.quote(settings, model)
     tokens = None
     if source is not None:
         try:
@@ -79,4 +81,4 @@ def _estimate(settings: Settings, factory: sessionmaker[Session], job_id: str, m
             return
         job.training_price = per_million
         job.estimated_trained_tokens = tokens
-        job.estimated_cost = usage.cost(tokens, per_million)
+        job.estimated_cost = pricing.cost(tokens, per_million)

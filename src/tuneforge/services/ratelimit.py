@@ -15,7 +15,8 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from contextvars import ContextVar
+from collections.abc import Callable
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
 MAX_KEYS = 100_000   # buckets kept (least recently used dropped): bounded memory for any traffic
@@ -57,7 +58,8 @@ _current: ContextVar[_Account | None] = ContextVar("tuneforge_ratelimit_account"
 
 
 class RateLimiter:
-    def __init__(self, rpm: int = 0, tpm: int = 0, clock=time.monotonic):
+    def __init__(self, rpm: int = 0, tpm: int = 0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.rpm, self.tpm, self._clock = rpm, tpm, clock
         self._lock = threading.Lock()
         self._requests: OrderedDict[str, Bucket] = OrderedDict()
@@ -101,12 +103,12 @@ class RateLimiter:
         with self._lock:
             self._bucket(self._tokens, key, self.tpm, t).tokens -= tokens
 
-    def bind(self, key: str):
+    def bind(self, key: str) -> Token[_Account | None]:
         """Make `key` the current request's account (for `charge_current`); returns a reset token."""
         return _current.set(_Account(self, key))
 
     @staticmethod
-    def unbind(token) -> None:
+    def unbind(token: Token[_Account | None]) -> None:
         _current.reset(token)
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from tuneforge.config import Settings
 from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.ids import new_id, now
+from tuneforge.protocol.uploads import UploadObject
 from tuneforge.services import files as files_service
 from tuneforge.services.files import on_outcome
 from tuneforge.store.blobs import Blob, BlobStore
@@ -117,9 +118,10 @@ def complete_upload(session: Session, blobs: BlobStore, *, project_id: str, uplo
                                                filename=upload.filename, purpose=upload.purpose,
                                                blob=blob, expires_after=lifetime)
     # The conditional update makes two concurrent completes produce exactly one File.
-    claimed = session.execute(
+    result = session.execute(
         update(Upload).where(Upload.id == upload.id, Upload.status == "pending")
-        .values(status="completed", file_id=file.id)).rowcount
+        .values(status="completed", file_id=file.id))
+    claimed = result.rowcount  # type: ignore[attr-defined]  # a CursorResult for an UPDATE
     if claimed != 1:
         raise InvalidRequest(f"Upload {upload.id} is no longer pending.", param="upload_id",
                              code="upload_not_pending")
@@ -143,4 +145,16 @@ def _drop_parts(session: Session, blobs: BlobStore, upload_id: str) -> None:
     for p in parts:
         session.delete(p)
     session.flush()
-    on_outcome(session, committed=lambda: [blobs.delete(k) for k in keys])
+
+    def delete_blobs() -> None:
+        for k in keys:
+            blobs.delete(k)
+
+    on_outcome(session, committed=delete_blobs)
+
+
+def upload_to_wire(row: Upload, file: File | None = None) -> UploadObject:
+    return UploadObject(id=row.id, bytes=row.bytes, created_at=row.created_at,
+                        expires_at=row.expires_at, filename=row.filename, purpose=row.purpose,
+                        status=status_of(row),
+                        file=files_service.file_to_wire(file) if file is not None else None)

@@ -1,10 +1,11 @@
-"""Usage and cost: prices (Settings.prices, USD per 1M tokens), inference usage records, and the
-per-period report (per project and model) behind GET /v1/usage and `tuneforge usage`.
+"""Usage: inference usage records and the per-period report (per project and model) behind
+GET /v1/usage and `tuneforge usage`. Prices and the cost rule are `tuneforge.pricing`.
 
 Training tokens are the jobs' own `trained_tokens` (what the trainer counted: every token of the
-examples, truncated to the context limit, x epochs), counted in the period the job finished in, priced at the price the job was quoted when
-its files were validated (`jobs.training_price`). Inference tokens are one `usage_records` row per
-completed request, written by the serving path through `record_inference`.
+examples, truncated to the context limit, x epochs), counted in the period the job finished in,
+at the job's cost (`pricing.training_cost`: the price it was quoted, `jobs.training_price`).
+Inference tokens are one `usage_records` row per completed request, written by the serving
+path through `record_inference`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tuneforge.config import ModelPrice, Settings
+from tuneforge.config import Settings
 from tuneforge.errors import InvalidRequest
 from tuneforge.ids import now
+from tuneforge.pricing import inference_cost, training_cost
 from tuneforge.services import ratelimit
 from tuneforge.store.db import transaction
 from tuneforge.store.tables import Job, Project, UsageRecord
@@ -29,34 +31,6 @@ log = logging.getLogger("tuneforge.usage")
 
 GroupBy = Literal["project", "model", "project_model"]
 GROUP_BYS = ("project", "model", "project_model")
-
-
-# ---- prices ----------------------------------------------------------------------------------
-def price(settings: Settings, model: str) -> ModelPrice:
-    """The model's price; an `ft:` model without its own entry costs what its base model costs."""
-    prices = settings.prices
-    if model in prices:
-        return prices[model]
-    if model.startswith("ft:"):
-        base = model.split(":")[1]
-        if base in prices:
-            return prices[base]
-    return prices.get("default") or ModelPrice()
-
-
-def cost(tokens: int | None, per_million: float | None) -> float | None:
-    if tokens is None or per_million is None:
-        return None
-    return round(tokens * per_million / 1e6, 6)
-
-
-def job_cost(settings: Settings, model: str, trained_tokens: int) -> float:
-    return cost(trained_tokens, price(settings, model).training) or 0.0
-
-
-def inference_cost(settings: Settings, model: str, prompt: int, completion: int) -> float:
-    p = price(settings, model)
-    return round((prompt * p.input + completion * p.output) / 1e6, 6)
 
 
 # ---- recording ---------------------------------------------------------------------------------
@@ -74,7 +48,7 @@ def record_inference(factory: sessionmaker[Session], *, project_id: str, key_id:
         log.exception("could not record usage for project %s model %s", project_id, model)
 
 
-async def record_inference_async(factory: sessionmaker[Session], **fields) -> None:
+async def record_inference_async(factory: sessionmaker[Session], **fields: Any) -> None:
     """`record_inference` from async code (the serving path): the insert runs in a thread, with
     the request's context, so the tokens still reach the caller's rate-limit account."""
     await asyncio.to_thread(record_inference, factory, **fields)
@@ -148,9 +122,8 @@ def report(session: Session, settings: Settings, *, start_time: int | None = Non
     for project, model, tokens, job_price in session.execute(jobs):
         line = cell(project, model)
         line.jobs += 1
-        line.trained_tokens += int(tokens)
-        per_million = job_price if job_price is not None else price(settings, model).training
-        line.training_cost = round(line.training_cost + (cost(int(tokens), per_million) or 0), 6)
+        line.trained_tokens += int(tokens or 0)
+        line.training_cost = round(line.training_cost + (training_cost(tokens, job_price) or 0), 6)
     for project, model, n, prompt, completion in session.execute(records):
         line = cell(project, model)
         line.requests += int(n)
@@ -159,7 +132,7 @@ def report(session: Session, settings: Settings, *, start_time: int | None = Non
         line.inference_cost = inference_cost(settings, model, line.prompt_tokens,
                                              line.completion_tokens)
 
-    grouped: dict[tuple, UsageLine] = defaultdict(lambda: UsageLine(None, None))
+    grouped: dict[tuple[str | None, ...], UsageLine] = defaultdict(lambda: UsageLine(None, None))
     for (project, model), line in sorted(cells.items()):
         key = {"project": (project,), "model": (model,), "project_model": (project, model)}[group_by]
         out = grouped[key]

@@ -23,7 +23,7 @@ class Page(Generic[T]):
     has_more: bool
 
 
-def paginate(session: Session, stmt: Select, *, sort: Sequence[Any], order: Order = "desc",
+def paginate(session: Session, stmt: Select[Any], *, sort: Sequence[Any], order: Order = "desc",
              after: Any = None, limit: int = 20) -> Page[Any]:
     """Run `stmt` (a select of one ORM entity) ordered by `sort` columns, one page long.
 

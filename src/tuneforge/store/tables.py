@@ -8,8 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tuneforge.store.db import Base
@@ -91,8 +101,9 @@ class Job(Base):
     base_model: Mapped[str] = mapped_column(String(1024))      # what training loads (HF id / dir)
     training_file: Mapped[str] = mapped_column(String(64))
     validation_file: Mapped[str | None] = mapped_column(String(64))
-    method: Mapped[dict[str, Any]] = mapped_column(JSON)        # as requested, `auto`s kept
-    hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)  # resolved once known
+    # as on the wire: {"type", <type>: {"hyperparameters"}}, the one record of the job's
+    # hyperparameters: as requested (`auto`s kept), then resolved once the trainer starts
+    method: Mapped[dict[str, Any]] = mapped_column(JSON)
     suffix: Mapped[str | None] = mapped_column(String(64))
     seed: Mapped[int] = mapped_column(BigInteger)
     metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON)

@@ -22,8 +22,16 @@ from dataclasses import dataclass, field
 
 from tuneforge.errors import InvalidRequest
 from tuneforge.training.render import (
-    IGNORE_INDEX, Rendered, Sequences, chat_sequences, is_chat, join_sequences, render_example,
-    span_labels, to_hf_chat, truncate,
+    IGNORE_INDEX,
+    Rendered,
+    Sequences,
+    chat_sequences,
+    is_chat,
+    join_sequences,
+    render_example,
+    span_labels,
+    to_hf_chat,
+    truncate,
 )
 
 
@@ -88,7 +96,9 @@ def _template_renderer(tokenizer):
     version does not have the helpers (every example then takes the reference path)."""
     try:
         from transformers.utils.chat_template_utils import (
-            _alias_reasoning_fields, _compile_jinja_template, _plain_template_data,
+            _alias_reasoning_fields,
+            _compile_jinja_template,
+            _plain_template_data,
         )
     except ImportError:
         return None

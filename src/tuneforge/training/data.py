@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from tuneforge.training.stats import (
-    Distribution, RenderFailure, TokenCounter, TokenCounts, auto_n_epochs,
+    Distribution,
+    RenderFailure,
+    TokenCounter,
+    TokenCounts,
+    auto_n_epochs,
 )
 
 READ_BUFFER = 1 << 20  # 1 MiB reads: far fewer syscalls than the default 8 KiB

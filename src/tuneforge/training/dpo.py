@@ -34,12 +34,18 @@ import torch.nn.functional as F
 
 from tuneforge.errors import InvalidRequest
 from tuneforge.training import checkpoints as ckpt
-from tuneforge.training.batches import position_ids, shifted_targets
 from tuneforge.training.batch_render import render_batch
+from tuneforge.training.batches import position_ids, shifted_targets
 from tuneforge.training.render import IGNORE_INDEX, Rendered, audit, stop_token_ids
 from tuneforge.training.sft import (
-    AUDIT_SAMPLE, MAX_GRAD_NORM, MICRO_BATCH_TOKENS, RENDER_BATCH, VALID_EVALS_PER_RUN, _Cancelled,
-    _load_examples, _Run,
+    AUDIT_SAMPLE,
+    MAX_GRAD_NORM,
+    MICRO_BATCH_TOKENS,
+    RENDER_BATCH,
+    VALID_EVALS_PER_RUN,
+    Cancelled,
+    SftRun,
+    load_examples,
 )
 from tuneforge.training.spec import Reporter, StopRequest, TrainResult, TrainSpec
 
@@ -79,7 +85,7 @@ def load_pairs(tokenizer, path: Path, max_seq_len: int | None, *, param: str = "
     rendered; `audit_stop_ids`: also check that trained spans end with one of these tokens."""
     from tuneforge.training.data import INVALID_FILE, check_preference_example, preference_sides
 
-    examples = _load_examples(path)
+    examples = load_examples(path)
     for line, example in examples:
         problem = check_preference_example(example)
         if problem is not None:
@@ -187,7 +193,7 @@ class _Sums:
 
 # --- the run ------------------------------------------------------------------------------------
 
-class _DpoRun(_Run):
+class _DpoRun(SftRun):
     def _setup_data(self) -> None:
         spec = self.spec
         stop_ids = stop_token_ids(self.tokenizer, self.generation_config)
@@ -217,7 +223,7 @@ class _DpoRun(_Run):
         try:
             self._setup_reference()   # a cancel during its pass is a cancel like any other
             return self._loop()
-        except _Cancelled:
+        except Cancelled:
             return self._result("cancelled", self.step)
         finally:
             self.csv.close()
@@ -260,7 +266,7 @@ class _DpoRun(_Run):
     def _poll_stop(self) -> None:
         stop = self.reporter.stop_requested()
         if stop == StopRequest.CANCEL:
-            raise _Cancelled
+            raise Cancelled
         if stop == StopRequest.PAUSE:
             self.pending_pause = True   # finish this pass, pause before the next step
 
@@ -333,4 +339,4 @@ class _DpoRun(_Run):
         return result
 
 
-__all__ = ["train", "dpo_loss", "load_pairs", "pack_pairs", "pair_logps", "Pair"]
+__all__ = ["Pair", "dpo_loss", "load_pairs", "pack_pairs", "pair_logps", "train"]

@@ -31,7 +31,6 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +39,17 @@ import torch.nn.functional as F
 
 from tuneforge.errors import InvalidRequest
 from tuneforge.training import checkpoints as ckpt
+from tuneforge.training.batch_render import render_batch
 from tuneforge.training.batches import Packed, pack
 from tuneforge.training.hparams import learning_rate, resolve
-from tuneforge.training.batch_render import render_batch
 from tuneforge.training.render import Rendered, audit, ensure_chat_template, stop_token_ids
 from tuneforge.training.spec import (
-    CHECKPOINT_META, Reporter, ResolvedHyperparameters, StopRequest, TrainResult, TrainSpec,
+    CHECKPOINT_META,
+    Reporter,
+    ResolvedHyperparameters,
+    StopRequest,
+    TrainResult,
+    TrainSpec,
 )
 
 MAX_SEQ_LEN_CAP = 8192      # default context when the model's own limit is larger
@@ -58,15 +62,15 @@ WARMUP_FRACTION = 0.03
 MAX_GRAD_NORM = 1.0
 
 
-class _Cancelled(Exception):
-    pass
+class Cancelled(Exception):
+    """A stop request seen mid-step (the DPO trainer raises it too)."""
 
 
 def train(spec: TrainSpec, reporter: Reporter) -> TrainResult:
-    return _Run(spec, reporter).execute()
+    return SftRun(spec, reporter).execute()
 
 
-def _load_examples(path: Path) -> list[tuple[int, dict]]:
+def load_examples(path: Path) -> list[tuple[int, dict]]:
     from tuneforge.training.data import DataFileError, iter_examples
 
     try:
@@ -107,7 +111,9 @@ def _fast_bf16(device: torch.device) -> bool:
     return False
 
 
-class _Run:
+class SftRun:
+    """One supervised run in named setup steps; training/dpo.py extends it."""
+
     def __init__(self, spec: TrainSpec, reporter: Reporter):
         self.spec = spec
         self.reporter = reporter
@@ -178,7 +184,7 @@ class _Run:
         """self.train_set / self.valid_set: what one step's batch and an evaluation draw from
         (rendered examples here; dpo.py's override renders preference pairs)."""
         spec = self.spec
-        train_examples = _load_examples(spec.training_file)
+        train_examples = load_examples(spec.training_file)
         if not train_examples:
             raise InvalidRequest("The training file has no examples.", code="invalid_n_examples",
                                  param="training_file")
@@ -187,7 +193,7 @@ class _Run:
         self.train_set = _render_all(self.tokenizer, train_examples, self.max_seq_len)
         self.valid_set: list[Rendered] = []
         if spec.validation_file is not None:
-            self.valid_set = _render_all(self.tokenizer, _load_examples(spec.validation_file), self.max_seq_len)
+            self.valid_set = _render_all(self.tokenizer, load_examples(spec.validation_file), self.max_seq_len)
         n_cut = sum(r.truncated for r in self.train_set)
         if n_cut:
             self.reporter.event(f"{n_cut} training examples are longer than {self.max_seq_len} tokens "
@@ -226,7 +232,7 @@ class _Run:
         self.csv = ckpt.MetricsCsv(self.out / "step_metrics.csv", keep_up_to=self.start_step)
         try:
             return self._loop()
-        except _Cancelled:
+        except Cancelled:
             return self._result("cancelled", self.step)
         finally:
             self.csv.close()
@@ -319,7 +325,7 @@ class _Run:
         for row in pack(examples, max(MICRO_BATCH_TOKENS, self.max_seq_len)):
             stop = self.reporter.stop_requested()
             if stop == StopRequest.CANCEL:
-                raise _Cancelled
+                raise Cancelled
             if stop == StopRequest.PAUSE:
                 self.pending_pause = True  # finish this evaluation, pause before the next step
             if row.n_targets == 0:
@@ -336,7 +342,7 @@ class _Run:
     def _meta(self, step: int, epoch: int, metrics: dict[str, Any], kind: str | None = None) -> dict:
         return {"format": 1, "kind": kind or self.spec.method, "base_model": self.base_ref,
                 "step": step, "epoch": epoch, "metrics": metrics,
-                "hyperparameters": asdict(self.hp), "seed": self.spec.seed,
+                "hyperparameters": dict(self.hp), "seed": self.spec.seed,
                 "max_seq_len": self.max_seq_len}
 
     def _epoch_checkpoint(self, epoch: int, metrics: dict[str, Any]) -> None:
@@ -352,7 +358,7 @@ class _Run:
     def _save_state(self) -> None:
         ckpt.save_state(self.out, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                         progress={"step": self.step, "trained_tokens": self.trained_tokens,
-                                  "hyperparameters": asdict(self.hp), "n_examples": len(self.train_set),
+                                  "hyperparameters": dict(self.hp), "n_examples": len(self.train_set),
                                   "method": self.spec.method, "seed": self.spec.seed,
                                   "total_steps": self.total_steps})
 
@@ -380,4 +386,4 @@ class _Run:
                            metrics_csv=self.out / "step_metrics.csv")
 
 
-__all__ = ["train", "CHECKPOINT_META"]
+__all__ = ["CHECKPOINT_META", "train"]

@@ -19,6 +19,7 @@ with the exact chat template used in training, and `tuneforge.json` (CHECKPOINT_
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -29,20 +30,61 @@ CHECKPOINT_META = "tuneforge.json"
 Auto = Literal["auto"]
 
 
-@dataclass(frozen=True)
-class Hyperparameters:
-    n_epochs: int | Auto = "auto"
-    batch_size: int | Auto = "auto"
-    learning_rate_multiplier: float | Auto = "auto"
-    beta: float | Auto = "auto"          # DPO only (hparams.METHOD_HYPERPARAMETERS)
+class _Values(Mapping[str, Any]):
+    """Named hyperparameter values, read as attributes (`hp.n_epochs`) or as a mapping. Which
+    names exist is defined once, per method, in `training/hparams.py`; immutable."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, **values: Any) -> None:
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and dict(self) == dict(other)  # type: ignore[call-overload]
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._values.items())))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
+
+    def __reduce__(self) -> tuple[Any, ...]:      # picklable (keyword-only constructor)
+        return (_rebuild, (type(self), self._values))
 
 
-@dataclass(frozen=True)
-class ResolvedHyperparameters:
-    n_epochs: int
-    batch_size: int
-    learning_rate_multiplier: float
-    beta: float | None = None            # set by the DPO trainer, None for supervised runs
+def _rebuild(cls: type[_Values], values: dict[str, Any]) -> _Values:
+    return cls(**values)
+
+
+class Hyperparameters(_Values):
+    """What is asked for: numbers or "auto"; a name left out means "auto"."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._values.get(name, "auto")
+
+
+class ResolvedHyperparameters(_Values):
+    """What the trainer uses: every `auto` resolved (hparams.resolve)."""
 
 
 @dataclass

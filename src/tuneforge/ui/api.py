@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from tuneforge.api.deps import Blobs, DbSession, Resolver, SettingsDep
+from tuneforge.api.deps import Blobs, DbSession, Resolver, ServingDep, SettingsDep
 from tuneforge.api.routes.files import receive_file
 from tuneforge.errors import InvalidRequest
 from tuneforge.protocol.files import FileDeleted, FileObject
@@ -101,17 +101,9 @@ def validation_report(request: Request, file_id: str, user: UiUser, session: DbS
 
 
 # ---- playground ------------------------------------------------------------------------------
-def _serving(request: Request) -> Any:
-    # The app's serving holder (inference engine created on first use), as /v1 routes get it.
-    from tuneforge.api.routes.models import _serving as serving_of
-
-    return serving_of(request)
-
-
 @router.post("/playground/chat")
 async def playground_chat(body: PlaygroundChat, user: UiUser, session: DbSession,
-                          serving: Annotated[Any, Depends(_serving)],
-                          resolver: Resolver) -> StreamingResponse:
+                          serving: ServingDep, resolver: Resolver) -> StreamingResponse:
     """One model's answer for the side-by-side view: exactly a streamed /v1/chat/completions
     (same service, same checks, same chunks), with usage, for the signed-in project."""
     from tuneforge.protocol.chat import ChatCompletionRequest
@@ -136,4 +128,4 @@ def save_ratings(body: Comparison, user: UiUser, session: DbSession) -> dict[str
 @router.post("/playground/export")
 def export_ratings(user: UiUser, session: DbSession, blobs: Blobs) -> dict[str, Any]:
     row, pairs = ratings.export(session, blobs, user.project_id)
-    return {"file": FileObject.from_row(row).model_dump(mode="json"), "pairs": pairs}
+    return {"file": files_service.file_to_wire(row).model_dump(mode="json"), "pairs": pairs}

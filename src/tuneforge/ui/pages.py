@@ -109,7 +109,7 @@ def new_job_page(request: Request, user: UiUser, session: DbSession, resolver: R
               if m.kind != "checkpoint"]
     return render(request, "new_job.html", {
         "user": user, "nav": "new", "files": files, "models": models, "prefill": prefill,
-        "rerun": rerun})
+        "rerun": rerun, "hyperparameters": views.hyperparameter_fields()})
 
 
 @router.get("/jobs/{job_id}")

@@ -15,15 +15,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tuneforge.domain import events as ev
+from tuneforge.domain.states import TERMINAL, Status
 from tuneforge.ids import now
-from tuneforge.jobs import events as ev
 from tuneforge.jobs.reporter import METRIC_KEYS as REPORTED_METRICS
-from tuneforge.jobs.states import TERMINAL, Status
 from tuneforge.services import jobs as jobs_service
 from tuneforge.services.keys import Principal
 from tuneforge.store.pagination import paginate
 from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint, JobEvent
-from tuneforge.training.hparams import METHOD_HYPERPARAMETERS
+from tuneforge.training import hparams
 
 STATUSES = [s.value for s in Status]
 LIVE_EVENTS_PAGE = 2000
@@ -111,13 +111,21 @@ def metric_point(data: dict[str, Any]) -> dict[str, Any] | None:
 def rerun_config(job: Job) -> dict[str, Any]:
     """The create form's prefill from a job: what was *requested* (`auto`s kept), not resolved."""
     method = job.method or {}
-    hp = (method.get(method.get("type", "supervised")) or {}).get("hyperparameters") or {}
+    hp = hparams.stored(method)
     return {"model": job.model, "training_file": job.training_file,
             "validation_file": job.validation_file, "method": method.get("type", "supervised"),
-            "hyperparameters": {k: hp.get(k, "auto") for k in METHOD_HYPERPARAMETERS.get(
-                method.get("type", "supervised"), jobs_service.HYPERPARAMETERS)},
+            "hyperparameters": {d.name: hp.get(d.name, "auto") for d in hparams.definitions(
+                method.get("type", "supervised"))},
             "suffix": job.suffix, "seed": job.seed, "metadata": job.metadata_ or {},
             "integrations": job.integrations or []}
+
+
+def hyperparameter_fields() -> list[dict[str, Any]]:
+    """The create form's hyperparameter inputs, one per definition (training/hparams.py), each
+    marked with the methods that take it."""
+    return [{"name": d.name, "label": d.label, "help": d.help,
+             "methods": " ".join(m for m, defs in hparams.METHODS.items() if d in defs)}
+            for d in hparams.all_definitions()]
 
 
 # ---- models for the playground ---------------------------------------------------------------

@@ -4,6 +4,8 @@ Each case is a small JSONL file; expected.json maps its name to the [line, code,
 error the validator must report, in order. Edit the cases here, not the files by hand.
 """
 import json
+
+
 def good(i):
     return json.dumps({"messages": [{"role": "system", "content": "You are terse."},
                                     {"role": "user", "content": f"What is {i}+{i}?"},

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from tuneforge.api.deps import Auth, DbSession, Resolver
+from tuneforge.api.deps import Auth, DbSession, Resolver, ServingDep
 from tuneforge.api.disconnect import cancel_on_disconnect
-from tuneforge.api.routes.models import ServingDep, usage_recorder
+from tuneforge.api.routes.models import usage_recorder
 from tuneforge.protocol.chat import ChatCompletion, ChatCompletionRequest
 from tuneforge.services import chat as service
 

@@ -50,7 +50,7 @@ async def receive_file(request: Request, session: Session, settings: Settings, b
         purpose=form.fields.get("purpose"), filename=form.filename, blob=form.blob,
         expires_anchor=form.fields.get("expires_after[anchor]"),
         expires_seconds=form.fields.get("expires_after[seconds]"))
-    return FileObject.from_row(row)
+    return service.file_to_wire(row)
 
 
 @router.get("/files")
@@ -59,12 +59,12 @@ def list_files(auth: Auth, session: DbSession, purpose: str | None = None,
                order: Literal["asc", "desc"] = "desc", after: str | None = None) -> FileList:
     page = service.list_files(session, auth.project_id, purpose=purpose, limit=limit, order=order,
                               after=after)
-    return FileList.of(page.items, page.has_more, FileObject.from_row)
+    return FileList.of(page.items, page.has_more, service.file_to_wire)
 
 
 @router.get("/files/{file_id}")
 def retrieve_file(file_id: str, auth: Auth, session: DbSession) -> FileObject:
-    return FileObject.from_row(service.get_file(session, auth.project_id, file_id))
+    return service.file_to_wire(service.get_file(session, auth.project_id, file_id))
 
 
 @router.delete("/files/{file_id}")

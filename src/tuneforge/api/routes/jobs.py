@@ -36,8 +36,8 @@ def list_jobs(request: Request, auth: Auth, session: DbSession, after: str | Non
     metadata = {m.group(1): v for k, v in request.query_params.items()
                 if (m := _METADATA_KEY.match(k))}
     page = service.list_jobs(session, auth.project_id, after=after, limit=limit, metadata=metadata)
-    return FineTuningJobList(data=[service.job_to_wire(j, auth.organization_id) for j in page.items],
-                             has_more=page.has_more)
+    return FineTuningJobList.of(page.items, page.has_more,
+                                lambda job: service.job_to_wire(job, auth.organization_id))
 
 
 @router.get("/jobs/{job_id}")
@@ -68,15 +68,11 @@ def resume_job(job_id: str, auth: Auth, session: DbSession) -> FineTuningJob:
 def list_events(job_id: str, auth: Auth, session: DbSession, after: str | None = None,
                 limit: Annotated[int, Query(ge=1, le=10000)] = 20) -> FineTuningJobEventList:
     page = service.list_events(session, auth.project_id, job_id, after=after, limit=limit)
-    return FineTuningJobEventList(data=[service.event_to_wire(e) for e in page.items],
-                                  has_more=page.has_more)
+    return FineTuningJobEventList.of(page.items, page.has_more, service.event_to_wire)
 
 
 @router.get("/jobs/{job_id}/checkpoints")
 def list_checkpoints(job_id: str, auth: Auth, session: DbSession, after: str | None = None,
                      limit: Annotated[int, Query(ge=1, le=10000)] = 10) -> FineTuningJobCheckpointList:
     page = service.list_checkpoints(session, auth.project_id, job_id, after=after, limit=limit)
-    data = [service.checkpoint_to_wire(c) for c in page.items]
-    return FineTuningJobCheckpointList(data=data, has_more=page.has_more,
-                                       first_id=data[0].id if data else None,
-                                       last_id=data[-1].id if data else None)
+    return FineTuningJobCheckpointList.of(page.items, page.has_more, service.checkpoint_to_wire)

@@ -1,6 +1,6 @@
 """Models API (openai-api.md §6.2): parse -> services/models.py -> protocol model.
 
-Also the serving dependency shared by the chat and completions routers. Model ids contain `:`
+Also the usage recorder shared by the chat and completions routers. Model ids contain `:`
 (ft:…:ckpt-step-N) and base names may contain `/` (Qwen/Qwen2.5-…): hence the `path` converter.
 """
 
@@ -8,24 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from tuneforge.api.deps import Auth, DbSession, Resolver, SettingsDep
-from tuneforge.inference.holder import Serving
+from tuneforge.api.deps import Auth, DbSession, Resolver, ServingDep, SettingsDep
 from tuneforge.protocol.models import Model, ModelDeleted, ModelList
 from tuneforge.services import export as export_service
 from tuneforge.services import models as service
-
-
-def _serving(request: Request) -> Serving:
-    serving = getattr(request.app.state, "serving", None)
-    if serving is None:   # an app built without the lifespan hook (kept lazy and cheap)
-        serving = request.app.state.serving = Serving(request.app.state.settings)
-    return serving
-
-
-ServingDep = Annotated[Serving, Depends(_serving)]
 
 router = APIRouter(prefix="/v1", tags=["models"])
 

@@ -19,10 +19,7 @@ router = APIRouter(prefix="/v1/fine_tuning/checkpoints", tags=["fine-tuning"])
 
 
 def _page(rows, has_more: bool = False) -> CheckpointPermissionList:
-    data = [service.to_wire(r) for r in rows]
-    return CheckpointPermissionList(data=data, has_more=has_more,
-                                    first_id=data[0].id if data else None,
-                                    last_id=data[-1].id if data else None)
+    return CheckpointPermissionList.of(rows, has_more, service.permission_to_wire)
 
 
 @router.post("/{checkpoint}/permissions")

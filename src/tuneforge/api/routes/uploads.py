@@ -8,19 +8,15 @@ from starlette.concurrency import run_in_threadpool
 from tuneforge.api.deps import Auth, Blobs, DbSession, SettingsDep
 from tuneforge.api.multipart import read_multipart
 from tuneforge.errors import InvalidRequest
-from tuneforge.protocol.files import FileObject
-from tuneforge.protocol.uploads import (CompleteUploadRequest, CreateUploadRequest, UploadObject,
-                                        UploadPartObject)
+from tuneforge.protocol.uploads import (
+    CompleteUploadRequest,
+    CreateUploadRequest,
+    UploadObject,
+    UploadPartObject,
+)
 from tuneforge.services import uploads as service
 
 router = APIRouter(prefix="/v1", tags=["uploads"])
-
-
-def _upload(row, file=None) -> UploadObject:
-    return UploadObject(id=row.id, bytes=row.bytes, created_at=row.created_at,
-                        expires_at=row.expires_at, filename=row.filename, purpose=row.purpose,
-                        status=service.status_of(row),
-                        file=FileObject.from_row(file) if file is not None else None)
 
 
 def _expires_after(body: CreateUploadRequest) -> dict:
@@ -34,7 +30,7 @@ def create_upload(body: CreateUploadRequest, auth: Auth, session: DbSession,
     row = service.create_upload(session, settings, project_id=auth.project_id,
                                 filename=body.filename, purpose=body.purpose, bytes=body.bytes,
                                 mime_type=body.mime_type, **_expires_after(body))
-    return _upload(row)
+    return service.upload_to_wire(row)
 
 
 @router.post("/uploads/{upload_id}/parts")
@@ -59,10 +55,10 @@ def complete_upload(upload_id: str, body: CompleteUploadRequest, auth: Auth, ses
                     blobs: Blobs) -> UploadObject:
     row, file = service.complete_upload(session, blobs, project_id=auth.project_id,
                                         upload_id=upload_id, part_ids=body.part_ids, md5=body.md5)
-    return _upload(row, file)
+    return service.upload_to_wire(row, file)
 
 
 @router.post("/uploads/{upload_id}/cancel")
 def cancel_upload(upload_id: str, auth: Auth, session: DbSession, blobs: Blobs) -> UploadObject:
-    return _upload(service.cancel_upload(session, blobs, project_id=auth.project_id,
+    return service.upload_to_wire(service.cancel_upload(session, blobs, project_id=auth.project_id,
                                          upload_id=upload_id))

@@ -4,11 +4,15 @@
 (function () {
   const { prefill } = TF.pageData();
   const $ = (id) => document.getElementById(id);
-  const HP = ["n_epochs", "batch_size", "learning_rate_multiplier", "beta"];
-  // beta belongs to DPO only (services/jobs.py refuses it elsewhere)
-  const hpFor = () => HP.filter((k) => k !== "beta" || $("method").value === "dpo");
-  const showBeta = () => { $("beta-field").hidden = $("method").value !== "dpo"; };
-  $("method").addEventListener("change", showBeta);
+  // The inputs come from the hyperparameter definitions (training/hparams.py), each marked with
+  // the methods that take it; only the chosen method's are shown and sent.
+  const HP = [...document.querySelectorAll("[data-hp]")].map((n) => n.id);
+  const takes = (k) => $(k).parentElement.dataset.methods.split(" ").includes($("method").value);
+  function showMethodFields() {
+    for (const k of HP) $(k).parentElement.hidden = !takes(k);
+  }
+  $("method").addEventListener("change", showMethodFields);
+  showMethodFields();
 
   function setSelect(id, value) {
     if (!value) return;
@@ -21,8 +25,8 @@
     setSelect("validation_file", prefill.validation_file);
     setSelect("model", prefill.model);
     setSelect("method", prefill.method);
+    showMethodFields();
     for (const k of HP) if (prefill.hyperparameters && prefill.hyperparameters[k] !== undefined) $(k).value = prefill.hyperparameters[k];
-    showBeta();
     if (prefill.suffix) $("suffix").value = prefill.suffix;
     if (prefill.seed !== undefined && prefill.seed !== null) $("seed").value = prefill.seed;
     if (prefill.metadata) $("metadata").value = Object.entries(prefill.metadata).map(([k, v]) => `${k}=${v}`).join("\n");
@@ -62,7 +66,7 @@
 
   function body() {
     const hyperparameters = {};
-    for (const k of hpFor()) hyperparameters[k] = value($(k).value);
+    for (const k of HP) if (takes(k)) hyperparameters[k] = value($(k).value);
     const req = {
       model: $("model").value,
       training_file: $("training_file").value,

@@ -1,14 +1,14 @@
 """checkpoint_permissions: fine-tuned models and checkpoints shared with other projects
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = '0007'
-down_revision = '0005'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 

@@ -1,4 +1,8 @@
-"""The app factory: one Settings in, a FastAPI app out; engine and blob store live in the lifespan."""
+"""The app factory: one Settings in, a FastAPI app out; engine and blob store live in the lifespan.
+
+It sits above both web packages and composes them: the OpenAI API (`api/`: its routers, error
+envelope, rate limits, metrics, request context) and the dashboard (`ui/`). Neither imports it.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from tuneforge import ui
 from tuneforge.api.errors import install_error_handlers
-from tuneforge.api.middleware import RequestContextMiddleware
 from tuneforge.api.metrics import install_metrics
+from tuneforge.api.middleware import RequestContextMiddleware
 from tuneforge.api.ratelimit import install_rate_limits
 from tuneforge.api.routes import ROUTERS
 from tuneforge.config import Settings
@@ -19,7 +24,6 @@ from tuneforge.services.expiry import sweep_expired
 from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.db import make_engine, make_sessionmaker, migrate
-from tuneforge import ui
 
 
 def create_app(settings: Settings) -> FastAPI:
