@@ -105,11 +105,11 @@ def new_job_page(request: Request, user: UiUser, session: DbSession, settings: S
     elif training_file:
         prefill = {"training_file": training_file}
     files = files_service.list_files(session, user.project_id, purpose="fine-tune", limit=500).items
-    models = [m.id for m in views.chat_models(session, user, Catalog(settings).names())
+    models = [m for m in views.chat_models(session, user, Catalog(settings).names())
               if m.kind != "checkpoint"]
     return render(request, "new_job.html", {
         "user": user, "nav": "new", "files": files, "models": models, "prefill": prefill,
-        "rerun": rerun})
+        "rerun": rerun, "default_model": views.default_model(models), "methods": views.METHODS})
 
 
 @router.get("/jobs/{job_id}")
@@ -135,8 +135,10 @@ def file_page(request: Request, file_id: str, user: UiUser, session: DbSession, 
               settings: SettingsDep) -> HTMLResponse:
     row = files_service.get_file(session, user.project_id, file_id)
     lines = views.preview(blobs.path(row.blob_key))
+    models = [views.ChatModel(name, "base") for name in Catalog(settings).names()]
     return render(request, "file.html", {"user": user, "nav": "files", "file": row,
-                                         "lines": lines, "models": Catalog(settings).names()})
+                                         "lines": lines, "models": models,
+                                         "default_model": views.default_model(models)})
 
 
 @router.get("/files/{file_id}/download")

@@ -2,6 +2,8 @@
 
 It is `training.data.validate_file` (the same check a job's worker runs) with the chosen base
 model's tokenizer, so token statistics, `auto` epochs, trained tokens and cost match training.
+The cost uses the server's price table (Settings.prices through services/usage), the price a
+job would be quoted.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tuneforge.catalog import Catalog
+from tuneforge.config import Settings
 from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.services import files as files_service
+from tuneforge.services import usage
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.tables import FineTunedModel
 
@@ -48,17 +52,16 @@ def tokenizer_source(session: Session, project_id: str, catalog: Catalog, model:
 
 
 def file_report(session: Session, blobs: BlobStore, project_id: str, file_id: str, *,
-                catalog: Catalog, tokenizers: Tokenizers, model: str, n_epochs: int | None,
-                price_per_million_tokens: float, file_param: str) -> dict[str, Any]:
+                settings: Settings, tokenizers: Tokenizers, model: str, n_epochs: int | None,
+                file_param: str) -> dict[str, Any]:
     row = files_service.get_file(session, project_id, file_id)
     if row.purpose != "fine-tune":
         raise InvalidRequest(f"File {file_id} has purpose '{row.purpose}'; training and "
                              "validation files need purpose 'fine-tune'.", param=file_param)
     if n_epochs is not None and not 1 <= n_epochs <= 50:
         raise InvalidRequest("n_epochs must be between 1 and 50.", param="n_epochs")
-    if price_per_million_tokens < 0:
-        raise InvalidRequest("The price must not be negative.", param="price")
-    source = tokenizer_source(session, project_id, catalog, model)
+    source = tokenizer_source(session, project_id, Catalog(settings), model)
+    price_per_million_tokens = usage.price(settings, model).training
     path = blobs.path(row.blob_key)
     if not path.is_file():
         raise NotFound(f"No such File object: {file_id}", param="id")
@@ -72,4 +75,5 @@ def file_report(session: Session, blobs: BlobStore, project_id: str, file_id: st
                            price_per_million_tokens=price_per_million_tokens,
                            file_param=file_param)
     return {"file_id": file_id, "filename": row.filename, "model": model, "ok": report.ok,
-            **report.to_dict()}
+            **report.to_dict(),
+            "price_source": f"the server's training price for {model} (TUNEFORGE_PRICES)"}

@@ -29,6 +29,9 @@ TF.renderReport = function (r, title) {
     stat("tokens / example (mean)", tok ? tok.mean.toFixed(1) : "—"),
     stat("trained tokens / example (mean)", trained ? trained.mean.toFixed(1) : "—"),
     stat("estimated cost", r.estimated_cost === null ? "—" : `$${r.estimated_cost.toFixed(2)}`)));
+  if (r.estimated_cost !== null && r.price_source) {
+    parts.push(el("p", { class: "hint", "data-price-source": "1", text: `Cost at $${r.price_per_million_tokens} per 1M trained tokens: ${r.price_source}.` }));
+  }
   if (tok) {
     parts.push(el("table", { style: "margin-top:10px" },
       el("thead", {}, el("tr", {}, ["", "min", "median", "mean", "p90", "max"].map((h) => el("th", { class: h ? "num" : "", text: h })))),
