@@ -127,6 +127,9 @@ def test_server_commands(rt, tmp_path):
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         followed = srv("jobs", "follow", job["id"])
         assert "fine_tuned_model: ft:tuneforge-tiny:default:cli:" in followed.stdout
+        # piped: messages are not broken at 80 columns, so the ids in them stay whole
+        assert re.search(r"Snapshot ID: ft:tuneforge-tiny:default:cli:\w+:ckpt-step-\d+\n",
+                         followed.stdout), followed.stdout
         done = json.loads(srv("jobs", "get", job["id"], "--json").stdout)
         assert done["status"] == "succeeded"
         events = json.loads(srv("jobs", "events", job["id"], "--json").stdout)

@@ -51,9 +51,12 @@ def create(
         body["metadata"] = dict(item.split("=", 1) for item in metadata)
     client = make_client(base_url, api_key)
     job = call(client.fine_tuning.jobs.create, **body)
-    print_json(job)
-    if follow_job:
+    if follow_job:   # the events say the rest; the full object is one `jobs get` away
+        typer.echo(f"Created {job.id} ({job.status}); following it (Ctrl-C stops following, "
+                   "not the job).")
         _follow(client, job.id)
+    else:
+        print_json(job)
 
 
 @jobs_app.command("list")
@@ -112,10 +115,19 @@ def follow(job_id: str, base_url: BaseUrl = None, api_key: ApiKey = None) -> Non
 
 
 def _follow(client, job_id: str, poll: float = 1.0) -> None:
+    try:
+        _follow_until_done(client, job_id, poll)
+    except KeyboardInterrupt:
+        typer.echo(f"\nStopped following; the job goes on (tuneforge jobs follow {job_id}).",
+                   err=True)
+        raise typer.Exit(130) from None
+
+
+def _follow_until_done(client, job_id: str, poll: float) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    console = Console()
+    console = Console(soft_wrap=True)   # never break a message (and the ids in it) at 80 columns
     seen: set[str] = set()
     with Progress(TextColumn("[bold]{task.fields[status]}"), BarColumn(),
                   TextColumn("step {task.completed}/{task.total}"),
