@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.runtime_venv import build, env as venv_env
+from tests.cli.runtime_venv import build
+from tests.cli.runtime_venv import env as venv_env
 from tests.e2e.conftest import start_server
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train.jsonl"
@@ -29,7 +30,7 @@ def rt(tmp_path_factory):
         base.pop(name, None)
 
     def run(*args: str, check: bool = True, env: dict | None = None, timeout: float = 300):
-        proc = subprocess.run([str(script), *args], capture_output=True, text=True,
+        proc = subprocess.run([str(script), *args], capture_output=True, text=True, check=False,
                               env={**base, **(env or {})}, timeout=timeout)
         if check:
             assert proc.returncode == 0, f"{args}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"

@@ -10,8 +10,17 @@ from typing import Annotated
 import typer
 
 from tuneforge.cli import app
-from tuneforge.cli.client import (ApiKey, AsJson, BaseUrl, call, make_client, print_json,
-                                  print_list, print_table, when)
+from tuneforge.cli.client import (
+    ApiKey,
+    AsJson,
+    BaseUrl,
+    call,
+    make_client,
+    print_json,
+    print_list,
+    print_table,
+    when,
+)
 
 files_app = typer.Typer(help="Upload, list, inspect, download and delete files on a running "
                              "server.", no_args_is_help=True)

@@ -9,8 +9,17 @@ from typing import Annotated, Any
 import typer
 
 from tuneforge.cli import app
-from tuneforge.cli.client import (ApiKey, AsJson, BaseUrl, call, make_client, print_json,
-                                  print_list, print_table, when)
+from tuneforge.cli.client import (
+    ApiKey,
+    AsJson,
+    BaseUrl,
+    call,
+    make_client,
+    print_json,
+    print_list,
+    print_table,
+    when,
+)
 
 jobs_app = typer.Typer(help="Create, inspect and control fine-tuning jobs on a running server.",
                        no_args_is_help=True)
