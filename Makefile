@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test bench-train bench-serve bench-files bench-jobs clean
+.PHONY: install serve test bench-train bench-dpo bench-serve bench-files bench-jobs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: install
 # Not a test: our trainer vs TRL SFTTrainer on CPU, plus validator MB/s (a few minutes).
 bench-train: install
 	$(BIN)/python benchmarks/bench_train.py
+
+# Not a test: our DPO trainer vs TRL DPOTrainer (pairs/s, peak RSS, held-out preference accuracy).
+bench-dpo: install
+	$(BIN)/python benchmarks/bench_dpo.py
 
 # Not a test: Files API upload MB/s + server RSS growth, list/retrieve latency (SQLite, PostgreSQL).
 bench-files: install

@@ -87,7 +87,7 @@ def test_new_job_form_defaults_and_server_prices(page, srv, trained, screenshots
     assert page.input_value("#model") == "tuneforge-tiny"  # ...but a base model is preselected
     assert "untrained test model" in page.locator("#model option:checked").inner_text()
     methods = page.eval_on_selector_all("#method option", "os => os.map(o => o.value)")
-    assert methods == ["supervised"]
+    assert methods == ["supervised", "dpo"]   # only what the service trains (DPO has landed)
     assert page.locator("#price").count() == 0
     page.select_option("#training_file", trained["file"])
     page.click("#check-data")

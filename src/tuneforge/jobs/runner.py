@@ -96,6 +96,7 @@ def run_job(settings: Settings, job_id: str, owner: str) -> int:
 
 
 def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner: str) -> int:
+    from tuneforge.training.hparams import METHOD_HYPERPARAMETERS
     from tuneforge.training.spec import Hyperparameters, TrainSpec
 
     blobs = BlobStore(settings.blobs_dir)
@@ -134,20 +135,21 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
         except TuneforgeError as exc:
             fail_job(s, job, exc.code or "invalid_request", exc.message, exc.param)
             return 0
-        requested = job.method.get("supervised", {}).get("hyperparameters") or job.hyperparameters
+        kind = job.method.get("type", "supervised")
+        requested = job.method.get(kind, {}).get("hyperparameters") or job.hyperparameters
         spec = TrainSpec(
             base_model=base_model, training_file=training, validation_file=validation,
             output_dir=settings.jobs_dir / job.id, seed=job.seed, init_adapter=init_adapter,
+            method_type=kind,
             hyperparameters=Hyperparameters(**{k: requested.get(k, "auto") for k in
-                                               ("n_epochs", "batch_size",
-                                                "learning_rate_multiplier")}),
+                                               METHOD_HYPERPARAMETERS[kind]}),
         )
         reporter = DbReporter(factory, job_id=job.id, owner=owner, project_id=job.project_id,
                               project_name=project.name, model=job.model, suffix=job.suffix,
                               fallback_base=attach_base)
 
     from tuneforge.integrations.wandb import with_integrations
-    from tuneforge.training import train
+    from tuneforge.training import train   # the trainer of spec.method_type (sft.py, dpo.py)
 
     try:
         result = train(spec, with_integrations(settings, job, spec, reporter))   # + W&B

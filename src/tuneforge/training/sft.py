@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from tuneforge.errors import InvalidRequest
 from tuneforge.training import checkpoints as ckpt
-from tuneforge.training.batches import Packed, n_targets, pack
+from tuneforge.training.batches import Packed, pack
 from tuneforge.training.hparams import learning_rate, resolve
 from tuneforge.training.batch_render import render_batch
 from tuneforge.training.render import Rendered, audit, ensure_chat_template, stop_token_ids
@@ -138,20 +138,7 @@ class _Run:
         except OSError:
             self.generation_config = None
 
-        train_examples = _load_examples(spec.training_file)
-        if not train_examples:
-            raise InvalidRequest("The training file has no examples.", code="invalid_n_examples",
-                                 param="training_file")
-        audit(self.tokenizer, train_examples[:AUDIT_SAMPLE],
-              stop_ids=stop_token_ids(self.tokenizer, self.generation_config))
-        self.train_set = _render_all(self.tokenizer, train_examples, self.max_seq_len)
-        self.valid_set: list[Rendered] = []
-        if spec.validation_file is not None:
-            self.valid_set = _render_all(self.tokenizer, _load_examples(spec.validation_file), self.max_seq_len)
-        n_cut = sum(r.truncated for r in self.train_set)
-        if n_cut:
-            self.reporter.event(f"{n_cut} training examples are longer than {self.max_seq_len} tokens "
-                                "and were truncated.", level="warn")
+        self._setup_data()
 
         self.progress = ckpt.read_progress(self.out)
         n = len(self.train_set)
@@ -161,11 +148,10 @@ class _Run:
                                      "(examples, method or seed differ).", code="resume_mismatch")
             self.hp = ResolvedHyperparameters(**self.progress["hyperparameters"])
         else:
-            self.hp = resolve(spec.hyperparameters, n)
+            self.hp = resolve(spec.hyperparameters, n, spec.method_type)
         self.reporter.hyperparameters(self.hp)
         self.steps_per_epoch = math.ceil(n / self.hp.batch_size)
         self.total_steps = self.steps_per_epoch * self.hp.n_epochs
-        self.tokens_per_epoch = sum(n_targets(r) for r in self.train_set)
 
         random.seed(spec.seed)
         torch.manual_seed(spec.seed)
@@ -187,6 +173,25 @@ class _Run:
             self.start_step = self.progress["step"]
             self.trained_tokens = self.progress["trained_tokens"]
             self.reporter.event(f"Resuming from step {self.start_step}/{self.total_steps}.")
+
+    def _setup_data(self) -> None:
+        """self.train_set / self.valid_set: what one step's batch and an evaluation draw from
+        (rendered examples here; dpo.py's override renders preference pairs)."""
+        spec = self.spec
+        train_examples = _load_examples(spec.training_file)
+        if not train_examples:
+            raise InvalidRequest("The training file has no examples.", code="invalid_n_examples",
+                                 param="training_file")
+        audit(self.tokenizer, train_examples[:AUDIT_SAMPLE],
+              stop_ids=stop_token_ids(self.tokenizer, self.generation_config))
+        self.train_set = _render_all(self.tokenizer, train_examples, self.max_seq_len)
+        self.valid_set: list[Rendered] = []
+        if spec.validation_file is not None:
+            self.valid_set = _render_all(self.tokenizer, _load_examples(spec.validation_file), self.max_seq_len)
+        n_cut = sum(r.truncated for r in self.train_set)
+        if n_cut:
+            self.reporter.event(f"{n_cut} training examples are longer than {self.max_seq_len} tokens "
+                                "and were truncated.", level="warn")
 
     def _load_model(self):
         from transformers import AutoModelForCausalLM
