@@ -17,7 +17,7 @@ from tests.e2e.conftest import start_server
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train.jsonl"
 COMMANDS = ("serve", "keys", "projects", "files", "data", "train", "jobs", "usage", "webhooks",
-            "worker")
+            "worker", "models")
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from tuneforge.jobs import events as ev
 from tuneforge.jobs.reporter import DbReporter, read_meta
 from tuneforge.jobs.states import Status, transition
 from tuneforge.logs import configure as configure_logging
+from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.db import make_engine, make_sessionmaker, transaction
 from tuneforge.store.tables import File, FineTunedModel, Job, JobCheckpoint, Project
@@ -54,23 +55,6 @@ def fail_job(s: Session, job: Job, code: str, message: str, param: str | None = 
     transition(job, Status.FAILED)
     job.error = {"code": code, "message": message, "param": param}
     ev.add_event(s, job.id, message, level="error")
-
-
-def _resolve_start(settings: Settings, s: Session, job: Job) -> tuple[str, Path | None, str]:
-    """-> (base_model to load, init_adapter or None, the base an adapter attaches to)."""
-    if job.base_model.startswith("ft:"):
-        parent = s.scalar(select(FineTunedModel).where(FineTunedModel.id == job.base_model,
-                                                       FineTunedModel.project_id == job.project_id))
-        if parent is None:
-            raise TuneforgeError(f"The model {job.base_model} no longer exists.", param="model",
-                                 code="model_not_available")
-        if parent.kind == "lora":
-            return parent.base_model, Path(parent.path), parent.base_model
-        return parent.path, None, parent.path
-    from tuneforge.catalog import Catalog
-
-    source = Catalog(settings).resolve_base(job.base_model).source
-    return source, None, source
 
 
 def _file_path(blobs: BlobStore, s: Session, project_id: str, file_id: str | None) -> Path | None:
@@ -129,7 +113,7 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
                 ev.add_event(s, job.id, ev.CONTINUED)
         project = s.get(Project, job.project_id)
         try:
-            base_model, init_adapter, attach_base = _resolve_start(settings, s, job)
+            start = ModelResolver(settings).training_start(s, job)
             training = _file_path(blobs, s, job.project_id, job.training_file)
             validation = _file_path(blobs, s, job.project_id, job.validation_file)
         except TuneforgeError as exc:
@@ -138,15 +122,15 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
         kind = job.method.get("type", "supervised")
         requested = job.method.get(kind, {}).get("hyperparameters") or job.hyperparameters
         spec = TrainSpec(
-            base_model=base_model, training_file=training, validation_file=validation,
-            output_dir=settings.jobs_dir / job.id, seed=job.seed, init_adapter=init_adapter,
+            base_model=start.base_model, training_file=training, validation_file=validation,
+            output_dir=settings.jobs_dir / job.id, seed=job.seed, init_adapter=start.init_adapter,
             method_type=kind,
             hyperparameters=Hyperparameters(**{k: requested.get(k, "auto") for k in
                                                METHOD_HYPERPARAMETERS[kind]}),
         )
         reporter = DbReporter(factory, job_id=job.id, owner=owner, project_id=job.project_id,
                               project_name=project.name, model=job.model, suffix=job.suffix,
-                              fallback_base=attach_base)
+                              fallback_base=start.attach_base)
 
     from tuneforge.integrations.wandb import with_integrations
     from tuneforge.training import train   # the trainer of spec.method_type (sft.py, dpo.py)

@@ -11,16 +11,14 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tuneforge.catalog import Catalog
 from tuneforge.config import Settings
 from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.services import files as files_service
 from tuneforge.services import usage
+from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore
-from tuneforge.store.tables import FineTunedModel
 
 
 class Tokenizers:
@@ -39,28 +37,17 @@ class Tokenizers:
             return self._cache[source]
 
 
-def tokenizer_source(session: Session, project_id: str, catalog: Catalog, model: str) -> str:
-    if model.startswith("ft:"):
-        row = session.scalar(select(FineTunedModel).where(FineTunedModel.id == model,
-                                                          FineTunedModel.project_id == project_id))
-        if row is not None:
-            return row.path  # a servable model directory carries its tokenizer
-    elif model in catalog:
-        return catalog.resolve_base(model).source
-    raise InvalidRequest(f"Model {model} is not available for fine-tuning or does not exist.",
-                         param="model", code="model_not_available")
-
-
 def file_report(session: Session, blobs: BlobStore, project_id: str, file_id: str, *,
-                settings: Settings, tokenizers: Tokenizers, model: str, n_epochs: int | None,
-                file_param: str, method: str = "supervised") -> dict[str, Any]:
+                resolver: ModelResolver, settings: Settings, tokenizers: Tokenizers, model: str,
+                n_epochs: int | None, file_param: str,
+                method: str = "supervised") -> dict[str, Any]:
     row = files_service.get_file(session, project_id, file_id)
     if row.purpose != "fine-tune":
         raise InvalidRequest(f"File {file_id} has purpose '{row.purpose}'; training and "
                              "validation files need purpose 'fine-tune'.", param=file_param)
     if n_epochs is not None and not 1 <= n_epochs <= 50:
         raise InvalidRequest("n_epochs must be between 1 and 50.", param="n_epochs")
-    source = tokenizer_source(session, project_id, Catalog(settings), model)
+    source = resolver.tokenizer_source(session, project_id, model)
     price_per_million_tokens = usage.price(settings, model).training
     path = blobs.path(row.blob_key)
     if not path.is_file():
