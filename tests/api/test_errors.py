@@ -103,3 +103,13 @@ def test_nul_characters_are_a_client_mistake(app_client, auth_headers):
     r = app_client.post(f"/v1/uploads/{up['id']}/complete", headers=auth_headers,
                         json={"part_ids": ["part_\u0000"]})
     assert_envelope(r, 400, param="part_ids.0")
+
+
+def test_a_base_url_without_v1_gets_a_hint(app_client, auth_headers):
+    for method, path in (("GET", "/files"), ("POST", "/fine_tuning/jobs"),
+                         ("POST", "/chat/completions"), ("GET", "/fine_tuning/jobs/ftjob-x")):
+        r = app_client.request(method, path, headers=auth_headers, json={})
+        msg = assert_envelope(r, 404)
+        assert f"Did you mean /v1{path}?" in msg and 'base_url="http://testserver/v1"' in msg
+    # a path that is not under /v1 either gets no hint
+    assert "Did you mean" not in assert_envelope(app_client.get("/nope", headers=auth_headers), 404)

@@ -75,13 +75,16 @@ class Server:
         return self.proc.returncode
 
 
-def start_server(data_dir: Path, env: dict[str, str] | None = None) -> Server:
+def start_server(data_dir: Path, env: dict[str, str] | None = None, *,
+                 tuneforge: str = TUNEFORGE, base_env: dict[str, str] | None = None) -> Server:
+    """`tuneforge` / `base_env`: another installation's script and environment (tests/cli)."""
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, "TUNEFORGE_DATA_DIR": str(data_dir), **(env or {})}
+    full_env = {**(os.environ if base_env is None else base_env),
+                "TUNEFORGE_DATA_DIR": str(data_dir), **(env or {})}
     log_path = data_dir / "server.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([TUNEFORGE, "serve", "--host", "127.0.0.1", "--port", str(port),
+        proc = subprocess.Popen([tuneforge, "serve", "--host", "127.0.0.1", "--port", str(port),
                                  "--data-dir", str(data_dir)], env=full_env, stdout=log,
                                 stderr=subprocess.STDOUT)
     server = Server(base_url=f"http://127.0.0.1:{port}/v1", data_dir=data_dir, env=full_env,

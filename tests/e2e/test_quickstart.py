@@ -20,3 +20,10 @@ def test_quickstart_example_runs_end_to_end(server) -> None:
     assert any(line.startswith("checkpoint ") and ":ckpt-step-" in line for line in lines)
     assert any(line.startswith("model ft:tuneforge-tiny:default:quickstart:") for line in lines)
     assert lines[-1] == "answer: Paris."
+
+    # the server's log (server, worker and training child) stays readable: no library
+    # deprecation warnings and no tqdm progress bars ("Loading weights", "Writing model shards")
+    log = server.log()
+    assert "level=INFO" in log and "/v1/chat/completions" in log
+    for noise in ("FutureWarning", "warnings.warn(", "Loading weights", "it/s]", "\r"):
+        assert noise not in log, noise

@@ -35,7 +35,7 @@ def test_json_output_is_one_object_and_exit_status_follows_errors(tmp_path: Path
     for key in ("n_examples", "errors", "warnings", "n_epochs", "billing_tokens",
                 "estimated_trained_tokens"):
         assert key in out
-    assert out["n_examples"] == 13
+    assert out["n_examples"] == 10 and out["n_invalid_examples"] == 3   # 13 lines
     assert [(e["line"], e["code"]) for e in out["errors"]] == [
         (2, "invalid_training_file"), (9, "invalid_training_file"), (10, "invalid_training_file")]
     assert all(e["message"] for e in out["errors"])

@@ -43,7 +43,7 @@ def test_errors_are_capped_but_streaming_counts_every_example(tmp_path: Path) ->
     report = validate_file(path, max_errors=5)
     assert [e.line for e in report.errors] == [1, 2, 3, 4, 5]
     assert report.n_errors == 30
-    assert report.n_examples == 45
+    assert report.n_examples == 15   # valid ones; the 30 bad lines are n_invalid_examples
     assert report.n_invalid_examples == 30
 
 
@@ -223,3 +223,25 @@ def test_a_big_file_validates_without_being_read_whole(tmp_path: Path) -> None:
     # a few bytes per example for the statistics.
     assert size > 16_000_000
     assert peak < size / 4, f"peak {peak / 1e6:.1f} MB while validating a {size / 1e6:.1f} MB file"
+
+
+def test_counts_only_valid_examples(tmp_path):
+    good = [json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                     {"role": "assistant", "content": f"a{i}"}]}) for i in range(9)]
+    path = tmp_path / "nine.jsonl"
+    path.write_text("\n".join(good[:2] + ['{"messages": [oops'] + good[2:]) + "\n")
+    report = validate_file(path)
+    assert (report.n_examples, report.n_invalid_examples, report.n_errors) == (9, 1, 1)
+    assert [(e.line, e.code) for e in report.errors] == [(3, "invalid_training_file")]
+    assert report.n_epochs == 11   # auto epochs for the 9 valid examples (100 // 9)
+
+
+def test_a_non_json_file_gets_one_error_naming_the_format(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("prompt,completion\nhi,hello\nbye,goodbye\n")
+    report = validate_file(path)
+    assert (report.n_examples, report.n_errors, report.n_epochs) == (0, 1, 0)
+    [error] = report.errors
+    assert error.line is None and "chat JSONL" in error.message and '"messages"' in error.message
+    code, message, param = report.job_error()
+    assert code == "invalid_training_file" and "Line None" not in message

@@ -46,6 +46,7 @@ def test_sign_in_upload_report_files(page, srv, screenshots, tmp_path):
     page.fill("#api_key", "sk-tf-wrong")
     page.click("button[type=submit]")
     assert "not valid" in page.inner_text("#login-error")
+    assert "`" not in page.inner_text("#login-error")   # plain text, no Markdown
     shot(page, screenshots, "01-sign-in-error")
 
     key = srv.create_key("browser")

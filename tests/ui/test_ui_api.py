@@ -255,7 +255,10 @@ def test_validation_report_with_the_models_tokenizer(app_client, settings, tiny_
     shutil.copytree(tiny_model_dir, settings.models_dir / tiny_model_dir.name)
     sign_in(app_client, new_secret(app_client))
     good = upload(app_client, jsonl(12))
-    r = app_client.get(f"/ui/api/files/{good}/report?model=tuneforge-tiny&price=2")
+    from tuneforge.config import ModelPrice
+
+    settings.prices["tuneforge-tiny"] = ModelPrice(training=2)   # the server's price table
+    r = app_client.get(f"/ui/api/files/{good}/report?model=tuneforge-tiny")
     assert r.status_code == 200, r.text
     rep = r.json()
     assert rep["ok"] and rep["n_examples"] == 12 and rep["n_epochs_auto"]
@@ -263,6 +266,7 @@ def test_validation_report_with_the_models_tokenizer(app_client, settings, tiny_
     assert rep["total_tokens_per_example"]["mean"] > 0
     assert rep["estimated_trained_tokens"] == rep["billing_tokens"] * 8
     assert rep["estimated_cost"] == pytest.approx(rep["estimated_trained_tokens"] * 2 / 1e6)
+    assert rep["price_per_million_tokens"] == 2 and "TUNEFORGE_PRICES" in rep["price_source"]
     fixed = app_client.get(f"/ui/api/files/{good}/report?n_epochs=3").json()
     assert fixed["n_epochs"] == 3 and not fixed["n_epochs_auto"]
 

@@ -73,12 +73,26 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
         message = f"Invalid URL ({request.method} {request.url.path})"
+        if _under_v1(request):
+            message += (f". Did you mean /v1{request.url.path}? The base URL ends in /v1, "
+                        f"e.g. OpenAI(base_url=\"{request.base_url}v1\").")
     elif exc.status_code == 405:
         message = f"Method {request.method} is not allowed for {request.url.path}"
     else:
         message = str(exc.detail)
     kind = "server_error" if exc.status_code >= 500 else "invalid_request_error"
     return envelope(exc.status_code, message, type=kind, headers=getattr(exc, "headers", None))
+
+
+def _under_v1(request: Request) -> bool:
+    """Whether the path exists below /v1: the client's base URL lacks its /v1."""
+    from starlette.routing import Match
+
+    path = request.url.path
+    if path.startswith("/v1/") or path == "/v1":
+        return False
+    scope = {**request.scope, "path": "/v1" + path}
+    return any(route.matches(scope)[0] != Match.NONE for route in request.app.routes)
 
 
 def install_error_handlers(app: FastAPI) -> None:

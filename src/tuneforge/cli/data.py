@@ -71,8 +71,9 @@ def _print_report(file: Path, model: str, report: Any) -> None:
 
     console = Console()
     status = "[green]valid[/green]" if report.ok else f"[red]{report.n_errors} error(s)[/red]"
-    console.print(f"[bold]{file}[/bold]: {report.n_examples} examples, "
-                  f"format {report.format or 'unknown'}, {status}")
+    fmt = f", format {report.format}" if report.format else ""
+    console.print(f"[bold]{file}[/bold]: {report.n_examples} valid example(s){fmt}, {status}",
+                  highlight=False)
 
     if report.errors:
         errors = Table(title="Errors", title_justify="left")
@@ -84,6 +85,8 @@ def _print_report(file: Path, model: str, report: Any) -> None:
         if report.n_errors > len(report.errors):
             console.print(f"... and {report.n_errors - len(report.errors)} more")
 
+    if report.n_examples == 0:   # nothing to count or estimate
+        return
     dists = Table(title=f"Per example (tokens: {model})", title_justify="left")
     dists.add_column("")
     for col in ("min", "max", "mean", "median", "p10", "p90"):

@@ -1,61 +1,32 @@
-"""`tuneforge jobs …`: drive a running server's fine-tuning jobs API with the openai SDK.
-
-Base URL and key: --base-url / --api-key, else OPENAI_BASE_URL / OPENAI_API_KEY, else
-TUNEFORGE_BASE_URL / TUNEFORGE_API_KEY, else http://127.0.0.1:8000/v1.
-"""
+"""`tuneforge jobs …`: drive a running server's fine-tuning jobs API with the openai SDK
+(connection options and output helpers: `cli/client.py`)."""
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from typing import Annotated, Any
 
 import typer
 
 from tuneforge.cli import app
+from tuneforge.cli.client import (
+    ApiKey,
+    AsJson,
+    BaseUrl,
+    call,
+    make_client,
+    print_json,
+    print_list,
+    print_table,
+    when,
+)
 from tuneforge.training import hparams
 
 jobs_app = typer.Typer(help="Create, inspect and control fine-tuning jobs on a running server.",
                        no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 
-BaseUrl = Annotated[str | None, typer.Option("--base-url", help="Server base URL ending in /v1. "
-                                             "Env: OPENAI_BASE_URL or TUNEFORGE_BASE_URL.")]
-ApiKey = Annotated[str | None, typer.Option("--api-key", help="API key. Env: OPENAI_API_KEY or "
-                                            "TUNEFORGE_API_KEY.")]
 TERMINAL = {"succeeded", "failed", "cancelled"}
-
-
-def _client(base_url: str | None, api_key: str | None):
-    from openai import OpenAI
-
-    url = (base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("TUNEFORGE_BASE_URL")
-           or "http://127.0.0.1:8000/v1")
-    key = api_key or os.environ.get("OPENAI_API_KEY") or os.environ.get("TUNEFORGE_API_KEY")
-    if not key:
-        raise typer.BadParameter("no API key: pass --api-key or set OPENAI_API_KEY",
-                                 param_hint="--api-key")
-    return OpenAI(base_url=url, api_key=key, max_retries=2)
-
-
-def _print(obj: Any) -> None:
-    typer.echo(json.dumps(obj.model_dump() if hasattr(obj, "model_dump") else obj, indent=2))
-
-
-def _call(fn, *args, **kwargs):
-    """Run an SDK call; an API error becomes a one-line message and exit code 1."""
-    import openai
-
-    try:
-        return fn(*args, **kwargs)
-    except openai.APIStatusError as exc:
-        body = exc.body if isinstance(exc.body, dict) else {}
-        typer.echo(f"error {exc.status_code}: {body.get('message', exc.message)}", err=True)
-        raise typer.Exit(1) from None
-    except openai.APIConnectionError as exc:
-        typer.echo(f"error: cannot reach the server: {exc}", err=True)
-        raise typer.Exit(1) from None
 
 
 def _hp_help(d: hparams.Hyperparameter) -> str:
@@ -91,63 +62,85 @@ def create(
             body[key] = value
     if metadata:
         body["metadata"] = dict(item.split("=", 1) for item in metadata)
-    client = _client(base_url, api_key)
-    job = _call(client.fine_tuning.jobs.create, **body)
-    _print(job)
-    if follow_job:
+    client = make_client(base_url, api_key)
+    job = call(client.fine_tuning.jobs.create, **body)
+    if follow_job:   # the events say the rest; the full object is one `jobs get` away
+        typer.echo(f"Created {job.id} ({job.status}); following it (Ctrl-C stops following, "
+                   "not the job).")
         _follow(client, job.id)
+    else:
+        print_json(job)
 
 
 @jobs_app.command("list")
-def list_(limit: Annotated[int, typer.Option()] = 20, base_url: BaseUrl = None,
-          api_key: ApiKey = None) -> None:
+def list_(limit: Annotated[int, typer.Option()] = 20, as_json: AsJson = False,
+          base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
     """List jobs, newest first."""
-    from rich.console import Console
-    from rich.table import Table
-
-    page = _call(_client(base_url, api_key).fine_tuning.jobs.list, limit=limit)
-    table = Table("id", "status", "model", "fine_tuned_model", "created_at")
-    for job in page.data:
-        table.add_row(job.id, job.status, job.model, job.fine_tuned_model or "",
-                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created_at)))
-    Console().print(table)
+    page = call(make_client(base_url, api_key).fine_tuning.jobs.list, limit=limit)
+    if print_list(page.data, as_json):
+        return
+    print_table(("id", "status", "model", "fine_tuned_model", "created_at"),
+                [(j.id, j.status, j.model, j.fine_tuned_model, when(j.created_at))
+                 for j in page.data], keep=("id", "fine_tuned_model"))
 
 
 @jobs_app.command("get")
-def get(job_id: str, base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
-    """Print one job."""
-    _print(_call(_client(base_url, api_key).fine_tuning.jobs.retrieve, job_id))
+def get(job_id: str, as_json: AsJson = False, base_url: BaseUrl = None,
+        api_key: ApiKey = None) -> None:
+    """Print one job (indented JSON; --json: one line)."""
+    print_json(call(make_client(base_url, api_key).fine_tuning.jobs.retrieve, job_id),
+               compact=as_json)
+
+
+@jobs_app.command("events")
+def events(job_id: str, limit: Annotated[int, typer.Option()] = 100, as_json: AsJson = False,
+           base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
+    """A job's events, newest first (as the API lists them)."""
+    page = call(make_client(base_url, api_key).fine_tuning.jobs.list_events, job_id, limit=limit)
+    if print_list(page.data, as_json):
+        return
+    print_table(("id", "created_at", "level", "message"),
+                [(e.id, when(e.created_at), e.level, e.message) for e in page.data])
 
 
 @jobs_app.command("cancel")
 def cancel(job_id: str, base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
     """Cancel a job (a running one stops within seconds)."""
-    _print(_call(_client(base_url, api_key).fine_tuning.jobs.cancel, job_id))
+    print_json(call(make_client(base_url, api_key).fine_tuning.jobs.cancel, job_id))
 
 
 @jobs_app.command("pause")
 def pause(job_id: str, base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
     """Pause a running job (it saves its full state, then shows status paused)."""
-    _print(_call(_client(base_url, api_key).fine_tuning.jobs.pause, job_id))
+    print_json(call(make_client(base_url, api_key).fine_tuning.jobs.pause, job_id))
 
 
 @jobs_app.command("resume")
 def resume(job_id: str, base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
     """Resume a paused job (queued again; it continues from its saved state)."""
-    _print(_call(_client(base_url, api_key).fine_tuning.jobs.resume, job_id))
+    print_json(call(make_client(base_url, api_key).fine_tuning.jobs.resume, job_id))
 
 
 @jobs_app.command("follow")
 def follow(job_id: str, base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
     """Show a job live: its events, and a progress bar with loss and ETA, until it ends."""
-    _follow(_client(base_url, api_key), job_id)
+    _follow(make_client(base_url, api_key), job_id)
 
 
 def _follow(client, job_id: str, poll: float = 1.0) -> None:
+    try:
+        _follow_until_done(client, job_id, poll)
+    except KeyboardInterrupt:
+        typer.echo(f"\nStopped following; the job goes on (tuneforge jobs follow {job_id}).",
+                   err=True)
+        raise typer.Exit(130) from None
+
+
+def _follow_until_done(client, job_id: str, poll: float) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    console = Console()
+    console = Console(soft_wrap=True)   # never break a message (and the ids in it) at 80 columns
     seen: set[str] = set()
     with Progress(TextColumn("[bold]{task.fields[status]}"), BarColumn(),
                   TextColumn("step {task.completed}/{task.total}"),
@@ -155,10 +148,10 @@ def _follow(client, job_id: str, poll: float = 1.0) -> None:
                   console=console) as progress:
         task = progress.add_task("train", total=None, status="…", loss="-")
         while True:
-            job = _call(client.fine_tuning.jobs.retrieve, job_id)
+            job = call(client.fine_tuning.jobs.retrieve, job_id)
             # Newest first from the API: collect unseen events, then show them oldest first.
             fresh = []
-            for event in _call(client.fine_tuning.jobs.list_events, job_id, limit=100):
+            for event in call(client.fine_tuning.jobs.list_events, job_id, limit=100):
                 if event.id in seen:
                     break
                 fresh.append(event)

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from tuneforge.cli import app
+from tuneforge.cli.client import AsJson, print_list, print_table
 from tuneforge.cli.options import DataDir, load_settings
 
 keys_app = typer.Typer(help="Create, list and revoke API keys (works without a running server).",
@@ -46,19 +47,20 @@ def create(
 @keys_app.command("list")
 def list_(
     project: Annotated[str | None, typer.Option(help="Only keys of this project.")] = None,
+    as_json: AsJson = False,
     data_dir: DataDir = None,
 ) -> None:
     """List keys (redacted) with their project and state."""
     from tuneforge.services.keys import list_keys
     from tuneforge.store.db import transaction
 
+    columns = ("id", "project", "key", "role", "state", "name")
     with transaction(open_sessionmaker(data_dir)) as session:
-        rows = list_keys(session, project)
-        lines = [f"{k.id}\t{p.name}\t{k.redacted}\t{'admin' if k.is_admin else 'member'}\t"
-                 f"{'revoked' if k.revoked_at else 'active'}\t{k.name or ''}" for k, p in rows]
-    typer.echo("id\tproject\tkey\trole\tstate\tname")
-    for line in lines:
-        typer.echo(line)
+        rows = [(k.id, p.name, k.redacted, "admin" if k.is_admin else "member",
+                 "revoked" if k.revoked_at else "active", k.name or "")
+                for k, p in list_keys(session, project)]
+    if not print_list([dict(zip(columns, row)) for row in rows], as_json):
+        print_table(columns, rows, keep=("id", "key"))
 
 
 @keys_app.command("revoke")

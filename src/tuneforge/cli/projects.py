@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from tuneforge.cli import app
+from tuneforge.cli.client import AsJson, print_list, print_table
 from tuneforge.cli.keys import open_sessionmaker
 from tuneforge.cli.options import DataDir
 
@@ -15,18 +16,18 @@ app.add_typer(projects_app, name="projects")
 
 
 @projects_app.command("list")
-def list_(data_dir: DataDir = None) -> None:
+def list_(as_json: AsJson = False, data_dir: DataDir = None) -> None:
     """Every project with its settings."""
     from tuneforge.services.projects import list_projects
     from tuneforge.store.db import transaction
 
+    columns = ("project", "id", "notify_email", "screening")
     with transaction(open_sessionmaker(data_dir)) as session:
         rows = [(p.name, p.id, (p.settings or {}).get("notify_email") or "",
                  "off" if (p.settings or {}).get("screening") is False else "on")
                 for p in list_projects(session)]
-    typer.echo("project\tid\tnotify_email\tscreening")
-    for row in rows:
-        typer.echo("\t".join(row))
+    if not print_list([dict(zip(columns, row)) for row in rows], as_json):
+        print_table(columns, rows, keep=("project", "id"))
 
 
 @projects_app.command("set")

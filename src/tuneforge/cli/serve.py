@@ -74,6 +74,7 @@ def serve(
         typer.echo("First start: created project 'default' with an admin API key (shown once):")
         typer.echo(f"    {secret}")
         typer.echo("More keys: tuneforge keys create --project NAME")
-    typer.echo(f"tuneforge: serving http://{settings.host}:{settings.port}/v1 "
-               f"(data: {settings.data_dir})", err=True)
+    root = f"http://{settings.host}:{settings.port}"
+    typer.echo(f"tuneforge: API {root}/v1, dashboard {root}/ui (data: {settings.data_dir})",
+               err=True)
     run_server(settings)

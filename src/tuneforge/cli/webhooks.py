@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from tuneforge.cli import app
+from tuneforge.cli.client import AsJson, print_list, print_table
 from tuneforge.cli.keys import open_sessionmaker
 from tuneforge.cli.options import DataDir
 
@@ -45,17 +46,17 @@ def add(
 
 
 @webhooks_app.command("list")
-def list_(data_dir: DataDir = None) -> None:
+def list_(as_json: AsJson = False, data_dir: DataDir = None) -> None:
     """List endpoints (secrets are not shown)."""
     from tuneforge.services.webhooks import list_endpoints
     from tuneforge.store.db import transaction
 
+    columns = ("id", "project", "url", "events")
     with transaction(open_sessionmaker(data_dir)) as session:
         rows = [(e.id, name or "*", e.url, ",".join(e.events)) for e, name in
                 list_endpoints(session)]
-    typer.echo("id\tproject\turl\tevents")
-    for row in rows:
-        typer.echo("\t".join(row))
+    if not print_list([dict(zip(columns, row)) for row in rows], as_json):
+        print_table(columns, rows, keep=("id", "url"))
 
 
 @webhooks_app.command("remove")
@@ -77,7 +78,7 @@ def remove(endpoint_id: Annotated[str, typer.Argument(help="The endpoint id (we_
 
 @webhooks_app.command("deliveries")
 def deliveries(limit: Annotated[int, typer.Option(help="How many, newest first.")] = 50,
-               data_dir: DataDir = None) -> None:
+               as_json: AsJson = False, data_dir: DataDir = None) -> None:
     """The delivery log: webhooks and e-mails with attempts and last status."""
     from tuneforge.services.webhooks import deliveries as newest
     from tuneforge.store.db import transaction
@@ -85,6 +86,6 @@ def deliveries(limit: Annotated[int, typer.Option(help="How many, newest first."
     with transaction(open_sessionmaker(data_dir)) as session:
         rows = [(d.id, d.kind, d.event_type, d.job_id, d.target, d.status, str(d.attempts),
                  d.last_status or "") for d in newest(session, limit)]
-    typer.echo("id\tkind\tevent\tjob\ttarget\tstatus\tattempts\tlast")
-    for row in rows:
-        typer.echo("\t".join(row))
+    columns = ("id", "kind", "event", "job", "target", "status", "attempts", "last")
+    if not print_list([dict(zip(columns, row)) for row in rows], as_json):
+        print_table(columns, rows, keep=("id", "job"))

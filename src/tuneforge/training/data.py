@@ -470,6 +470,9 @@ def _content_text(content: Any) -> list[str]:
 INVALID_FILE = "invalid_training_file"
 INVALID_N_EXAMPLES = "invalid_n_examples"
 MIN_EXAMPLES = 10
+NOT_JSONL = ('The file is not in the chat JSONL format: no line of it is a JSON object. Each line '
+             'must be one JSON object with a "messages" list, e.g. {"messages": [{"role": "user", '
+             '"content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}')
 TOKEN_BATCH = 256  # examples rendered per task
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024  # smaller files: starting worker processes costs more than it saves
 
@@ -490,8 +493,8 @@ class DataError:
 class ValidationReport:
     file_param: str = "training_file"   # what a failed job names: training_file | validation_file
     format: str | None = None           # "chat" | "prompt_completion"
-    n_examples: int = 0                 # non-blank lines, valid or not
-    n_invalid_examples: int = 0
+    n_examples: int = 0                 # valid examples (what training would use)
+    n_invalid_examples: int = 0         # non-blank lines with an error
     errors: list[DataError] = field(default_factory=list)   # the first max_errors
     n_errors: int = 0                   # all of them
     warnings: list[str] = field(default_factory=list)
@@ -519,12 +522,12 @@ class ValidationReport:
         label = self.file_param.replace("_", " ")   # "training file"
         for error in self.errors:
             if error.code == INVALID_FILE:
-                where = f"Line {error.line}"
+                where = "" if error.line is None else f"Line {error.line}"
                 if error.message_index is not None:
                     where += f", message {error.message_index + 1}"
                 return (INVALID_FILE,
                         f"The job failed due to an invalid {label}. Invalid file format. "
-                        f"{where}: {error.message}",
+                        + (f"{where}: " if where else "") + error.message,
                         self.file_param)
         for error in self.errors:
             return error.code, error.message, self.file_param
@@ -595,29 +598,39 @@ def validate_file(
     errors: list[DataError] = []
     counts = None
     if tokenizer is None:
-        n_messages = _scan(path, report, errors, max_errors, None, method)
+        n_messages, n_objects = _scan(path, report, errors, max_errors, None, method)
     else:
         with _counter(tokenizer, processes, method, max_seq_len) as counter:
-            n_messages = _scan(path, report, errors, max_errors, counter, method)
+            n_messages, n_objects = _scan(path, report, errors, max_errors, counter, method)
             counts = counter.finish()
         for failure in counts.failures:
             report.n_errors += 1
+            report.n_examples -= 1
             report.n_invalid_examples += 1
             errors.append(DataError(failure.line, failure.code, failure.message, failure.param))
 
-    if report.n_examples < min_examples:
+    n_lines = report.n_examples + report.n_invalid_examples
+    if n_objects == 0 and report.n_invalid_examples:
+        # Not one line is a JSON object (a CSV, a JSON array, plain text): one error saying what
+        # the format must be helps more than an error per line.
+        errors[:] = [DataError(None, INVALID_FILE, NOT_JSONL)]
+        report.n_errors = 1
+    elif n_lines < min_examples:
+        # counted in lines, so a file whose only problem is a bad line gets that one error
         report.n_errors += 1
         kind = file_param.replace("_", " ").capitalize()
         errors.append(DataError(None, INVALID_N_EXAMPLES,
-                                f"{kind} has {report.n_examples} example(s), but must have at least "
+                                f"{kind} has {n_lines} example(s), but must have at least "
                                 f"{min_examples} examples"))
     # render failures arrive after later lines' schema errors: report the first lines first
     errors.sort(key=lambda e: (e.line is None, e.line or 0))
     report.errors = errors[:max_errors]
 
     report.messages_per_example = Distribution.of(n_messages)
-    report.n_epochs = n_epochs if n_epochs is not None else auto_n_epochs(
-        report.n_examples - report.n_invalid_examples)
+    if n_epochs is not None:
+        report.n_epochs = n_epochs
+    else:   # no valid example: no epochs to speak of
+        report.n_epochs = auto_n_epochs(report.n_examples) if report.n_examples else 0
     if report.n_without_trained_tokens:
         report.warnings.append(f"{report.n_without_trained_tokens} example(s) have weight 0 on every "
                                "assistant message: nothing in them is trained")
@@ -631,10 +644,11 @@ def validate_file(
 
 
 def _scan(path: str | Path, report: ValidationReport, errors: list[DataError], max_errors: int,
-          counter: TokenCounter | None, method: str = "supervised") -> array:
+          counter: TokenCounter | None, method: str = "supervised") -> tuple[array, int]:
     """The streaming pass: schema checks and per-example counts; valid examples go to `counter`
-    in batches. Returns messages per valid example."""
+    in batches. Returns messages per valid example, and how many lines were JSON objects."""
     n_messages = array("i")
+    n_objects = 0
     batch: list[tuple[int, dict]] = []
     ignored_keys: set[str] = set()
 
@@ -646,12 +660,12 @@ def _scan(path: str | Path, report: ValidationReport, errors: list[DataError], m
                                     problem.message_index))
 
     for raw in iter_lines(path):
-        report.n_examples += 1
         try:
             example = parse_line(raw)
         except DataFileError as exc:
             error(raw.line, Problem(None, exc.message))
             continue
+        n_objects += 1
         if method == "dpo":
             problem, fmt = check_preference_example(example, ignored_keys=ignored_keys), PREFERENCE
         else:
@@ -663,6 +677,7 @@ def _scan(path: str | Path, report: ValidationReport, errors: list[DataError], m
         if problem is not None:
             error(raw.line, problem)
             continue
+        report.n_examples += 1
         report.format = report.format or fmt
         if fmt == PREFERENCE:
             _count_preference(report, n_messages, example)
@@ -686,7 +701,7 @@ def _scan(path: str | Path, report: ValidationReport, errors: list[DataError], m
     if ignored_keys:
         report.warnings.append("unrecognized top-level keys were ignored: "
                                + ", ".join(sorted(ignored_keys)))
-    return n_messages
+    return n_messages, n_objects
 
 
 def _count_preference(report: ValidationReport, n_messages: array, example: dict) -> None:

@@ -80,8 +80,8 @@ def delete_file(file_id: str, user: UiUser, session: DbSession, blobs: Blobs) ->
 
 @router.get("/files/{file_id}/report")
 def validation_report(request: Request, file_id: str, user: UiUser, session: DbSession,
-                      blobs: Blobs, resolver: Resolver, model: str = "tuneforge-tiny",
-                      n_epochs: str = "auto", price: float = 0.0,
+                      blobs: Blobs, resolver: Resolver, settings: SettingsDep,
+                      model: str = "tuneforge-tiny", n_epochs: str = "auto",
                       file_param: str = "training_file",
                       method: str = "supervised") -> dict[str, Any]:
     if n_epochs != "auto" and not n_epochs.isdigit():
@@ -95,9 +95,10 @@ def validation_report(request: Request, file_id: str, user: UiUser, session: DbS
     if getattr(state, "ui_tokenizers", None) is None:
         state.ui_tokenizers = Tokenizers()
     return file_report(session, blobs, user.project_id, file_id, resolver=resolver,
+                       settings=settings,
                        tokenizers=state.ui_tokenizers, model=model,
                        n_epochs=None if n_epochs == "auto" else int(n_epochs),
-                       price_per_million_tokens=price, file_param=file_param, method=method)
+                       file_param=file_param, method=method)
 
 
 # ---- playground ------------------------------------------------------------------------------

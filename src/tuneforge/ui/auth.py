@@ -35,8 +35,9 @@ def sign_in(session: Session, secret: str) -> tuple[str, Principal]:
     """A new session for the API key `secret` -> (cookie token, who it is)."""
     principal = authenticate(session, secret.strip()) if secret and secret.strip() else None
     if principal is None:
-        raise AuthenticationFailed("That API key is not valid (or was revoked). Create one with "
-                                   "`tuneforge keys create --project NAME`.",
+        # plain text: the login page shows it as is (no Markdown there)
+        raise AuthenticationFailed("That API key is not valid (or was revoked). Create one on "
+                                   "the server with: tuneforge keys create --project NAME",
                                    param="api_key", code="invalid_api_key")
     token = secrets.token_urlsafe(32)
     ts = now()

@@ -105,11 +105,12 @@ def new_job_page(request: Request, user: UiUser, session: DbSession, resolver: R
     elif training_file:   # e.g. the playground's "Train DPO on these ratings" (method=dpo, model)
         prefill = {"training_file": training_file, "method": method, "model": model}
     files = files_service.list_files(session, user.project_id, purpose="fine-tune", limit=500).items
-    models = [m.id for m in views.chat_models(session, user, resolver.catalog(session).names())
+    models = [m for m in views.chat_models(session, user, resolver.catalog(session).names())
               if m.kind != "checkpoint"]
     return render(request, "new_job.html", {
         "user": user, "nav": "new", "files": files, "models": models, "prefill": prefill,
-        "rerun": rerun, "hyperparameters": views.hyperparameter_fields()})
+        "rerun": rerun, "default_model": views.default_model(models), "methods": views.METHODS,
+        "hyperparameters": views.hyperparameter_fields()})
 
 
 @router.get("/jobs/{job_id}")
@@ -135,8 +136,10 @@ def file_page(request: Request, file_id: str, user: UiUser, session: DbSession, 
               resolver: Resolver) -> HTMLResponse:
     row = files_service.get_file(session, user.project_id, file_id)
     lines = views.preview(blobs.path(row.blob_key))
+    models = [views.ChatModel(name, "base") for name in resolver.catalog(session).names()]
     return render(request, "file.html", {"user": user, "nav": "files", "file": row,
-                                         "lines": lines, "models": resolver.catalog(session).names()})
+                                         "lines": lines, "models": models,
+                                         "default_model": views.default_model(models)})
 
 
 @router.get("/files/{file_id}/download")

@@ -2,6 +2,8 @@
 
 It is `training.data.validate_file` (the same check a job's worker runs) with the chosen base
 model's tokenizer, so token statistics, `auto` epochs, trained tokens and cost match training.
+The cost uses the server's price table (Settings.prices through services/usage), the price a
+job would be quoted.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from tuneforge import pricing
+from tuneforge.config import Settings
 from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.services import files as files_service
 from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore
+from tuneforge.training import hparams
 
 
 class Tokenizers:
@@ -34,18 +39,17 @@ class Tokenizers:
 
 
 def file_report(session: Session, blobs: BlobStore, project_id: str, file_id: str, *,
-                resolver: ModelResolver, tokenizers: Tokenizers, model: str, n_epochs: int | None,
-                price_per_million_tokens: float, file_param: str,
+                resolver: ModelResolver, settings: Settings, tokenizers: Tokenizers, model: str,
+                n_epochs: int | None, file_param: str,
                 method: str = "supervised") -> dict[str, Any]:
     row = files_service.get_file(session, project_id, file_id)
     if row.purpose != "fine-tune":
         raise InvalidRequest(f"File {file_id} has purpose '{row.purpose}'; training and "
                              "validation files need purpose 'fine-tune'.", param=file_param)
-    if n_epochs is not None and not 1 <= n_epochs <= 50:
-        raise InvalidRequest("n_epochs must be between 1 and 50.", param="n_epochs")
-    if price_per_million_tokens < 0:
-        raise InvalidRequest("The price must not be negative.", param="price")
+    if n_epochs is not None and not hparams.N_EPOCHS.valid(n_epochs):
+        raise InvalidRequest(f"n_epochs must be {hparams.N_EPOCHS.expected}.", param="n_epochs")
     source = resolver.tokenizer_source(session, project_id, model)
+    price_per_million_tokens = pricing.quote(settings, model)
     path = blobs.path(row.blob_key)
     if not path.is_file():
         raise NotFound(f"No such File object: {file_id}", param="id")
@@ -59,4 +63,5 @@ def file_report(session: Session, blobs: BlobStore, project_id: str, file_id: st
                            price_per_million_tokens=price_per_million_tokens,
                            file_param=file_param, method=method)
     return {"file_id": file_id, "filename": row.filename, "model": model, "ok": report.ok,
-            **report.to_dict()}
+            **report.to_dict(),
+            "price_source": f"the server's training price for {model} (TUNEFORGE_PRICES)"}

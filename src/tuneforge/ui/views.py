@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tuneforge.catalog import TINY_NAME
 from tuneforge.domain import events as ev
 from tuneforge.domain.states import TERMINAL, Status
 from tuneforge.ids import now
@@ -120,6 +121,7 @@ def rerun_config(job: Job) -> dict[str, Any]:
             "integrations": job.integrations or []}
 
 
+# ---- the create form -------------------------------------------------------------------------
 def hyperparameter_fields() -> list[dict[str, Any]]:
     """The create form's hyperparameter inputs, one per definition (training/hparams.py), each
     marked with the methods that take it."""
@@ -128,13 +130,35 @@ def hyperparameter_fields() -> list[dict[str, Any]]:
             for d in hparams.all_definitions()]
 
 
+# Training methods the form offers: (value, label), exactly those the service trains
+# (hparams.METHODS); a method without a label here shows its name.
+METHOD_LABELS = {"supervised": "supervised (SFT)", "dpo": "dpo (preference pairs)"}
+METHODS: list[tuple[str, str]] = [(m, METHOD_LABELS.get(m, m)) for m in hparams.METHODS]
+
+
+def default_model(models: list[ChatModel]) -> str | None:
+    """The model the form preselects: tuneforge-tiny, else the first configured base model; never
+    a fine-tuned model (continuing a fine-tune is a deliberate choice)."""
+    bases = [m.id for m in models if m.kind == "base"]
+    return TINY_NAME if TINY_NAME in bases else (bases[0] if bases else None)
+
+
 # ---- models for the playground ---------------------------------------------------------------
+# What a picker says next to a model name, so nobody mistakes the test model's noise for a bug.
+MODEL_NOTES = {TINY_NAME: "untrained test model"}
+
+
 @dataclass(frozen=True)
 class ChatModel:
     id: str
     kind: str            # "base" | "fine-tuned" | "checkpoint"
     job_id: str | None = None
     created_at: int | None = None
+
+    @property
+    def label(self) -> str:
+        note = MODEL_NOTES.get(self.id)
+        return f"{self.id} — {note}" if note else self.id
 
 
 def chat_models(session: Session, principal: Principal, base_names: list[str]) -> list[ChatModel]:

@@ -2,7 +2,7 @@
 "use strict";
 
 (function () {
-  const { job_id: jobId } = TF.pageData();
+  const { job_id: jobId, has_validation: hasValidation } = TF.pageData();
   const $ = (id) => document.getElementById(id);
   let after = 0;
   const points = new Map();  // step -> metrics (a re-run step replaces the old point)
@@ -10,14 +10,16 @@
 
   const color = { train: "#4f46e5", valid: "#f79009", full: "#12b76a" };
   function chart(canvas, label) {
+    const datasets = [
+      { label: `training ${label}`, data: [], borderColor: color.train, backgroundColor: color.train, pointRadius: 0, borderWidth: 2, tension: 0.2 },
+      { label: `validation ${label}`, data: [], borderColor: color.valid, backgroundColor: color.valid, showLine: false, pointRadius: 4, order: 1 },
+      // drawn behind the validation point of the same step (they are often close): a larger ring
+      { label: `full validation ${label}`, data: [], borderColor: color.full, backgroundColor: "rgba(18,183,106,0.15)", showLine: false, pointRadius: 8, borderWidth: 2, order: 2 },
+    ];
     return new Chart(canvas, {
       type: "line",
-      data: { datasets: [
-        { label: `training ${label}`, data: [], borderColor: color.train, backgroundColor: color.train, pointRadius: 0, borderWidth: 2, tension: 0.2 },
-        { label: `validation ${label}`, data: [], borderColor: color.valid, backgroundColor: color.valid, showLine: false, pointRadius: 4, order: 1 },
-        // drawn behind the validation point of the same step (they are often close): a larger ring
-        { label: `full validation ${label}`, data: [], borderColor: color.full, backgroundColor: "rgba(18,183,106,0.15)", showLine: false, pointRadius: 8, borderWidth: 2, order: 2 },
-      ] },
+      // no validation file, no validation series: a legend entry without points only confuses
+      data: { datasets: hasValidation ? datasets : datasets.slice(0, 1) },
       options: {
         animation: false, maintainAspectRatio: false, parsing: false,
         scales: { x: { type: "linear", title: { display: true, text: "step" }, ticks: { precision: 0 } },
@@ -32,15 +34,12 @@
   function redrawCharts() {
     const sorted = [...points.values()].sort((a, b) => a.step - b.step);
     const series = (key) => sorted.filter((p) => p[key] !== undefined).map((p) => ({ x: p.step, y: p[key] }));
-    loss.data.datasets[0].data = series("train_loss");
-    loss.data.datasets[1].data = series("valid_loss");
-    loss.data.datasets[2].data = series("full_valid_loss");
     // DPO jobs report reward accuracy (share of pairs whose preferred side wins) instead
     const a = sorted.some((p) => p.train_rewards_accuracy !== undefined) ? "rewards_accuracy" : "mean_token_accuracy";
     $("acc-title").textContent = a === "rewards_accuracy" ? "Reward accuracy (DPO)" : "Token accuracy";
-    acc.data.datasets[0].data = series(`train_${a}`);
-    acc.data.datasets[1].data = series(`valid_${a}`);
-    acc.data.datasets[2].data = series(`full_valid_${a}`);
+    // without a validation file the charts hold only the training series (see chart())
+    const keys = [["train_loss", "valid_loss", "full_valid_loss"], [`train_${a}`, `valid_${a}`, `full_valid_${a}`]];
+    [loss, acc].forEach((c, i) => c.data.datasets.forEach((d, n) => { d.data = series(keys[i][n]); }));
     loss.update(); acc.update();
     $("loss-empty").hidden = sorted.length > 0;
     document.body.dataset.points = String(sorted.length);
@@ -92,13 +91,33 @@
     $("ckpt-empty").hidden = live.checkpoints.length > 0;
   }
 
-  function renderEvents(newEvents) {
+  // The API lists one `metrics` event per step (as OpenAI's); here the messages are the event list
+  // and the steps go to a compact, collapsed metrics log (the charts show them anyway).
+  const metricRows = [];
+  function renderMetrics(newEvents) {
+    const fresh = newEvents.filter((e) => e.type === "metrics" && e.data && Number.isInteger(e.data.step));
+    if (!fresh.length) return;
+    metricRows.push(...fresh);
+    const rows = fresh.map((e) => TF.el("tr", {},
+      TF.el("td", { class: "num", text: e.data.step }),
+      TF.el("td", { class: "num", text: TF.fix(e.data.train_loss) }),
+      TF.el("td", { class: "num", text: TF.fix(e.data.train_mean_token_accuracy, 3) }),
+      TF.el("td", { class: "num", text: TF.fix(e.data.valid_loss) }),
+      TF.el("td", { class: "num", text: TF.fix(e.data.valid_mean_token_accuracy, 3) })));
+    $("metrics").querySelector("tbody").prepend(...rows.reverse());  // newest first
+    $("metrics-count").textContent = `(${metricRows.length} steps)`;
+  }
+
+  function renderEvents(allNew) {
+    renderMetrics(allNew);
+    const newEvents = allNew.filter((e) => e.type !== "metrics");
     events.push(...newEvents);
     const tbody = $("events").querySelector("tbody");
     const rows = newEvents.map((e) => TF.el("tr", { class: `lvl-${e.level}` },
       TF.el("td", { class: "muted", style: "white-space:nowrap", text: TF.ts(e.created_at) }),
       TF.el("td", { text: e.level }),
       TF.el("td", { text: e.message })));
+    if (rows.length) tbody.querySelector("td.empty")?.parentElement.remove();
     tbody.prepend(...rows.reverse());  // newest first, like the API
     if (!events.length) tbody.replaceChildren(TF.el("tr", {}, TF.el("td", { class: "empty", text: "No events yet." })));
   }

@@ -45,7 +45,7 @@
     const epochs = /^\d+$/.test($("n_epochs").value.trim()) ? $("n_epochs").value.trim() : "auto";
     const out = [];
     for (const [id, title] of files) {
-      const q = new URLSearchParams({ model: $("model").value, n_epochs: epochs, price: $("price").value || "0", file_param: id, method: $("method").value });
+      const q = new URLSearchParams({ model: $("model").value, n_epochs: epochs, file_param: id, method: $("method").value });
       try {
         out.push(TF.renderReport(await TF.api("GET", `/ui/api/files/${$(id).value}/report?${q}`), title));
       } catch (e) {
