@@ -14,10 +14,12 @@ The benchmark (benchmarks/) compares it with TRL on the same data.
 
 Precision: bf16 autocast where `hardware.bf16_is_fast` measures it faster for the model's matmul
 shapes (cached per machine): CUDA with bf16, AMX Xeons, AVX512-BF16 EPYCs (2048x2048: ~2.6x fp32
-there); fp32 where bf16 is emulated. On CUDA a LoRA base is stored in bf16 (adapters fp32); on CPU
-the weights stay fp32 and autocast rounds them for the matmuls only (a bf16 frozen base was 5x
-slower on an AMX Xeon: the ops autocast leaves alone ran in bf16 without native kernels). A
-resumed run keeps the precision it started with. Logits are computed only at label positions.
+there); fp32 where bf16 is emulated. On CUDA a LoRA base is stored in bf16 (adapters fp32). On CPU
+embeddings, norms and the residual stream stay fp32 (a whole-bf16 frozen base was 5x slower on an
+AMX Xeon: the ops autocast leaves alone ran in bf16 without native kernels); only a LoRA's frozen
+linear weights are stored in bf16, which is what autocast rounds them to for each matmul anyway
+(`hardware.linears_to_bf16`), minus a cast per step and half their memory. Full fine-tuning keeps
+fp32 master weights. A resumed run keeps the precision it started with. Logits are computed only at label positions.
 Packing beats padding (padded bf16 batches: sdpa falls back to a slow path with a padding mask).
 Determinism on CPU: seeded RNG, a fixed thread count (all CPUs this process may use), no
 data-dependent kernels.
@@ -47,7 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from tuneforge.errors import InvalidRequest
-from tuneforge.hardware import bf16_is_fast, model_shape
+from tuneforge.hardware import bf16_is_fast, linears_to_bf16, model_shape
 from tuneforge.training import checkpoints as ckpt
 from tuneforge.training.batches import Packed, n_targets, pack
 from tuneforge.training.hparams import learning_rate, resolve
@@ -225,8 +227,8 @@ class _Run:
         from transformers import AutoModelForCausalLM
 
         spec = self.spec
-        # On CPU the weights stay fp32 under autocast (autocast rounds them to bf16 for matmuls
-        # only; norms and the residual stream stay fp32). On CUDA a LoRA base is stored in bf16.
+        # On CPU, norms, embeddings and the residual stream stay fp32 under autocast; a LoRA's
+        # frozen linear weights are stored in bf16 (below). On CUDA a LoRA base is stored in bf16.
         cuda_bf16 = self.bf16 and self.device.type == "cuda"
         dtype = torch.bfloat16 if (cuda_bf16 and spec.method == "lora") else torch.float32
         model = AutoModelForCausalLM.from_pretrained(self.base_ref, dtype=dtype, attn_implementation="sdpa")
@@ -244,6 +246,9 @@ class _Run:
         elif spec.method != "full":
             raise InvalidRequest(f"Unknown method {spec.method!r}: use 'lora' or 'full'.", param="method")
         model.config.use_cache = False
+        if self.bf16 and self.device.type == "cpu" and spec.method == "lora":
+            # The frozen base, rounded to bf16 once: what autocast computes each step anyway.
+            linears_to_bf16(model, skip_trainable=True)
         return model.to(self.device)
 
     def _setup_optimizer(self) -> torch.optim.Optimizer:
@@ -452,7 +457,7 @@ class _Run:
             ckpt.save_servable(self.model, self.tokenizer, final,
                                self._meta(self.step, self.hp.n_epochs, metrics))
         if self.spec.export_merged and self.spec.method == "lora":
-            merged = self.model.merge_and_unload()
+            merged = self.model.float().merge_and_unload()   # fp32 merged weights
             ckpt.save_servable(merged, self.tokenizer, final / "merged",
                                self._meta(self.step, self.hp.n_epochs, metrics, kind="full"))
         # The run is complete: its resumable state (optimizer moments: 2x the trained weights) goes.
