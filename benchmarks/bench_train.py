@@ -433,6 +433,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--validator-mb", type=int, default=100)
     parser.add_argument("--only", default="ours,trl_default,trl_tuned")
+    parser.add_argument("--parallel", action="store_true",
+                        help="run the contestants at once (a loaded machine: compare tokens per CPU-second)")
     parser.add_argument("--validator-only", action="store_true", help="skip the training runs")
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the harness runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -479,31 +481,29 @@ def main() -> None:
               f"bf16 {peak['bf16']:.0f} GFLOP/s", flush=True)
 
         results: dict[str, dict] = {}
-        for name in ([] if args.validator_only else args.only.split(",")):
-            t0 = time.perf_counter()
-            load_before = os.getloadavg()[0]
-            proc = subprocess.run([sys.executable, __file__, "--worker", name, "--config",
-                                   str(workdir / "cfg.json")], capture_output=True, text=True)
-            out = workdir / f"{name}.json"
-            if proc.returncode != 0 or not out.is_file():
-                print(f"{name}: FAILED (exit {proc.returncode})\n{proc.stderr[-3000:]}", flush=True)
-                continue
-            r = results[name] = json.loads(out.read_text())
-            r["tok_s"] = tokens / r["seconds"]
-            r["tok_cpu_s"] = tokens / r["cpu_seconds"]
-            r["gflop_s"] = flops / r["seconds"] / 1e9
-            r["peak_share"] = r["gflop_s"] / peak_best
-            r["load"] = f"{load_before:.1f}->{os.getloadavg()[0]:.1f}"
-            print(f"{name}: done in {time.perf_counter() - t0:.0f}s (load average {r['load']})", flush=True)
+        names = [] if args.validator_only else args.only.split(",")
+        started = {}
+        procs = {}
+        for name in names:   # one after another, or all at once with --parallel
+            started[name] = (time.perf_counter(), os.getloadavg()[0])
+            procs[name] = subprocess.Popen([sys.executable, __file__, "--worker", name, "--config",
+                                            str(workdir / "cfg.json")],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if not args.parallel:
+                _collect(name, procs[name], started[name], workdir, tokens, flops, peak_best, results, args.threads)
+        if args.parallel:
+            for name in names:
+                _collect(name, procs[name], started[name], workdir, tokens, flops, peak_best, results, args.threads)
 
         validator = bench_validator(workdir, model_dir, args.validator_mb) if args.validator_mb else None
 
     print()
     print(f"{'run':<12} {'tok/s':>8} {'tok/CPU-s':>9} {'seconds':>8} {'peak RSS MB':>12} {'GFLOP/s':>8} {'of peak':>8} "
+          f"{'(CPU-s)':>8} "
           f"{'train loss':>11} {'eval loss':>10} {'trainer eval':>13} {'load':>10}")
     for name, r in results.items():
         print(f"{name:<12} {r['tok_s']:>8.1f} {r['tok_cpu_s']:>9.1f} {r['seconds']:>8.1f} {r['peak_rss_mb']:>12.0f} "
-              f"{r['gflop_s']:>8.1f} {r['peak_share']:>8.1%} {_fmt(r['train_loss']):>11} "
+              f"{r['gflop_s']:>8.1f} {r['peak_share']:>8.1%} {r['peak_share_cpu']:>8.1%} {_fmt(r['train_loss']):>11} "
               f"{_fmt(r['eval_loss']):>10} {_fmt(r['trainer_eval_loss']):>13} {r['load']:>10}")
     if validator:
         print(f"validator on {validator['file_mb']:.0f} MB ({validator['n_examples']} examples): "
@@ -511,13 +511,33 @@ def main() -> None:
               f"{validator['with_tokens_mb_s']:.1f} MB/s with token statistics")
     print("env: " + " ".join(f"{k}={v}" for k, v in env.items()))
     ours, base = results.get("ours"), results.get("trl_default")
-    speedup = ours["tok_s"] / base["tok_s"] if ours and base else float("nan")
+    # --parallel: the runs share the CPUs unevenly (one ends first), so compare per CPU-second
+    rate = "tok_cpu_s" if args.parallel else "tok_s"
+    speedup = ours[rate] / base[rate] if ours and base else float("nan")
     delta = (ours["eval_loss"] - base["eval_loss"]) / base["eval_loss"] if ours and base else float("nan")
-    share = ours["peak_share"] if ours else float("nan")
+    share = ours["peak_share_cpu" if args.parallel else "peak_share"] if ours else float("nan")
     if ours and base:
         print(f"per CPU-second (steadier under load): ours / trl_default = "
               f"{ours['tok_cpu_s'] / base['tok_cpu_s']:.3f}")
     print(f"train_speedup_vs_trl={speedup:.3f} eval_loss_rel_delta={delta:+.4f} peak_share={share:.3f}")
+
+
+def _collect(name: str, proc, started: tuple[float, float], workdir: Path, tokens: int, flops: float,
+             peak: float, results: dict, threads: int) -> None:
+    _, stderr = proc.communicate()
+    out = workdir / f"{name}.json"
+    if proc.returncode != 0 or not out.is_file():
+        print(f"{name}: FAILED (exit {proc.returncode})\n{stderr[-3000:]}", flush=True)
+        return
+    r = results[name] = json.loads(out.read_text())
+    r["tok_s"] = tokens / r["seconds"]
+    r["tok_cpu_s"] = tokens / r["cpu_seconds"]
+    r["gflop_s"] = flops / r["seconds"] / 1e9
+    r["peak_share"] = r["gflop_s"] / peak
+    # per CPU-second: the share of the peak while this run had the CPUs (steadier under load)
+    r["peak_share_cpu"] = flops / (r["cpu_seconds"] / threads) / 1e9 / peak
+    r["load"] = f"{started[1]:.1f}->{os.getloadavg()[0]:.1f}"
+    print(f"{name}: done in {time.perf_counter() - started[0]:.0f}s (load average {r['load']})", flush=True)
 
 
 def _fmt(value) -> str:
