@@ -457,13 +457,22 @@ class _Run:
             ckpt.save_servable(self.model, self.tokenizer, final,
                                self._meta(self.step, self.hp.n_epochs, metrics))
         if self.spec.export_merged and self.spec.method == "lora":
-            merged = self.model.float().merge_and_unload()   # fp32 merged weights
+            merged = self._merged(final)
             ckpt.save_servable(merged, self.tokenizer, final / "merged",
                                self._meta(self.step, self.hp.n_epochs, metrics, kind="full"))
         # The run is complete: its resumable state (optimizer moments: 2x the trained weights) goes.
         shutil.rmtree(self.out / ckpt.STATE_DIR, ignore_errors=True)
         self.reporter.event(f"Training finished: {self.step} steps, {self.trained_tokens} trained tokens.")
         return self._result("succeeded", self.step, final)
+
+    def _merged(self, adapter_dir: Path):
+        """The saved adapter merged into the base as loaded from disk (fp32): the training copy's
+        frozen linears may be rounded to bf16, which a full model served on its own must not be."""
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(self.base_ref, dtype=torch.float32)
+        return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
     def _result(self, status: str, steps: int, final: Path | None = None) -> TrainResult:
         return TrainResult(status=status, trained_tokens=self.trained_tokens, steps=steps,
