@@ -72,7 +72,7 @@ def _reference(tok, examples, max_seq_len):
     for e in examples:
         try:
             r = render_example(tok, e, max_seq_len)
-            out.append((r.input_ids, r.labels, r.truncated))
+            out.append((r.input_ids, r.labels, r.truncated, r.seq_lens))
         except InvalidRequest as exc:
             out.append(("error", exc.code, exc.message, exc.param))
     return out
@@ -87,7 +87,7 @@ def _fast(tok, examples, max_seq_len):
             out.append(("error", exc.code, exc.message, exc.param))
         else:
             assert n not in batch.errors
-            out.append((r.input_ids, r.labels, r.truncated))
+            out.append((r.input_ids, r.labels, r.truncated, r.seq_lens))
     return out
 
 
@@ -104,6 +104,22 @@ def test_identical_to_render_example_on_a_varied_corpus(tiny_tokenizer, max_seq_
     assert (len(truncated) > 0) == (max_seq_len is not None)
     assert any(r[0] != "error" and all(x == -100 for x in r[1]) for r in expected)  # weight 0
     assert all(r[0] != "error" for r in expected)
+
+
+@pytest.mark.parametrize("name", ["qwen3", "phi3"])
+def test_identical_for_templates_that_rewrite_earlier_turns(tiny_model_dir, name) -> None:
+    from tests.training.templates import FAMILIES, family_tokenizer
+
+    tok = family_tokenizer(tiny_model_dir, FAMILIES[name])
+    rng = random.Random(11)
+    corpus = VARIED + [make_example(rng) for _ in range(100)]
+    for max_seq_len in (None, 48):
+        expected = _reference(tok, corpus, max_seq_len)
+        assert _fast(tok, corpus, max_seq_len) == expected
+        # Phi-3's template renders no tool calls (their messages have no content): the same error
+        errors = [i for i, r in enumerate(expected) if r[0] == "error"]
+        assert errors == ([] if name == "qwen3" else [4, 5])
+        assert any(r[3] is not None for r in expected)   # per-turn sequences really occur
 
 
 def test_same_errors_as_render_example(tiny_tokenizer, tiny_model_dir) -> None:

@@ -122,6 +122,21 @@ def test_unknown_top_level_keys_are_a_warning(tmp_path: Path) -> None:
     assert any("id" in w and "ignored" in w for w in report.warnings)
 
 
+def test_reasoning_content_on_assistant_messages(tmp_path: Path) -> None:
+    # Not OpenAI's, but HF / Qwen3 reasoning data carries it; it reaches the template (render.py).
+    def with_reasoning(value: object) -> list[dict]:
+        return [{"messages": [{"role": "user", "content": f"q{i}"},
+                              {"role": "assistant", "content": f"a{i}", "reasoning_content": value}]}
+                for i in range(10)]
+
+    assert validate_file(_write(tmp_path / "ok.jsonl", with_reasoning("think"))).ok
+    report = validate_file(_write(tmp_path / "bad.jsonl", with_reasoning(["think"])))
+    assert not report.ok and report.errors[0].param == "messages[1].reasoning_content"
+    on_user = [{"messages": [{"role": "user", "content": "q", "reasoning_content": "x"},
+                             {"role": "assistant", "content": "a"}]}] * 10
+    assert not validate_file(_write(tmp_path / "user.jsonl", on_user)).ok
+
+
 @pytest.mark.parametrize(("n", "epochs"), [
     (1, 25), (3, 25), (4, 25), (5, 20), (7, 14), (10, 10), (33, 3), (34, 3), (20, 5),
     (100, 3), (8333, 3), (8334, 2), (12500, 2), (12501, 1), (30000, 1), (1_000_000, 1),

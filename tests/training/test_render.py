@@ -6,6 +6,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from tuneforge.errors import InvalidRequest
+from tuneforge.training.batches import n_targets, pack
 from tuneforge.training.render import (
     DEFAULT_CHAT_TEMPLATE, IGNORE_INDEX, audit, ensure_chat_template, render_example, trained_spans,
 )
@@ -151,13 +152,46 @@ def test_audit_refuses_unrenderable_data_naming_the_line(fresh_tokenizer) -> Non
     assert "Line 12" in exc.value.message and "roles must alternate" in exc.value.message
 
 
-def test_audit_refuses_template_that_rewrites_history(fresh_tokenizer) -> None:
+def test_template_that_rewrites_history_is_rendered_per_turn(fresh_tokenizer) -> None:
     tok = fresh_tokenizer
     # Like reasoning templates that drop earlier turns' content: earlier turns change later.
     tok.chat_template = (
         "{%- for m in messages %}<|im_start|>{{ m.role }}\n"
         "{%- if m.role == 'assistant' and not loop.last %}...{% else %}{{ m.content }}{% endif %}"
         "<|im_end|>\n{%- endfor %}{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}")
+    (r,) = audit(tok, [MULTI_TURN])
+    # "Hello!" is rewritten to "..." once later turns follow: it is trained in its own rendering
+    # (the model's view when it said it); the last turn in the full conversation. The weight-0
+    # turn is in neither as a label.
+    seqs = r.sequences()
+    assert len(seqs) == 2 and r.seq_lens == tuple(len(s) for s in seqs)
+    assert [trained_texts(tok, s) for s in seqs] == [
+        ["Hello!<|im_end|>"], ["Four, sorry.<|im_end|>"]]
+    assert tok.decode(seqs[0].input_ids).endswith("<|im_start|>userHi<|im_end|><|im_start|>assistantHello!<|im_end|>")
+    assert "<|im_start|>assistant...<|im_end|>" in tok.decode(seqs[1].input_ids)
+    assert r.n_trained == sum(s.n_trained for s in seqs)
+    # truncation cuts each sequence
+    cut = render_example(tok, MULTI_TURN, max_seq_len=10)
+    assert cut.truncated and cut.seq_lens == (10, 10)
+    # packed, each sequence keeps its own positions and no target crosses into the next one
+    (row,) = pack([r, r], max_tokens=8192)
+    a, b = r.seq_lens
+    assert row.position_ids[0].tolist() == [*range(a), *range(b)] * 2
+    targets = row.targets[0].tolist()
+    assert [targets[i] for i in (a - 1, a + b - 1)] == [IGNORE_INDEX, IGNORE_INDEX]
+    assert targets[:a - 1] == seqs[0].labels[1:]
+    assert row.n_targets == 2 * n_targets(r) == 2 * (r.n_trained - sum(s.labels[0] != IGNORE_INDEX for s in seqs))
+
+
+def test_audit_refuses_template_that_cannot_locate_a_turn(fresh_tokenizer) -> None:
+    tok = fresh_tokenizer
+    # Mistral v0.3's way: the system prompt is folded into the *last* user turn only, so a
+    # conversation ending with the assistant's turn loses it: no rendering extends the prompt.
+    tok.chat_template = (
+        "{%- set sys = messages[0].content if messages[0].role == 'system' else none %}"
+        "{%- for m in messages if m.role != 'system' %}"
+        "{%- if m.role == 'user' %}[INST] {% if loop.last and sys %}{{ sys }}\n\n{% endif %}"
+        "{{ m.content }}[/INST]{%- else %} {{ m.content }}<|im_end|>{%- endif %}{%- endfor %}")
     with pytest.raises(InvalidRequest) as exc:
         audit(tok, [MULTI_TURN])
     assert exc.value.code == "unsupported_chat_template"

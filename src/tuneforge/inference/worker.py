@@ -25,6 +25,7 @@ from tuneforge.inference.detok import TextStream
 from tuneforge.inference.lora_batch import BASE, BatchedLoRA
 from tuneforge.inference.sampling import choose, make_generator
 from tuneforge.inference.types import Delta, Failed, Finished, SamplingParams, TokenLogprob
+from tuneforge.training.render import pad_id
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,8 @@ class ModelWorker(threading.Thread):
 
     def _prefill(self, seqs: list[Sequence]):
         width = max(len(s.prompt_ids) for s in seqs)
-        ids = torch.zeros((len(seqs), width), dtype=torch.long)
+        # Left padding, masked out; a pad that is no stop token (Llama 3 has none, SmolLM2's is EOS).
+        ids = torch.full((len(seqs), width), pad_id(seqs[0].tokenizer, seqs[0].eos_ids), dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for i, s in enumerate(seqs):
             ids[i, width - len(s.prompt_ids):] = torch.tensor(s.prompt_ids)

@@ -6,9 +6,10 @@ its arguments and re-copies the whole conversation) and then the tokenizer once.
 - the compiled Jinja template is rendered directly, with the arguments `apply_chat_template`
   passes to it (the special tokens, `tools`, the messages with None values dropped and copied as
   plain data), prepared once per example rather than once per prefix;
-- the same prefixes are rendered, so spans and the prefix-stability check are the same code
-  (`render.chat_spans`), and the last prefix is reused as the full text when the conversation
-  ends with a trained assistant turn;
+- the same prefixes are rendered, so spans, the prefix-stability check and the per-turn
+  sequences of templates that rewrite earlier turns are the same code (`render.chat_sequences`),
+  and the last prefix is reused as the full text when the conversation ends with a trained
+  assistant turn;
 - texts are tokenized in one batched call of the Rust tokenizer (offsets included).
 An example the fast path cannot render is rendered again by `render_example`, so errors (code,
 message) are exactly its errors. tests/training/test_batch_render.py checks the identity.
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 
 from tuneforge.errors import InvalidRequest
 from tuneforge.training.render import (
-    IGNORE_INDEX, Rendered, chat_spans, is_chat, render_example, span_labels, to_hf_chat,
+    IGNORE_INDEX, Rendered, Sequences, chat_sequences, is_chat, join_sequences, render_example,
+    span_labels, to_hf_chat, truncate,
 )
 
 
@@ -36,23 +38,25 @@ def render_batch(tokenizer, examples: Sequence[dict], max_seq_len: int | None = 
     out = BatchRendering([None] * len(examples))
     renderer = _template_renderer(tokenizer)
     texts: list[str] = []
-    pending: list[tuple[int, list[tuple[int, int]]]] = []   # (index, spans) of each text
+    pending: list[tuple[int, Sequences]] = []   # (index, its sequences); texts in that order
     prompts: list[int] = []
     for n, example in enumerate(examples):
         if not is_chat(example):
             prompts.append(n)
             continue
         try:
-            full, spans = _chat_text(renderer, example)
+            sequences = _chat_sequences(renderer, example)
         except Exception:
             # Rare (broken data or template): the reference path says exactly what is wrong.
             _fallback(tokenizer, examples, n, max_seq_len, out)
             continue
-        texts.append(full)
-        pending.append((n, spans))
+        texts += [text for text, _spans in sequences]
+        pending.append((n, sequences))
     if texts:
-        for (n, spans), (ids, offsets) in zip(pending, _encode_with_offsets(tokenizer, texts)):
-            out.rendered[n] = _cut(span_labels(ids, offsets, spans), max_seq_len)
+        encoded = iter(_encode_with_offsets(tokenizer, texts))
+        for n, sequences in pending:
+            parts = [span_labels(*next(encoded), spans) for _text, spans in sequences]
+            out.rendered[n] = truncate(join_sequences(parts), max_seq_len)
     if prompts:
         _prompt_completions(tokenizer, examples, prompts, max_seq_len, out)
     return out
@@ -70,13 +74,12 @@ def _encode_with_offsets(tokenizer, texts: list[str]) -> list[tuple[list[int], l
     return [(list(ids), offsets) for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"])]
 
 
-def _chat_text(renderer, example: dict) -> tuple[str, list[tuple[int, int]]]:
+def _chat_sequences(renderer, example: dict) -> Sequences:
     messages, tools, trained = to_hf_chat(example)
     if renderer is None:
         raise RuntimeError("no direct template renderer")
     render = renderer(messages, tools)
-    full = render(messages, False)
-    return full, chat_spans(render, messages, trained, full)
+    return chat_sequences(render, messages, trained, render(messages, False))
 
 
 def _template_renderer(tokenizer):
@@ -127,8 +130,8 @@ def _prompt_completions(tokenizer, examples: Sequence[dict], indices: list[int],
         if prompt and eos is not None and prompt[-1] == eos:
             prompt = prompt[:-1]  # tokenizers that append EOS to every encoding
         completion = list(completion) + [eos]
-        out.rendered[n] = _cut(Rendered(prompt + completion, [IGNORE_INDEX] * len(prompt) + completion),
-                               max_seq_len)
+        out.rendered[n] = truncate(Rendered(prompt + completion,
+                                            [IGNORE_INDEX] * len(prompt) + completion), max_seq_len)
 
 
 def _fallback(tokenizer, examples: Sequence[dict], n: int, max_seq_len: int | None,
@@ -137,12 +140,6 @@ def _fallback(tokenizer, examples: Sequence[dict], n: int, max_seq_len: int | No
         out.rendered[n] = render_example(tokenizer, examples[n], max_seq_len)
     except InvalidRequest as exc:
         out.errors[n] = exc
-
-
-def _cut(rendered: Rendered, max_seq_len: int | None) -> Rendered:
-    if max_seq_len is not None and len(rendered.input_ids) > max_seq_len:
-        return Rendered(rendered.input_ids[:max_seq_len], rendered.labels[:max_seq_len], True)
-    return rendered
 
 
 __all__ = ["BatchRendering", "render_batch"]

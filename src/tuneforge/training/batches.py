@@ -1,10 +1,13 @@
-"""Padding-free batches: rendered examples packed into rows with per-example position_ids.
+"""Padding-free batches: rendered sequences packed into rows with per-sequence position_ids.
 
-Each example keeps its own positions (0, 1, 2, ...), and the model is called without an attention
+Each sequence keeps its own positions (0, 1, 2, ...), and the model is called without an attention
 mask, so transformers builds a block-diagonal causal mask from the position resets (sdpa / eager)
-or passes sequence boundaries to flash attention: no token attends across examples and no
-compute is spent on padding. Targets are shifted inside each example, so the last token of one
-example is never trained to predict the first token of the next.
+or passes sequence boundaries to flash attention: no token attends across sequences and no
+compute is spent on padding. Targets are shifted inside each sequence, so the last token of one
+sequence is never trained to predict the first token of the next.
+
+The unit packed is a sequence, not an example: an example rendered per assistant turn (templates
+that rewrite earlier turns, render.py) is several sequences, packed like separate examples.
 """
 
 from __future__ import annotations
@@ -26,26 +29,35 @@ class Packed:
 
 
 def shifted_targets(r: Rendered) -> list[int]:
-    return r.labels[1:] + [IGNORE_INDEX]
+    """What each position is trained to predict: the next token's label, within its sequence."""
+    out: list[int] = []
+    for seq in r.sequences():
+        out += seq.labels[1:] + [IGNORE_INDEX]
+    return out
+
+
+def position_ids(r: Rendered) -> list[int]:
+    """0, 1, 2, ... restarting at each sequence."""
+    return [p for seq in r.sequences() for p in range(len(seq))]
 
 
 def n_targets(r: Rendered) -> int:
     """Trained tokens of one example, as the loss counts them."""
-    return sum(1 for x in r.labels[1:] if x != IGNORE_INDEX)
+    return sum(1 for t in shifted_targets(r) if t != IGNORE_INDEX)
 
 
 def pack(examples: list[Rendered], max_tokens: int) -> list[Packed]:
-    """Greedy, order-preserving packing into rows of at most `max_tokens` tokens (an example longer
-    than that gets a row of its own)."""
+    """Greedy, order-preserving packing of the examples' sequences into rows of at most
+    `max_tokens` tokens (a sequence longer than that gets a row of its own)."""
     rows: list[list[Rendered]] = []
     size = 0
-    for r in examples:
-        if rows and size + len(r) <= max_tokens:
-            rows[-1].append(r)
-            size += len(r)
+    for seq in (s for r in examples for s in r.sequences()):
+        if rows and size + len(seq) <= max_tokens:
+            rows[-1].append(seq)
+            size += len(seq)
         else:
-            rows.append([r])
-            size = len(r)
+            rows.append([seq])
+            size = len(seq)
     return [_row(row) for row in rows]
 
 
@@ -55,7 +67,7 @@ def _row(row: list[Rendered]) -> Packed:
     tgt: list[int] = []
     for r in row:
         ids += r.input_ids
-        pos += range(len(r.input_ids))
+        pos += position_ids(r)
         tgt += shifted_targets(r)
     n = sum(1 for t in tgt if t != IGNORE_INDEX)
     return Packed(torch.tensor([ids]), torch.tensor([pos]), torch.tensor([tgt]), n, len(ids))

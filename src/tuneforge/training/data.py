@@ -112,7 +112,9 @@ _MESSAGE_KEYS = {
     "system": {"role", "content", "name"},
     "developer": {"role", "content", "name"},
     "user": {"role", "content", "name"},
-    "assistant": {"role", "content", "name", "weight", "tool_calls", "function_call", "refusal"},
+    # reasoning_content: not OpenAI's, but HF / Qwen3 reasoning data carries it (render.py)
+    "assistant": {"role", "content", "name", "weight", "tool_calls", "function_call", "refusal",
+                  "reasoning_content"},
     "tool": {"role", "content", "tool_call_id"},
     "function": {"role", "content", "name"},
 }
@@ -221,6 +223,9 @@ def _check_message(message: object, i: int) -> Problem | None:
             problem = _check_content(message["content"], at)
             if problem:
                 return Problem(problem.param, problem.message, i)
+        reasoning = message.get("reasoning_content")
+        if reasoning is not None and not isinstance(reasoning, str):
+            return bad("reasoning_content", f"'reasoning_content' must be a string, got {_json_type(reasoning)}")
         if "weight" in message:
             weight = message["weight"]
             # bool is an int in Python; `true` is not a valid weight
@@ -363,7 +368,7 @@ class ValidationReport:
     n_too_long: int | None = None       # examples over max_seq_len: truncated when training
     n_epochs: int = 0
     n_epochs_auto: bool = True
-    billing_tokens: int | None = None   # sum of min(max_seq_len, tokens) per example
+    billing_tokens: int | None = None   # tokens per example as truncated at max_seq_len, summed
     estimated_trained_tokens: int | None = None   # billing_tokens x n_epochs
     price_per_million_tokens: float = 0.0
     estimated_cost: float | None = None
@@ -453,7 +458,7 @@ def validate_file(
     if tokenizer is None:
         n_messages = _scan(path, report, errors, max_errors, None)
     else:
-        with TokenCounter(tokenizer, processes) as counter:
+        with TokenCounter(tokenizer, processes, max_seq_len) as counter:
             n_messages = _scan(path, report, errors, max_errors, counter)
             counts = counter.finish()
         for failure in counts.failures:
@@ -546,13 +551,12 @@ def _token_statistics(report: ValidationReport, counts: TokenCounts, max_seq_len
     totals = counts.totals
     report.total_tokens_per_example = Distribution.of(totals)
     report.trained_tokens_per_example = Distribution.of(counts.trained)
+    # billed: as the trainer cuts each example (counted by the same rule, `render.truncate`)
+    report.billing_tokens = sum(counts.billed)
     if max_seq_len is not None:
-        report.n_too_long = sum(1 for t in totals if t > max_seq_len)
-        report.billing_tokens = sum(min(t, max_seq_len) for t in totals)
+        report.n_too_long = sum(1 for t, b in zip(totals, counts.billed) if b < t)
         if report.n_too_long:
             report.warnings.append(f"{report.n_too_long} example(s) are longer than the context "
                                    f"limit of {max_seq_len} tokens and will be truncated")
-    else:
-        report.billing_tokens = sum(totals)
     report.estimated_trained_tokens = report.billing_tokens * report.n_epochs
     report.estimated_cost = round(report.estimated_trained_tokens * price_per_million_tokens / 1e6, 6)

@@ -6,11 +6,36 @@ an assistant turn with `weight != 0` generates, its terminator included, and -10
 
 How assistant turns are found: the conversation is rendered prefix by prefix, as text:
 `messages[:i]` with the generation prompt, then `messages[:i+1]`. What the second adds to the first
-is exactly what the model generates for turn i (content, tool calls, terminator). This works for
-any template whose renderings of a conversation's prefixes are prefixes of the full rendering
-(ChatML, Qwen2.5, Llama 3, Mistral, ...); templates that rewrite earlier turns are refused with
-`unsupported_chat_template`. Text spans become token spans through the fast tokenizer's offsets,
-so a span never depends on how BPE splits at a boundary.
+is exactly what the model generates for turn i (content, tool calls, terminator): the model's view
+when it produced turn i. Text spans become token spans through the fast tokenizer's offsets, so a
+span never depends on how BPE splits at a boundary.
+
+Where that view is a prefix of the full rendering (ChatML, Qwen2.5, Llama 3, Gemma, Mistral v0.2,
+...), turn i is labelled inside the full conversation: one sequence. Templates that rewrite earlier
+turns once later ones are added (Qwen3 drops the `<think>` block of assistant turns before the last
+user query and writes `<think>\n\n</think>\n\n` only for the turn being generated; Phi-3 appends
+EOS only at the end of a finished conversation) fail that test for some turn i: such a turn gets a
+sequence of its own, the rendering of `messages[:i+1]`, with only turn i labelled. An example is
+then several sequences (`Rendered.seq_lens`), trained side by side without attending to each other
+(batches.py), and billed for every token of every sequence (`len(rendered)`). Only a template
+whose rendering of `messages[:i+1]` does not even start with its rendering of `messages[:i]` plus
+the generation prompt cannot locate turn i: `unsupported_chat_template` (Mistral v0.3's template,
+which writes the system prompt into the last user turn only when that turn ends the conversation,
+for examples with a system message).
+
+Reasoning (`reasoning_content`, `<think>` blocks): OpenAI's chat format has no reasoning field for
+training data. As in Hugging Face / Qwen3 data, an assistant message may carry `reasoning_content`
+(a string, a tuneforge extension); it is passed to the template like `content`, and what the
+template makes of it is trained as part of that turn (Qwen3: `<think>\nreasoning\n</think>\n\n`
+before the answer on the turns after the last user query, dropped on earlier ones, which is what
+the model saw when it produced later turns). A `<think>...</think>` block written inside `content`
+is passed as is (Qwen3's template splits it off the same way). Templates without reasoning support
+ignore `reasoning_content`. Serving returns what the model generates, think block included.
+
+Special tokens: the terminators are the tokenizer's EOS plus the generation config's EOS ids
+(`stop_token_ids`: Gemma's `<end_of_turn>` and Phi-3's `<|end|>` are only there). Training never
+pads (batches.py), so any pad works, even none (Llama 3) or pad == EOS (SmolLM2); where a pad is
+needed (batched serving) `pad_id` picks one that is no stop token.
 
 OpenAI's data is mapped to the Hugging Face chat format first: `developer` -> `system`, legacy
 `function` messages -> `tool`, `function_call` -> `tool_calls`, `functions` -> `tools`, tool-call
@@ -23,7 +48,8 @@ completion plus EOS is trained.
 
 Error codes raised (as `tuneforge.errors.InvalidRequest`):
 - `invalid_training_file`: the template cannot render an example (the message names the line);
-- `unsupported_chat_template`: the template rewrites earlier turns, so turns cannot be located;
+- `unsupported_chat_template`: even rendered on its own, an assistant turn's rendering does not
+  extend the rendering of the conversation before it, so the turn cannot be located;
 - `terminator_not_trained`: an assistant turn's trained labels hold no terminator (EOS): the
   model would never learn to stop;
 - `no_trained_tokens`: nothing in the sample is trained (every assistant turn has weight 0).
@@ -57,9 +83,14 @@ DEFAULT_CHAT_TEMPLATE = (
 
 @dataclass
 class Rendered:
+    """One example's tokens. Usually one sequence; an example whose turns need separate
+    renderings (see the module docstring) is several, concatenated, with `seq_lens` their lengths.
+    Each sequence is a context of its own: positions restart and it attends only to itself."""
+
     input_ids: list[int]
     labels: list[int]           # same length; IGNORE_INDEX where not trained
     truncated: bool = False     # cut at max_seq_len
+    seq_lens: tuple[int, ...] | None = None   # None: a single sequence
 
     @property
     def n_trained(self) -> int:
@@ -67,6 +98,32 @@ class Rendered:
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    def sequences(self) -> list[Rendered]:
+        """Each sequence on its own (`[self]` for a single sequence)."""
+        if self.seq_lens is None:
+            return [self]
+        out, start = [], 0
+        for n in self.seq_lens:
+            out.append(Rendered(self.input_ids[start:start + n], self.labels[start:start + n]))
+            start += n
+        return out
+
+
+def join_sequences(parts: list[Rendered]) -> Rendered:
+    """Several single-sequence renderings of one example -> one multi-sequence `Rendered`."""
+    if len(parts) == 1:
+        return parts[0]
+    return Rendered([t for p in parts for t in p.input_ids], [x for p in parts for x in p.labels],
+                    any(p.truncated for p in parts), tuple(len(p) for p in parts))
+
+
+def truncate(rendered: Rendered, max_seq_len: int | None) -> Rendered:
+    """Cut each sequence to `max_seq_len` tokens, from the end."""
+    if max_seq_len is None or all(len(s) <= max_seq_len for s in rendered.sequences()):
+        return rendered
+    return join_sequences([Rendered(s.input_ids[:max_seq_len], s.labels[:max_seq_len], len(s) > max_seq_len)
+                           for s in rendered.sequences()])
 
 
 def ensure_chat_template(tokenizer) -> bool:
@@ -87,9 +144,7 @@ def render_example(tokenizer, example: dict, max_seq_len: int | None = None) -> 
         rendered = _render_chat(tokenizer, example)
     else:
         rendered = _render_prompt_completion(tokenizer, example)
-    if max_seq_len is not None and len(rendered.input_ids) > max_seq_len:
-        rendered = Rendered(rendered.input_ids[:max_seq_len], rendered.labels[:max_seq_len], True)
-    return rendered
+    return truncate(rendered, max_seq_len)
 
 
 def to_hf_chat(example: dict) -> tuple[list[dict], list[dict] | None, list[bool]]:
@@ -100,7 +155,7 @@ def to_hf_chat(example: dict) -> tuple[list[dict], list[dict] | None, list[bool]
         role = m.get("role")
         out: dict[str, Any] = {"role": {"developer": "system", "function": "tool"}.get(role, role)}
         out["content"] = _text(m.get("content"))
-        for key in ("name", "tool_call_id"):
+        for key in ("name", "tool_call_id", "reasoning_content"):
             if m.get(key) is not None:
                 out[key] = m[key]
         calls = m.get("tool_calls")
@@ -153,8 +208,9 @@ def _render_chat(tokenizer, example: dict) -> Rendered:
     try:
         messages, tools, trained = to_hf_chat(example)
         full = _apply(tokenizer, messages, tools, add_generation_prompt=False)
-        spans = chat_spans(lambda msgs, gen: _apply(tokenizer, msgs, tools, add_generation_prompt=gen),
-                           messages, trained, full)
+        sequences = chat_sequences(
+            lambda msgs, gen: _apply(tokenizer, msgs, tools, add_generation_prompt=gen),
+            messages, trained, full)
     except InvalidRequest:
         raise
     except Exception as exc:  # jinja errors, bad content parts
@@ -163,14 +219,22 @@ def _render_chat(tokenizer, example: dict) -> Rendered:
             param="messages",
         ) from exc
 
-    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    return span_labels(list(enc["input_ids"]), enc["offset_mapping"], spans)
+    parts = []
+    for text, spans in sequences:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        parts.append(span_labels(list(enc["input_ids"]), enc["offset_mapping"], spans))
+    return join_sequences(parts)
 
 
-def chat_spans(render, messages: list[dict], trained: list[bool], full: str) -> list[tuple[int, int]]:
-    """[start, end) character spans of `full` that the trained assistant turns generate.
-    `render(messages, add_generation_prompt)` renders a prefix of the conversation as text."""
-    spans = []
+Sequences = list[tuple[str, list[tuple[int, int]]]]
+
+
+def chat_sequences(render, messages: list[dict], trained: list[bool], full: str) -> Sequences:
+    """The texts to train on and, in each, the [start, end) character spans that trained
+    assistant turns generate (module docstring: one sequence, or more for templates that rewrite
+    earlier turns). `render(messages, add_generation_prompt)` renders a prefix of the conversation."""
+    in_full: list[tuple[int, int]] = []
+    own: Sequences = []   # turns that need their own rendering, in turn order
     for i, flag in enumerate(trained):
         if not flag:
             continue
@@ -181,14 +245,21 @@ def chat_spans(render, messages: list[dict], trained: list[bool], full: str) -> 
                 raise
             before = ""  # a template that cannot render an empty conversation
         upto = full if i + 1 == len(messages) else render(messages[: i + 1], False)
-        if not (upto.startswith(before) and full.startswith(upto)):
+        if not upto.startswith(before):
             raise InvalidRequest(
-                "The model's chat template renders earlier turns differently once later turns "
-                "are added, so assistant turns cannot be located for the label mask.",
+                "The model's chat template renders a conversation differently once an assistant "
+                "turn is added to it (e.g. it writes the system prompt only before a final user "
+                "message), so the turn cannot be located for the label mask.",
                 code="unsupported_chat_template",
             )
-        spans.append((len(before), len(upto)))
-    return spans
+        span = (len(before), len(upto))
+        if full.startswith(upto):
+            in_full.append(span)
+        else:
+            own.append((upto, [span]))
+    if in_full or not own:   # the full conversation is trained on (or nothing is)
+        own.append((full, in_full))
+    return own
 
 
 def span_labels(ids: list[int], offsets, spans: list[tuple[int, int]]) -> Rendered:
@@ -244,6 +315,20 @@ def stop_token_ids(tokenizer, generation_config=None) -> set[int]:
     return ids
 
 
+def pad_id(tokenizer, stop_ids: Iterable[int] = ()) -> int:
+    """The id to fill padded positions with where padding is needed (batched serving's left
+    padding; training never pads, batches.py). Padded positions are masked, so the model never
+    sees them; the id must still never be a stop id, so that nothing reading the ids (a mask
+    derived from `ids != pad`, a generate() loop) takes a real EOS for padding or padding for an
+    EOS. The tokenizer's pad when distinct from every stop id (not SmolLM2's pad == EOS), else its
+    unk token, else the lowest id that is not a stop id (Llama 3 has neither pad nor unk)."""
+    stops = set(stop_ids) | {tokenizer.eos_token_id}
+    for candidate in (tokenizer.pad_token_id, tokenizer.unk_token_id):
+        if candidate is not None and candidate not in stops:
+            return candidate
+    return next(i for i in range(len(tokenizer) + 1) if i not in stops)
+
+
 def audit(tokenizer, examples: Iterable[dict | tuple[int, dict]], *,
           stop_ids: set[int] | None = None) -> list[Rendered]:
     """Pre-flight check on a sample: render each example and check its label mask.
@@ -263,9 +348,11 @@ def audit(tokenizer, examples: Iterable[dict | tuple[int, dict]], *,
         except InvalidRequest as exc:
             where = f"Line {line}: " if exc.code == "invalid_training_file" else ""
             raise InvalidRequest(where + exc.message, code=exc.code, param=exc.param) from exc
-        for start, end in trained_spans(rendered.labels):
-            if not stop_ids.intersection(rendered.input_ids[start:end]):
-                shown = tokenizer.decode(rendered.input_ids[start:end][-8:])
+        for seq in rendered.sequences():
+            for start, end in trained_spans(seq.labels):
+                if stop_ids.intersection(seq.input_ids[start:end]):
+                    continue
+                shown = tokenizer.decode(seq.input_ids[start:end][-8:])
                 raise InvalidRequest(
                     f"Line {line}: the trained tokens of an assistant turn do not include the turn "
                     f"terminator ({_names(tokenizer, stop_ids)}); the turn ends with {shown!r}. "

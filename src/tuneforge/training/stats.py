@@ -2,7 +2,8 @@
 
 Token counts come from the same rendering the trainer uses (`batch_render.render_batch`), so
 "trained tokens" per example here are exactly the label tokens the trainer will compute loss on.
-(What a job bills, its `trained_tokens`, counts every token: `billing_tokens` x epochs.)
+(What a job bills, its `trained_tokens`, counts every token: `billing_tokens` x epochs, where an
+example's billed tokens are its tokens as the trainer truncates them, `render.truncate`.)
 """
 
 from __future__ import annotations
@@ -70,24 +71,30 @@ class RenderFailure:
 
 @dataclass
 class TokenCounts:
-    """Per-example (total, trained) token counts of one batch, plus examples that cannot render.
-    Arrays, not objects per example: a 512 MB file has millions of examples."""
+    """Per-example (total, trained, billed) token counts of one batch, plus examples that cannot
+    render. Billed: the tokens trained on once cut at max_seq_len (each sequence of an example
+    rendered per turn is cut on its own). Arrays, not objects per example: a 512 MB file has
+    millions of examples."""
 
     totals: array = field(default_factory=lambda: array("q"))
     trained: array = field(default_factory=lambda: array("q"))
+    billed: array = field(default_factory=lambda: array("q"))
     failures: list[RenderFailure] = field(default_factory=list)
 
     def extend(self, other: TokenCounts) -> None:
         self.totals.extend(other.totals)
         self.trained.extend(other.trained)
+        self.billed.extend(other.billed)
         self.failures.extend(other.failures)
 
 
-def count_tokens(tokenizer: Any, batch: Sequence[tuple[int, dict]]) -> TokenCounts:
+def count_tokens(tokenizer: Any, batch: Sequence[tuple[int, dict]],
+                 max_seq_len: int | None = None) -> TokenCounts:
     """Untruncated total and trained tokens of (line, example) pairs, exactly as the trainer
-    renders them (chat template + label mask; `render_batch` is `render_example`, batched)."""
+    renders them (chat template + label mask; `render_batch` is `render_example`, batched), and
+    the tokens billed once cut at `max_seq_len`."""
     from tuneforge.training.batch_render import render_batch
-    from tuneforge.training.render import IGNORE_INDEX
+    from tuneforge.training.render import IGNORE_INDEX, truncate
 
     out = TokenCounts()
     rendering = render_batch(tokenizer, [example for _, example in batch], max_seq_len=None)
@@ -100,6 +107,7 @@ def count_tokens(tokenizer: Any, batch: Sequence[tuple[int, dict]]) -> TokenCoun
             continue
         out.totals.append(len(rendered.input_ids))
         out.trained.append(len(rendered.labels) - rendered.labels.count(IGNORE_INDEX))
+        out.billed.append(len(truncate(rendered, max_seq_len)))
     return out
 
 
@@ -111,8 +119,9 @@ class TokenCounter:
     2 x processes batches are in flight, so memory stays bounded while the caller streams.
     """
 
-    def __init__(self, tokenizer: Any, processes: int = 1):
+    def __init__(self, tokenizer: Any, processes: int = 1, max_seq_len: int | None = None):
         self._tokenizer = tokenizer
+        self._max_seq_len = max_seq_len
         self._processes = processes
         self._pool = None
         self._in_flight: deque = deque()
@@ -120,11 +129,11 @@ class TokenCounter:
         if processes > 1:
             # spawn, not fork: the caller may hold torch threads or a database connection
             ctx = multiprocessing.get_context("spawn")
-            self._pool = ctx.Pool(processes, initializer=_init_worker, initargs=(tokenizer,))
+            self._pool = ctx.Pool(processes, initializer=_init_worker, initargs=(tokenizer, max_seq_len))
 
     def add(self, batch: list[tuple[int, dict]]) -> None:
         if self._pool is None:
-            self.counts.extend(count_tokens(self._tokenizer, batch))
+            self.counts.extend(count_tokens(self._tokenizer, batch, self._max_seq_len))
             return
         self._in_flight.append(self._pool.apply_async(_count_in_worker, (batch,)))
         while len(self._in_flight) > 2 * self._processes:
@@ -150,12 +159,13 @@ class TokenCounter:
 
 
 _WORKER_TOKENIZER: Any = None
+_WORKER_MAX_SEQ_LEN: int | None = None
 
 
-def _init_worker(tokenizer: Any) -> None:
-    global _WORKER_TOKENIZER
-    _WORKER_TOKENIZER = tokenizer
+def _init_worker(tokenizer: Any, max_seq_len: int | None) -> None:
+    global _WORKER_TOKENIZER, _WORKER_MAX_SEQ_LEN
+    _WORKER_TOKENIZER, _WORKER_MAX_SEQ_LEN = tokenizer, max_seq_len
 
 
 def _count_in_worker(batch: list[tuple[int, dict]]) -> TokenCounts:
-    return count_tokens(_WORKER_TOKENIZER, batch)
+    return count_tokens(_WORKER_TOKENIZER, batch, _WORKER_MAX_SEQ_LEN)
