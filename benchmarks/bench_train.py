@@ -206,21 +206,21 @@ def eval_loss(model, tokenizer, examples: list[dict], max_len: int) -> float:
     tuneforge's renderer (chat templates without generation markers, like ChatML, work too)."""
     import torch
 
-    from tuneforge.training.render import IGNORE_INDEX, render_example
+    from tuneforge.training.batches import pack
+    from tuneforge.training.render import render_example
 
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
         for example in examples:
-            r = render_example(tokenizer, example, max_len)
-            ids = torch.tensor([r.input_ids])
-            targets = torch.tensor(r.labels[1:])    # token t is predicted from position t-1
-            mask = targets != IGNORE_INDEX
-            if not mask.any():
-                continue
-            logits = model(input_ids=ids).logits[0, :-1].float()
-            total += float(torch.nn.functional.cross_entropy(logits[mask], targets[mask], reduction="sum"))
-            count += int(mask.sum())
+            # one example per row; position resets keep per-turn sequences (if any) apart
+            for row in pack([render_example(tokenizer, example, max_len)], 1 << 30):
+                if row.n_targets == 0:
+                    continue
+                logits = model(input_ids=row.input_ids, position_ids=row.position_ids).logits[0].float()
+                total += float(torch.nn.functional.cross_entropy(
+                    logits, row.targets[0], ignore_index=-100, reduction="sum"))
+                count += row.n_targets
     return total / max(count, 1)
 
 
