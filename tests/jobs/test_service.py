@@ -29,8 +29,22 @@ BAD = [
     ({"hyperparameters": {"warmup": 3}}, "hyperparameters.warmup"),
     ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": -1}}}},
      "method.supervised.hyperparameters.n_epochs"),
-    ({"method": {"type": "dpo"}}, "method.type"),
     ({"method": {"type": "reinforcement"}}, "method.type"),
+    ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0}}}},
+     "method.dpo.hyperparameters.beta"),
+    ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 2.5}}}},
+     "method.dpo.hyperparameters.beta"),
+    ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": "high"}}}},
+     "method.dpo.hyperparameters.beta"),
+    ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": True}}}},
+     "method.dpo.hyperparameters.beta"),
+    ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 0}}}},
+     "method.dpo.hyperparameters.n_epochs"),
+    ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"beta": 0.1}}}},
+     "method.supervised.hyperparameters.beta"),
+    ({"method": {"type": "dpo", "supervised": {}}}, "method"),
+    ({"method": {"type": "dpo", "dpo": {"beta": 0.1}}}, "method.dpo"),
+    ({"method": {"type": "dpo"}, "hyperparameters": {"n_epochs": 3}}, "hyperparameters"),
     ({"method": {"type": "magic"}}, "method.type"),
     ({"method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}},
       "hyperparameters": {"n_epochs": 3}}, "hyperparameters"),
@@ -59,9 +73,22 @@ def test_each_bad_parameter_is_a_400_naming_it(create, db, fields, param):
         assert s.scalar(select(Job.id)) is None
 
 
-def test_dpo_message_says_not_supported_yet(create):
-    with pytest.raises(InvalidRequest, match="'dpo' is not supported yet"):
-        create(method={"type": "dpo"})
+def test_reinforcement_message_says_not_supported_yet(create):
+    with pytest.raises(InvalidRequest, match="'reinforcement' is not supported yet"):
+        create(method={"type": "reinforcement"})
+
+
+def test_a_dpo_job_echoes_its_method_with_beta(create, db):
+    jid = create(method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.5, "n_epochs": 2}}})
+    auto = create(method={"type": "dpo"})
+    with db() as s:
+        wire = service.job_to_wire(s.get(Job, jid), "org-1").model_dump()
+        auto_wire = service.job_to_wire(s.get(Job, auto), "org-1").model_dump()
+    assert wire["method"] == {"type": "dpo", "dpo": {"hyperparameters": {
+        "batch_size": "auto", "beta": 0.5, "learning_rate_multiplier": "auto", "n_epochs": 2}}}
+    assert wire["hyperparameters"] == {"batch_size": "auto", "learning_rate_multiplier": "auto",
+                                       "n_epochs": 2}
+    assert auto_wire["method"]["dpo"]["hyperparameters"]["beta"] == "auto"
 
 
 def test_unknown_file_message_is_openais(create):

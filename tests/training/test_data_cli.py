@@ -84,3 +84,24 @@ def test_an_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
                                       "--model", str(tmp_path / "no-such-model")])
     assert result.exit_code == 2
     assert "cannot load a tokenizer" in result.output
+
+
+def test_a_preference_file_is_validated_as_dpo_data(tmp_path: Path) -> None:
+    env = {"TUNEFORGE_DATA_DIR": str(tmp_path / "data")}
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps({
+        "input": {"messages": [{"role": "user", "content": f"What is {i}+{i}?"}]},
+        "preferred_output": [{"role": "assistant", "content": str(2 * i)}],
+        "non_preferred_output": [{"role": "assistant", "content": "No idea."}]}) + "\n"
+        for i in range(12)))
+    runner = CliRunner()
+    detected = runner.invoke(app, ["data", "validate", str(path), "--json", "--model", "none"], env=env)
+    assert detected.exit_code == 0, detected.output
+    assert json.loads(detected.output)["format"] == "preference"
+    as_sft = runner.invoke(app, ["data", "validate", str(path), "--json", "--model", "none",
+                                 "--method", "supervised"], env=env)
+    assert as_sft.exit_code == 1 and "method dpo" in json.loads(as_sft.output)["errors"][0]["message"]
+    sft_as_dpo = runner.invoke(app, ["data", "validate", str(_good_file(tmp_path)), "--json",
+                                     "--model", "none", "--method", "dpo"], env=env)
+    assert sft_as_dpo.exit_code == 1
+    assert "a DPO job needs preference pairs" in json.loads(sft_as_dpo.output)["errors"][0]["message"]

@@ -26,7 +26,9 @@ def _write(path: Path, examples: list[dict]) -> Path:
 
 @pytest.mark.parametrize("case", sorted(EXPECTED))
 def test_bad_file_corpus_reports_codes_lines_and_fields(case: str) -> None:
-    report = validate_file(BAD_FILES / f"{case}.jsonl")
+    # pref_* cases are a DPO job's files (make_corpus.py)
+    method = "dpo" if case.startswith("pref_") else "supervised"
+    report = validate_file(BAD_FILES / f"{case}.jsonl", method=method)
     got = [[e.line, e.code, e.param] for e in report.errors]
     assert got == EXPECTED[case]
     assert not report.ok
@@ -68,6 +70,40 @@ def test_job_error_wording_like_openai() -> None:
 def test_dpo_data_is_refused_with_a_pointer_to_method_dpo() -> None:
     report = validate_file(BAD_FILES / "dpo_for_sft.jsonl")
     assert "method dpo" in report.errors[0].message
+
+
+def test_sft_data_given_to_a_dpo_job_and_dpo_errors_name_line_and_field() -> None:
+    report = validate_file(BAD_FILES / "pref_sft_data.jsonl", method="dpo")
+    assert "a DPO job needs preference pairs" in report.errors[0].message
+    code, message, param = validate_file(BAD_FILES / "pref_outputs_bad.jsonl", method="dpo").job_error()
+    assert (code, param) == ("invalid_training_file", "training_file")
+    assert message.startswith("The job failed due to an invalid training file. Invalid file format. "
+                              "Line 1: 'preferred_output' is missing")
+    identical = validate_file(BAD_FILES / "pref_identical.jsonl", method="dpo")
+    assert "identical" in identical.errors[0].message
+
+
+def test_dpo_file_statistics_count_both_sides(tmp_path: Path, tiny_tokenizer) -> None:
+    from tuneforge.training.data import detect_method, preference_sides
+    from tuneforge.training.render import render_example
+
+    pairs = [{"input": {"messages": [{"role": "system", "content": "Be brief."},
+                                     {"role": "user", "content": f"Count to {i}."}]},
+              "preferred_output": [{"role": "assistant", "content": " ".join(map(str, range(i)))}],
+              "non_preferred_output": [{"role": "assistant", "content": "No."}]} for i in range(1, 13)]
+    path = _write(tmp_path / "dpo.jsonl", pairs)
+    assert detect_method(path) == "dpo" and detect_method(BAD_FILES / "unknown_role.jsonl") == "supervised"
+    report = validate_file(path, tokenizer=tiny_tokenizer, method="dpo", n_epochs=2,
+                           price_per_million_tokens=2.0)
+    assert report.ok and report.format == "preference" and report.n_examples == 12
+    sides = [render_example(tiny_tokenizer, side) for p in pairs for side in preference_sides(p)]
+    assert report.billing_tokens == sum(len(r) for r in sides)
+    assert report.estimated_trained_tokens == 2 * report.billing_tokens
+    assert report.estimated_cost == pytest.approx(report.estimated_trained_tokens * 2.0 / 1e6)
+    # the trained tokens are the two output turns only, terminator included
+    assert report.trained_tokens_per_example.max == max(
+        sides[2 * i].n_trained + sides[2 * i + 1].n_trained for i in range(12))
+    assert report.messages_per_example.min == 3 and report.n_missing_system == 0
 
 
 def _chat(i: int) -> dict:

@@ -206,3 +206,68 @@ def test_train_watch_playground_rate_export(page, srv, screenshots, tmp_path):
     page.wait_for_url(re.compile(r"/ui/login"))
     page.goto(srv.root_url + "/ui/jobs")
     assert "/ui/login" in page.url
+
+
+def test_rate_in_the_playground_train_dpo_on_the_ratings_compare(page, srv, screenshots):
+    """Close the loop: ratings -> exported preference file -> a DPO job from the playground's
+    button (the form prefilled with method dpo and beta) -> the new model beside the old one."""
+    sign_in(page, srv, srv.create_key("default"))
+    page.goto(srv.root_url + "/ui/playground?models=tuneforge-tiny,tuneforge-tiny")
+    # one comparison rated by hand ...
+    page.fill("#user", "What is 1 + 1?")
+    page.fill("#max_tokens", "8")
+    page.click("#run-btn")
+    page.wait_for_function(
+        "document.querySelectorAll('[data-answer][data-done]').length == 2", timeout=120_000)
+    page.click("[data-rate-up='0']")
+    page.click("[data-rate-down='1']")
+    page.click("#save-rating")
+    page.wait_for_function("document.getElementById('save-status').textContent == 'Saved.'")
+    # ... and eleven more through the same endpoint the page uses (DPO needs at least 10 pairs)
+    for i in range(2, 13):
+        page.evaluate("""(i) => TF.api("POST", "/ui/api/playground/ratings", {
+            messages: [{role: "user", content: `What is ${i} + ${i}?`}],
+            answers: [{model: "tuneforge-tiny", output: `It is ${2 * i}. Cheers.`, rating: 1},
+                      {model: "tuneforge-tiny", output: `It is ${2 * i}.`, rating: -1}]})""", i)
+    page.click("#export-btn")
+    page.wait_for_selector("#train-dpo")
+    shot(page, screenshots, "13-playground-train-dpo")
+
+    page.click("#train-dpo")
+    page.wait_for_url(re.compile(r"/ui/jobs/new\?"))
+    assert page.input_value("#method") == "dpo" and page.input_value("#model") == "tuneforge-tiny"
+    assert page.locator("#beta-field").is_visible()
+    page.click("#check-data")
+    page.wait_for_selector("[data-report-ok='1']", timeout=90_000)   # checked as preference pairs
+    # 11 pairs, plus the hand-rated one unless both answers came out the same (no pair then)
+    assert re.search(r"Training file: 1[12] examples, format preference", page.inner_text("#report"))
+    page.fill("#beta", "3")
+    page.click("#create-job")
+    page.wait_for_selector("#form-error .alert")
+    assert "method.dpo.hyperparameters.beta" in page.inner_text("#form-error")
+    page.fill("#beta", "0.2")
+    page.fill("#n_epochs", "2")
+    page.fill("#batch_size", "6")
+    shot(page, screenshots, "14-new-dpo-job")
+    page.click("#create-job")
+    page.wait_for_url(re.compile(r"/ui/jobs/ftjob-"))
+
+    page.wait_for_selector("body[data-status=succeeded]", timeout=240_000)
+    page.wait_for_selector("body[data-settled='1']")
+    assert int(page.get_attribute("body", "data-points")) == 4
+    assert page.inner_text("#acc-title") == "Reward accuracy (DPO)"
+    assert page.locator("td[data-hp=beta]").inner_text() == "0.2"
+    drawn = page.evaluate("() => Chart.getChart('acc-chart').data.datasets[0].data.length")
+    assert drawn == 4
+    ft_model = page.inner_text("#ft-model")
+    shot(page, screenshots, "15-dpo-job-succeeded")
+
+    page.click("#btn-playground")
+    page.wait_for_url(re.compile(r"/ui/playground"))
+    assert page.input_value("#model-0") == "tuneforge-tiny" and page.input_value("#model-1") == ft_model
+    page.fill("#user", "What is 5 + 5?")
+    page.fill("#max_tokens", "8")
+    page.click("#run-btn")
+    page.wait_for_function(
+        "document.querySelectorAll('[data-answer][data-done]').length == 2", timeout=120_000)
+    shot(page, screenshots, "16-playground-compare-dpo")

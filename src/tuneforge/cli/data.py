@@ -28,15 +28,21 @@ def validate(
     n_epochs: Annotated[int | None, typer.Option(help="Epochs (default: OpenAI's auto rule)")] = None,
     max_seq_len: Annotated[int | None, typer.Option(help="Context limit (default: the tokenizer's)")] = None,
     max_errors: Annotated[int, typer.Option(help="Errors listed at most")] = 20,
+    method: Annotated[str | None, typer.Option(help="The job's method: supervised or dpo "
+                                                    "(default: from the first example)")] = None,
 ) -> None:
     """Check FILE against OpenAI's fine-tuning formats; exit status 1 when it has errors."""
     from tuneforge.config import Settings
-    from tuneforge.training.data import validate_file
+    from tuneforge.training.data import detect_method, validate_file
+
+    if method not in (None, "supervised", "dpo"):
+        typer.echo(f"error: --method must be supervised or dpo, not {method!r}", err=True)
+        raise typer.Exit(2)
 
     tokenizer = None if model.lower() == "none" else _load_tokenizer(model, Settings().resolved())
     report = validate_file(file, tokenizer=tokenizer, max_seq_len=max_seq_len,
                            price_per_million_tokens=price_per_million, n_epochs=n_epochs,
-                           max_errors=max_errors)
+                           max_errors=max_errors, method=method or detect_method(file))
     if as_json:
         typer.echo(json.dumps(report.to_dict()))
     else:

@@ -75,6 +75,8 @@ class WandbReporter:
         self._inner.hyperparameters(resolved)
         values = {"n_epochs": resolved.n_epochs, "batch_size": resolved.batch_size,
                   "learning_rate_multiplier": float(resolved.learning_rate_multiplier)}
+        if resolved.beta is not None:   # DPO
+            values["beta"] = float(resolved.beta)
         self._wandb(lambda run: run.config.update({"hyperparameters": values},
                                                   allow_val_change=True))
 

@@ -24,7 +24,11 @@ from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint
 from tuneforge.training.spec import CHECKPOINT_META, ResolvedHyperparameters, StopRequest
 
 METRIC_KEYS = ("step", "train_loss", "train_mean_token_accuracy", "total_steps", "valid_loss",
-               "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy")
+               "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy",
+               # DPO (training/dpo.py): TRL's rewards/* on the training batch and validation
+               "train_rewards_chosen", "train_rewards_rejected", "train_rewards_accuracy",
+               "train_rewards_margin", "valid_rewards_accuracy", "valid_rewards_margin",
+               "full_valid_rewards_accuracy", "full_valid_rewards_margin")
 POLL_SECONDS = 1.0
 
 
@@ -62,10 +66,13 @@ class DbReporter:
         values = {"batch_size": resolved.batch_size,
                   "learning_rate_multiplier": float(resolved.learning_rate_multiplier),
                   "n_epochs": resolved.n_epochs}
+        kind, inner = "supervised", dict(values)
+        if resolved.beta is not None:           # only the DPO trainer resolves a beta
+            kind, inner = "dpo", {**values, "beta": float(resolved.beta)}
         with transaction(self._factory) as s:
             job = s.get(Job, self.job_id)
             job.hyperparameters = values
-            job.method = {"type": "supervised", "supervised": {"hyperparameters": dict(values)}}
+            job.method = {"type": kind, kind: {"hyperparameters": inner}}
             job.updated_at = now()
 
     def metrics(self, data: dict[str, Any]) -> None:

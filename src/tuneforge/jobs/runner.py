@@ -152,17 +152,20 @@ def _start(s: Session, job: Job) -> bool:
 
 def _build_spec(settings: Settings, s: Session, blobs: BlobStore, job: Job):
     """-> (TrainSpec, the base an adapter attaches to); TuneforgeError when an input is gone."""
+    from tuneforge.training.hparams import METHOD_HYPERPARAMETERS
     from tuneforge.training.spec import Hyperparameters, TrainSpec
 
     base_model, init_adapter, attach_base = _resolve_start(settings, s, job)
     training = _file_path(blobs, s, job.project_id, job.training_file)
     validation = _file_path(blobs, s, job.project_id, job.validation_file)
-    requested = job.method.get("supervised", {}).get("hyperparameters") or job.hyperparameters
+    kind = job.method.get("type", "supervised")
+    requested = job.method.get(kind, {}).get("hyperparameters") or job.hyperparameters
     spec = TrainSpec(
         base_model=base_model, training_file=training, validation_file=validation,
         output_dir=settings.jobs_dir / job.id, seed=job.seed, init_adapter=init_adapter,
+        method_type=kind,
         hyperparameters=Hyperparameters(**{k: requested.get(k, "auto") for k in
-                                           ("n_epochs", "batch_size", "learning_rate_multiplier")}),
+                                           METHOD_HYPERPARAMETERS[kind]}),
     )
     return spec, attach_base
 
@@ -171,7 +174,7 @@ def _train(settings: Settings, factory: sessionmaker[Session], job: Job, spec, r
            owner: str):
     """Run the trainer; its failure becomes the job's error (never a hang) and None is returned."""
     from tuneforge.integrations.wandb import with_integrations
-    from tuneforge.training import train
+    from tuneforge.training import train   # the trainer of spec.method_type (sft.py, dpo.py)
 
     try:
         return train(spec, with_integrations(settings, job, spec, reporter))   # + W&B

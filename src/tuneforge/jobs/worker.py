@@ -142,6 +142,7 @@ class Worker:
 
         with self.factory() as s:
             job = _owned_job(s, job_id, self.owner)
+            kind = (job.method or {}).get("type", "supervised")   # dpo files hold pairs
             files = [("training_file", job.training_file)]
             if job.validation_file:
                 files.append(("validation_file", job.validation_file))
@@ -155,7 +156,7 @@ class Worker:
             if path is None or not path.is_file():
                 error = (f"invalid_{param}", f"invalid {param}: {file_id}", param)
             else:
-                error = validate_file(path, file_param=param).job_error() or \
+                error = validate_file(path, file_param=param, method=kind).job_error() or \
                     preflight.check_file(self.settings, self.factory, job_id, param, path)
             if error:
                 break

@@ -33,6 +33,7 @@ from tuneforge.store.pagination import Page, paginate
 from tuneforge.services.files import get_file
 from tuneforge.services.usage import cost
 from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint, JobEvent
+from tuneforge.training.hparams import METHOD_HYPERPARAMETERS, beta_problem
 
 MAX_SEED = 2_147_483_647
 SUFFIX_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -51,7 +52,7 @@ def create_job(session: Session, project_id: str, req: CreateFineTuningJobReques
     _check_file(session, project_id, req.training_file, "training_file")
     if req.validation_file is not None:
         _check_file(session, project_id, req.validation_file, "validation_file")
-    hyperparameters = _check_method(req.method, req.hyperparameters)
+    kind, hyperparameters = _check_method(req.method, req.hyperparameters)
     suffix = _check_suffix(req.suffix)
     seed = _check_seed(req.seed)
     metadata = _check_metadata(req.metadata)
@@ -62,8 +63,9 @@ def create_job(session: Session, project_id: str, req: CreateFineTuningJobReques
         id=new_id("ftjob-"), project_id=project_id, status=Status.VALIDATING_FILES.value,
         model=model, base_model=base_ref, training_file=req.training_file,
         validation_file=req.validation_file,
-        method={"type": "supervised", "supervised": {"hyperparameters": dict(hyperparameters)}},
-        hyperparameters=dict(hyperparameters), suffix=suffix, seed=seed, metadata_=metadata,
+        method={"type": kind, kind: {"hyperparameters": dict(hyperparameters)}},
+        hyperparameters={k: hyperparameters[k] for k in HYPERPARAMETERS},
+        suffix=suffix, seed=seed, metadata_=metadata,
         integrations=integrations, fine_tuned_model=None, trained_tokens=None, error=None,
         result_files=[], created_at=ts, started_at=None, finished_at=None, estimated_finish=None,
         requested_action=None, lease_owner=None, lease_expires_at=None, attempts=0, updated_at=ts,
@@ -102,52 +104,62 @@ def _check_file(session: Session, project_id: str, file_id: Any, param: str) -> 
                              "fine-tuning.", param=param, code=f"invalid_{param}")
 
 
-def _check_method(method: Any, top_level: Any) -> dict[str, Any]:
-    """The requested hyperparameters (`auto` kept) from `method` or the deprecated top level."""
+def _check_method(method: Any, top_level: Any) -> tuple[str, dict[str, Any]]:
+    """(method type, its requested hyperparameters with `auto` kept) from `method` or the
+    deprecated top level. The hyperparameters each method takes: hparams.METHOD_HYPERPARAMETERS."""
     if method is None:
-        return _check_hyperparameters(top_level, "hyperparameters")
+        return "supervised", _check_hyperparameters(top_level, "hyperparameters", "supervised")
     if not isinstance(method, Mapping):
         raise InvalidRequest("method must be an object.", param="method")
     kind = method.get("type")
-    if kind in ("dpo", "reinforcement"):
-        raise InvalidRequest(f"Fine-tuning method '{kind}' is not supported yet; use 'supervised'.",
-                             param="method.type", code="unsupported_method")
-    if kind != "supervised":
+    if kind == "reinforcement":
+        raise InvalidRequest(f"Fine-tuning method '{kind}' is not supported yet; use 'supervised' "
+                             "or 'dpo'.", param="method.type", code="unsupported_method")
+    if kind not in METHOD_HYPERPARAMETERS:
         raise InvalidRequest(f"Invalid method.type {kind!r}: expected 'supervised', 'dpo' or "
                              "'reinforcement'.", param="method.type")
-    unknown = set(method) - {"type", "supervised"}
+    unknown = set(method) - {"type", kind}
     if unknown:
-        raise InvalidRequest(f"Unexpected field(s) in method for type 'supervised': "
+        raise InvalidRequest(f"Unexpected field(s) in method for type '{kind}': "
                              f"{', '.join(sorted(unknown))}.", param="method")
-    supervised = method.get("supervised") or {}
-    if not isinstance(supervised, Mapping) or set(supervised) - {"hyperparameters"}:
-        raise InvalidRequest("method.supervised must be an object with only 'hyperparameters'.",
-                             param="method.supervised")
-    inner = supervised.get("hyperparameters")
+    body = method.get(kind) or {}
+    if not isinstance(body, Mapping) or set(body) - {"hyperparameters"}:
+        raise InvalidRequest(f"method.{kind} must be an object with only 'hyperparameters'.",
+                             param=f"method.{kind}")
+    inner = body.get("hyperparameters")
+    if top_level is not None and kind != "supervised":
+        raise InvalidRequest(f"Top-level hyperparameters apply to supervised jobs only; set them "
+                             f"in method.{kind}.hyperparameters.", param="hyperparameters")
     if inner is not None and top_level is not None:
         raise InvalidRequest("Set hyperparameters either at the top level (deprecated) or in "
                              "method.supervised.hyperparameters, not both.", param="hyperparameters")
-    if inner is None:
-        return _check_hyperparameters(top_level, "hyperparameters")
-    return _check_hyperparameters(inner, "method.supervised.hyperparameters")
+    if inner is None and kind == "supervised":
+        return kind, _check_hyperparameters(top_level, "hyperparameters", kind)
+    return kind, _check_hyperparameters(inner, f"method.{kind}.hyperparameters", kind)
 
 
-def _check_hyperparameters(value: Any, param: str) -> dict[str, Any]:
-    out: dict[str, Any] = {k: "auto" for k in HYPERPARAMETERS}
+def _check_hyperparameters(value: Any, param: str, kind: str) -> dict[str, Any]:
+    names = METHOD_HYPERPARAMETERS[kind]
+    out: dict[str, Any] = {k: "auto" for k in names}
     if value is None:
         return out
     if not isinstance(value, Mapping):
         raise InvalidRequest(f"{param} must be an object.", param=param)
     for key in value:
-        if key not in HYPERPARAMETERS:
+        if key not in names:
             raise InvalidRequest(f"Unknown hyperparameter {key!r}; expected one of "
-                                 f"{', '.join(HYPERPARAMETERS)}.", param=f"{param}.{key}")
+                                 f"{', '.join(names)}.", param=f"{param}.{key}")
     ranges = {"batch_size": (1, 256), "n_epochs": (1, 50)}
     for key, v in value.items():
         p = f"{param}.{key}"
         if v == "auto" or v is None:
             continue
-        if key == "learning_rate_multiplier":
+        if key == "beta":
+            problem = beta_problem(v)
+            if problem:
+                raise InvalidRequest(f"Invalid {p}: {v!r}. {problem}", param=p)
+            out[key] = float(v)
+        elif key == "learning_rate_multiplier":
             if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0 or v != v \
                     or v == float("inf"):
                 raise InvalidRequest(f"Invalid {p}: {v!r}. Expected 'auto' or a number > 0.",

@@ -35,13 +35,14 @@ def check_file(settings: Settings, factory: sessionmaker[Session], job_id: str, 
             return None
         screening = settings.screening and (project.settings or {}).get("screening", True)
         model, base_model, hyperparameters = job.model, job.base_model, dict(job.hyperparameters)
+        kind = (job.method or {}).get("type", "supervised")
         tokenizer_source = _tokenizer_source(settings, s, job)
     if screening:
         error = screen_file(path, load_classifier(settings)).job_error(param)
         if error is not None:
             return error
     if param == "training_file":
-        _estimate(settings, factory, job_id, model, hyperparameters, tokenizer_source, path)
+        _estimate(settings, factory, job_id, model, hyperparameters, tokenizer_source, path, kind)
     return None
 
 
@@ -59,7 +60,8 @@ def _tokenizer_source(settings: Settings, s: Session, job: Job) -> str | None:
 
 
 def _estimate(settings: Settings, factory: sessionmaker[Session], job_id: str, model: str,
-              hyperparameters: dict, source: str | None, path: Path) -> None:
+              hyperparameters: dict, source: str | None, path: Path,
+              method: str = "supervised") -> None:
     per_million = usage.price(settings, model).training
     tokens = None
     if source is not None:
@@ -72,7 +74,7 @@ def _estimate(settings: Settings, factory: sessionmaker[Session], job_id: str, m
             n_epochs = hyperparameters.get("n_epochs")
             report = validate_file(path, tokenizer=tokenizer,
                                    n_epochs=n_epochs if isinstance(n_epochs, int) else None,
-                                   price_per_million_tokens=per_million)
+                                   price_per_million_tokens=per_million, method=method)
             tokens = report.estimated_trained_tokens
         except Exception as exc:  # noqa: BLE001
             log.warning("job %s: no cost estimate (%s: %s)", job_id, type(exc).__name__, exc)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# One trainer per method (OpenAI's method.type), each `train(spec, reporter) -> TrainResult`.
+TRAINERS = {"supervised": "tuneforge.training.sft", "dpo": "tuneforge.training.dpo"}
+
 _EXPORTS = {
-    "train": "tuneforge.training.sft",
     "TrainSpec": "tuneforge.training.spec",
     "Hyperparameters": "tuneforge.training.spec",
     "ResolvedHyperparameters": "tuneforge.training.spec",
@@ -25,7 +27,14 @@ _EXPORTS = {
     "tiny_dir_name": "tuneforge.training.tiny",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "train", "TRAINERS"])
+
+
+def train(spec: Any, reporter: Any) -> Any:
+    """Train with the trainer of `spec.method_type` (spec.py has the contract)."""
+    import importlib
+
+    return importlib.import_module(TRAINERS[spec.method_type]).train(spec, reporter)
 
 
 def __getattr__(name: str) -> Any:

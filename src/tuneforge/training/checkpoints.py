@@ -22,7 +22,10 @@ from safetensors.torch import load_file, save_file
 from tuneforge.training.spec import CHECKPOINT_META
 
 STATE_DIR = "state"
-CSV_HEADER = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+# (CSV column, metrics key) of OpenAI's step_metrics.csv; a method with other metrics passes its own.
+CSV_COLUMNS = (("step", "step"), ("train_loss", "train_loss"),
+               ("train_accuracy", "train_mean_token_accuracy"), ("valid_loss", "valid_loss"),
+               ("valid_mean_token_accuracy", "valid_mean_token_accuracy"))
 
 
 def write_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
@@ -128,15 +131,17 @@ class MetricsCsv:
     """OpenAI's step_metrics.csv, one row per step, flushed as it goes; 5 decimals, empty cells
     where no validation ran. Reopening for a resumed run keeps the rows up to the resumed step."""
 
-    def __init__(self, path: Path, *, keep_up_to: int = 0):
+    def __init__(self, path: Path, *, keep_up_to: int = 0,
+                 columns: tuple[tuple[str, str], ...] = CSV_COLUMNS):
         self.path = path
+        self._keys = [key for _column, key in columns[1:]]
         rows: list[list[str]] = []
         if keep_up_to and path.is_file():
             with path.open(newline="") as fh:
                 rows = [r for r in list(csv.reader(fh))[1:] if r and int(r[0]) <= keep_up_to]
         self._fh = path.open("w", newline="")
         self._w = csv.writer(self._fh)
-        self._w.writerow(CSV_HEADER)
+        self._w.writerow([column for column, _key in columns])
         self._w.writerows(rows)
         self._fh.flush()
 
@@ -145,8 +150,7 @@ class MetricsCsv:
             v = m.get(key)
             return "" if v is None else f"{v:.5f}"
 
-        self._w.writerow([m["step"], cell("train_loss"), cell("train_mean_token_accuracy"),
-                          cell("valid_loss"), cell("valid_mean_token_accuracy")])
+        self._w.writerow([m["step"], *(cell(key) for key in self._keys)])
         self._fh.flush()
 
     def close(self) -> None:

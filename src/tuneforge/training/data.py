@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuneforge.training.stats import Distribution, TokenCounter, TokenCounts, auto_n_epochs
+from tuneforge.training.stats import (
+    Distribution, RenderFailure, TokenCounter, TokenCounts, auto_n_epochs,
+)
 
 READ_BUFFER = 1 << 20  # 1 MiB reads: far fewer syscalls than the default 8 KiB
 
@@ -328,6 +330,137 @@ def _check_tools(example: dict) -> Problem | None:
     return None
 
 
+# --- DPO (preference) format -------------------------------------------------------------------
+
+PREFERENCE = "preference"
+# OpenAI's 2025-06 schema spelled the outputs *_completion; the guide and real files say *_output.
+_OUTPUT_ALIASES = {"preferred_output": "preferred_completion",
+                   "non_preferred_output": "non_preferred_completion"}
+
+
+def preference_outputs(example: dict) -> tuple[Any, Any]:
+    """(preferred, non_preferred) as given, under either spelling (None where missing)."""
+    return tuple(example.get(key, example.get(alias)) for key, alias in _OUTPUT_ALIASES.items())
+
+
+def preference_sides(example: dict) -> tuple[dict, dict]:
+    """A valid preference example as two chat examples, (chosen, rejected): the input
+    conversation plus one output each. Only the output turn is trained (earlier assistant turns of
+    the input get weight 0), so the renderer's label mask covers that turn and its terminator."""
+    inp = example["input"]
+    context = [{**m, "weight": 0} if m.get("role") == "assistant" else m for m in inp["messages"]]
+    extra = {k: inp[k] for k in ("tools", "functions") if k in inp}
+    return tuple({"messages": context + [{k: v for k, v in out[0].items() if k != "weight"}], **extra}
+                 for out in preference_outputs(example))
+
+
+def check_preference_example(example: dict, *, ignored_keys: set[str] | None = None) -> Problem | None:
+    """The first problem with one example of a DPO job's file, or None when it is a valid pair:
+    `input` (a conversation ending before the answer) and one assistant message per output."""
+    if detect_format(example) is not None:
+        return Problem(None, "this is supervised (SFT) data ('messages' or 'prompt'/'completion'); "
+                             "a DPO job needs preference pairs: input / preferred_output / "
+                             "non_preferred_output")
+    inp = example.get("input")
+    if inp is None:
+        return Problem("input", "'input' is missing: a preference example needs the conversation "
+                                "('input': {'messages': [...]}) that the outputs answer")
+    if not isinstance(inp, dict):
+        return Problem("input", f"'input' must be an object with 'messages', got {_json_type(inp)}")
+    problem = _check_preference_input(inp)
+    if problem:
+        return problem
+    outputs = preference_outputs(example)
+    for key, output in zip(_OUTPUT_ALIASES, outputs, strict=True):
+        problem = _check_output(key, output)
+        if problem:
+            return problem
+    if json.dumps(outputs[0], sort_keys=True) == json.dumps(outputs[1], sort_keys=True):
+        return Problem("non_preferred_output", "non_preferred_output is identical to "
+                                               "preferred_output: a pair must differ to teach "
+                                               "a preference")
+    if ignored_keys is not None:
+        known = {"input", *_OUTPUT_ALIASES, *_OUTPUT_ALIASES.values()}
+        ignored_keys.update(k for k in example if k not in known)
+        ignored_keys.update(f"input.{k}" for k in inp if k not in _CHAT_KEYS)
+    return None
+
+
+def detect_method(path: str | Path) -> str:
+    """"dpo" when the file's first example is a preference pair, else "supervised" (for callers
+    that were not told the job's method, such as `tuneforge data validate`)."""
+    for raw in iter_lines(path):
+        try:
+            example = parse_line(raw)
+        except DataFileError:
+            continue
+        return "dpo" if "input" in example and detect_format(example) is None else "supervised"
+    return "supervised"
+
+
+def _within(prefix: str, problem: Problem, index_from: str = "messages") -> Problem:
+    """`problem` found in a nested conversation, its field named from the example's top level."""
+    param = problem.param or index_from
+    if param.startswith(index_from):
+        param = prefix + param[len(index_from):]
+    else:
+        param = f"{prefix.rsplit('.', 1)[0]}.{param}" if "." in prefix else param
+    return Problem(param, f"{param}: {problem.message}")
+
+
+def _check_preference_input(inp: dict) -> Problem | None:
+    messages = inp.get("messages")
+    if not isinstance(messages, list) or not messages:
+        what = "is missing" if messages is None else (
+            "is empty" if isinstance(messages, list) else f"must be an array, got {_json_type(messages)}")
+        return Problem("input.messages", f"'input.messages' {what}: the conversation the outputs "
+                                         "answer")
+    problem = _check_tools(inp)
+    if problem:
+        return _within("input.messages", problem)
+    for i, message in enumerate(messages):
+        problem = _check_message(message, i)
+        if problem:
+            return _within("input.messages", problem)
+    if messages[-1]["role"] == "assistant":
+        return Problem(f"input.messages[{len(messages) - 1}].role",
+                       f"input.messages[{len(messages) - 1}].role: the input ends with an "
+                       "assistant message: it must end where the "
+                       "assistant answers (a user or tool message)")
+    return None
+
+
+def _check_output(key: str, output: Any) -> Problem | None:
+    if output is None:
+        return Problem(key, f"'{key}' is missing: a preference example needs both "
+                            "preferred_output and non_preferred_output")
+    if not isinstance(output, list):
+        return Problem(key, f"'{key}' must be an array holding one assistant message, "
+                            f"got {_json_type(output)}")
+    if not output:
+        return Problem(key, f"'{key}' is empty: it must hold the one assistant message")
+    if len(output) != 1:
+        return Problem(key, f"'{key}' must hold exactly one assistant message, got "
+                            f"{len(output)}")
+    message = output[0]
+    problem = _check_message(message, 0)
+    if problem:
+        return _within(f"{key}[0]", problem, index_from="messages[0]")
+    if message["role"] != "assistant":
+        return Problem(f"{key}[0].role", f"{key}[0].role: the output must be an assistant "
+                                         f"message, got {message['role']!r}")
+    if not message.get("tool_calls") and not message.get("function_call") \
+            and not "".join(_content_text(message.get("content"))).strip():
+        return Problem(f"{key}[0].content", f"{key}[0].content: the output is empty")
+    return None
+
+
+def _content_text(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    return [p.get("text", "") for p in content or [] if isinstance(p, dict)]
+
+
 # --- validating a whole file --------------------------------------------------------------------
 
 INVALID_FILE = "invalid_training_file"
@@ -435,6 +568,7 @@ def validate_file(
     min_examples: int = MIN_EXAMPLES,
     file_param: str = "training_file",
     processes: int | None = None,
+    method: str = "supervised",
 ) -> ValidationReport:
     """Stream `path` once: check every example, count tokens with `tokenizer` (skipped when None),
     and estimate epochs, trained tokens and cost.
@@ -442,6 +576,7 @@ def validate_file(
     `n_epochs` None means OpenAI's `auto` rule. `max_seq_len` None means the tokenizer's
     `model_max_length` when it is a real limit. `processes`: worker processes that render examples
     for token counts; None uses every core for files over PARALLEL_MIN_BYTES, else this process.
+    `method`: the job's method.type; "dpo" expects preference pairs (`check_preference_example`).
     """
     report = ValidationReport(file_param=file_param, n_epochs_auto=n_epochs is None,
                               price_per_million_tokens=price_per_million_tokens)
@@ -456,10 +591,10 @@ def validate_file(
     errors: list[DataError] = []
     counts = None
     if tokenizer is None:
-        n_messages = _scan(path, report, errors, max_errors, None)
+        n_messages = _scan(path, report, errors, max_errors, None, method)
     else:
-        with TokenCounter(tokenizer, processes, max_seq_len) as counter:
-            n_messages = _scan(path, report, errors, max_errors, counter)
+        with _counter(tokenizer, processes, method, max_seq_len) as counter:
+            n_messages = _scan(path, report, errors, max_errors, counter, method)
             counts = counter.finish()
         for failure in counts.failures:
             report.n_errors += 1
@@ -492,7 +627,7 @@ def validate_file(
 
 
 def _scan(path: str | Path, report: ValidationReport, errors: list[DataError], max_errors: int,
-          counter: TokenCounter | None) -> array:
+          counter: TokenCounter | None, method: str = "supervised") -> array:
     """The streaming pass: schema checks and per-example counts; valid examples go to `counter`
     in batches. Returns messages per valid example."""
     n_messages = array("i")
@@ -513,8 +648,10 @@ def _scan(path: str | Path, report: ValidationReport, errors: list[DataError], m
         except DataFileError as exc:
             error(raw.line, Problem(None, exc.message))
             continue
-        problem = check_example(example, ignored_keys=ignored_keys)
-        fmt = detect_format(example)
+        if method == "dpo":
+            problem, fmt = check_preference_example(example, ignored_keys=ignored_keys), PREFERENCE
+        else:
+            problem, fmt = check_example(example, ignored_keys=ignored_keys), detect_format(example)
         if problem is None and report.format is not None and fmt != report.format:
             # one file, one format: the trainer renders every example the same way
             problem = Problem(None, f"this example is in {fmt} format but the file started with "
@@ -523,7 +660,9 @@ def _scan(path: str | Path, report: ValidationReport, errors: list[DataError], m
             error(raw.line, problem)
             continue
         report.format = report.format or fmt
-        if fmt == CHAT:
+        if fmt == PREFERENCE:
+            _count_preference(report, n_messages, example)
+        elif fmt == CHAT:
             messages = example["messages"]
             n_messages.append(len(messages))
             roles = {m["role"] for m in messages}
@@ -544,6 +683,60 @@ def _scan(path: str | Path, report: ValidationReport, errors: list[DataError], m
         report.warnings.append("unrecognized top-level keys were ignored: "
                                + ", ".join(sorted(ignored_keys)))
     return n_messages
+
+
+def _count_preference(report: ValidationReport, n_messages: array, example: dict) -> None:
+    """The per-example counts of a valid preference pair: its input plus one output."""
+    messages = example["input"]["messages"]
+    n_messages.append(len(messages) + 1)
+    roles = {m["role"] for m in messages}
+    report.n_missing_system += not roles & {"system", "developer"}
+    report.n_missing_user += "user" not in roles
+
+
+def _counter(tokenizer: Any, processes: int, method: str, max_seq_len: int | None):
+    if method == "dpo":
+        return _PreferenceCounter(tokenizer, max_seq_len)
+    return TokenCounter(tokenizer, processes, max_seq_len)
+
+
+class _PreferenceCounter:
+    """TokenCounter's interface for preference pairs: per pair, the tokens of both renderings
+    (input + preferred, input + non-preferred) and their trained (output) tokens, summed, which
+    is what the DPO trainer processes; billed: each side cut at `max_seq_len` on its own, as in
+    training. In this process (DPO files are small)."""
+
+    def __init__(self, tokenizer: Any, max_seq_len: int | None):
+        self._tokenizer = tokenizer
+        self._max_seq_len = max_seq_len
+        self.counts = TokenCounts()
+
+    def add(self, batch: list[tuple[int, dict]]) -> None:
+        from tuneforge.training.batch_render import render_batch
+        from tuneforge.training.render import IGNORE_INDEX, truncate
+
+        sides = [side for _, example in batch for side in preference_sides(example)]
+        rendering = render_batch(self._tokenizer, sides, max_seq_len=None)
+        for n, (line, _example) in enumerate(batch):
+            pair = rendering.rendered[2 * n:2 * n + 2]
+            if None in pair:
+                exc = rendering.errors[2 * n + pair.index(None)]
+                self.counts.failures.append(RenderFailure(line, exc.code or INVALID_FILE,
+                                                          exc.message, exc.param))
+                continue
+            self.counts.totals.append(sum(len(r.input_ids) for r in pair))
+            self.counts.trained.append(sum(len(r.labels) - r.labels.count(IGNORE_INDEX)
+                                           for r in pair))
+            self.counts.billed.append(sum(len(truncate(r, self._max_seq_len)) for r in pair))
+
+    def finish(self) -> TokenCounts:
+        return self.counts
+
+    def __enter__(self) -> _PreferenceCounter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 def _token_statistics(report: ValidationReport, counts: TokenCounts, max_seq_len: int | None,

@@ -21,12 +21,42 @@ from tuneforge.training.stats import auto_n_epochs
 
 BASE_LEARNING_RATE = {"lora": 1e-3, "full": 2e-5}
 
+# The hyperparameters each fine-tuning method (OpenAI's `method.type`) accepts. DPO adds `beta`:
+# OpenAI's range is 0 < beta <= 2; `auto` is 0.1, TRL's DPOConfig default (OpenAI does not say).
+METHOD_HYPERPARAMETERS = {
+    "supervised": ("batch_size", "learning_rate_multiplier", "n_epochs"),
+    "dpo": ("batch_size", "beta", "learning_rate_multiplier", "n_epochs"),
+}
+BETA_AUTO = 0.1
+BETA_MAX = 2.0
+
+
+def beta_problem(value: object) -> str | None:
+    """Why `value` is not a valid DPO beta ("auto" or a number in (0, 2]), or None."""
+    if value == "auto":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= BETA_MAX:
+        return f"Expected 'auto' or a number greater than 0 and at most {BETA_MAX:g}."
+    return None
+
+
+def resolve_beta(value: float | str | None) -> float:
+    """The beta a DPO run uses: `auto` (or unset) is BETA_AUTO."""
+    if value is None or value == "auto":
+        return BETA_AUTO
+    problem = beta_problem(value)
+    if problem:
+        raise InvalidRequest(f"Invalid method.dpo.hyperparameters.beta: {value!r}. {problem}",
+                             param="method.dpo.hyperparameters.beta",
+                             code="invalid_hyperparameters")
+    return float(value)
+
 
 def auto_batch_size(n_examples: int) -> int:
     return max(1, min(256, n_examples // 500))
 
 
-def resolve(hp: Hyperparameters, n_examples: int) -> ResolvedHyperparameters:
+def resolve(hp: Hyperparameters, n_examples: int, method_type: str = "supervised") -> ResolvedHyperparameters:
     n_epochs = auto_n_epochs(n_examples) if hp.n_epochs == "auto" else int(hp.n_epochs)
     batch_size = auto_batch_size(n_examples) if hp.batch_size == "auto" else int(hp.batch_size)
     lrm = 1.0 if hp.learning_rate_multiplier == "auto" else float(hp.learning_rate_multiplier)
@@ -39,7 +69,9 @@ def resolve(hp: Hyperparameters, n_examples: int) -> ResolvedHyperparameters:
         problems.append(f"learning_rate_multiplier must be positive, got {lrm}")
     if problems:
         raise InvalidRequest("; ".join(problems), param="hyperparameters", code="invalid_hyperparameters")
-    return ResolvedHyperparameters(n_epochs=n_epochs, batch_size=batch_size, learning_rate_multiplier=lrm)
+    beta = resolve_beta(hp.beta) if method_type == "dpo" else None
+    return ResolvedHyperparameters(n_epochs=n_epochs, batch_size=batch_size, learning_rate_multiplier=lrm,
+                                   beta=beta)
 
 
 def learning_rate(method: str, resolved: ResolvedHyperparameters) -> float:

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from tuneforge.errors import InvalidRequest
 from tuneforge.hardware import bf16_is_fast, linears_to_bf16, model_shape
 from tuneforge.training import checkpoints as ckpt
-from tuneforge.training.batches import Packed, n_targets, pack
+from tuneforge.training.batches import Packed, pack
 from tuneforge.training.hparams import learning_rate, resolve
 from tuneforge.training.batch_render import render_batch
 from tuneforge.training.render import IGNORE_INDEX, Rendered, audit, ensure_chat_template, stop_token_ids
@@ -176,7 +176,9 @@ class _Run:
         self.stop_ids = stop_token_ids(self.tokenizer, self.generation_config)
 
     def _setup_data(self) -> None:
-        """Training and validation examples: audited, rendered (tokens + labels), truncated."""
+        """self.train_set / self.valid_set: what one step's batch and an evaluation draw from
+        (rendered examples here; dpo.py's override renders preference pairs), and the prompts
+        of the epoch-end samples."""
         spec = self.spec
         train_examples = _load_examples(spec.training_file)
         if not train_examples:
@@ -208,11 +210,10 @@ class _Run:
                                      "(examples, method or seed differ).", code="resume_mismatch")
             self.hp = ResolvedHyperparameters(**self.progress["hyperparameters"])
         else:
-            self.hp = resolve(spec.hyperparameters, n)
+            self.hp = resolve(spec.hyperparameters, n, spec.method_type)
         self.reporter.hyperparameters(self.hp)
         self.steps_per_epoch = math.ceil(n / self.hp.batch_size)
         self.total_steps = self.steps_per_epoch * self.hp.n_epochs
-        self.tokens_per_epoch = sum(n_targets(r) for r in self.train_set)
 
     def _setup_precision(self) -> None:
         """bf16 autocast where it is measured faster for this model's shapes (hardware.py); a
@@ -396,7 +397,7 @@ class _Run:
         """What the model answers now: greedy, short, to a few held prompts (an event the job
         page shows beside the charts). Greedy decoding draws no random numbers, so training's
         RNG stream (and a resumed run's bit identity) is untouched."""
-        if not self.samples:
+        if not getattr(self, "samples", None):   # a subclass's data may have none
             return
         self.model.eval()
         self.model.config.use_cache = True

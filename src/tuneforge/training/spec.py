@@ -34,6 +34,7 @@ class Hyperparameters:
     n_epochs: int | Auto = "auto"
     batch_size: int | Auto = "auto"
     learning_rate_multiplier: float | Auto = "auto"
+    beta: float | Auto = "auto"          # DPO only (hparams.METHOD_HYPERPARAMETERS)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class ResolvedHyperparameters:
     n_epochs: int
     batch_size: int
     learning_rate_multiplier: float
+    beta: float | None = None            # set by the DPO trainer, None for supervised runs
 
 
 @dataclass
@@ -62,6 +64,8 @@ class TrainSpec:
     # (base_model is then that adapter's base); for a full fine-tune, pass its dir as base_model.
     init_adapter: Path | None = None
     device: str | None = None            # None: cuda if available, else cpu
+    # OpenAI's method.type: which trainer runs (sft.py or dpo.py); `method` above is lora | full.
+    method_type: Literal["supervised", "dpo"] = "supervised"
 
 
 class StopRequest(str, Enum):

@@ -71,19 +71,22 @@ def delete_file(file_id: str, user: UiUser, session: DbSession, blobs: Blobs) ->
 def validation_report(request: Request, file_id: str, user: UiUser, session: DbSession,
                       blobs: Blobs, settings: SettingsDep, model: str = "tuneforge-tiny",
                       n_epochs: str = "auto", price: float = 0.0,
-                      file_param: str = "training_file") -> dict[str, Any]:
+                      file_param: str = "training_file",
+                      method: str = "supervised") -> dict[str, Any]:
     if n_epochs != "auto" and not n_epochs.isdigit():
         raise InvalidRequest("n_epochs must be 'auto' or an integer.", param="n_epochs")
     if file_param not in ("training_file", "validation_file"):
         raise InvalidRequest("file_param must be training_file or validation_file.",
                              param="file_param")
+    if method not in ("supervised", "dpo"):
+        raise InvalidRequest("method must be supervised or dpo.", param="method")
     state = request.app.state
     if getattr(state, "ui_tokenizers", None) is None:
         state.ui_tokenizers = Tokenizers()
     return file_report(session, blobs, user.project_id, file_id, catalog=Catalog(settings),
                        tokenizers=state.ui_tokenizers, model=model,
                        n_epochs=None if n_epochs == "auto" else int(n_epochs),
-                       price_per_million_tokens=price, file_param=file_param)
+                       price_per_million_tokens=price, file_param=file_param, method=method)
 
 
 # ---- playground ------------------------------------------------------------------------------

@@ -98,12 +98,13 @@ def jobs_page(request: Request, user: UiUser, session: DbSession,
 
 @router.get("/jobs/new")
 def new_job_page(request: Request, user: UiUser, session: DbSession, settings: SettingsDep,
-                 rerun: str | None = None, training_file: str | None = None) -> HTMLResponse:
+                 rerun: str | None = None, training_file: str | None = None,
+                 method: str | None = None, model: str | None = None) -> HTMLResponse:
     prefill = None
     if rerun:
         prefill = views.rerun_config(jobs_service.get_job(session, user.project_id, rerun))
-    elif training_file:
-        prefill = {"training_file": training_file}
+    elif training_file:   # e.g. the playground's "Train DPO on these ratings" (method=dpo, model)
+        prefill = {"training_file": training_file, "method": method, "model": model}
     files = files_service.list_files(session, user.project_id, purpose="fine-tune", limit=500).items
     models = [m.id for m in views.chat_models(session, user, Catalog(settings).names())
               if m.kind != "checkpoint"]

@@ -49,7 +49,8 @@ def tokenizer_source(session: Session, project_id: str, catalog: Catalog, model:
 
 def file_report(session: Session, blobs: BlobStore, project_id: str, file_id: str, *,
                 catalog: Catalog, tokenizers: Tokenizers, model: str, n_epochs: int | None,
-                price_per_million_tokens: float, file_param: str) -> dict[str, Any]:
+                price_per_million_tokens: float, file_param: str,
+                method: str = "supervised") -> dict[str, Any]:
     row = files_service.get_file(session, project_id, file_id)
     if row.purpose != "fine-tune":
         raise InvalidRequest(f"File {file_id} has purpose '{row.purpose}'; training and "
@@ -70,6 +71,6 @@ def file_report(session: Session, blobs: BlobStore, project_id: str, file_id: st
         raise InvalidRequest(f"Cannot load the tokenizer of {model}: {exc}", param="model") from None
     report = validate_file(path, tokenizer=tokenizer, n_epochs=n_epochs,
                            price_per_million_tokens=price_per_million_tokens,
-                           file_param=file_param)
+                           file_param=file_param, method=method)
     return {"file_id": file_id, "filename": row.filename, "model": model, "ok": report.ok,
             **report.to_dict()}

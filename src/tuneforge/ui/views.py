@@ -17,16 +17,18 @@ from sqlalchemy.orm import Session
 
 from tuneforge.ids import now
 from tuneforge.jobs import events as ev
+from tuneforge.jobs.reporter import METRIC_KEYS as REPORTED_METRICS
 from tuneforge.jobs.states import TERMINAL, Status
 from tuneforge.services import jobs as jobs_service
 from tuneforge.services.keys import Principal
 from tuneforge.store.pagination import paginate
 from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint, JobEvent
+from tuneforge.training.hparams import METHOD_HYPERPARAMETERS
 
 STATUSES = [s.value for s in Status]
 LIVE_EVENTS_PAGE = 2000
-METRIC_KEYS = ("train_loss", "train_mean_token_accuracy", "valid_loss",
-               "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy")
+# What the job page charts: every metric the trainers report (SFT and DPO), defined in the reporter
+METRIC_KEYS = tuple(k for k in REPORTED_METRICS if k not in ("step", "total_steps"))
 
 
 # ---- jobs list -------------------------------------------------------------------------------
@@ -112,7 +114,8 @@ def rerun_config(job: Job) -> dict[str, Any]:
     hp = (method.get(method.get("type", "supervised")) or {}).get("hyperparameters") or {}
     return {"model": job.model, "training_file": job.training_file,
             "validation_file": job.validation_file, "method": method.get("type", "supervised"),
-            "hyperparameters": {k: hp.get(k, "auto") for k in jobs_service.HYPERPARAMETERS},
+            "hyperparameters": {k: hp.get(k, "auto") for k in METHOD_HYPERPARAMETERS.get(
+                method.get("type", "supervised"), jobs_service.HYPERPARAMETERS)},
             "suffix": job.suffix, "seed": job.seed, "metadata": job.metadata_ or {},
             "integrations": job.integrations or []}
 

@@ -75,5 +75,37 @@ case("blank_lines_crlf", [], [[5, IF, "messages[0].role"]], raw=raw)
 case("prompt_completion_bad", [json.dumps({"prompt": "q", "completion": "a"})] * 5 + [json.dumps({"prompt": "q"}), json.dumps({"prompt": 1, "completion": "a"})]
      + [json.dumps({"prompt": "q", "completion": "a"})] * 5 + [json.dumps({"messages": [U, A]})],
      [[6, IF, "completion"], [7, IF, "prompt"], [13, IF, None]])
+# --- DPO: cases named pref_* are validated as a DPO job's file (method "dpo") -------------------
+def pref(i, **kw):
+    example = {"input": {"messages": [{"role": "user", "content": f"What is {i}+{i}?"}]},
+               "preferred_output": [{"role": "assistant", "content": str(2 * i)}],
+               "non_preferred_output": [{"role": "assistant", "content": "I do not know."}]}
+    example.update(kw)
+    return json.dumps({k: v for k, v in example.items() if v is not None})
+P = [pref(i) for i in range(20)]
+B = [{"role": "assistant", "content": "b"}]
+case("pref_outputs_bad", [pref(0, preferred_output=None), pref(1, non_preferred_output=[])] + P[:3]
+     + [pref(2, preferred_output={"role": "assistant", "content": "4"}), pref(3, non_preferred_output=B + B),
+        pref(4, preferred_output=[{"role": "assistant", "content": "  "}]),
+        pref(5, preferred_output=[{"role": "user", "content": "10"}]),
+        pref(6, non_preferred_output=[{"role": "assistant", "content": "x", "extra": 1}]),
+        pref(7, non_preferred_output=[{"role": "assistant", "content": None}]),
+        pref(8, non_preferred_output=["b"])] + P[3:6],
+     [[1, IF, "preferred_output"], [2, IF, "non_preferred_output"], [6, IF, "preferred_output"],
+      [7, IF, "non_preferred_output"], [8, IF, "preferred_output[0].content"], [9, IF, "preferred_output[0].role"],
+      [10, IF, "non_preferred_output[0].extra"], [11, IF, "non_preferred_output[0].content"],
+      [12, IF, "non_preferred_output[0]"]])
+case("pref_input_bad", [pref(0, input=None), pref(1, input=[U])] + P[:4]
+     + [pref(2, input={"messages": []}), pref(3, input={"messages": [{"role": "bot", "content": "q"}]}),
+        pref(4, input={"messages": [U, A]}), pref(5, input={"messages": [U], "tools": {"type": "function"}}),
+        pref(6, input={"prompt": "q"})] + P[4:8],
+     [[1, IF, "input"], [2, IF, "input"], [7, IF, "input.messages"], [8, IF, "input.messages[0].role"],
+      [9, IF, "input.messages[1].role"], [10, IF, "input.tools"], [11, IF, "input.messages"]])
+# identical outputs teach nothing; the 2025-06 schema's *_completion spelling is accepted
+case("pref_identical", P[:3] + [pref(3, non_preferred_output=[{"role": "assistant", "content": "6"}])] + P[4:8]
+     + [pref(9, preferred_output=None, non_preferred_output=None, preferred_completion=[A], non_preferred_completion=B)] + P[10:12],
+     [[4, IF, "non_preferred_output"]])
+case("pref_sft_data", G[:10], [[i, IF, None] for i in range(1, 11)])
+case("pref_too_few", P[:7], [[None, "invalid_n_examples", None]])
 json.dump(cases, open("expected.json", "w"), indent=1)
 print(len(cases))

@@ -35,9 +35,12 @@
     loss.data.datasets[0].data = series("train_loss");
     loss.data.datasets[1].data = series("valid_loss");
     loss.data.datasets[2].data = series("full_valid_loss");
-    acc.data.datasets[0].data = series("train_mean_token_accuracy");
-    acc.data.datasets[1].data = series("valid_mean_token_accuracy");
-    acc.data.datasets[2].data = series("full_valid_mean_token_accuracy");
+    // DPO jobs report reward accuracy (share of pairs whose preferred side wins) instead
+    const a = sorted.some((p) => p.train_rewards_accuracy !== undefined) ? "rewards_accuracy" : "mean_token_accuracy";
+    $("acc-title").textContent = a === "rewards_accuracy" ? "Reward accuracy (DPO)" : "Token accuracy";
+    acc.data.datasets[0].data = series(`train_${a}`);
+    acc.data.datasets[1].data = series(`valid_${a}`);
+    acc.data.datasets[2].data = series(`full_valid_${a}`);
     loss.update(); acc.update();
     $("loss-empty").hidden = sorted.length > 0;
     document.body.dataset.points = String(sorted.length);
@@ -56,7 +59,9 @@
     $("duration").textContent = TF.dur(live.duration);
     $("trained-tokens").textContent = TF.num(job.trained_tokens);
     for (const td of document.querySelectorAll("[data-hp]")) {
-      td.textContent = job.hyperparameters[td.dataset.hp];
+      // method-only values (DPO's beta) are resolved in the method, not the shared hyperparameters
+      const inMethod = ((job.method || {})[(job.method || {}).type] || {}).hyperparameters || {};
+      td.textContent = job.hyperparameters[td.dataset.hp] ?? inMethod[td.dataset.hp];
     }
     $("result-files").replaceChildren(...(job.result_files.length ? job.result_files.map((id) =>
       TF.el("a", { class: "btn", href: `/ui/files/${id}/download`, "data-result": id }, "Download step_metrics.csv")) : ["—"]));
@@ -80,7 +85,7 @@
       TF.el("td", { text: c.step_number }),
       TF.el("td", { class: "mono", text: c.fine_tuned_model_checkpoint }),
       TF.el("td", { class: "num", text: TF.fix(c.metrics.train_loss) }),
-      TF.el("td", { class: "num", text: TF.fix(c.metrics.train_mean_token_accuracy, 3) }),
+      TF.el("td", { class: "num", text: TF.fix(c.metrics.train_mean_token_accuracy ?? c.metrics.train_rewards_accuracy, 3) }),
       TF.el("td", { class: "num", text: TF.fix(c.metrics.valid_loss) }),
       TF.el("td", { class: "num", text: TF.fix(c.metrics.full_valid_loss) }),
       TF.el("td", {}, TF.el("a", { class: "btn", href: `/ui/playground?models=${encodeURIComponent(job.model)},${encodeURIComponent(c.fine_tuned_model_checkpoint)}` }, "Open in playground")))));

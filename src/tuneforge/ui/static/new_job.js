@@ -4,7 +4,11 @@
 (function () {
   const { prefill } = TF.pageData();
   const $ = (id) => document.getElementById(id);
-  const HP = ["n_epochs", "batch_size", "learning_rate_multiplier"];
+  const HP = ["n_epochs", "batch_size", "learning_rate_multiplier", "beta"];
+  // beta belongs to DPO only (services/jobs.py refuses it elsewhere)
+  const hpFor = () => HP.filter((k) => k !== "beta" || $("method").value === "dpo");
+  const showBeta = () => { $("beta-field").hidden = $("method").value !== "dpo"; };
+  $("method").addEventListener("change", showBeta);
 
   function setSelect(id, value) {
     if (!value) return;
@@ -18,6 +22,7 @@
     setSelect("model", prefill.model);
     setSelect("method", prefill.method);
     for (const k of HP) if (prefill.hyperparameters && prefill.hyperparameters[k] !== undefined) $(k).value = prefill.hyperparameters[k];
+    showBeta();
     if (prefill.suffix) $("suffix").value = prefill.suffix;
     if (prefill.seed !== undefined && prefill.seed !== null) $("seed").value = prefill.seed;
     if (prefill.metadata) $("metadata").value = Object.entries(prefill.metadata).map(([k, v]) => `${k}=${v}`).join("\n");
@@ -36,7 +41,7 @@
     const epochs = /^\d+$/.test($("n_epochs").value.trim()) ? $("n_epochs").value.trim() : "auto";
     const out = [];
     for (const [id, title] of files) {
-      const q = new URLSearchParams({ model: $("model").value, n_epochs: epochs, price: $("price").value || "0", file_param: id });
+      const q = new URLSearchParams({ model: $("model").value, n_epochs: epochs, price: $("price").value || "0", file_param: id, method: $("method").value });
       try {
         out.push(TF.renderReport(await TF.api("GET", `/ui/api/files/${$(id).value}/report?${q}`), title));
       } catch (e) {
@@ -57,7 +62,7 @@
 
   function body() {
     const hyperparameters = {};
-    for (const k of HP) hyperparameters[k] = value($(k).value);
+    for (const k of hpFor()) hyperparameters[k] = value($(k).value);
     const req = {
       model: $("model").value,
       training_file: $("training_file").value,

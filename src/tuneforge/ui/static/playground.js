@@ -152,7 +152,11 @@
       box.replaceChildren(TF.el("div", { class: "alert ok", id: "export-ok" },
         `Exported ${r.pairs} preference pair(s) to `,
         TF.el("a", { href: `/ui/files/${r.file.id}`, "data-export-file": r.file.id }, r.file.filename),
-        " (purpose fine-tune) — it is in Files."));
+        " (purpose fine-tune) — it is in Files. ",
+        // DPO on the first compared model from these ratings; its job page compares old and new
+        TF.el("a", { class: "btn", id: "train-dpo", href: `/ui/jobs/new?${new URLSearchParams({
+          training_file: r.file.id, method: "dpo", model: (current && current.answers[0].model) || slots[0].value })}` },
+          "Train DPO on these ratings")));
     } catch (e) { TF.showError(box, e.message); }
   });
 })();

@@ -1,0 +1,336 @@
+"""Direct Preference Optimization: `train(spec, reporter) -> TrainResult` for `method.type = "dpo"`.
+
+One trainer per method: this one shares everything but the objective with sft.py (spec, model
+loading, LoRA / full, the data order, reporter hooks, pause / resume state, per-epoch servable
+checkpoints, the final model) by overriding its data step, its loop body and its evaluation.
+
+The objective is TRL's `sigmoid` DPO loss, -log sigmoid(beta * ((pi_c - pi_r) - (ref_c - ref_r))),
+where pi_* and ref_* are the summed log-probabilities of the chosen (preferred) and rejected
+(non-preferred) outputs under the policy and the reference. The reference is the starting model
+(for a new LoRA adapter, whose B matrices start at zero, that is the base model with the adapter
+disabled; for an `ft:` model, its adapter or weights): its log-probabilities are computed once per
+example before the first step and kept (a few floats per pair, written beside state/ so that a
+resumed or recovered run uses the same reference), so no second model sits in memory.
+
+Each pair is rendered as two chat examples (`data.preference_sides`) by the same renderer as SFT:
+the label mask covers only the output turn, its terminator included. Chosen and rejected sides
+are packed together, each with its own position_ids, so a pair costs one packed forward.
+
+Per-step metrics (events, step_metrics.csv, W&B) carry TRL's rewards: rewards = beta x (policy -
+reference) log-probabilities of each side; accuracy = share of pairs whose chosen reward beats the
+rejected one; margin = mean chosen minus rejected reward.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tuneforge.errors import InvalidRequest
+from tuneforge.training import checkpoints as ckpt
+from tuneforge.training.batches import position_ids, shifted_targets
+from tuneforge.training.batch_render import render_batch
+from tuneforge.training.render import IGNORE_INDEX, Rendered, audit, stop_token_ids
+from tuneforge.training.sft import (
+    AUDIT_SAMPLE, MAX_GRAD_NORM, MICRO_BATCH_TOKENS, RENDER_BATCH, VALID_EVALS_PER_RUN, _Cancelled,
+    _load_examples, _Run,
+)
+from tuneforge.training.spec import Reporter, StopRequest, TrainResult, TrainSpec
+
+REFERENCE_FILE = "dpo_reference.pt"   # reference log-probs, beside state/, removed when done
+CSV_COLUMNS = (("step", "step"), ("train_loss", "train_loss"),
+               ("train_rewards_chosen", "train_rewards_chosen"),
+               ("train_rewards_rejected", "train_rewards_rejected"),
+               ("train_rewards_accuracy", "train_rewards_accuracy"),
+               ("train_rewards_margin", "train_rewards_margin"),
+               ("valid_loss", "valid_loss"), ("valid_rewards_accuracy", "valid_rewards_accuracy"),
+               ("valid_rewards_margin", "valid_rewards_margin"))
+
+
+def train(spec: TrainSpec, reporter: Reporter) -> TrainResult:
+    return _DpoRun(spec, reporter).execute()
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+@dataclass
+class Pair:
+    chosen: Rendered
+    rejected: Rendered
+    index: int               # position in its set: the row of its reference log-probs
+
+    @property
+    def truncated(self) -> bool:
+        return self.chosen.truncated or self.rejected.truncated
+
+    def __len__(self) -> int:   # tokens processed (and billed): both sides
+        return len(self.chosen) + len(self.rejected)
+
+
+def load_pairs(tokenizer, path: Path, max_seq_len: int | None, *, param: str = "training_file",
+               audit_stop_ids: set[int] | None = None) -> list[Pair]:
+    """Every preference pair of `path`, checked (a bad line is an InvalidRequest naming it) and
+    rendered; `audit_stop_ids`: also check that trained spans end with one of these tokens."""
+    from tuneforge.training.data import INVALID_FILE, check_preference_example, preference_sides
+
+    examples = _load_examples(path)
+    for line, example in examples:
+        problem = check_preference_example(example)
+        if problem is not None:
+            raise InvalidRequest(f"Line {line}: {problem.message}", code=INVALID_FILE, param=param)
+    sides = [(line, side) for line, example in examples for side in preference_sides(example)]
+    if audit_stop_ids is not None:
+        audit(tokenizer, sides[:2 * AUDIT_SAMPLE], stop_ids=audit_stop_ids)
+    rendered: list[Rendered] = []
+    for start in range(0, len(sides), RENDER_BATCH):
+        chunk = sides[start:start + RENDER_BATCH]
+        rendering = render_batch(tokenizer, [side for _, side in chunk], max_seq_len)
+        for n, (line, _side) in enumerate(chunk):
+            if rendering.rendered[n] is None:
+                exc = rendering.errors[n]
+                raise InvalidRequest(f"Line {line}: {exc.message}", code=exc.code, param=param)
+            rendered.append(rendering.rendered[n])
+    return [Pair(rendered[2 * i], rendered[2 * i + 1], i) for i in range(len(examples))]
+
+
+@dataclass
+class PairRow:
+    """Pairs packed into one row: chosen then rejected, each with positions from 0."""
+    input_ids: torch.Tensor      # [1, T]
+    position_ids: torch.Tensor   # [1, T]
+    targets: torch.Tensor        # [T]: next token where trained, else IGNORE_INDEX
+    sequence: torch.Tensor       # [T]: 2k for pair k's chosen tokens, 2k + 1 for its rejected
+    pairs: list[Pair]
+
+
+def pack_pairs(pairs: list[Pair], max_tokens: int) -> list[PairRow]:
+    """Greedy, order-preserving; a pair never spans two rows (a longer one gets its own)."""
+    rows: list[list[Pair]] = []
+    size = 0
+    for pair in pairs:
+        if rows and size + len(pair) <= max_tokens:
+            rows[-1].append(pair)
+            size += len(pair)
+        else:
+            rows.append([pair])
+            size = len(pair)
+    return [_pair_row(row) for row in rows]
+
+
+def _pair_row(row: list[Pair]) -> PairRow:
+    ids: list[int] = []
+    pos: list[int] = []
+    tgt: list[int] = []
+    seq: list[int] = []
+    for k, pair in enumerate(row):
+        for side, r in enumerate((pair.chosen, pair.rejected)):
+            ids += r.input_ids
+            pos += position_ids(r)   # restarts at each sequence (templates rendered per turn)
+            tgt += shifted_targets(r)
+            seq += [2 * k + side] * len(r.input_ids)
+    return PairRow(torch.tensor([ids]), torch.tensor([pos]), torch.tensor(tgt), torch.tensor(seq),
+                   row)
+
+
+# --- the objective ------------------------------------------------------------------------------
+
+def dpo_loss(policy: torch.Tensor, reference: torch.Tensor, beta: float):
+    """TRL's sigmoid DPO loss. `policy`, `reference`: [n, 2] summed log-probs (chosen, rejected).
+    -> (per-pair losses, chosen rewards, rejected rewards), the rewards detached."""
+    logits = (policy[:, 0] - policy[:, 1]) - (reference[:, 0] - reference[:, 1])
+    losses = -F.logsigmoid(beta * logits)
+    rewards = beta * (policy - reference).detach()
+    return losses, rewards[:, 0], rewards[:, 1]
+
+
+def pair_logps(model, row: PairRow, device: torch.device, *, bf16: bool = False) -> torch.Tensor:
+    """[pairs, 2] summed log-probs of each side's trained tokens under `model` (one forward)."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        # No attention mask: position resets make transformers mask per sequence (packing).
+        logits = model(input_ids=row.input_ids.to(device), position_ids=row.position_ids.to(device),
+                       use_cache=False).logits[0]
+    targets = row.targets.to(device)
+    token_logps = -F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX,
+                                   reduction="none")   # 0 where not trained
+    sums = torch.zeros(2 * len(row.pairs), device=device, dtype=token_logps.dtype)
+    return sums.index_add(0, row.sequence.to(device), token_logps).view(-1, 2)
+
+
+class _Sums:
+    """Sums over pairs, for a step's or an evaluation's means."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.loss = self.chosen = self.rejected = self.correct = 0.0
+
+    def add(self, losses: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor) -> None:
+        self.n += len(losses)
+        self.loss += losses.detach().sum().item()
+        self.chosen += chosen.sum().item()
+        self.rejected += rejected.sum().item()
+        self.correct += (chosen > rejected).sum().item()
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        n = max(1, self.n)
+        return {f"{prefix}_loss": self.loss / n,
+                f"{prefix}_rewards_chosen": self.chosen / n,
+                f"{prefix}_rewards_rejected": self.rejected / n,
+                f"{prefix}_rewards_accuracy": self.correct / n,
+                f"{prefix}_rewards_margin": (self.chosen - self.rejected) / n}
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+class _DpoRun(_Run):
+    def _setup_data(self) -> None:
+        spec = self.spec
+        stop_ids = stop_token_ids(self.tokenizer, self.generation_config)
+        self.train_set = load_pairs(self.tokenizer, spec.training_file, self.max_seq_len,
+                                    audit_stop_ids=stop_ids)
+        if not self.train_set:
+            raise InvalidRequest("The training file has no examples.", code="invalid_n_examples",
+                                 param="training_file")
+        self.valid_set = []
+        if spec.validation_file is not None:
+            self.valid_set = load_pairs(self.tokenizer, spec.validation_file, self.max_seq_len,
+                                        param="validation_file")
+        n_cut = sum(p.truncated for p in self.train_set)
+        if n_cut:
+            self.reporter.event(f"{n_cut} training pairs have a side longer than {self.max_seq_len} "
+                                "tokens, truncated.", level="warn")
+        # A pair fits one row whatever its length: both sides are in the same forward.
+        self.row_tokens = max(MICRO_BATCH_TOKENS, 2 * self.max_seq_len)
+
+    def execute(self) -> TrainResult:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._setup()
+        self.beta = float(self.hp.beta)
+        self.step = self.start_step
+        self.csv = ckpt.MetricsCsv(self.out / "step_metrics.csv", keep_up_to=self.start_step,
+                                   columns=CSV_COLUMNS)
+        try:
+            self._setup_reference()   # a cancel during its pass is a cancel like any other
+            return self._loop()
+        except _Cancelled:
+            return self._result("cancelled", self.step)
+        finally:
+            self.csv.close()
+
+    def _setup_reference(self) -> None:
+        """The reference log-probs: computed with the starting weights on a fresh run, read back
+        on a resumed one (whose model already moved)."""
+        path = self.out / REFERENCE_FILE
+        if self.progress is not None:
+            if not path.is_file():
+                raise InvalidRequest("state/ has no DPO reference log-probs to resume with.",
+                                     code="resume_mismatch")
+            self.reference = torch.load(path)
+            if (len(self.reference["train"]), len(self.reference["valid"])) != \
+                    (len(self.train_set), len(self.valid_set)):
+                raise InvalidRequest("The DPO reference log-probs in the output directory belong "
+                                     "to other files.", code="resume_mismatch")
+            return
+        self.reference = {"train": self._logps(self.train_set), "valid": self._logps(self.valid_set)}
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(self.reference, tmp)
+        os.replace(tmp, path)
+
+    @torch.no_grad()
+    def _logps(self, pairs: list[Pair]) -> torch.Tensor:
+        self.model.eval()
+        out = torch.zeros(len(pairs), 2, dtype=torch.float32)
+        for row in pack_pairs(pairs, self.row_tokens):
+            self._poll_stop()
+            out[[p.index for p in row.pairs]] = self._pair_logps(row).float().cpu()
+        self.model.train()
+        return out
+
+    def _pair_logps(self, row: PairRow) -> torch.Tensor:
+        return pair_logps(self.model, row, self.device, bf16=self.bf16)
+
+    def _reference_of(self, row: PairRow, split: str) -> torch.Tensor:
+        return self.reference[split][[p.index for p in row.pairs]].to(self.device)
+
+    def _poll_stop(self) -> None:
+        stop = self.reporter.stop_requested()
+        if stop == StopRequest.CANCEL:
+            raise _Cancelled
+        if stop == StopRequest.PAUSE:
+            self.pending_pause = True   # finish this pass, pause before the next step
+
+    def _loop(self) -> TrainResult:
+        spe, bs = self.steps_per_epoch, self.hp.batch_size
+        eval_every = max(2, self.total_steps // VALID_EVALS_PER_RUN)
+        self.step = self.start_step
+        while self.step < self.total_steps:
+            stop = self.reporter.stop_requested()
+            if stop == StopRequest.CANCEL:
+                return self._result("cancelled", self.step)
+            if stop == StopRequest.PAUSE or self.pending_pause:
+                self._save_state()
+                return self._result("paused", self.step)
+            epoch, i = divmod(self.step, spe)
+            order = self._epoch_order(epoch)
+            batch = [self.train_set[j] for j in order[i * bs:(i + 1) * bs]]
+            started = time.perf_counter()
+            m: dict[str, Any] = {"step": self.step + 1, "total_steps": self.total_steps,
+                                 **self._train_step(batch)}
+            self.trained_tokens += sum(len(p) for p in batch)   # both sides, as validated
+            self.step += 1
+            epoch_end = self.step % spe == 0
+            if self.valid_set and (self.step % eval_every == 0 or epoch_end):
+                v = self._evaluate(self._valid_sample())
+                m.update(valid_loss=v["valid_loss"], valid_rewards_accuracy=v["valid_rewards_accuracy"],
+                         valid_rewards_margin=v["valid_rewards_margin"])
+            if self.valid_set and epoch_end:
+                v = self._evaluate(self.valid_set)
+                m.update(full_valid_loss=v["valid_loss"],
+                         full_valid_rewards_accuracy=v["valid_rewards_accuracy"],
+                         full_valid_rewards_margin=v["valid_rewards_margin"])
+            self.csv.write(m)
+            self.reporter.metrics(m)
+            hook = getattr(self.reporter, "throughput", None)
+            if hook is not None:
+                hook(sum(len(p) for p in batch), time.perf_counter() - started)
+            if epoch_end:
+                self._epoch_checkpoint(epoch + 1, m)
+                self._save_state()
+        return self._finish()
+
+    def _train_step(self, batch: list[Pair]) -> dict[str, float]:
+        self.model.train()
+        sums = _Sums()
+        for row in pack_pairs(batch, self.row_tokens):
+            losses, chosen, rejected = dpo_loss(self._pair_logps(row),
+                                                self._reference_of(row, "train"), self.beta)
+            (losses.sum() / len(batch)).backward()   # the mean over the step's pairs
+            sums.add(losses, chosen, rejected)
+        torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return sums.metrics("train")
+
+    @torch.no_grad()
+    def _evaluate(self, pairs: list[Pair]) -> dict[str, float]:
+        self.model.eval()
+        sums = _Sums()
+        for row in pack_pairs(pairs, self.row_tokens):
+            self._poll_stop()
+            sums.add(*dpo_loss(self._pair_logps(row), self._reference_of(row, "valid"), self.beta))
+        self.model.train()
+        return sums.metrics("valid")
+
+    def _finish(self) -> TrainResult:
+        result = super()._finish()
+        (self.out / REFERENCE_FILE).unlink(missing_ok=True)
+        return result
+
+
+__all__ = ["train", "dpo_loss", "load_pairs", "pack_pairs", "pair_logps", "Pair"]
