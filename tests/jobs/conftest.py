@@ -14,11 +14,9 @@ from tuneforge.protocol.fine_tuning import CreateFineTuningJobRequest
 from tuneforge.services import jobs as service
 from tuneforge.services.files import create_file_from_path
 from tuneforge.services.keys import get_or_create_project
+from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.db import transaction
-
-BASES = {"tuneforge-tiny"}
-
 
 def chat_lines(n: int) -> str:
     rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
@@ -59,14 +57,14 @@ def training_file(upload) -> str:
 
 
 @pytest.fixture
-def create(db, project, training_file):
+def create(db, settings, project, training_file):
     """create(**fields) -> job id, through the real service (validation included)."""
 
     def make(**fields) -> str:
         body = {"model": "tuneforge-tiny", "training_file": training_file, **fields}
         with transaction(db) as s:
             return service.create_job(s, project.id, CreateFineTuningJobRequest(**body),
-                                      base_names=BASES).id
+                                      resolver=ModelResolver(settings)).id
 
     return make
 

@@ -16,6 +16,7 @@ from tuneforge.api.routes import ROUTERS
 from tuneforge.config import Settings
 from tuneforge.inference.holder import Serving
 from tuneforge.services.expiry import sweep_expired
+from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.db import make_engine, make_sessionmaker, migrate
 from tuneforge import ui
@@ -47,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="tuneforge", version="0.1.0", lifespan=lifespan,
                   summary="Self-hosted, OpenAI-compatible fine-tuning service")
     app.state.settings = settings
+    app.state.resolver = ModelResolver(settings)   # the one answer to "what is model X"
     install_error_handlers(app)
     install_rate_limits(app, settings)   # per-key 429s (off unless configured)
     install_metrics(app)                 # request counts/latencies for GET /metrics

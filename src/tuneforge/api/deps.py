@@ -1,4 +1,5 @@
-"""Request-scoped dependencies: settings, blob store, one DB session, the authenticated caller."""
+"""Request-scoped dependencies: settings, blob store, model resolver, one DB session, the
+authenticated caller."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from sqlalchemy.orm import Session
 from tuneforge.config import Settings
 from tuneforge.errors import AuthenticationFailed, PermissionDenied
 from tuneforge.services.keys import Principal, authenticate
+from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore
 
-__all__ = ["Admin", "Auth", "Blobs", "DbSession", "Principal", "SettingsDep"]
+__all__ = ["Admin", "Auth", "Blobs", "DbSession", "Principal", "Resolver", "SettingsDep"]
 
 
 def _settings(request: Request) -> Settings:
@@ -22,6 +24,10 @@ def _settings(request: Request) -> Settings:
 
 def _blobs(request: Request) -> BlobStore:
     return request.app.state.blobs
+
+
+def _resolver(request: Request) -> ModelResolver:
+    return request.app.state.resolver
 
 
 def _session(request: Request) -> Iterator[Session]:
@@ -37,6 +43,8 @@ def _session(request: Request) -> Iterator[Session]:
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 Blobs = Annotated[BlobStore, Depends(_blobs)]
+# What a model name means for a project (base, alias, GGUF, stored base, ft: model, checkpoint).
+Resolver = Annotated[ModelResolver, Depends(_resolver)]
 # scope="function": commit before the response is sent, so a client never reads an id it cannot
 # fetch back, and a failed commit is still reported as an error.
 DbSession = Annotated[Session, Depends(_session, scope="function")]

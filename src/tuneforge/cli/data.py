@@ -51,14 +51,13 @@ def validate(
 
 
 def _load_tokenizer(model: str, settings: Any) -> Any:
-    """Catalog names (tuneforge-tiny, configured models, aliases) resolve through the catalog;
-    anything else is a Hugging Face id or a local directory."""
+    """Catalog names (tuneforge-tiny, configured or registered models, aliases) resolve through
+    the resolver; anything else is a Hugging Face id, a local directory or a .gguf file."""
     from transformers import AutoTokenizer
 
-    from tuneforge.catalog import Catalog
+    from tuneforge.cli.models import base_source
 
-    catalog = Catalog(settings)
-    source = catalog.resolve_base(model).source if model in catalog else model
+    source = base_source(settings, model)
     try:
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:

@@ -19,15 +19,13 @@ CONFIG_KEYS = {"model", "training_file", "validation_file", "output", "method", 
 
 
 def resolve_model(name: str) -> str:
-    """`tuneforge-tiny` is built locally on first use; anything else is a Hugging Face id
-    (downloaded on first use where the machine is online) or a local directory, passed through."""
-    from tuneforge.training.tiny import TINY_NAME, ensure_tiny_model
+    """A base model name (tuneforge-tiny, settings, `tuneforge models add`) resolves like the
+    server's; a .gguf is de-quantised once; a Hugging Face id (downloaded on first use where the
+    machine is online) or a local directory is passed through."""
+    from tuneforge.cli.models import base_source
+    from tuneforge.config import Settings
 
-    if name == TINY_NAME:
-        from tuneforge.config import Settings
-
-        return str(ensure_tiny_model(Settings().resolved().models_dir))
-    return name
+    return base_source(Settings().resolved(), name)
 
 
 @app.command("train")

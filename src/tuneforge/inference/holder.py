@@ -1,4 +1,4 @@
-"""What the app keeps for serving: the catalog and an engine created on first use.
+"""What the app keeps for serving: an engine created on first use.
 
 Creating the engine imports torch and transformers (seconds), so the app only builds it when the
 first completion request arrives; `tuneforge serve` starts fast and the models/list endpoints
@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from tuneforge.catalog import Catalog
 from tuneforge.config import Settings
 
 if TYPE_CHECKING:
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
 class Serving:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.catalog = Catalog(settings)
         self._engine: Engine | None = None
         self._lock = threading.Lock()
 

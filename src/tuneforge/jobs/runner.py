@@ -28,6 +28,7 @@ from tuneforge.jobs import events as ev
 from tuneforge.jobs.reporter import DbReporter, read_meta
 from tuneforge.jobs.states import Status, transition
 from tuneforge.logs import configure as configure_logging
+from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.db import make_engine, make_sessionmaker, transaction
 from tuneforge.store.tables import File, FineTunedModel, Job, JobCheckpoint, Project
@@ -54,23 +55,6 @@ def fail_job(s: Session, job: Job, code: str, message: str, param: str | None = 
     transition(job, Status.FAILED)
     job.error = {"code": code, "message": message, "param": param}
     ev.add_event(s, job.id, message, level="error")
-
-
-def _resolve_start(settings: Settings, s: Session, job: Job) -> tuple[str, Path | None, str]:
-    """-> (base_model to load, init_adapter or None, the base an adapter attaches to)."""
-    if job.base_model.startswith("ft:"):
-        parent = s.scalar(select(FineTunedModel).where(FineTunedModel.id == job.base_model,
-                                                       FineTunedModel.project_id == job.project_id))
-        if parent is None:
-            raise TuneforgeError(f"The model {job.base_model} no longer exists.", param="model",
-                                 code="model_not_available")
-        if parent.kind == "lora":
-            return parent.base_model, Path(parent.path), parent.base_model
-        return parent.path, None, parent.path
-    from tuneforge.catalog import Catalog
-
-    source = Catalog(settings).resolve_base(job.base_model).source
-    return source, None, source
 
 
 def _file_path(blobs: BlobStore, s: Session, project_id: str, file_id: str | None) -> Path | None:
@@ -155,19 +139,19 @@ def _build_spec(settings: Settings, s: Session, blobs: BlobStore, job: Job):
     from tuneforge.training.hparams import METHOD_HYPERPARAMETERS
     from tuneforge.training.spec import Hyperparameters, TrainSpec
 
-    base_model, init_adapter, attach_base = _resolve_start(settings, s, job)
+    start = ModelResolver(settings).training_start(s, job)
     training = _file_path(blobs, s, job.project_id, job.training_file)
     validation = _file_path(blobs, s, job.project_id, job.validation_file)
     kind = job.method.get("type", "supervised")
     requested = job.method.get(kind, {}).get("hyperparameters") or job.hyperparameters
     spec = TrainSpec(
-        base_model=base_model, training_file=training, validation_file=validation,
-        output_dir=settings.jobs_dir / job.id, seed=job.seed, init_adapter=init_adapter,
+        base_model=start.base_model, training_file=training, validation_file=validation,
+        output_dir=settings.jobs_dir / job.id, seed=job.seed, init_adapter=start.init_adapter,
         method_type=kind,
         hyperparameters=Hyperparameters(**{k: requested.get(k, "auto") for k in
                                            METHOD_HYPERPARAMETERS[kind]}),
     )
-    return spec, attach_base
+    return spec, start.attach_base
 
 
 def _train(settings: Settings, factory: sessionmaker[Session], job: Job, spec, reporter: DbReporter,

@@ -135,3 +135,30 @@ class FineTuningJobCheckpointList(BaseModel):
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool
+
+
+# ---- checkpoint permissions (openai-api.md §4.3) ---------------------------------------------
+class CreateCheckpointPermissionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    project_ids: list[SafeStr]
+
+
+class CheckpointPermission(BaseModel):
+    id: str
+    object: Literal["checkpoint.permission"] = "checkpoint.permission"
+    created_at: int
+    project_id: str
+
+
+class CheckpointPermissionList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[CheckpointPermission]
+    has_more: bool = False
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+class CheckpointPermissionDeleted(BaseModel):
+    id: str
+    object: Literal["checkpoint.permission"] = "checkpoint.permission"
+    deleted: bool = True

@@ -39,6 +39,7 @@ from tuneforge.protocol.chat import (
     Usage,
 )
 from tuneforge.services import generation as gen
+from tuneforge.services.resolver import ModelResolver
 from tuneforge.training.render import to_hf_chat
 
 FINGERPRINT = "fp_tuneforge"
@@ -61,9 +62,10 @@ class ChatPlan:
     on_usage: Callable[[int, int], Awaitable[None]] | None = None
 
 
-async def plan(req: ChatCompletionRequest, session: Session, serving: Serving, project_id: str) -> ChatPlan:
+async def plan(req: ChatCompletionRequest, session: Session, serving: Serving, project_id: str,
+               resolver: ModelResolver) -> ChatPlan:
     """Everything that can be a client mistake is checked here, before a stream starts."""
-    target = await gen.resolve(session, serving, project_id, req.model)
+    target = await gen.resolve(session, resolver, project_id, req.model)
     try:
         messages, tools, _ = to_hf_chat({
             "messages": [m.model_dump(exclude_none=True) for m in req.messages],

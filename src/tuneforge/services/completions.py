@@ -22,6 +22,7 @@ from tuneforge.protocol.completions import (
     CompletionRequest,
 )
 from tuneforge.services import generation as gen
+from tuneforge.services.resolver import ModelResolver
 
 
 @dataclass
@@ -40,8 +41,9 @@ class CompletionPlan:
     on_usage: Callable[[int, int], Awaitable[None]] | None = None
 
 
-async def plan(req: CompletionRequest, session: Session, serving: Serving, project_id: str) -> CompletionPlan:
-    target = await gen.resolve(session, serving, project_id, req.model)
+async def plan(req: CompletionRequest, session: Session, serving: Serving, project_id: str,
+               resolver: ModelResolver) -> CompletionPlan:
+    target = await gen.resolve(session, resolver, project_id, req.model)
     if req.best_of is not None and req.best_of != (req.n or 1):
         raise InvalidRequest("best_of is not supported unless it equals n.", param="best_of")
     if req.suffix:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from tuneforge.errors import InvalidRequest, TuneforgeError
 from tuneforge.inference.holder import Serving
 from tuneforge.inference.types import Delta, Finished, ModelTarget, SamplingParams, TokenLogprob
-from tuneforge.services import models as model_service
+from tuneforge.services.resolver import ModelResolver
 
 
 class GenerationFailed(TuneforgeError):
@@ -28,12 +28,13 @@ class ChoiceResult:
     completion_tokens: int = 0
 
 
-async def resolve(session: Session, serving: Serving, project_id: str, name: str) -> ModelTarget:
+async def resolve(session: Session, resolver: ModelResolver, project_id: str,
+                  name: str) -> ModelTarget:
     """Name -> model, then the request's DB connection goes back to the pool: generation needs no
     database and can take long, and holding a connection per in-flight request would exhaust the
     pool under concurrency (the session reconnects by itself if used again)."""
     try:
-        return await asyncio.to_thread(model_service.resolve, session, serving.catalog, project_id, name)
+        return await asyncio.to_thread(resolver.target, session, project_id, name)
     finally:
         session.close()
 

@@ -31,8 +31,9 @@ from tuneforge.protocol.fine_tuning import (
 )
 from tuneforge.store.pagination import Page, paginate
 from tuneforge.services.files import get_file
+from tuneforge.services.resolver import ModelResolver
 from tuneforge.services.usage import cost
-from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint, JobEvent
+from tuneforge.store.tables import Job, JobCheckpoint, JobEvent
 from tuneforge.training.hparams import METHOD_HYPERPARAMETERS, beta_problem
 
 MAX_SEED = 2_147_483_647
@@ -42,13 +43,13 @@ HYPERPARAMETERS = ("batch_size", "learning_rate_multiplier", "n_epochs")
 
 # ---- create ----------------------------------------------------------------------------------
 def create_job(session: Session, project_id: str, req: CreateFineTuningJobRequest, *,
-               base_names: set[str] | frozenset[str] | list[str]) -> Job:
+               resolver: ModelResolver) -> Job:
     """Validate `req` and insert the job in `validating_files` with its first two events.
 
-    `base_names`: every base model name or alias the catalog offers (the catalog resolves them to
-    weights later, in the worker, so creating a job never loads or builds a model).
+    The model name is checked here; it is resolved to weights later, in the worker, so creating a
+    job never loads or builds a model.
     """
-    model, base_ref = _check_model(session, project_id, req.model, base_names)
+    model, base_ref = resolver.for_fine_tuning(session, project_id, req.model)
     _check_file(session, project_id, req.training_file, "training_file")
     if req.validation_file is not None:
         _check_file(session, project_id, req.validation_file, "validation_file")
@@ -76,20 +77,6 @@ def create_job(session: Session, project_id: str, req: CreateFineTuningJobReques
     ev.add_event(session, job.id, ev.validating(job.training_file, job.validation_file))
     session.flush()
     return job
-
-
-def _check_model(session: Session, project_id: str, name: str,
-                 base_names) -> tuple[str, str]:
-    """-> (model as shown, what training starts from: a catalog name or an `ft:` model id)."""
-    if name.startswith("ft:"):
-        row = session.scalar(select(FineTunedModel).where(FineTunedModel.id == name,
-                                                          FineTunedModel.project_id == project_id))
-        if row is not None:
-            return name, name
-    elif name in base_names:
-        return name, name
-    raise InvalidRequest(f"Model {name} is not available for fine-tuning or does not exist.",
-                         param="model", code="model_not_available")
 
 
 def _check_file(session: Session, project_id: str, file_id: Any, param: str) -> None:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge.config import Settings
 from tuneforge.safety.screening import load_classifier, screen_file
 from tuneforge.services import usage
+from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.db import transaction
-from tuneforge.store.tables import FineTunedModel, Job, Project
+from tuneforge.store.tables import Job, Project
 
 log = logging.getLogger("tuneforge.preflight")
 
@@ -47,13 +47,8 @@ def check_file(settings: Settings, factory: sessionmaker[Session], job_id: str, 
 
 
 def _tokenizer_source(settings: Settings, s: Session, job: Job) -> str | None:
-    if job.base_model.startswith("ft:"):
-        row = s.scalar(select(FineTunedModel).where(FineTunedModel.id == job.base_model))
-        return row.path if row is not None else None
     try:
-        from tuneforge.catalog import Catalog
-
-        return Catalog(settings).resolve_base(job.base_model).source
+        return ModelResolver(settings).tokenizer_source(s, job.project_id, job.base_model)
     except Exception:  # noqa: BLE001  no estimate is better than a failed validation
         log.warning("job %s: cannot resolve %s for the cost estimate", job.id, job.base_model)
         return None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tuneforge.store.db import Base
@@ -158,6 +159,40 @@ class FineTunedModel(Base):
     kind: Mapped[str] = mapped_column(String(8))          # "lora" | "full"
     base_model: Mapped[str] = mapped_column(String(1024))  # what the adapter attaches to
     path: Mapped[str] = mapped_column(String(1024))        # servable model directory
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class CheckpointPermission(Base):
+    """A fine-tuned model or checkpoint shared with another project (OpenAI's
+    `checkpoint.permission`): that project may chat with it and fine-tune on top of it."""
+
+    __tablename__ = "checkpoint_permissions"
+    __table_args__ = (UniqueConstraint("model_id", "project_id"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)   # cp_…
+    model_id: Mapped[str] = mapped_column(ForeignKey("fine_tuned_models.id", ondelete="CASCADE"),
+                                          index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
+                                            index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class StoredBaseModel(Base):
+    """A base model registered with `tuneforge models add` (beside TUNEFORGE_BASE_MODELS)."""
+
+    __tablename__ = "base_models"
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    source: Mapped[str] = mapped_column(String(1024))   # absolute dir / .gguf path, or a hub id
+    kind: Mapped[str] = mapped_column(String(8))        # "dir" | "gguf" | "hub"
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class StoredModelAlias(Base):
+    """Another name for a registered base model (goes with it when it is removed)."""
+
+    __tablename__ = "model_aliases"
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    base_model: Mapped[str] = mapped_column(ForeignKey("base_models.name", ondelete="CASCADE"),
+                                            index=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 

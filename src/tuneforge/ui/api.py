@@ -11,12 +11,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from tuneforge.api.deps import Blobs, DbSession, SettingsDep
+from tuneforge.api.deps import Blobs, DbSession, Resolver, SettingsDep
 from tuneforge.api.routes.files import receive_file
-from tuneforge.catalog import Catalog
 from tuneforge.errors import InvalidRequest
 from tuneforge.protocol.files import FileDeleted, FileObject
 from tuneforge.protocol.fine_tuning import CreateFineTuningJobRequest, FineTuningJob
+from tuneforge.services import export as export_service
 from tuneforge.services import files as files_service
 from tuneforge.services import jobs as jobs_service
 from tuneforge.ui import ratings, views
@@ -28,11 +28,22 @@ router = APIRouter(prefix="/ui/api", include_in_schema=False)
 
 
 # ---- jobs ------------------------------------------------------------------------------------
+@router.get("/models/{model:path}/export")
+def export_model(model: str, user: UiUser, session: DbSession, resolver: Resolver,
+                 settings: SettingsDep, format: str, dtype: str | None = None,
+                 quant: str | None = None) -> StreamingResponse:
+    """The job page's download links: the same export and tar stream as the API's route."""
+    source = export_service.source_for(session, resolver, user.project_id, model)
+    out = export_service.build(settings, source, format, dtype, quant)
+    return StreamingResponse(
+        export_service.tar_stream(out, remove=out.parent), media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{out.name}.tar"'})
+
+
 @router.post("/jobs")
 def create_job(body: CreateFineTuningJobRequest, user: UiUser, session: DbSession,
-               settings: SettingsDep) -> FineTuningJob:
-    job = jobs_service.create_job(session, user.project_id, body,
-                                  base_names=set(Catalog(settings).names()))
+               resolver: Resolver) -> FineTuningJob:
+    job = jobs_service.create_job(session, user.project_id, body, resolver=resolver)
     return jobs_service.job_to_wire(job, user.organization_id)
 
 
@@ -69,7 +80,7 @@ def delete_file(file_id: str, user: UiUser, session: DbSession, blobs: Blobs) ->
 
 @router.get("/files/{file_id}/report")
 def validation_report(request: Request, file_id: str, user: UiUser, session: DbSession,
-                      blobs: Blobs, settings: SettingsDep, model: str = "tuneforge-tiny",
+                      blobs: Blobs, resolver: Resolver, model: str = "tuneforge-tiny",
                       n_epochs: str = "auto", price: float = 0.0,
                       file_param: str = "training_file",
                       method: str = "supervised") -> dict[str, Any]:
@@ -83,7 +94,7 @@ def validation_report(request: Request, file_id: str, user: UiUser, session: DbS
     state = request.app.state
     if getattr(state, "ui_tokenizers", None) is None:
         state.ui_tokenizers = Tokenizers()
-    return file_report(session, blobs, user.project_id, file_id, catalog=Catalog(settings),
+    return file_report(session, blobs, user.project_id, file_id, resolver=resolver,
                        tokenizers=state.ui_tokenizers, model=model,
                        n_epochs=None if n_epochs == "auto" else int(n_epochs),
                        price_per_million_tokens=price, file_param=file_param, method=method)
@@ -99,7 +110,8 @@ def _serving(request: Request) -> Any:
 
 @router.post("/playground/chat")
 async def playground_chat(body: PlaygroundChat, user: UiUser, session: DbSession,
-                          serving: Annotated[Any, Depends(_serving)]) -> StreamingResponse:
+                          serving: Annotated[Any, Depends(_serving)],
+                          resolver: Resolver) -> StreamingResponse:
     """One model's answer for the side-by-side view: exactly a streamed /v1/chat/completions
     (same service, same checks, same chunks), with usage, for the signed-in project."""
     from tuneforge.protocol.chat import ChatCompletionRequest
@@ -109,7 +121,7 @@ async def playground_chat(body: PlaygroundChat, user: UiUser, session: DbSession
         model=body.model, messages=[m.model_dump() for m in body.messages],
         temperature=body.temperature, top_p=body.top_p, max_tokens=body.max_tokens,
         seed=body.seed, stream=True, stream_options={"include_usage": True})
-    plan = await chat_service.plan(req, session, serving, user.project_id)
+    plan = await chat_service.plan(req, session, serving, user.project_id, resolver)
     return StreamingResponse(chat_service.stream(plan, serving), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
 

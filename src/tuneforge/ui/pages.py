@@ -14,8 +14,7 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 
-from tuneforge.api.deps import Blobs, DbSession, SettingsDep
-from tuneforge.catalog import Catalog
+from tuneforge.api.deps import Blobs, DbSession, Resolver
 from tuneforge.errors import AuthenticationFailed, TuneforgeError
 from tuneforge.services import files as files_service
 from tuneforge.services import jobs as jobs_service
@@ -97,7 +96,7 @@ def jobs_page(request: Request, user: UiUser, session: DbSession,
 
 
 @router.get("/jobs/new")
-def new_job_page(request: Request, user: UiUser, session: DbSession, settings: SettingsDep,
+def new_job_page(request: Request, user: UiUser, session: DbSession, resolver: Resolver,
                  rerun: str | None = None, training_file: str | None = None,
                  method: str | None = None, model: str | None = None) -> HTMLResponse:
     prefill = None
@@ -106,7 +105,7 @@ def new_job_page(request: Request, user: UiUser, session: DbSession, settings: S
     elif training_file:   # e.g. the playground's "Train DPO on these ratings" (method=dpo, model)
         prefill = {"training_file": training_file, "method": method, "model": model}
     files = files_service.list_files(session, user.project_id, purpose="fine-tune", limit=500).items
-    models = [m.id for m in views.chat_models(session, user, Catalog(settings).names())
+    models = [m.id for m in views.chat_models(session, user, resolver.catalog(session).names())
               if m.kind != "checkpoint"]
     return render(request, "new_job.html", {
         "user": user, "nav": "new", "files": files, "models": models, "prefill": prefill,
@@ -133,11 +132,11 @@ def files_page(request: Request, user: UiUser, session: DbSession,
 
 @router.get("/files/{file_id}")
 def file_page(request: Request, file_id: str, user: UiUser, session: DbSession, blobs: Blobs,
-              settings: SettingsDep) -> HTMLResponse:
+              resolver: Resolver) -> HTMLResponse:
     row = files_service.get_file(session, user.project_id, file_id)
     lines = views.preview(blobs.path(row.blob_key))
     return render(request, "file.html", {"user": user, "nav": "files", "file": row,
-                                         "lines": lines, "models": Catalog(settings).names()})
+                                         "lines": lines, "models": resolver.catalog(session).names()})
 
 
 @router.get("/files/{file_id}/download")
@@ -148,9 +147,9 @@ def file_download(file_id: str, user: UiUser, session: DbSession, blobs: Blobs) 
 
 
 @router.get("/playground")
-def playground_page(request: Request, user: UiUser, session: DbSession, settings: SettingsDep,
+def playground_page(request: Request, user: UiUser, session: DbSession, resolver: Resolver,
                     models: str | None = None) -> HTMLResponse:
-    available = views.chat_models(session, user, Catalog(settings).names())
+    available = views.chat_models(session, user, resolver.catalog(session).names())
     chosen = [m for m in (models or "").split(",") if m][:4]
     return render(request, "playground.html", {
         "user": user, "nav": "playground", "models": available, "chosen": chosen,

@@ -9,14 +9,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tuneforge.catalog import Catalog
 from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.services import files as files_service
+from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore
-from tuneforge.store.tables import FineTunedModel
 
 
 class Tokenizers:
@@ -35,20 +33,8 @@ class Tokenizers:
             return self._cache[source]
 
 
-def tokenizer_source(session: Session, project_id: str, catalog: Catalog, model: str) -> str:
-    if model.startswith("ft:"):
-        row = session.scalar(select(FineTunedModel).where(FineTunedModel.id == model,
-                                                          FineTunedModel.project_id == project_id))
-        if row is not None:
-            return row.path  # a servable model directory carries its tokenizer
-    elif model in catalog:
-        return catalog.resolve_base(model).source
-    raise InvalidRequest(f"Model {model} is not available for fine-tuning or does not exist.",
-                         param="model", code="model_not_available")
-
-
 def file_report(session: Session, blobs: BlobStore, project_id: str, file_id: str, *,
-                catalog: Catalog, tokenizers: Tokenizers, model: str, n_epochs: int | None,
+                resolver: ModelResolver, tokenizers: Tokenizers, model: str, n_epochs: int | None,
                 price_per_million_tokens: float, file_param: str,
                 method: str = "supervised") -> dict[str, Any]:
     row = files_service.get_file(session, project_id, file_id)
@@ -59,7 +45,7 @@ def file_report(session: Session, blobs: BlobStore, project_id: str, file_id: st
         raise InvalidRequest("n_epochs must be between 1 and 50.", param="n_epochs")
     if price_per_million_tokens < 0:
         raise InvalidRequest("The price must not be negative.", param="price")
-    source = tokenizer_source(session, project_id, catalog, model)
+    source = resolver.tokenizer_source(session, project_id, model)
     path = blobs.path(row.blob_key)
     if not path.is_file():
         raise NotFound(f"No such File object: {file_id}", param="id")

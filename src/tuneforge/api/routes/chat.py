@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from tuneforge.api.deps import Auth, DbSession
+from tuneforge.api.deps import Auth, DbSession, Resolver
 from tuneforge.api.disconnect import cancel_on_disconnect
 from tuneforge.api.routes.models import ServingDep, usage_recorder
 from tuneforge.protocol.chat import ChatCompletion, ChatCompletionRequest
@@ -16,8 +16,8 @@ router = APIRouter(prefix="/v1", tags=["chat"])
 
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(request: Request, body: ChatCompletionRequest, auth: Auth, session: DbSession,
-                                 serving: ServingDep) -> ChatCompletion | Response:
-    plan = await service.plan(body, session, serving, auth.project_id)
+                                 serving: ServingDep, resolver: Resolver) -> ChatCompletion | Response:
+    plan = await service.plan(body, session, serving, auth.project_id, resolver)
     plan.on_usage = usage_recorder(request, auth, body.model)
     if body.stream:
         return StreamingResponse(service.stream(plan, serving), media_type="text/event-stream",

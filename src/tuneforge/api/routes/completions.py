@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from tuneforge.api.deps import Auth, DbSession
+from tuneforge.api.deps import Auth, DbSession, Resolver
 from tuneforge.api.disconnect import cancel_on_disconnect
 from tuneforge.api.routes.models import ServingDep, usage_recorder
 from tuneforge.protocol.completions import Completion, CompletionRequest
@@ -16,8 +16,8 @@ router = APIRouter(prefix="/v1", tags=["completions"])
 
 @router.post("/completions", response_model=None)
 async def create_completion(request: Request, body: CompletionRequest, auth: Auth, session: DbSession,
-                            serving: ServingDep) -> Completion | Response:
-    plan = await service.plan(body, session, serving, auth.project_id)
+                            serving: ServingDep, resolver: Resolver) -> Completion | Response:
+    plan = await service.plan(body, session, serving, auth.project_id, resolver)
     plan.on_usage = usage_recorder(request, auth, body.model)
     if body.stream:
         return StreamingResponse(service.stream(plan, serving), media_type="text/event-stream",

@@ -7,8 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from tuneforge.api.deps import Auth, DbSession, SettingsDep
-from tuneforge.catalog import Catalog
+from tuneforge.api.deps import Auth, DbSession, Resolver
 from tuneforge.protocol.fine_tuning import (
     CreateFineTuningJobRequest,
     FineTuningJob,
@@ -25,9 +24,8 @@ _METADATA_KEY = re.compile(r"^metadata\[(.+)\]$")
 
 @router.post("/jobs")
 def create_job(body: CreateFineTuningJobRequest, auth: Auth, session: DbSession,
-               settings: SettingsDep) -> FineTuningJob:
-    job = service.create_job(session, auth.project_id, body,
-                             base_names=set(Catalog(settings).names()))
+               resolver: Resolver) -> FineTuningJob:
+    job = service.create_job(session, auth.project_id, body, resolver=resolver)
     return service.job_to_wire(job, auth.organization_id)
 
 

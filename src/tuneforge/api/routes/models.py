@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
 
-from tuneforge.api.deps import Auth, DbSession
+from tuneforge.api.deps import Auth, DbSession, Resolver, SettingsDep
 from tuneforge.inference.holder import Serving
 from tuneforge.protocol.models import Model, ModelDeleted, ModelList
+from tuneforge.services import export as export_service
 from tuneforge.services import models as service
 
 
@@ -29,18 +31,35 @@ router = APIRouter(prefix="/v1", tags=["models"])
 
 
 @router.get("/models")
-def list_models(auth: Auth, session: DbSession, serving: ServingDep) -> ModelList:
-    return service.list_models(session, serving.catalog, auth.project_id, auth.organization_id)
+def list_models(auth: Auth, session: DbSession, resolver: Resolver) -> ModelList:
+    return service.list_models(session, resolver, auth.project_id, auth.organization_id)
+
+
+@router.get("/models/{model:path}/export")
+def export_model(model: str, auth: Auth, session: DbSession, resolver: Resolver,
+                 settings: SettingsDep, format: Annotated[str, Query()],
+                 dtype: Annotated[str | None, Query()] = None,
+                 quant: Annotated[str | None, Query()] = None) -> StreamingResponse:
+    """tuneforge's extension: a fine-tuned model or checkpoint as a tar (peft | merged | gguf).
+    Under /v1/models because every exportable thing is a model there (final models and
+    checkpoints share that namespace); declared before `/models/{model:path}`, which would
+    otherwise swallow the `/export` suffix."""
+    source = export_service.source_for(session, resolver, auth.project_id, model)
+    out = export_service.build(settings, source, format, dtype, quant)   # errors before streaming
+    return StreamingResponse(
+        export_service.tar_stream(out, remove=out.parent), media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{out.name}.tar"'})
 
 
 @router.get("/models/{model:path}")
-def retrieve_model(model: str, auth: Auth, session: DbSession, serving: ServingDep) -> Model:
-    return service.retrieve_model(session, serving.catalog, auth.project_id, auth.organization_id, model)
+def retrieve_model(model: str, auth: Auth, session: DbSession, resolver: Resolver) -> Model:
+    return service.retrieve_model(session, resolver, auth.project_id, auth.organization_id, model)
 
 
 @router.delete("/models/{model:path}")
-def delete_model(model: str, auth: Auth, session: DbSession, serving: ServingDep) -> ModelDeleted:
-    return service.delete_model(session, serving, auth.project_id, model)
+def delete_model(model: str, auth: Auth, session: DbSession, serving: ServingDep,
+                 resolver: Resolver) -> ModelDeleted:
+    return service.delete_model(session, serving, resolver, auth.project_id, model)
 
 
 def usage_recorder(request: Request, auth, model: str):

@@ -1,0 +1,142 @@
+"""The one answer to "what does model X mean for project P".
+
+A name is a base model or alias (tuneforge-tiny, settings, or registered in the store: see
+catalog.py), or one of the project's fine-tuned models or checkpoints (`fine_tuned_models` rows,
+written by jobs; a base may be a GGUF file, de-quantised on first use). Every caller asks here:
+the Models API and chat/completions (`target`), job creation (`for_fine_tuning`), the dashboard's
+validation report and the cost estimate (`tokenizer_source`), and the runner (`training_start`).
+
+One `ModelResolver` per process (the app keeps it on `app.state`, the runner makes one); it reads
+the store on each call, so a model added with `tuneforge models add` is offered at once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tuneforge.catalog import BaseModelRef, Catalog, StoredBase, model_not_found
+from tuneforge.config import Settings
+from tuneforge.errors import InvalidRequest, TuneforgeError
+from tuneforge.inference.types import ModelTarget
+from tuneforge.store.tables import (
+    CheckpointPermission,
+    FineTunedModel,
+    Job,
+    StoredBaseModel,
+    StoredModelAlias,
+)
+
+
+@dataclass(frozen=True)
+class TrainingStart:
+    base_model: str            # what the trainer loads: a local directory or a hub id
+    init_adapter: Path | None  # a LoRA fine-tune continued from a LoRA `ft:` model
+    attach_base: str           # what the job's adapters attach to when served
+
+
+class ModelResolver:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._started = int(time.time())
+
+    # ---- base models -------------------------------------------------------------------------
+    def catalog(self, session: Session | None) -> Catalog:
+        """The base models and aliases offered now (settings, then the store)."""
+        stored: dict[str, StoredBase] = {}
+        aliases: dict[str, str] = {}
+        if session is not None:
+            for row in session.scalars(select(StoredBaseModel).order_by(StoredBaseModel.created_at,
+                                                                        StoredBaseModel.name)):
+                stored[row.name] = StoredBase(source=row.source, created_at=row.created_at)
+            for alias in session.scalars(select(StoredModelAlias).order_by(
+                    StoredModelAlias.created_at, StoredModelAlias.name)):
+                aliases[alias.name] = alias.base_model
+        return Catalog(self.settings, stored, aliases, started=self._started)
+
+    def base(self, session: Session | None, name: str) -> BaseModelRef:
+        """Base name or alias -> what to load (blocking: may build tiny or de-quantise a GGUF)."""
+        return self.catalog(session).resolve_base(name)
+
+    # ---- any model of the project -----------------------------------------------------------
+    def owned_fine_tuned(self, session: Session, project_id: str,
+                         name: str) -> FineTunedModel | None:
+        """The project's own fine-tuned model or checkpoint: what it may delete, export, share."""
+        return session.scalar(select(FineTunedModel).where(FineTunedModel.id == name,
+                                                           FineTunedModel.project_id == project_id))
+
+    def fine_tuned(self, session: Session, project_id: str, name: str) -> FineTunedModel | None:
+        """A fine-tuned model or checkpoint the project may use (chat, fine-tune on top): its own,
+        or one shared with it by a checkpoint permission (gone the moment it is revoked)."""
+        own = self.owned_fine_tuned(session, project_id, name)
+        if own is not None:
+            return own
+        return session.scalar(select(FineTunedModel).join(
+            CheckpointPermission, CheckpointPermission.model_id == FineTunedModel.id).where(
+            FineTunedModel.id == name, CheckpointPermission.project_id == project_id))
+
+    def target(self, session: Session, project_id: str, name: str) -> ModelTarget:
+        """Name -> what the engine runs. Blocking: call off the event loop."""
+        catalog = self.catalog(session)
+        if name in catalog:
+            ref = catalog.resolve_base(name)
+            return ModelTarget(name=name, base_source=ref.source, tokenizer_source=ref.source)
+        row = self.fine_tuned(session, project_id, name)
+        if row is None or not Path(row.path).is_dir():
+            raise model_not_found(name, catalog.base_names())
+        if row.kind == "full":
+            return ModelTarget(name=name, base_source=row.path, tokenizer_source=row.path)
+        base = row.base_model
+        if base in catalog:   # tolerate a catalog name where a source was expected
+            base = catalog.resolve_base(base).source
+        return ModelTarget(name=name, base_source=base, tokenizer_source=row.path,
+                           adapter_path=row.path)
+
+    def for_fine_tuning(self, session: Session, project_id: str, name: str) -> tuple[str, str]:
+        """A job's `model` -> (model as shown, what training starts from: a base name or an `ft:`
+        model id). Unknown: OpenAI's 400 model_not_available, plus the available base models."""
+        catalog = self.catalog(session)
+        if name.startswith("ft:"):
+            if self.fine_tuned(session, project_id, name) is not None:
+                return name, name
+        elif name in catalog:
+            return name, name
+        raise self._not_available(name, catalog)
+
+    def tokenizer_source(self, session: Session, project_id: str, name: str) -> str:
+        """The tokenizer that counts a job's tokens (validation report, cost estimate)."""
+        catalog = self.catalog(session)
+        if name.startswith("ft:"):
+            row = self.fine_tuned(session, project_id, name)
+            if row is not None:
+                return row.path   # a servable model directory carries its tokenizer
+        elif name in catalog:
+            return catalog.resolve_base(name).source
+        raise self._not_available(name, catalog)
+
+    def training_start(self, session: Session, job: Job) -> TrainingStart:
+        """What a job's run loads: its base (a catalog name) or the `ft:` model it continues."""
+        if job.base_model.startswith("ft:"):
+            parent = self.fine_tuned(session, job.project_id, job.base_model)
+            if parent is None:
+                raise TuneforgeError(f"The model {job.base_model} no longer exists.",
+                                     param="model", code="model_not_available")
+            if parent.kind == "lora":
+                return TrainingStart(parent.base_model, Path(parent.path), parent.base_model)
+            return TrainingStart(parent.path, None, parent.path)
+        catalog = self.catalog(session)
+        if job.base_model not in catalog:   # removed since the job was created
+            raise TuneforgeError(f"The base model {job.base_model} no longer exists.",
+                                 param="model", code="model_not_available")
+        source = catalog.resolve_base(job.base_model).source
+        return TrainingStart(source, None, source)
+
+    @staticmethod
+    def _not_available(name: str, catalog: Catalog) -> InvalidRequest:
+        return InvalidRequest(f"Model {name} is not available for fine-tuning or does not exist. "
+                              f"Available base models: {', '.join(catalog.base_names())}.",
+                              param="model", code="model_not_available")
