@@ -24,7 +24,13 @@ from tuneforge.inference.adapters import AdapterLRU, adapter_bytes
 from tuneforge.inference.detok import TextStream
 from tuneforge.inference.lora_batch import BASE, BatchedLoRA
 from tuneforge.inference.sampling import choose, make_generator
-from tuneforge.inference.types import Delta, Failed, Finished, SamplingParams, TokenLogprob
+from tuneforge.inference.types import (
+    Delta,
+    Failed,
+    Finished,
+    SamplingParams,
+    TokenLogprob,
+)
 from tuneforge.training.render import pad_id
 
 log = logging.getLogger(__name__)

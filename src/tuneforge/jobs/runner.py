@@ -158,7 +158,9 @@ def _train(settings: Settings, factory: sessionmaker[Session], job: Job, spec, r
            owner: str):
     """Run the trainer; its failure becomes the job's error (never a hang) and None is returned."""
     from tuneforge.integrations.wandb import with_integrations
-    from tuneforge.training import train   # the trainer of spec.method_type (sft.py, dpo.py)
+    from tuneforge.training import (
+        train,  # the trainer of spec.method_type (sft.py, dpo.py)
+    )
 
     try:
         return train(spec, with_integrations(settings, job, spec, reporter))   # + W&B

@@ -51,12 +51,23 @@ import torch.nn.functional as F
 from tuneforge.errors import InvalidRequest
 from tuneforge.hardware import bf16_is_fast, linears_to_bf16, model_shape
 from tuneforge.training import checkpoints as ckpt
+from tuneforge.training.batch_render import render_batch
 from tuneforge.training.batches import Packed, pack
 from tuneforge.training.hparams import learning_rate, resolve
-from tuneforge.training.batch_render import render_batch
-from tuneforge.training.render import IGNORE_INDEX, Rendered, audit, ensure_chat_template, stop_token_ids
+from tuneforge.training.render import (
+    IGNORE_INDEX,
+    Rendered,
+    audit,
+    ensure_chat_template,
+    stop_token_ids,
+)
 from tuneforge.training.spec import (
-    CHECKPOINT_META, Reporter, ResolvedHyperparameters, StopRequest, TrainResult, TrainSpec,
+    CHECKPOINT_META,
+    Reporter,
+    ResolvedHyperparameters,
+    StopRequest,
+    TrainResult,
+    TrainSpec,
 )
 
 MAX_SEQ_LEN_CAP = 8192      # default context when the model's own limit is larger
