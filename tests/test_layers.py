@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("catalog", "model_sources"),  # which base models exist and where | checking a new source
     ("gguf",),                   # reading GGUF files, de-quantising into an HF folder
     ("training",),               # the training engine: spec + reporter in, checkpoints out
+    ("hardware",),               # what this machine computes fast (bf16 probe), for both engines
     ("pricing",),                # the one cost rule
     ("config", "logs"),          # Settings | logging setup
     ("errors", "ids"),           # domain errors | ids and clocks

@@ -30,6 +30,7 @@ class Recorder:
 
     def __init__(self, stop: Callable[[int], StopRequest | None] | None = None):
         self.events: list[tuple[str, str]] = []
+        self.event_data: list[tuple[str, dict | None]] = []   # (message, data)
         self.hp: list[ResolvedHyperparameters] = []
         self.steps: list[dict[str, Any]] = []
         self.checkpoints: list[tuple[int, int, Path, dict]] = []
@@ -38,6 +39,7 @@ class Recorder:
 
     def event(self, message: str, *, level: str = "info", data: dict | None = None) -> None:
         self.events.append((level, message))
+        self.event_data.append((message, data))
 
     def hyperparameters(self, resolved: ResolvedHyperparameters) -> None:
         self.hp.append(resolved)

@@ -142,6 +142,10 @@ def test_train_watch_playground_rate_export(page, srv, screenshots, tmp_path):
                                                     "succeeded"]
     assert page.locator("td[data-hp=n_epochs]").inner_text() == "3"
     assert "Fine-tuning job started" in page.inner_text("#events")
+    # what the model answers after the last epoch, beside the expected answers (validation prompts)
+    assert page.locator("#samples-card").is_visible()
+    assert page.locator("#samples tbody tr[data-sample]").count() == 3
+    assert page.inner_text("#samples-epoch") == "after epoch 3"
     assert page.locator("[data-result]").count() == 1
     assert page.locator("#btn-cancel").is_hidden()
     ft_model = page.inner_text("#ft-model")

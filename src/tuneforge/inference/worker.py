@@ -19,12 +19,19 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
+from tuneforge.hardware import bf16_is_fast, linears_to_bf16, model_shape
 from tuneforge.inference import kvcache
 from tuneforge.inference.adapters import AdapterLRU, adapter_bytes
 from tuneforge.inference.detok import TextStream
 from tuneforge.inference.lora_batch import BASE, BatchedLoRA
 from tuneforge.inference.sampling import choose, make_generator
-from tuneforge.inference.types import Delta, Failed, Finished, SamplingParams, TokenLogprob
+from tuneforge.inference.types import (
+    Delta,
+    Failed,
+    Finished,
+    SamplingParams,
+    TokenLogprob,
+)
 from tuneforge.training.render import pad_id
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,7 @@ class ModelWorker(threading.Thread):
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None
         self._model: Any = None
+        self.bf16_autocast = False   # CPU: bf16 linear weights under autocast (see _load)
         self._peft = False
         self._lora: BatchedLoRA | None = None
         self._stopping = False
@@ -125,6 +133,10 @@ class ModelWorker(threading.Thread):
 
     def _load(self) -> None:
         model = AutoModelForCausalLM.from_pretrained(self.source, dtype=self.dtype)
+        if self.device.type == "cpu" and self.dtype == torch.float32:
+            self.bf16_autocast = bf16_is_fast(self.device, *model_shape(model.config))
+            if self.bf16_autocast:   # numbers as training computed them, half the bytes
+                linears_to_bf16(model)
         self._model = model.to(self.device).eval()
         self._base = self._model
         cfg = model.config.get_text_config(decoder=True)
@@ -265,7 +277,8 @@ class ModelWorker(threading.Thread):
             self._lora.prepare([s.slot for s in seqs], self.device)
         # With no adapter attached the base weights answer alone (the injected LoRA layers hold
         # no adapter, so they add nothing).
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                    enabled=self.bf16_autocast):
             return model(use_cache=True, logits_to_keep=1, **kwargs)
 
     def _prefill(self, seqs: list[Sequence]):
@@ -280,7 +293,7 @@ class ModelWorker(threading.Thread):
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self._forward(seqs, input_ids=ids, attention_mask=mask, position_ids=pos,
                             past_key_values=DynamicCache())
-        return out.past_key_values, mask, out.logits[:, -1, :]
+        return out.past_key_values, mask, out.logits[:, -1, :].float()
 
     def _decode(self) -> None:
         self._reap()
@@ -293,7 +306,7 @@ class ModelWorker(threading.Thread):
         out = self._forward(seqs, input_ids=ids, attention_mask=mask, position_ids=pos,
                             past_key_values=self._cache)
         self._cache, self._mask = out.past_key_values, mask
-        logits = out.logits[:, -1, :]
+        logits = out.logits[:, -1, :].float()   # bf16 under autocast: sample in fp32
         for i, seq in enumerate(seqs):
             seq.next_pos += 1
             if self._advance(seq, logits[i]):

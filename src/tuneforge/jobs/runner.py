@@ -61,87 +61,113 @@ def run_job(settings: Settings, job_id: str, owner: str) -> int:
 
 
 def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner: str) -> int:
-    from tuneforge.training import hparams
-    from tuneforge.training.spec import TrainSpec
-
+    """Claimed job -> running -> trained -> its outcome, in steps that other methods reuse."""
     blobs = BlobStore(settings.blobs_dir)
     with transaction(factory) as s:
         job = _owned_job(s, job_id, owner)
-        if job.status not in (Status.QUEUED.value, Status.RUNNING.value):
+        if not _start(s, job):
             return 0
-        if job.requested_action == "cancel":
-            transition(job, Status.CANCELLED)
-            ev.add_event(s, job.id, ev.CANCELLED, level="warn")
-            return 0
-        if job.status == Status.RUNNING.value:
-            if job.requested_action == "pause":      # paused while its last run died
-                transition(job, Status.PAUSED)
-                ev.add_event(s, job.id, ev.PAUSED)
-                return 0
-            if job.requested_action == "requeue":    # the worker is stopping: nothing to save
-                transition(job, Status.QUEUED)
-                ev.add_event(s, job.id, ev.REQUEUED)
-                return 0
-            job.requested_action = None
-            ev.add_event(s, job.id, f"Resuming the job from its last saved state (attempt "
-                                    f"{job.attempts})", level="warn")
-        else:
-            first = job.started_at is None
-            transition(job, Status.RUNNING)
-            if first:
-                ev.add_event(s, job.id, ev.STARTED, data=None)
-            else:   # after a pause or a worker restart: training continues from state/
-                ev.add_event(s, job.id, ev.CONTINUED)
-        project = s.get(Project, job.project_id)
         try:
-            start = ModelResolver(settings).training_start(s, job)
-            training = _file_path(blobs, s, job.project_id, job.training_file)
-            validation = _file_path(blobs, s, job.project_id, job.validation_file)
+            spec, attach_base = _build_spec(settings, s, blobs, job)
         except TuneforgeError as exc:
             fail_job(s, job, exc.code or "invalid_request", exc.message, exc.param)
             return 0
-        kind = job.method.get("type", "supervised")
-        spec = TrainSpec(
-            base_model=start.base_model, training_file=training, validation_file=validation,
-            output_dir=settings.jobs_dir / job.id, seed=job.seed, init_adapter=start.init_adapter,
-            method_type=kind, hyperparameters=hparams.requested(job.method),
-        )
+        project = s.get(Project, job.project_id)
         reporter = DbReporter(factory, job_id=job.id, owner=owner, project_id=job.project_id,
                               project_name=project.name, model=job.model, suffix=job.suffix,
-                              fallback_base=start.attach_base, job_dir=settings.jobs_dir / job.id,
+                              fallback_base=attach_base, job_dir=settings.jobs_dir / job.id,
                               hold_at_step=settings.test_hold_at_step)
+    result = _train(settings, factory, job, spec, reporter, owner)
+    if result is not None:
+        with transaction(factory) as s:
+            _record_outcome(s, blobs, _owned_job(s, job_id, owner), result, reporter,
+                            base64_results=settings.result_files_base64)
+    return 0
 
+
+def _start(s: Session, job: Job) -> bool:
+    """Move the job to running (first start, continue or resume); False when there is nothing to
+    train (already final, or a cancel/pause/requeue that arrived while it was not running)."""
+    if job.status not in (Status.QUEUED.value, Status.RUNNING.value):
+        return False
+    if job.requested_action == "cancel":
+        transition(job, Status.CANCELLED)
+        ev.add_event(s, job.id, ev.CANCELLED, level="warn")
+        return False
+    if job.status == Status.RUNNING.value:
+        if job.requested_action == "pause":      # paused while its last run died
+            transition(job, Status.PAUSED)
+            ev.add_event(s, job.id, ev.PAUSED)
+            return False
+        if job.requested_action == "requeue":    # the worker is stopping: nothing to save
+            transition(job, Status.QUEUED)
+            ev.add_event(s, job.id, ev.REQUEUED)
+            return False
+        job.requested_action = None
+        ev.add_event(s, job.id, f"Resuming the job from its last saved state (attempt "
+                                f"{job.attempts})", level="warn")
+    else:
+        first = job.started_at is None
+        transition(job, Status.RUNNING)
+        if first:
+            ev.add_event(s, job.id, ev.STARTED, data=None)
+        else:   # after a pause or a worker restart: training continues from state/
+            ev.add_event(s, job.id, ev.CONTINUED)
+    return True
+
+
+def _build_spec(settings: Settings, s: Session, blobs: BlobStore, job: Job):
+    """-> (TrainSpec, the base an adapter attaches to); TuneforgeError when an input is gone."""
+    from tuneforge.training import hparams
+    from tuneforge.training.spec import TrainSpec
+
+    start = ModelResolver(settings).training_start(s, job)
+    training = _file_path(blobs, s, job.project_id, job.training_file)
+    validation = _file_path(blobs, s, job.project_id, job.validation_file)
+    spec = TrainSpec(
+        base_model=start.base_model, training_file=training, validation_file=validation,
+        output_dir=settings.jobs_dir / job.id, seed=job.seed, init_adapter=start.init_adapter,
+        method_type=job.method.get("type", "supervised"),
+        hyperparameters=hparams.requested(job.method),
+    )
+    return spec, start.attach_base
+
+
+def _train(settings: Settings, factory: sessionmaker[Session], job: Job, spec, reporter: DbReporter,
+           owner: str):
+    """Run the trainer; its failure becomes the job's error (never a hang) and None is returned."""
     from tuneforge.integrations.wandb import with_integrations
     from tuneforge.training import train  # the trainer of spec.method_type (sft.py, dpo.py)
 
     try:
-        result = train(spec, with_integrations(settings, job, spec, reporter))   # + W&B
-    except Exception as exc:  # the trainer's failure becomes the job's error, never a hang
-        log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+        return train(spec, with_integrations(settings, job, spec, reporter))   # + W&B
+    except Exception as exc:
+        log.error("job %s failed:\n%s", job.id, traceback.format_exc())
         if isinstance(exc, TuneforgeError):
             code, message, param = exc.code or "training_failed", exc.message, exc.param
         else:
             code, param = "training_failed", None
             message = f"The job failed during training: {type(exc).__name__}: {exc}"
         with transaction(factory) as s:
-            fail_job(s, _owned_job(s, job_id, owner), code, message, param)
-        return 0
+            fail_job(s, _owned_job(s, job.id, owner), code, message, param)
+        return None
 
-    with transaction(factory) as s:
-        job = _owned_job(s, job_id, owner)
-        if result.status == "cancelled":
-            transition(job, Status.CANCELLED)
-            ev.add_event(s, job.id, ev.CANCELLED, level="warn")
-        elif result.status == "paused" and job.requested_action == "requeue":
-            transition(job, Status.QUEUED)   # the worker stopped: the next claim continues
-            job.attempts = 0
-            ev.add_event(s, job.id, ev.REQUEUED)
-        elif result.status == "paused":
-            transition(job, Status.PAUSED)
-            ev.add_event(s, job.id, ev.PAUSED)
-        else:
-            _succeed(s, blobs, job, result, reporter, base64_results=settings.result_files_base64)
-    return 0
+
+def _record_outcome(s: Session, blobs: BlobStore, job: Job, result, reporter: DbReporter, *,
+                    base64_results: bool) -> None:
+    """The trainer's result -> the job's state: cancelled, requeued, paused or succeeded."""
+    if result.status == "cancelled":
+        transition(job, Status.CANCELLED)
+        ev.add_event(s, job.id, ev.CANCELLED, level="warn")
+    elif result.status == "paused" and job.requested_action == "requeue":
+        transition(job, Status.QUEUED)   # the worker stopped: the next claim continues
+        job.attempts = 0
+        ev.add_event(s, job.id, ev.REQUEUED)
+    elif result.status == "paused":
+        transition(job, Status.PAUSED)
+        ev.add_event(s, job.id, ev.PAUSED)
+    else:
+        _succeed(s, blobs, job, result, reporter, base64_results=base64_results)
 
 
 def _succeed(s: Session, blobs: BlobStore, job: Job, result, reporter: DbReporter, *,

@@ -12,13 +12,23 @@ guarantee sits exactly where a Trainer subclass would have to override internals
   metrics, sampled and full validation, per-epoch servable checkpoints with pruning.
 The benchmark (benchmarks/) compares it with TRL on the same data.
 
-Precision: bf16 autocast on CUDA devices that support it (LoRA keeps the frozen base in bf16,
-adapters in fp32; full fine-tuning keeps fp32 master weights) and on CPUs with AMX bf16 tiles
-(fp32 weights), fp32 on other CPUs, where bf16 is emulated and slower. Measured on the benchmark (Xeon with AMX, 2
-cores, packed rows): fwd+bwd 345 tok/s fp32 -> 1 587 tok/s bf16. Packing beats padding there too
-(padded bf16 batches: 172 tok/s, sdpa falls back to a slow path with a padding mask).
+Precision: bf16 autocast where `hardware.bf16_is_fast` measures it faster for the model's matmul
+shapes (cached per machine): CUDA with bf16, AMX Xeons, AVX512-BF16 EPYCs (2048x2048: ~2.6x fp32
+there); fp32 where bf16 is emulated. On CUDA a LoRA base is stored in bf16 (adapters fp32). On CPU
+embeddings, norms and the residual stream stay fp32 (a whole-bf16 frozen base was 5x slower on an
+AMX Xeon: the ops autocast leaves alone ran in bf16 without native kernels); only a LoRA's frozen
+linear weights are stored in bf16, which is what autocast rounds them to for each matmul anyway
+(`hardware.linears_to_bf16`), minus a cast per step and half their memory. Full fine-tuning keeps
+fp32 master weights. A resumed run keeps the precision it started with. Logits are computed only at label positions.
+Packing beats padding (padded bf16 batches: sdpa falls back to a slow path with a padding mask).
 Determinism on CPU: seeded RNG, a fixed thread count (all CPUs this process may use), no
 data-dependent kernels.
+
+Setup runs in named steps (`_setup_device`, `_setup_tokenizer`, `_setup_data`, `_setup_progress`,
+`_setup_precision`, `_setup_model`, `_setup_optimizer`, `_setup_scheduler`, `_restore_state`) so
+another method (DPO) or a distributed run overrides one step, not a long method. At each epoch end
+the model answers a few held prompts (greedy, short): an event "Epoch N samples" whose data is
+{"epoch", "samples": [{"prompt", "expected", "answer"}]}.
 
 Optional reporter hook (duck-typed, not part of the Reporter protocol): `throughput(tokens,
 seconds)` after each step, for progress bars.
@@ -38,11 +48,18 @@ import torch
 import torch.nn.functional as F
 
 from tuneforge.errors import InvalidRequest
+from tuneforge.hardware import bf16_is_fast, linears_to_bf16, model_shape
 from tuneforge.training import checkpoints as ckpt
 from tuneforge.training.batch_render import render_batch
 from tuneforge.training.batches import Packed, pack
 from tuneforge.training.hparams import learning_rate, resolve
-from tuneforge.training.render import Rendered, audit, ensure_chat_template, stop_token_ids
+from tuneforge.training.render import (
+    IGNORE_INDEX,
+    Rendered,
+    audit,
+    ensure_chat_template,
+    stop_token_ids,
+)
 from tuneforge.training.spec import (
     CHECKPOINT_META,
     Reporter,
@@ -59,6 +76,8 @@ MICRO_BATCH_TOKENS = 8192   # tokens per packed row (a longer example gets a row
 VALID_BATCH_MIN = 8         # examples in a sampled validation batch (at least batch_size)
 VALID_EVALS_PER_RUN = 5     # sampled validations over the run, at most every 2nd step (+ epoch ends)
 WARMUP_FRACTION = 0.03
+EPOCH_SAMPLES = 3           # validation prompts answered (greedy) at each epoch end
+SAMPLE_MAX_TOKENS = 32      # tokens per sample answer: enough to see the format, cheap
 MAX_GRAD_NORM = 1.0
 
 
@@ -99,20 +118,27 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 autocast is native (and so faster than fp32) on `device`."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:  # AMX tiles: oneDNN runs bf16 matmuls natively; without them bf16 is slower than fp32
-            return bool(torch.cpu._is_amx_tile_supported())
-        except AttributeError:
-            return False
-    return False
+def sample_prompts(examples: list[tuple[int, dict]], k: int = EPOCH_SAMPLES) -> list[dict]:
+    """Up to `k` (prompt messages, expected answer) pairs for the epoch-end samples: each example
+    up to its last assistant turn, when that turn is plain text."""
+    out = []
+    for _line, example in examples:
+        messages = example.get("messages") or []
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+        if last is None or not isinstance(messages[last].get("content"), str) or last == 0:
+            continue
+        prompt = messages[:last]
+        user = next((m.get("content") for m in reversed(prompt) if m.get("role") == "user"), None)
+        out.append({"messages": prompt, "tools": example.get("tools"),
+                    "prompt": user if isinstance(user, str) else str(user),
+                    "expected": messages[last]["content"]})
+        if len(out) == k:
+            break
+    return out
 
 
 class SftRun:
-    """One supervised run in named setup steps; training/dpo.py extends it."""
+    """One training run, set up in named steps (torchtune-style) that other methods reuse."""
 
     def __init__(self, spec: TrainSpec, reporter: Reporter):
         self.spec = spec
@@ -120,32 +146,72 @@ class SftRun:
         self.out = Path(spec.output_dir)
         self.pending_pause = False
 
-    # --- setup --------------------------------------------------------------------------------
+    # --- setup, in order: each step reads what the ones before it set ----------------------------
 
     def _setup(self) -> None:
+        self._setup_device()
+        self._setup_tokenizer()
+        self._setup_data()
+        self._setup_progress()
+        self._setup_precision()
+        random.seed(self.spec.seed)
+        torch.manual_seed(self.spec.seed)
+        self.model = self._setup_model()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = self._setup_optimizer()
+        self.scheduler = self._setup_scheduler()
+        self._restore_state()
+
+    def _setup_device(self) -> None:
+        torch.set_num_threads(_cpu_count())
+        self.device = torch.device(self.spec.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def _setup_tokenizer(self) -> None:
+        """The tokenizer (with a chat template), the model config, context length, stop tokens."""
         from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-        spec = self.spec
-        torch.set_num_threads(_cpu_count())
-        self.device = torch.device(spec.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.bf16 = _fast_bf16(self.device)
-        base = Path(spec.base_model).expanduser()
-        self.base_ref = str(base.resolve()) if base.is_dir() else spec.base_model
-
+        base = Path(self.spec.base_model).expanduser()
+        self.base_ref = str(base.resolve()) if base.is_dir() else self.spec.base_model
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_ref)
         if ensure_chat_template(self.tokenizer):
             self.reporter.event("The base model has no chat template: using tuneforge's default "
                                 "ChatML template, terminated by the EOS token.", level="warn")
-        config = AutoConfig.from_pretrained(self.base_ref)
-        limit = getattr(config, "max_position_embeddings", None) or 2048
-        self.max_seq_len = spec.max_seq_len or min(limit, MAX_SEQ_LEN_CAP)
+        self.model_config = AutoConfig.from_pretrained(self.base_ref)
+        limit = getattr(self.model_config, "max_position_embeddings", None) or 2048
+        self.max_seq_len = self.spec.max_seq_len or min(limit, MAX_SEQ_LEN_CAP)
         try:
             self.generation_config = GenerationConfig.from_pretrained(self.base_ref)
         except OSError:
             self.generation_config = None
+        self.stop_ids = stop_token_ids(self.tokenizer, self.generation_config)
 
-        self._setup_data()
+    def _setup_data(self) -> None:
+        """self.train_set / self.valid_set: what one step's batch and an evaluation draw from
+        (rendered examples here; dpo.py's override renders preference pairs), and the prompts
+        of the epoch-end samples."""
+        spec = self.spec
+        train_examples = load_examples(spec.training_file)
+        if not train_examples:
+            raise InvalidRequest("The training file has no examples.", code="invalid_n_examples",
+                                 param="training_file")
+        audit(self.tokenizer, train_examples[:AUDIT_SAMPLE], stop_ids=self.stop_ids)
+        self.train_set = _render_all(self.tokenizer, train_examples, self.max_seq_len)
+        self.valid_set: list[Rendered] = []
+        valid_examples: list[tuple[int, dict]] = []
+        if spec.validation_file is not None:
+            valid_examples = load_examples(spec.validation_file)
+            self.valid_set = _render_all(self.tokenizer, valid_examples, self.max_seq_len)
+        # Epoch-end samples: validation prompts, else the first training ones (holding examples
+        # back from training would change what is trained and billed).
+        self.samples = sample_prompts(valid_examples) or sample_prompts(train_examples)
+        n_cut = sum(r.truncated for r in self.train_set)
+        if n_cut:
+            self.reporter.event(f"{n_cut} training examples are longer than {self.max_seq_len} tokens "
+                                "and were truncated.", level="warn")
 
+    def _setup_progress(self) -> None:
+        """Hyperparameters and the step plan: resolved now, or as saved by the run we resume."""
+        spec = self.spec
         self.progress = ckpt.read_progress(self.out)
         n = len(self.train_set)
         if self.progress is not None:
@@ -159,52 +225,21 @@ class SftRun:
         self.steps_per_epoch = math.ceil(n / self.hp.batch_size)
         self.total_steps = self.steps_per_epoch * self.hp.n_epochs
 
-        random.seed(spec.seed)
-        torch.manual_seed(spec.seed)
-        self.model = self._load_model()
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=learning_rate(spec.method, self.hp),
-                                           betas=(0.9, 0.999), weight_decay=0.0)
-        warmup = max(1, int(WARMUP_FRACTION * self.total_steps))
-        total = self.total_steps
+    def _setup_precision(self) -> None:
+        """bf16 autocast where it is measured faster for this model's shapes (hardware.py); a
+        resumed run keeps the precision it started with, so it stays bit-identical."""
+        saved = (self.progress or {}).get("bf16")
+        if saved is not None:
+            self.bf16 = bool(saved)
+        else:
+            self.bf16 = bf16_is_fast(self.device, *model_shape(self.model_config))
 
-        def schedule(s: int) -> float:  # linear warmup, then linear decay to 0
-            return (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
-
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
-        self.start_step = 0
-        self.trained_tokens = 0
-        if self.progress is not None:
-            ckpt.load_state(self.out, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
-            self.start_step = self.progress["step"]
-            self.trained_tokens = self.progress["trained_tokens"]
-            self.reporter.event(f"Resuming from step {self.start_step}/{self.total_steps}.")
-
-    def _setup_data(self) -> None:
-        """self.train_set / self.valid_set: what one step's batch and an evaluation draw from
-        (rendered examples here; dpo.py's override renders preference pairs)."""
-        spec = self.spec
-        train_examples = load_examples(spec.training_file)
-        if not train_examples:
-            raise InvalidRequest("The training file has no examples.", code="invalid_n_examples",
-                                 param="training_file")
-        audit(self.tokenizer, train_examples[:AUDIT_SAMPLE],
-              stop_ids=stop_token_ids(self.tokenizer, self.generation_config))
-        self.train_set = _render_all(self.tokenizer, train_examples, self.max_seq_len)
-        self.valid_set: list[Rendered] = []
-        if spec.validation_file is not None:
-            self.valid_set = _render_all(self.tokenizer, load_examples(spec.validation_file), self.max_seq_len)
-        n_cut = sum(r.truncated for r in self.train_set)
-        if n_cut:
-            self.reporter.event(f"{n_cut} training examples are longer than {self.max_seq_len} tokens "
-                                "and were truncated.", level="warn")
-
-    def _load_model(self):
+    def _setup_model(self):
         from transformers import AutoModelForCausalLM
 
         spec = self.spec
-        # On CPU the weights stay fp32 under autocast: a bf16 frozen base ran 5x slower there
-        # (the ops autocast leaves alone, in bf16 without native kernels).
+        # On CPU, norms, embeddings and the residual stream stay fp32 under autocast; a LoRA's
+        # frozen linear weights are stored in bf16 (below). On CUDA a LoRA base is stored in bf16.
         cuda_bf16 = self.bf16 and self.device.type == "cuda"
         dtype = torch.bfloat16 if (cuda_bf16 and spec.method == "lora") else torch.float32
         model = AutoModelForCausalLM.from_pretrained(self.base_ref, dtype=dtype, attn_implementation="sdpa")
@@ -222,7 +257,32 @@ class SftRun:
         elif spec.method != "full":
             raise InvalidRequest(f"Unknown method {spec.method!r}: use 'lora' or 'full'.", param="method")
         model.config.use_cache = False
+        if self.bf16 and self.device.type == "cpu" and spec.method == "lora":
+            # The frozen base, rounded to bf16 once: what autocast computes each step anyway.
+            linears_to_bf16(model, skip_trainable=True)
         return model.to(self.device)
+
+    def _setup_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.params, lr=learning_rate(self.spec.method, self.hp),
+                                 betas=(0.9, 0.999), weight_decay=0.0)
+
+    def _setup_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        warmup = max(1, int(WARMUP_FRACTION * self.total_steps))
+        total = self.total_steps
+
+        def schedule(s: int) -> float:  # linear warmup, then linear decay to 0
+            return (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
+
+        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+
+    def _restore_state(self) -> None:
+        self.start_step = 0
+        self.trained_tokens = 0
+        if self.progress is not None:
+            ckpt.load_state(self.out, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+            self.start_step = self.progress["step"]
+            self.trained_tokens = self.progress["trained_tokens"]
+            self.reporter.event(f"Resuming from step {self.start_step}/{self.total_steps}.")
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -271,6 +331,7 @@ class SftRun:
                 hook(sum(len(r) for r in batch), time.perf_counter() - started)
             if epoch_end:
                 self._epoch_checkpoint(epoch + 1, m)
+                self._epoch_samples(epoch + 1)
                 self._save_state()
         return self._finish()
 
@@ -285,16 +346,20 @@ class SftRun:
         return [self.valid_set[j] for j in torch.randperm(len(self.valid_set), generator=g)[:k].tolist()]
 
     def _forward(self, row: Packed):
+        """(summed cross-entropy, correct argmax count) over the row's label positions."""
         ids = row.input_ids.to(self.device)
+        targets = row.targets.to(self.device)[0]
+        # Logits only where a target exists: the output layer (a 49k-word vocabulary is a quarter
+        # of a small model's FLOPs) and the fp32 loss then cost a fraction on chat data, whose
+        # prompts carry no labels.
+        keep = (targets != IGNORE_INDEX).nonzero().squeeze(1)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             # No attention mask: position resets make transformers mask per example (packing).
             logits = self.model(input_ids=ids, position_ids=row.position_ids.to(self.device),
-                                use_cache=False).logits
-        targets = row.targets.to(self.device)
-        flat = logits.float().view(-1, logits.shape[-1])
-        loss_sum = F.cross_entropy(flat, targets.view(-1), ignore_index=-100, reduction="sum")
-        mask = targets != -100
-        correct = ((logits.argmax(-1) == targets) & mask).sum().item()
+                                use_cache=False, logits_to_keep=keep).logits[0]
+        kept = targets[keep]
+        loss_sum = F.cross_entropy(logits.float(), kept, reduction="sum")
+        correct = (logits.argmax(-1) == kept).sum().item()
         return loss_sum, correct
 
     def _train_step(self, batch: list[Rendered]) -> tuple[float, float]:
@@ -337,6 +402,37 @@ class SftRun:
         self.model.train()
         return (total_loss / n_tok, total_correct / n_tok) if n_tok else (0.0, 0.0)
 
+    @torch.no_grad()
+    def _epoch_samples(self, epoch: int) -> None:
+        """What the model answers now: greedy, short, to a few held prompts (an event the job
+        page shows beside the charts). Greedy decoding draws no random numbers, so training's
+        RNG stream (and a resumed run's bit identity) is untouched."""
+        if not getattr(self, "samples", None):   # a subclass's data may have none
+            return
+        self.model.eval()
+        self.model.config.use_cache = True
+        rows = []
+        stops = sorted(self.stop_ids)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (stops or [0])[0]
+        try:
+            for sample in self.samples:
+                ids = self.tokenizer.apply_chat_template(
+                    sample["messages"], tools=sample["tools"], add_generation_prompt=True,
+                    tokenize=True, return_dict=True)["input_ids"]
+                ids = torch.tensor([ids[-self.max_seq_len:]], device=self.device)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                    out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                              max_new_tokens=SAMPLE_MAX_TOKENS, do_sample=False,
+                                              eos_token_id=stops or None,
+                                              pad_token_id=pad, use_cache=True)
+                answer = self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+                rows.append({"prompt": sample["prompt"], "expected": sample["expected"],
+                             "answer": answer.strip()})
+        finally:
+            self.model.config.use_cache = False
+            self.model.train()
+        self.reporter.event(f"Epoch {epoch} samples", data={"epoch": epoch, "samples": rows})
+
     # --- saving -------------------------------------------------------------------------------
 
     def _meta(self, step: int, epoch: int, metrics: dict[str, Any], kind: str | None = None) -> dict:
@@ -360,7 +456,7 @@ class SftRun:
                         progress={"step": self.step, "trained_tokens": self.trained_tokens,
                                   "hyperparameters": dict(self.hp), "n_examples": len(self.train_set),
                                   "method": self.spec.method, "seed": self.spec.seed,
-                                  "total_steps": self.total_steps})
+                                  "total_steps": self.total_steps, "bf16": self.bf16})
 
     def _finish(self) -> TrainResult:
         final = self.out / "final"
@@ -372,13 +468,22 @@ class SftRun:
             ckpt.save_servable(self.model, self.tokenizer, final,
                                self._meta(self.step, self.hp.n_epochs, metrics))
         if self.spec.export_merged and self.spec.method == "lora":
-            merged = self.model.merge_and_unload()
+            merged = self._merged(final)
             ckpt.save_servable(merged, self.tokenizer, final / "merged",
                                self._meta(self.step, self.hp.n_epochs, metrics, kind="full"))
         # The run is complete: its resumable state (optimizer moments: 2x the trained weights) goes.
         shutil.rmtree(self.out / ckpt.STATE_DIR, ignore_errors=True)
         self.reporter.event(f"Training finished: {self.step} steps, {self.trained_tokens} trained tokens.")
         return self._result("succeeded", self.step, final)
+
+    def _merged(self, adapter_dir: Path):
+        """The saved adapter merged into the base as loaded from disk (fp32): the training copy's
+        frozen linears may be rounded to bf16, which a full model served on its own must not be."""
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        base = AutoModelForCausalLM.from_pretrained(self.base_ref, dtype=torch.float32)
+        return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
     def _result(self, status: str, steps: int, final: Path | None = None) -> TrainResult:
         return TrainResult(status=status, trained_tokens=self.trained_tokens, steps=steps,

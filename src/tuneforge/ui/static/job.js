@@ -91,6 +91,19 @@
     $("ckpt-empty").hidden = live.checkpoints.length > 0;
   }
 
+  // "Epoch N samples" events: the model's greedy answers to a few held prompts, latest epoch shown.
+  function renderSamples(newEvents) {
+    const latest = newEvents.filter((e) => e.data && Array.isArray(e.data.samples)).pop();
+    if (!latest) return;
+    $("samples-epoch").textContent = latest.data.epoch ? `after epoch ${latest.data.epoch}` : "";
+    $("samples").querySelector("tbody").replaceChildren(...latest.data.samples.map((s) =>
+      TF.el("tr", { "data-sample": "" },
+        TF.el("td", { text: s.prompt }),
+        TF.el("td", { class: "mono", text: s.expected }),
+        TF.el("td", { class: "mono", text: s.answer, "data-match": s.answer.trim() === String(s.expected).trim() ? "1" : "0" }))));
+    $("samples-card").hidden = false;
+  }
+
   // The API lists one `metrics` event per step (as OpenAI's); here the messages are the event list
   // and the steps go to a compact, collapsed metrics log (the charts show them anyway).
   const metricRows = [];
@@ -110,6 +123,7 @@
 
   function renderEvents(allNew) {
     renderMetrics(allNew);
+    renderSamples(allNew);
     const newEvents = allNew.filter((e) => e.type !== "metrics");
     events.push(...newEvents);
     const tbody = $("events").querySelector("tbody");
