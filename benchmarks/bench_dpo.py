@@ -90,8 +90,7 @@ def run_ours(cfg: dict) -> dict:
     from tuneforge.training.spec import Hyperparameters, TrainSpec
 
     class Quiet:
-        last: dict = {}
-
+        def __init__(self): self.last: dict = {}
         def event(self, *a, **k): pass
         def hyperparameters(self, resolved): pass
         def metrics(self, data): self.last = data
