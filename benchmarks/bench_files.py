@@ -38,8 +38,12 @@ def start(data_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str, d
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "TUNEFORGE_DATA_DIR": str(data_dir), "TUNEFORGE_LOG_LEVEL": "warning", **env}
-    proc = subprocess.Popen([TUNEFORGE, "serve", "--port", str(port), "--workers", "0"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [TUNEFORGE, "serve", "--port", str(port), "--workers", "0"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -65,8 +69,13 @@ def upload(url: str, key: str, path: Path, pid: int) -> tuple[float, float]:
     t.start()
     started = time.perf_counter()
     with open(path, "rb") as fh:
-        r = httpx.post(f"{url}/v1/files", headers={"Authorization": f"Bearer {key}"},
-                       data={"purpose": "fine-tune"}, files={"file": ("big.jsonl", fh)}, timeout=600)
+        r = httpx.post(
+            f"{url}/v1/files",
+            headers={"Authorization": f"Bearer {key}"},
+            data={"purpose": "fine-tune"},
+            files={"file": ("big.jsonl", fh)},
+            timeout=600,
+        )
     elapsed = time.perf_counter() - started
     done.set()
     t.join()
@@ -88,8 +97,12 @@ def latency(url: str, key: str, path: str, clients: int, per_client: int) -> dic
     with ThreadPoolExecutor(clients) as pool:
         samples = sorted(x for xs in pool.map(worker, range(clients)) for x in xs)
     wall = time.perf_counter() - t0
-    return {"p50": statistics.median(samples), "p99": samples[int(len(samples) * 0.99) - 1],
-            "rps": len(samples) / wall, "n": len(samples)}
+    return {
+        "p50": statistics.median(samples),
+        "p99": samples[int(len(samples) * 0.99) - 1],
+        "rps": len(samples) / wall,
+        "n": len(samples),
+    }
 
 
 def run(db: str, big: Path, args) -> dict:
@@ -102,13 +115,24 @@ def run(db: str, big: Path, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         proc, url, env = start(Path(tmp), env)
         try:
-            key = subprocess.run([TUNEFORGE, "keys", "create", "--project", "bench"], env=env,
-                                 capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+            key = subprocess.run(
+                [TUNEFORGE, "keys", "create", "--project", "bench"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.splitlines()[-1]
             mbps, rss = upload(url, key, big, proc.pid)
             h = {"Authorization": f"Bearer {key}"}
-            ids = [httpx.post(f"{url}/v1/files", headers=h, data={"purpose": "fine-tune"},
-                              files={"file": (f"{i}.jsonl", b"{}\n")}).json()["id"]
-                   for i in range(args.files)]
+            ids = [
+                httpx.post(
+                    f"{url}/v1/files",
+                    headers=h,
+                    data={"purpose": "fine-tune"},
+                    files={"file": (f"{i}.jsonl", b"{}\n")},
+                ).json()["id"]
+                for i in range(args.files)
+            ]
             lst = latency(url, key, f"/v1/files?limit={args.limit}", args.clients, args.requests)
             ret = latency(url, key, f"/v1/files/{ids[len(ids) // 2]}", args.clients, args.requests)
         finally:
@@ -123,8 +147,9 @@ def run(db: str, big: Path, args) -> dict:
 def cpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))
+        return next(
+            line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")
+        )
     except Exception:
         return platform.processor() or "unknown"
 
@@ -152,23 +177,32 @@ def main() -> None:
     import sqlalchemy
     import uvicorn
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     print("## Files API (`make bench-files`)\n")
-    print(f"- {time.strftime('%Y-%m-%d')}, commit `{commit}`; {cpu_model()}, {os.cpu_count()} cores, "
-          f"{psutil.virtual_memory().total // (1024 ** 3)} GiB RAM; Python {platform.python_version()}, "
-          f"fastapi {fastapi.__version__}, uvicorn {uvicorn.__version__}, "
-          f"SQLAlchemy {sqlalchemy.__version__}")
-    print(f"- upload: one {args.mb} MB file, multipart over loopback (httpx); latency: "
-          f"{args.clients} concurrent clients x {args.requests} requests each; list returns "
-          f"{min(args.limit, args.files + 1)} files per page. Client and server share the machine.\n")
-    print("| database | upload MB/s | server RSS growth (MB) | list p50 / p99 (ms) | list req/s "
-          "| retrieve p50 / p99 (ms) | retrieve req/s |")
+    print(
+        f"- {time.strftime('%Y-%m-%d')}, commit `{commit}`; {cpu_model()}, {os.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total // (1024**3)} GiB RAM; Python {platform.python_version()}, "
+        f"fastapi {fastapi.__version__}, uvicorn {uvicorn.__version__}, "
+        f"SQLAlchemy {sqlalchemy.__version__}"
+    )
+    print(
+        f"- upload: one {args.mb} MB file, multipart over loopback (httpx); latency: "
+        f"{args.clients} concurrent clients x {args.requests} requests each; list returns "
+        f"{min(args.limit, args.files + 1)} files per page. Client and server share the machine.\n"
+    )
+    print(
+        "| database | upload MB/s | server RSS growth (MB) | list p50 / p99 (ms) | list req/s "
+        "| retrieve p50 / p99 (ms) | retrieve req/s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in results:
         lst, ret = r["list"], r["retrieve"]
-        print(f"| {r['db']} | {r['mbps']:.0f} | {r['rss']:.1f} | {lst['p50']:.1f} / {lst['p99']:.1f} "
-              f"| {lst['rps']:.0f} | {ret['p50']:.1f} / {ret['p99']:.1f} | {ret['rps']:.0f} |")
+        print(
+            f"| {r['db']} | {r['mbps']:.0f} | {r['rss']:.1f} | {lst['p50']:.1f} / {lst['p99']:.1f} "
+            f"| {lst['rps']:.0f} | {ret['p50']:.1f} / {ret['p99']:.1f} | {ret['rps']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

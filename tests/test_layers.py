@@ -16,23 +16,23 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "tuneforge"
 
 # Highest first. Packages in one tuple are siblings: neither may import the other.
 LAYERS: list[tuple[str, ...]] = [
-    ("cli",),                    # the command line: starts the app and workers, calls services
-    ("app",),                    # composes the web app from api/ and ui/
-    ("ui",),                     # the dashboard: uses api/'s dependencies and error envelope
-    ("api",),                    # the OpenAI-compatible HTTP API: thin routers
-    ("jobs",),                   # the job processes: worker, runner, reporter, queue
-    ("services",),               # the rules behind every endpoint (no FastAPI, no torch)
-    ("domain",),                 # job states, events, model names
-    ("integrations",),           # W&B, webhooks, e-mail, the outbox
-    ("store", "protocol"),       # SQL tables and blobs | OpenAI wire shapes
+    ("cli",),  # the command line: starts the app and workers, calls services
+    ("app",),  # composes the web app from api/ and ui/
+    ("ui",),  # the dashboard: uses api/'s dependencies and error envelope
+    ("api",),  # the OpenAI-compatible HTTP API: thin routers
+    ("jobs",),  # the job processes: worker, runner, reporter, queue
+    ("services",),  # the rules behind every endpoint (no FastAPI, no torch)
+    ("domain",),  # job states, events, model names
+    ("integrations",),  # W&B, webhooks, e-mail, the outbox
+    ("store", "protocol"),  # SQL tables and blobs | OpenAI wire shapes
     ("inference", "safety", "export"),  # serving engine | data screening | model export (tar)
     ("catalog", "model_sources"),  # which base models exist and where | checking a new source
-    ("gguf",),                   # reading GGUF files, de-quantising into an HF folder
-    ("training",),               # the training engine: spec + reporter in, checkpoints out
-    ("hardware",),               # what this machine computes fast (bf16 probe), for both engines
-    ("pricing",),                # the one cost rule
-    ("config", "logs"),          # Settings | logging setup
-    ("errors", "ids"),           # domain errors | ids and clocks
+    ("gguf",),  # reading GGUF files, de-quantising into an HF folder
+    ("training",),  # the training engine: spec + reporter in, checkpoints out
+    ("hardware",),  # what this machine computes fast (bf16 probe), for both engines
+    ("pricing",),  # the one cost rule
+    ("config", "logs"),  # Settings | logging setup
+    ("errors", "ids"),  # domain errors | ids and clocks
 ]
 RANK = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
 
@@ -54,18 +54,21 @@ def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
 
 
 def _modules() -> list[tuple[str, Path]]:
-    return [(".".join(p.relative_to(SRC.parent).with_suffix("").parts), p)
-            for p in sorted(SRC.rglob("*.py")) if "migrations" not in p.parts]
+    return [
+        (".".join(p.relative_to(SRC.parent).with_suffix("").parts), p)
+        for p in sorted(SRC.rglob("*.py"))
+        if "migrations" not in p.parts
+    ]
 
 
 def upward_imports() -> list[str]:
     problems = []
     for module, path in _modules():
         own = _package(module)
-        if own is None:        # tuneforge/__init__.py
+        if own is None:  # tuneforge/__init__.py
             continue
         for line, target, names in _imports(path):
-            if target == "tuneforge":      # `from tuneforge import ui`: the names are packages
+            if target == "tuneforge":  # `from tuneforge import ui`: the names are packages
                 targets = [f"tuneforge.{n}" for n in names]
             else:
                 targets = [target]
@@ -74,12 +77,13 @@ def upward_imports() -> list[str]:
                 if pkg is None or pkg == own:
                     continue
                 if pkg not in RANK or own not in RANK:
-                    problems.append(f"{path.relative_to(SRC.parent)}:{line}: {own} -> {pkg}: "
-                                    "package not placed in a layer (add it to LAYERS)")
+                    problems.append(
+                        f"{path.relative_to(SRC.parent)}:{line}: {own} -> {pkg}: "
+                        "package not placed in a layer (add it to LAYERS)"
+                    )
                 elif RANK[pkg] <= RANK[own]:
                     kind = "a sibling" if RANK[pkg] == RANK[own] else "a higher layer"
-                    problems.append(f"{path.relative_to(SRC.parent)}:{line}: {own} imports {pkg}, "
-                                    f"{kind}")
+                    problems.append(f"{path.relative_to(SRC.parent)}:{line}: {own} imports {pkg}, {kind}")
     return problems
 
 
@@ -92,15 +96,19 @@ def private_imports() -> list[str]:
             private = [n for n in names if n.startswith("_") and not n.startswith("__")]
             private += [p for p in target.split(".") if p.startswith("_") and p != "__init__"]
             if private:
-                problems.append(f"{path.relative_to(SRC.parent)}:{line}: imports private "
-                                f"{', '.join(private)} from {target}")
+                problems.append(
+                    f"{path.relative_to(SRC.parent)}:{line}: imports private "
+                    f"{', '.join(private)} from {target}"
+                )
     return problems
 
 
 def test_every_package_is_placed_in_a_layer() -> None:
-    packages = {p.stem if p.is_file() else p.name for p in SRC.iterdir()
-                if (p.suffix == ".py" and p.stem != "__init__")
-                or (p.is_dir() and (p / "__init__.py").exists())}
+    packages = {
+        p.stem if p.is_file() else p.name
+        for p in SRC.iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())
+    }
     assert packages == set(RANK), f"unplaced: {packages - set(RANK)}, gone: {set(RANK) - packages}"
 
 
@@ -114,10 +122,13 @@ def test_no_module_imports_another_modules_private_names() -> None:
     assert not problems, "private imports:\n" + "\n".join(problems)
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("from tuneforge.api.deps import Auth\n", "services imports api, a higher layer"),
-    ("from tuneforge import ui\n", "services imports ui, a higher layer"),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from tuneforge.api.deps import Auth\n", "services imports api, a higher layer"),
+        ("from tuneforge import ui\n", "services imports ui, a higher layer"),
+    ],
+)
 def test_the_check_sees_an_upward_import(tmp_path, monkeypatch, source, expected) -> None:
     # A self-test on a fake tree, so the real check is known to bite.
     fake = tmp_path / "tuneforge"

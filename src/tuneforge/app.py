@@ -41,7 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
             await run_in_threadpool(app.state.blobs.sweep_tmp)
             # Once here (a deployment with no worker still reclaims space); workers repeat it.
             await run_in_threadpool(sweep_expired, app.state.sessionmaker, app.state.blobs)
-            app.state.serving = Serving(settings)   # inference engine: created on first use
+            app.state.serving = Serving(settings)  # inference engine: created on first use
             yield
         finally:
             serving = getattr(app.state, "serving", None)
@@ -49,13 +49,17 @@ def create_app(settings: Settings) -> FastAPI:
                 await run_in_threadpool(serving.close)
             engine.dispose()
 
-    app = FastAPI(title="tuneforge", version="0.1.0", lifespan=lifespan,
-                  summary="Self-hosted, OpenAI-compatible fine-tuning service")
+    app = FastAPI(
+        title="tuneforge",
+        version="0.1.0",
+        lifespan=lifespan,
+        summary="Self-hosted, OpenAI-compatible fine-tuning service",
+    )
     app.state.settings = settings
-    app.state.resolver = ModelResolver(settings)   # the one answer to "what is model X"
+    app.state.resolver = ModelResolver(settings)  # the one answer to "what is model X"
     install_error_handlers(app)
-    install_rate_limits(app, settings)   # per-key 429s (off unless configured)
-    install_metrics(app)                 # request counts/latencies for GET /metrics
+    install_rate_limits(app, settings)  # per-key 429s (off unless configured)
+    install_metrics(app)  # request counts/latencies for GET /metrics
     app.add_middleware(RequestContextMiddleware)
     for router in ROUTERS:
         app.include_router(router)

@@ -45,8 +45,8 @@ def model_not_found(name: str, available: list[str] | None = None) -> NotFound:
 
 @dataclass(frozen=True)
 class BaseModelRef:
-    name: str       # as the client named it (an alias stays an alias: existing code sees its name)
-    source: str     # what to load: a Hugging Face id or an absolute local directory
+    name: str  # as the client named it (an alias stays an alias: existing code sees its name)
+    source: str  # what to load: a Hugging Face id or an absolute local directory
     base_name: str  # the catalog base model the name stands for (== name unless an alias)
 
 
@@ -59,8 +59,14 @@ class StoredBase:
 class Catalog:
     """Every base-model name: the tiny model, then settings, then the store (a snapshot)."""
 
-    def __init__(self, settings: Settings, stored: Mapping[str, StoredBase] | None = None,
-                 stored_aliases: Mapping[str, str] | None = None, *, started: int | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        stored: Mapping[str, StoredBase] | None = None,
+        stored_aliases: Mapping[str, str] | None = None,
+        *,
+        started: int | None = None,
+    ):
         self._settings = settings
         self._created = started if started is not None else int(time.time())
         self._bases: dict[str, str] = {TINY_NAME: TINY_NAME}

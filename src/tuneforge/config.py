@@ -41,8 +41,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=8 * 1024 * MB, description="Largest Uploads API file")
     max_part_bytes: int = Field(default=64 * MB, description="Largest Uploads API part")
     upload_ttl_seconds: int = Field(default=3600, description="An Upload expires this long after creation")
-    expiry_sweep_seconds: float = Field(default=300.0, description="How often each worker deletes "
-                                        "expired files and dead upload parts")
+    expiry_sweep_seconds: float = Field(
+        default=300.0, description="How often each worker deletes expired files and dead upload parts"
+    )
 
     # --- models ---------------------------------------------------------------------------------
     # Extra base models: name -> Hugging Face id or local directory. `tuneforge-tiny` is always there.
@@ -68,8 +69,9 @@ class Settings(BaseSettings):
     # --- integrations, safety and accounting (README: "Integrations, safety and accounting") ---
     # The W&B key is server configuration only: never in a job, an event or a log line.
     wandb_api_key: SecretStr | None = Field(default=None, description="W&B key for jobs' runs")
-    wandb_dir: Path | None = Field(default=None, description="W&B run dir; default $WANDB_DIR or "
-                                                            "<data_dir>/wandb")
+    wandb_dir: Path | None = Field(
+        default=None, description="W&B run dir; default $WANDB_DIR or <data_dir>/wandb"
+    )
     delivery_timeout_seconds: float = Field(default=10.0, description="One webhook/SMTP attempt")
     delivery_backoff_seconds: float = Field(default=10.0, description="First retry delay (doubles)")
     delivery_max_attempts: int = Field(default=12, description="Attempts before a delivery fails")
@@ -84,8 +86,9 @@ class Settings(BaseSettings):
     # category -> regex patterns; None = the built-in policy (safety/screening.py)
     screening_policy: dict[str, list[str]] | None = None
     screening_policy_file: Path | None = Field(default=None, description="JSON policy file")
-    screening_classifier: str | None = Field(default=None, description="module:factory of a "
-                                             "custom Classifier (gets Settings)")
+    screening_classifier: str | None = Field(
+        default=None, description="module:factory of a custom Classifier (gets Settings)"
+    )
     # model name (or "default") -> USD per 1M tokens: training / input / output
     prices: dict[str, ModelPrice] = Field(default_factory=lambda: {"default": ModelPrice()})
     rate_limit_rpm: int = Field(default=0, description="Requests per minute per key (0 = off)")
@@ -95,8 +98,9 @@ class Settings(BaseSettings):
     # Never set in production. A job's trainer waits after step N until the job is asked to stop
     # (cancel, pause, worker shutdown) or `<jobs_dir>/<job id>/release-hold` exists, so the tests
     # of those paths never race a fast CPU (jobs/reporter.py, tests/helpers.py).
-    test_hold_at_step: int | None = Field(default=None, description="Test only: hold each job "
-                                          "after this training step")
+    test_hold_at_step: int | None = Field(
+        default=None, description="Test only: hold each job after this training step"
+    )
 
     def resolved(self) -> Settings:
         """A copy with `~` expanded and the defaults that depend on data_dir filled in."""

@@ -54,7 +54,13 @@ class RateLimited(TuneforgeError):
     status = 429
     type = "requests"
 
-    def __init__(self, message: str, *, retry_after: int, param: str | None = None,
-                 code: str | None = "rate_limit_exceeded"):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: int,
+        param: str | None = None,
+        code: str | None = "rate_limit_exceeded",
+    ):
         super().__init__(message, param=param, code=code)
         self.retry_after = retry_after

@@ -45,7 +45,7 @@ def _built(target: Path) -> bool:
 def _file_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)   # held until the file is closed (also on a crash)
+        fcntl.flock(fh, fcntl.LOCK_EX)  # held until the file is closed (also on a crash)
         try:
             yield
         finally:
@@ -58,7 +58,7 @@ def ensure_hf_dir(models_dir: Path, gguf_file: Path) -> Path:
     if _built(target):
         return target
     with _file_lock(target.parent / f".{target.name}.lock"):
-        if _built(target):   # another process built it while we waited
+        if _built(target):  # another process built it while we waited
             return target
         tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
@@ -76,15 +76,16 @@ def convert(gguf_file: Path, out_dir: Path) -> None:
     path = gguf_file.expanduser().resolve()
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, quantization_config=GgufConfig(dequantize=True))
+        path.parent, gguf_file=path.name, quantization_config=GgufConfig(dequantize=True)
+    )
     # Dense weights now: drop the GGUF quantizer so the model saves (and loads) as a plain one.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.architectures = [type(model).__name__]
     out_dir.mkdir(parents=True)
-    model.save_pretrained(out_dir)   # config + generation_config (the file's eos/bos/pad ids)
-    tokenizer.save_pretrained(out_dir)   # tokenizer + the file's chat template
+    model.save_pretrained(out_dir)  # config + generation_config (the file's eos/bos/pad ids)
+    tokenizer.save_pretrained(out_dir)  # tokenizer + the file's chat template
 
 
 def read_config(gguf_file: Path):

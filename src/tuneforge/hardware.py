@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 PROBE_VERSION = 1
-PROBE_ROWS = 512          # tokens in the probe's block: a packed micro-batch slice
-BF16_MIN_GAIN = 1.3       # bf16 must beat fp32 by this much (casts at the edges cost something)
+PROBE_ROWS = 512  # tokens in the probe's block: a packed micro-batch slice
+BF16_MIN_GAIN = 1.3  # bf16 must beat fp32 by this much (casts at the edges cost something)
 
 
 def cpu_model() -> str:
@@ -58,9 +58,9 @@ def _write_cache(key: str, value: dict) -> None:
         data[key] = value
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)   # atomic: concurrent probes never leave half a file
+        os.replace(tmp, path)  # atomic: concurrent probes never leave half a file
     except OSError:
-        pass   # a read-only home: probe again next time, nothing breaks
+        pass  # a read-only home: probe again next time, nothing breaks
 
 
 def linear_gflops(dtype: torch.dtype, rows: int, k: int, n: int, *, repeats: int = 12) -> float:
@@ -93,7 +93,7 @@ def matmul_peak_gflops(threads: int, n: int = 2048, seconds: float = 1.0) -> dic
                 t0 = time.perf_counter()
                 a @ b
                 best = min(best, time.perf_counter() - t0)
-            out[name] = 2 * n ** 3 / best / 1e9
+            out[name] = 2 * n**3 / best / 1e9
         return out
     finally:
         torch.set_num_threads(before)
@@ -117,16 +117,20 @@ def bf16_is_fast(device: torch.device | str, hidden: int = 1024, intermediate: i
 def probe_cpu(hidden: int, intermediate: int) -> dict:
     """The cached probe result for one (hidden, intermediate) shape at the current thread count."""
     threads = torch.get_num_threads()
-    key = (f"v{PROBE_VERSION}|{cpu_model()}|torch {torch.__version__}|{threads} threads|"
-           f"{hidden}x{intermediate}")
+    key = (
+        f"v{PROBE_VERSION}|{cpu_model()}|torch {torch.__version__}|{threads} threads|{hidden}x{intermediate}"
+    )
     cached = _read_cache().get(key)
     if isinstance(cached, dict) and "bf16_fast" in cached:
         return cached
     fp32 = linear_gflops(torch.float32, PROBE_ROWS, hidden, intermediate)
     bf16 = linear_gflops(torch.bfloat16, PROBE_ROWS, hidden, intermediate)
-    result = {"fp32_gflops": round(fp32, 1), "bf16_gflops": round(bf16, 1),
-              "bf16_fast": bf16 >= BF16_MIN_GAIN * fp32,
-              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    result = {
+        "fp32_gflops": round(fp32, 1),
+        "bf16_gflops": round(bf16, 1),
+        "bf16_fast": bf16 >= BF16_MIN_GAIN * fp32,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     _write_cache(key, result)
     return result
 

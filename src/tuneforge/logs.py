@@ -18,7 +18,8 @@ _LIBRARY_FUTURE = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
     level = logging.DEBUG if issubclass(category, _LIBRARY_FUTURE) else logging.WARNING
     logging.getLogger("py.warnings").log(
-        level, "%s: %s (%s:%s)", category.__name__, str(message).strip(), filename, lineno)
+        level, "%s: %s (%s:%s)", category.__name__, str(message).strip(), filename, lineno
+    )
 
 
 def _no_progress_bars() -> None:
@@ -36,8 +37,11 @@ def configure(level: str = "info", *, process: str = "server") -> None:
     """key=value lines on stderr, tagged with the process kind so interleaved logs stay readable;
     Python warnings become log lines, and library progress bars are off."""
     logging.basicConfig(
-        stream=sys.stderr, level=level.upper(), force=True,
-        format=f"%(asctime)s process={process} level=%(levelname)s logger=%(name)s %(message)s")
+        stream=sys.stderr,
+        level=level.upper(),
+        force=True,
+        format=f"%(asctime)s process={process} level=%(levelname)s logger=%(name)s %(message)s",
+    )
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.showwarning = _log_warning

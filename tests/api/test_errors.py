@@ -28,17 +28,20 @@ def test_query_validation_is_400_naming_the_param(app_client, auth_headers):
 def test_body_validation_is_400(app_client, auth_headers):
     r = app_client.post("/v1/uploads", headers=auth_headers, json={"filename": "a.jsonl"})
     assert assert_envelope(r, 400, param="purpose") == "Missing required parameter: 'purpose'."
-    r = app_client.post("/v1/uploads", headers=auth_headers,
-                        json={"filename": "a.jsonl", "purpose": "fine-tune", "bytes": "many",
-                              "mime_type": "text/jsonl"})
+    r = app_client.post(
+        "/v1/uploads",
+        headers=auth_headers,
+        json={"filename": "a.jsonl", "purpose": "fine-tune", "bytes": "many", "mime_type": "text/jsonl"},
+    )
     assert_envelope(r, 400, param="bytes")
     r = app_client.post("/v1/uploads", headers=auth_headers, json=[1, 2])
     assert_envelope(r, 400)
 
 
 def test_malformed_json_is_400(app_client, auth_headers):
-    r = app_client.post("/v1/uploads", content=b'{"filename": ',
-                        headers={**auth_headers, "content-type": "application/json"})
+    r = app_client.post(
+        "/v1/uploads", content=b'{"filename": ', headers={**auth_headers, "content-type": "application/json"}
+    )
     assert assert_envelope(r, 400) == INVALID_JSON
 
 
@@ -49,8 +52,12 @@ def test_unknown_route_and_wrong_method(app_client, auth_headers):
 
 
 def test_auth_failures(app_client, auth_headers):
-    for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer "},
-                    {"Authorization": "Bearer sk-tf-wrongwrongwrongwrongwrong"}):
+    for headers in (
+        {},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Bearer sk-tf-wrongwrongwrongwrongwrong"},
+    ):
         msg = assert_envelope(app_client.get("/v1/files", headers=headers), 401, code="invalid_api_key")
         assert "wrongwrongwrong" not in msg  # the key is redacted in the message
     scheme_case = {"Authorization": auth_headers["Authorization"].replace("Bearer", "bearer")}
@@ -84,30 +91,46 @@ def test_request_id_echo_and_generation(app_client):
     generated = app_client.get("/health").headers["x-request-id"]
     assert generated.startswith("req_")
     # a hostile id (header injection, huge) is replaced, not echoed
-    assert app_client.get("/health", headers={"x-request-id": "a b" * 100}).headers[
-        "x-request-id"].startswith("req_")
+    assert (
+        app_client.get("/health", headers={"x-request-id": "a b" * 100})
+        .headers["x-request-id"]
+        .startswith("req_")
+    )
 
 
 def test_nul_characters_are_a_client_mistake(app_client, auth_headers):
     # PostgreSQL text cannot hold NUL: without a check these reach the database and fail there.
-    for method, path in [("GET", "/v1/files?after=a%00b"), ("GET", "/v1/files/file-%00"),
-                         ("GET", "/v1/files?purpose=%00"), ("POST", "/v1/uploads/up%00/cancel")]:
+    for method, path in [
+        ("GET", "/v1/files?after=a%00b"),
+        ("GET", "/v1/files/file-%00"),
+        ("GET", "/v1/files?purpose=%00"),
+        ("POST", "/v1/uploads/up%00/cancel"),
+    ]:
         assert_envelope(app_client.request(method, path, headers=auth_headers), 400)
-    r = app_client.post("/v1/uploads", headers=auth_headers,
-                        json={"filename": "a.jsonl", "purpose": "fine-tune", "bytes": 1,
-                              "mime_type": "text/\u0000"})
+    r = app_client.post(
+        "/v1/uploads",
+        headers=auth_headers,
+        json={"filename": "a.jsonl", "purpose": "fine-tune", "bytes": 1, "mime_type": "text/\u0000"},
+    )
     assert_envelope(r, 400, param="mime_type")
-    up = app_client.post("/v1/uploads", headers=auth_headers,
-                         json={"filename": "a.jsonl", "purpose": "fine-tune", "bytes": 1,
-                               "mime_type": "text/jsonl"}).json()
-    r = app_client.post(f"/v1/uploads/{up['id']}/complete", headers=auth_headers,
-                        json={"part_ids": ["part_\u0000"]})
+    up = app_client.post(
+        "/v1/uploads",
+        headers=auth_headers,
+        json={"filename": "a.jsonl", "purpose": "fine-tune", "bytes": 1, "mime_type": "text/jsonl"},
+    ).json()
+    r = app_client.post(
+        f"/v1/uploads/{up['id']}/complete", headers=auth_headers, json={"part_ids": ["part_\u0000"]}
+    )
     assert_envelope(r, 400, param="part_ids.0")
 
 
 def test_a_base_url_without_v1_gets_a_hint(app_client, auth_headers):
-    for method, path in (("GET", "/files"), ("POST", "/fine_tuning/jobs"),
-                         ("POST", "/chat/completions"), ("GET", "/fine_tuning/jobs/ftjob-x")):
+    for method, path in (
+        ("GET", "/files"),
+        ("POST", "/fine_tuning/jobs"),
+        ("POST", "/chat/completions"),
+        ("GET", "/fine_tuning/jobs/ftjob-x"),
+    ):
         r = app_client.request(method, path, headers=auth_headers, json={})
         msg = assert_envelope(r, 404)
         assert f"Did you mean /v1{path}?" in msg and 'base_url="http://testserver/v1"' in msg

@@ -10,13 +10,17 @@ LINE = b'{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "
 
 
 def upload(client, headers, name="t.jsonl", data=LINE, purpose="fine-tune", **extra):
-    return client.post("/v1/files", headers=headers, data={"purpose": purpose, **extra},
-                       files={"file": (name, data)})
+    return client.post(
+        "/v1/files", headers=headers, data={"purpose": purpose, **extra}, files={"file": (name, data)}
+    )
 
 
 def blob_files(settings):
-    return sorted(p for p in (settings.blobs_dir / "files").rglob("*") if p.is_file()) \
-        if (settings.blobs_dir / "files").exists() else []
+    return (
+        sorted(p for p in (settings.blobs_dir / "files").rglob("*") if p.is_file())
+        if (settings.blobs_dir / "files").exists()
+        else []
+    )
 
 
 def tmp_files(settings):
@@ -27,13 +31,27 @@ def test_upload_list_retrieve_delete(app_client, auth_headers, settings):
     r = upload(app_client, auth_headers)
     assert r.status_code == 200, r.text
     f = r.json()
-    assert set(f) == {"id", "object", "bytes", "created_at", "expires_at", "filename", "purpose",
-                      "status", "status_details"}
+    assert set(f) == {
+        "id",
+        "object",
+        "bytes",
+        "created_at",
+        "expires_at",
+        "filename",
+        "purpose",
+        "status",
+        "status_details",
+    }
     assert f["bytes"] == len(LINE) and f["expires_at"] is None
     assert len(blob_files(settings)) == 1
     listing = app_client.get("/v1/files", headers=auth_headers).json()
-    assert listing == {"object": "list", "data": [f], "has_more": False, "first_id": f["id"],
-                       "last_id": f["id"]}
+    assert listing == {
+        "object": "list",
+        "data": [f],
+        "has_more": False,
+        "first_id": f["id"],
+        "last_id": f["id"],
+    }
     content = app_client.get(f"/v1/files/{f['id']}/content", headers=auth_headers)
     assert content.content == LINE
     assert app_client.delete(f"/v1/files/{f['id']}", headers=auth_headers).json()["deleted"] is True
@@ -47,49 +65,60 @@ def test_pagination_cursor_and_filters(app_client, auth_headers):
     page = app_client.get("/v1/files?purpose=fine-tune&limit=3&order=asc", headers=auth_headers).json()
     assert [d["id"] for d in page["data"]] == ids[:3] and page["has_more"] is True
     assert (page["first_id"], page["last_id"]) == (ids[0], ids[2])
-    rest = app_client.get(f"/v1/files?purpose=fine-tune&limit=3&order=asc&after={ids[2]}",
-                          headers=auth_headers).json()
+    rest = app_client.get(
+        f"/v1/files?purpose=fine-tune&limit=3&order=asc&after={ids[2]}", headers=auth_headers
+    ).json()
     assert [d["id"] for d in rest["data"]] == ids[3:] and rest["has_more"] is False
     assert len(app_client.get("/v1/files?purpose=", headers=auth_headers).json()["data"]) == 5
-    assert_envelope(app_client.get("/v1/files?after=file-missing", headers=auth_headers), 400,
-                    param="after")
+    assert_envelope(app_client.get("/v1/files?after=file-missing", headers=auth_headers), 400, param="after")
 
 
 def test_fine_tune_requires_jsonl_and_nothing_is_stored(app_client, auth_headers, settings):
     r = upload(app_client, auth_headers, name="train.csv")
     assert assert_envelope(r, 400, param="file") == "Invalid file format for Fine-Tuning API. Must be .jsonl"
-    assert_envelope(upload(app_client, auth_headers, purpose="bogus"), 400, param="purpose",
-                    code="invalid_value")
+    assert_envelope(
+        upload(app_client, auth_headers, purpose="bogus"), 400, param="purpose", code="invalid_value"
+    )
     assert blob_files(settings) == [] and tmp_files(settings) == []
 
 
 def test_purpose_after_file_part_is_still_checked(app_client, auth_headers, settings):
-    body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\n"
-            b"hello\r\n--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n"
-            b"fine-tune\r\n--XyZ--\r\n")
-    r = app_client.post("/v1/files", content=body,
-                        headers={**auth_headers, "content-type": "multipart/form-data; boundary=XyZ"})
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\n'
+        b'hello\r\n--XyZ\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n'
+        b"fine-tune\r\n--XyZ--\r\n"
+    )
+    r = app_client.post(
+        "/v1/files",
+        content=body,
+        headers={**auth_headers, "content-type": "multipart/form-data; boundary=XyZ"},
+    )
     assert_envelope(r, 400, param="file")
     assert blob_files(settings) == [] and tmp_files(settings) == []
 
 
-@pytest.mark.parametrize("content_type, body", [
-    ("application/json", b'{"purpose": "fine-tune"}'),
-    ("multipart/form-data", b"no boundary"),
-    ("multipart/form-data; boundary=XyZ", b"--XyZ\r\nContent-Disposition: form-data; "
-                                          b"name=\"file\"; filename=\"a.jsonl\"\r\n\r\ntrunc"),
-    ("multipart/form-data; boundary=XyZ", b"garbage without any boundary"),
-])
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("application/json", b'{"purpose": "fine-tune"}'),
+        ("multipart/form-data", b"no boundary"),
+        (
+            "multipart/form-data; boundary=XyZ",
+            b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\ntrunc',
+        ),
+        ("multipart/form-data; boundary=XyZ", b"garbage without any boundary"),
+    ],
+)
 def test_malformed_multipart_is_400(app_client, auth_headers, settings, content_type, body):
-    r = app_client.post("/v1/files", content=body,
-                        headers={**auth_headers, "content-type": content_type})
+    r = app_client.post("/v1/files", content=body, headers={**auth_headers, "content-type": content_type})
     assert_envelope(r, 400)
     assert blob_files(settings) == [] and tmp_files(settings) == []
 
 
 def test_missing_file_or_purpose(app_client, auth_headers):
-    r = app_client.post("/v1/files", headers=auth_headers, data={"purpose": "fine-tune"},
-                        files={"other": ("a.jsonl", b"x")})
+    r = app_client.post(
+        "/v1/files", headers=auth_headers, data={"purpose": "fine-tune"}, files={"other": ("a.jsonl", b"x")}
+    )
     assert_envelope(r, 400, param="file")
     r = app_client.post("/v1/files", headers=auth_headers, files={"file": ("a.jsonl", b"x")})
     assert_envelope(r, 400, param="purpose")
@@ -115,35 +144,48 @@ def test_size_limit_is_enforced_while_streaming(tmp_path, db_url):
 
 
 def test_expires_after_and_batch_default(app_client, auth_headers):
-    f = upload(app_client, auth_headers, **{"expires_after[anchor]": "created_at",
-                                            "expires_after[seconds]": "3600"}).json()
+    f = upload(
+        app_client, auth_headers, **{"expires_after[anchor]": "created_at", "expires_after[seconds]": "3600"}
+    ).json()
     assert f["expires_at"] == f["created_at"] + 3600
     b = upload(app_client, auth_headers, name="b.jsonl", purpose="batch").json()
     assert b["expires_at"] == b["created_at"] + 30 * 24 * 3600
-    r = upload(app_client, auth_headers, **{"expires_after[anchor]": "created_at",
-                                            "expires_after[seconds]": "5"})
+    r = upload(
+        app_client, auth_headers, **{"expires_after[anchor]": "created_at", "expires_after[seconds]": "5"}
+    )
     assert_envelope(r, 400, param="expires_after.seconds")
 
 
 def test_filenames_are_sanitised(app_client, auth_headers):
-    for given, shown in [("../../etc/x.jsonl", "x.jsonl"), ("C:\\evil\\y.jsonl", "y.jsonl"),
-                         (".hidden.jsonl", "hidden.jsonl")]:
+    for given, shown in [
+        ("../../etc/x.jsonl", "x.jsonl"),
+        ("C:\\evil\\y.jsonl", "y.jsonl"),
+        (".hidden.jsonl", "hidden.jsonl"),
+    ]:
         assert upload(app_client, auth_headers, name=given).json()["filename"] == shown
     assert upload(app_client, auth_headers, name="..", purpose="user_data").json()["filename"] == "file"
     # raw control characters (httpx would percent-encode them) are dropped
-    body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n"
-            b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\x01b\x7f.jsonl\"\r\n"
-            b"\r\nx\r\n--XyZ--\r\n")
-    r = app_client.post("/v1/files", content=body,
-                        headers={**auth_headers, "content-type": "multipart/form-data; boundary=XyZ"})
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a\x01b\x7f.jsonl"\r\n'
+        b"\r\nx\r\n--XyZ--\r\n"
+    )
+    r = app_client.post(
+        "/v1/files",
+        content=body,
+        headers={**auth_headers, "content-type": "multipart/form-data; boundary=XyZ"},
+    )
     assert r.json()["filename"] == "ab.jsonl"
 
 
 def test_projects_are_isolated(app_client, make_key):
     mine, theirs = make_key("mine"), make_key("theirs")
     f = upload(app_client, mine).json()
-    for method, path in [("GET", f"/v1/files/{f['id']}"), ("GET", f"/v1/files/{f['id']}/content"),
-                         ("DELETE", f"/v1/files/{f['id']}")]:
+    for method, path in [
+        ("GET", f"/v1/files/{f['id']}"),
+        ("GET", f"/v1/files/{f['id']}/content"),
+        ("DELETE", f"/v1/files/{f['id']}"),
+    ]:
         r = app_client.request(method, path, headers=theirs)
         assert_envelope(r, 404, param="id")
         assert r.json()["error"]["message"] == f"No such File object: {f['id']}"
@@ -152,14 +194,19 @@ def test_projects_are_isolated(app_client, make_key):
 
 
 def test_expires_after_invalid_values_name_the_param(app_client, auth_headers, settings):
-    cases = [({"expires_after[anchor]": "last_active_at", "expires_after[seconds]": "3600"},
-              "expires_after.anchor"),
-             ({"expires_after[seconds]": "3600"}, "expires_after.anchor"),
-             ({"expires_after[anchor]": "created_at"}, "expires_after.seconds"),
-             ({"expires_after[anchor]": "created_at", "expires_after[seconds]": "2592001"},
-              "expires_after.seconds"),
-             ({"expires_after[anchor]": "created_at", "expires_after[seconds]": "1h"},
-              "expires_after.seconds")]
+    cases = [
+        (
+            {"expires_after[anchor]": "last_active_at", "expires_after[seconds]": "3600"},
+            "expires_after.anchor",
+        ),
+        ({"expires_after[seconds]": "3600"}, "expires_after.anchor"),
+        ({"expires_after[anchor]": "created_at"}, "expires_after.seconds"),
+        (
+            {"expires_after[anchor]": "created_at", "expires_after[seconds]": "2592001"},
+            "expires_after.seconds",
+        ),
+        ({"expires_after[anchor]": "created_at", "expires_after[seconds]": "1h"}, "expires_after.seconds"),
+    ]
     for fields, param in cases:
         assert_envelope(upload(app_client, auth_headers, **fields), 400, param=param)
     assert app_client.get("/v1/files", headers=auth_headers).json()["data"] == []
@@ -181,16 +228,16 @@ def test_server_start_sweeps_expired_files(tmp_path, db_url):
     with TestClient(create_app(settings)) as client:
         with transaction(client.app.state.sessionmaker) as s:
             headers = {"Authorization": f"Bearer {create_key(s)[1]}"}
-        gone = upload(client, headers, **{"expires_after[anchor]": "created_at",
-                                          "expires_after[seconds]": "3600"}).json()
+        gone = upload(
+            client, headers, **{"expires_after[anchor]": "created_at", "expires_after[seconds]": "3600"}
+        ).json()
         kept = upload(client, headers).json()
         with transaction(client.app.state.sessionmaker) as s:  # an hour and a second later
             s.execute(update(File).where(File.id == gone["id"]).values(expires_at=now() - 1))
         # Expired files vanish from reads at once, before any sweep.
         assert_envelope(client.get(f"/v1/files/{gone['id']}", headers=headers), 404, param="id")
-        assert [f["id"] for f in client.get("/v1/files", headers=headers).json()["data"]] == \
-            [kept["id"]]
-        assert len(blob_files(settings)) == 2   # ... but their bytes are still on disk
-    with TestClient(create_app(settings)) as client:   # a restart sweeps (no worker here)
+        assert [f["id"] for f in client.get("/v1/files", headers=headers).json()["data"]] == [kept["id"]]
+        assert len(blob_files(settings)) == 2  # ... but their bytes are still on disk
+    with TestClient(create_app(settings)) as client:  # a restart sweeps (no worker here)
         assert len(blob_files(settings)) == 1
         assert client.get(f"/v1/files/{kept['id']}/content", headers=headers).content == LINE

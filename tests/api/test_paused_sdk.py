@@ -21,22 +21,32 @@ from tuneforge.store.tables import Job
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_paused_reads_in_default_mode_and_is_refused_in_strict_mode(app_client, make_key):
     secret = make_key()["Authorization"].split()[1]
-    loose = openai.OpenAI(base_url="http://testserver/v1", api_key=secret, http_client=app_client,
-                          max_retries=0)
-    rows = "".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
-                                            {"role": "assistant", "content": f"a{i}"}]}) + "\n"
-                   for i in range(10))
+    loose = openai.OpenAI(
+        base_url="http://testserver/v1", api_key=secret, http_client=app_client, max_retries=0
+    )
+    rows = "".join(
+        json.dumps(
+            {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+        )
+        + "\n"
+        for i in range(10)
+    )
     f = loose.files.create(file=("t.jsonl", io.BytesIO(rows.encode())), purpose="fine-tune")
     job = loose.fine_tuning.jobs.create(model="tuneforge-tiny", training_file=f.id)
-    with transaction(app_client.app.state.sessionmaker) as session:   # as a finished pause leaves it
+    with transaction(app_client.app.state.sessionmaker) as session:  # as a finished pause leaves it
         session.execute(update(Job).where(Job.id == job.id).values(status="paused"))
 
     assert loose.fine_tuning.jobs.retrieve(job.id).status == "paused"
     assert [j.status for j in loose.fine_tuning.jobs.list()] == ["paused"]
-    raw = loose.fine_tuning.jobs.with_raw_response.retrieve(job.id)   # what strict users can read
+    raw = loose.fine_tuning.jobs.with_raw_response.retrieve(job.id)  # what strict users can read
     assert raw.http_response.json()["status"] == "paused"
 
-    strict = openai.OpenAI(base_url="http://testserver/v1", api_key=secret,
-                           http_client=app_client, max_retries=0, _strict_response_validation=True)
+    strict = openai.OpenAI(
+        base_url="http://testserver/v1",
+        api_key=secret,
+        http_client=app_client,
+        max_retries=0,
+        _strict_response_validation=True,
+    )
     with pytest.raises(openai.APIResponseValidationError):
         strict.fine_tuning.jobs.retrieve(job.id)

@@ -19,23 +19,40 @@ FT = "ft:tuneforge-tiny:default:p:abcd1234"
 
 
 def sdk(app_client, headers) -> openai.OpenAI:
-    return openai.OpenAI(base_url="http://testserver/v1", api_key=headers["Authorization"].split()[1],
-                         http_client=app_client, max_retries=0, _strict_response_validation=True)
+    return openai.OpenAI(
+        base_url="http://testserver/v1",
+        api_key=headers["Authorization"].split()[1],
+        http_client=app_client,
+        max_retries=0,
+        _strict_response_validation=True,
+    )
 
 
 @pytest.fixture
 def shared_setup(app_client, make_key, tmp_path):
     owner = sdk(app_client, make_key("default"))
-    rows = "".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
-                                            {"role": "assistant", "content": f"a{i}"}]}) + "\n"
-                   for i in range(10))
+    rows = "".join(
+        json.dumps(
+            {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+        )
+        + "\n"
+        for i in range(10)
+    )
     f = owner.files.create(file=("t.jsonl", io.BytesIO(rows.encode())), purpose="fine-tune")
     job = owner.fine_tuning.jobs.create(model="tuneforge-tiny", training_file=f.id)
     with transaction(app_client.app.state.sessionmaker) as session:
         project = get_or_create_project(session, "default")
-        session.add(FineTunedModel(id=FT, project_id=project.id, job_id=job.id, kind="lora",
-                                   base_model="tuneforge-tiny", path=str(tmp_path),
-                                   created_at=now()))
+        session.add(
+            FineTunedModel(
+                id=FT,
+                project_id=project.id,
+                job_id=job.id,
+                kind="lora",
+                base_model="tuneforge-tiny",
+                path=str(tmp_path),
+                created_at=now(),
+            )
+        )
         others = [get_or_create_project(session, f"other-{i}").id for i in range(3)]
     return owner, sdk(app_client, make_key("default", admin=True)), others
 
@@ -51,9 +68,9 @@ def test_admin_shares_lists_and_revokes(app_client, make_key, shared_setup):
 
     created = admin.fine_tuning.checkpoints.permissions.create(FT, project_ids=others).data
     assert [p.project_id for p in created] == others
-    assert other.models.retrieve(FT).id == FT                  # the resolver: shared with it
+    assert other.models.retrieve(FT).id == FT  # the resolver: shared with it
     assert FT in {m.id for m in other.models.list()}
-    with pytest.raises(openai.NotFoundError):                  # using is not owning
+    with pytest.raises(openai.NotFoundError):  # using is not owning
         other.models.delete(FT)
 
     page = admin.fine_tuning.checkpoints.permissions.retrieve(FT, limit=2, order="ascending")
@@ -64,9 +81,8 @@ def test_admin_shares_lists_and_revokes(app_client, make_key, shared_setup):
     admin.fine_tuning.checkpoints.permissions.delete(created[0].id, fine_tuned_model_checkpoint=FT)
     with pytest.raises(openai.NotFoundError):
         other.models.retrieve(FT)
-    with pytest.raises(openai.NotFoundError):                  # already gone
-        admin.fine_tuning.checkpoints.permissions.delete(created[0].id,
-                                                         fine_tuned_model_checkpoint=FT)
+    with pytest.raises(openai.NotFoundError):  # already gone
+        admin.fine_tuning.checkpoints.permissions.delete(created[0].id, fine_tuned_model_checkpoint=FT)
 
 
 def test_bad_requests_are_openai_errors(shared_setup):

@@ -38,8 +38,7 @@ def closure(requirements: list[Requirement]) -> dict[str, md.Distribution]:
     todo = [(r, frozenset(r.extras)) for r in requirements]
     while todo:
         req, extras = todo.pop()
-        if req.marker is not None and not any(req.marker.evaluate({"extra": e})
-                                              for e in extras | {""}):
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in extras | {""}):
             continue
         name = canonicalize_name(req.name)
         if (name, extras) in seen:

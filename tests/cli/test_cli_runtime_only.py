@@ -16,8 +16,19 @@ from tests.cli.runtime_venv import env as venv_env
 from tests.e2e.conftest import start_server
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train.jsonl"
-COMMANDS = ("serve", "keys", "projects", "files", "data", "train", "jobs", "usage", "webhooks",
-            "worker", "models")
+COMMANDS = (
+    "serve",
+    "keys",
+    "projects",
+    "files",
+    "data",
+    "train",
+    "jobs",
+    "usage",
+    "webhooks",
+    "worker",
+    "models",
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +41,14 @@ def rt(tmp_path_factory):
         base.pop(name, None)
 
     def run(*args: str, check: bool = True, env: dict | None = None, timeout: float = 300):
-        proc = subprocess.run([str(script), *args], capture_output=True, text=True, check=False,
-                              env={**base, **(env or {})}, timeout=timeout)
+        proc = subprocess.run(
+            [str(script), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**base, **(env or {})},
+            timeout=timeout,
+        )
         if check:
             assert proc.returncode == 0, f"{args}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         return proc
@@ -46,10 +63,17 @@ def rows(stdout: str) -> list[list[str]]:
 
 
 def test_runtime_venv_lacks_dev_packages(rt):
-    probe = ("import importlib.util as u; "
-             "print([m for m in ('pytest', 'playwright', 'aiosmtpd') if u.find_spec(m)])")
-    out = subprocess.run([str(rt["venv"] / "bin" / "python"), "-c", probe], env=rt["env"],
-                         capture_output=True, text=True, check=True)
+    probe = (
+        "import importlib.util as u; "
+        "print([m for m in ('pytest', 'playwright', 'aiosmtpd') if u.find_spec(m)])"
+    )
+    out = subprocess.run(
+        [str(rt["venv"] / "bin" / "python"), "-c", probe],
+        env=rt["env"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "[]"
     help_text = rt["run"]("--help").stdout
     assert all(re.search(rf"\b{name}\b", help_text) for name in COMMANDS)
@@ -75,8 +99,17 @@ def test_offline_commands(rt, tmp_path):
     report = json.loads(run("data", "validate", str(EXAMPLE), "--json").stdout)
     assert report["n_examples"] == 10 and report["errors"] == []
     assert json.loads(run("usage", "--json").stdout)["data"] == []
-    out = run("train", "--model", "tuneforge-tiny", "--training-file", str(EXAMPLE),
-              "--n-epochs", "1", "--output", str(tmp_path / "run"))
+    out = run(
+        "train",
+        "--model",
+        "tuneforge-tiny",
+        "--training-file",
+        str(EXAMPLE),
+        "--n-epochs",
+        "1",
+        "--output",
+        str(tmp_path / "run"),
+    )
     assert "succeeded" in out.stderr and (tmp_path / "run" / "final" / "tuneforge.json").is_file()
 
 
@@ -89,8 +122,9 @@ def test_server_commands(rt, tmp_path):
     assert "no API key: set OPENAI_API_KEY or pass --api-key" in missing.stderr
     assert run("jobs", "list", check=False).returncode == 2
 
-    server = start_server(rt["data_dir"], {"TUNEFORGE_WORKERS": "0"}, tuneforge=str(rt["script"]),
-                          base_env=rt["env"])
+    server = start_server(
+        rt["data_dir"], {"TUNEFORGE_WORKERS": "0"}, tuneforge=str(rt["script"]), base_env=rt["env"]
+    )
     worker = None
     try:
         key = run("keys", "create", "--project", "default").stdout.splitlines()[-1]
@@ -111,26 +145,41 @@ def test_server_commands(rt, tmp_path):
         assert (tmp_path / "copy.jsonl").read_bytes() == EXAMPLE.read_bytes()
         assert "Deleted" in srv("files", "delete", copy_id).stdout
 
-        job = json.loads(srv("jobs", "create", "--model", "tuneforge-tiny", "--training-file",
-                             file_id, "--n-epochs", "2", "--suffix", "cli").stdout)
-        other = json.loads(srv("jobs", "create", "--model", "tuneforge-tiny",
-                               "--training-file", file_id).stdout)
+        job = json.loads(
+            srv(
+                "jobs",
+                "create",
+                "--model",
+                "tuneforge-tiny",
+                "--training-file",
+                file_id,
+                "--n-epochs",
+                "2",
+                "--suffix",
+                "cli",
+            ).stdout
+        )
+        other = json.loads(
+            srv("jobs", "create", "--model", "tuneforge-tiny", "--training-file", file_id).stdout
+        )
         # no worker yet: both wait; pausing a job that is not running is the API's 400
         paused = srv("jobs", "pause", other["id"], check=False)
         assert paused.returncode == 1 and "error 400" in paused.stderr
         assert srv("jobs", "resume", other["id"], check=False).returncode == 1
         assert json.loads(srv("jobs", "cancel", other["id"]).stdout)["status"] == "cancelled"
         listed = rows(srv("jobs", "list").stdout)
-        assert {r[0] for r in listed} == {job["id"], other["id"]}   # whole ids, never cut
+        assert {r[0] for r in listed} == {job["id"], other["id"]}  # whole ids, never cut
         assert len(json.loads(srv("jobs", "list", "--json").stdout)) == 2
 
-        worker = subprocess.Popen([str(rt["script"]), "worker"], env=rt["env"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen(
+            [str(rt["script"]), "worker"], env=rt["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         followed = srv("jobs", "follow", job["id"])
         assert "fine_tuned_model: ft:tuneforge-tiny:default:cli:" in followed.stdout
         # piped: messages are not broken at 80 columns, so the ids in them stay whole
-        assert re.search(r"Snapshot ID: ft:tuneforge-tiny:default:cli:\w+:ckpt-step-\d+\n",
-                         followed.stdout), followed.stdout
+        assert re.search(
+            r"Snapshot ID: ft:tuneforge-tiny:default:cli:\w+:ckpt-step-\d+\n", followed.stdout
+        ), followed.stdout
         done = json.loads(srv("jobs", "get", job["id"], "--json").stdout)
         assert done["status"] == "succeeded"
         events = json.loads(srv("jobs", "events", job["id"], "--json").stdout)

@@ -57,8 +57,9 @@ class Server:
             if self._default_key is None:
                 self._default_key = self.create_key("default")
             key = self._default_key
-        return OpenAI(base_url=self.base_url, api_key=key, max_retries=0,
-                      _strict_response_validation=True, **kwargs)
+        return OpenAI(
+            base_url=self.base_url, api_key=key, max_retries=0, _strict_response_validation=True, **kwargs
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -75,20 +76,32 @@ class Server:
         return self.proc.returncode
 
 
-def start_server(data_dir: Path, env: dict[str, str] | None = None, *,
-                 tuneforge: str = TUNEFORGE, base_env: dict[str, str] | None = None) -> Server:
+def start_server(
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    *,
+    tuneforge: str = TUNEFORGE,
+    base_env: dict[str, str] | None = None,
+) -> Server:
     """`tuneforge` / `base_env`: another installation's script and environment (tests/cli)."""
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    full_env = {**(os.environ if base_env is None else base_env),
-                "TUNEFORGE_DATA_DIR": str(data_dir), **(env or {})}
+    full_env = {
+        **(os.environ if base_env is None else base_env),
+        "TUNEFORGE_DATA_DIR": str(data_dir),
+        **(env or {}),
+    }
     log_path = data_dir / "server.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([tuneforge, "serve", "--host", "127.0.0.1", "--port", str(port),
-                                 "--data-dir", str(data_dir)], env=full_env, stdout=log,
-                                stderr=subprocess.STDOUT)
-    server = Server(base_url=f"http://127.0.0.1:{port}/v1", data_dir=data_dir, env=full_env,
-                    proc=proc, log_path=log_path)
+        proc = subprocess.Popen(
+            [tuneforge, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(
+        base_url=f"http://127.0.0.1:{port}/v1", data_dir=data_dir, env=full_env, proc=proc, log_path=log_path
+    )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -119,8 +132,9 @@ def server_factory(request, tmp_path_factory) -> Iterator[Callable[..., Server]]
         if request.session.testsfailed > failed_before:
             # Module teardown output is not shown by pytest for passing tests: write past capture.
             tail = "\n".join(server.log().splitlines()[-300:])
-            sys.__stderr__.write(f"\n----- tuneforge serve log ({server.base_url}, "
-                                 f"{request.module.__name__}) -----\n{tail}\n")
+            sys.__stderr__.write(
+                f"\n----- tuneforge serve log ({server.base_url}, {request.module.__name__}) -----\n{tail}\n"
+            )
 
 
 @pytest.fixture(scope="module")

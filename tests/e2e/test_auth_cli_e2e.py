@@ -10,8 +10,14 @@ from tests.e2e.conftest import TUNEFORGE, start_server
 
 
 def keys(*args: str, env: dict[str, str] | None = None, check: bool = True):
-    return subprocess.run([TUNEFORGE, "keys", *args], capture_output=True, text=True, check=check,
-                          env={**os.environ, **(env or {})}, timeout=60)
+    return subprocess.run(
+        [TUNEFORGE, "keys", *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
 
 
 def test_keys_cli_without_server(tmp_path):
@@ -37,8 +43,9 @@ def test_keys_cli_without_server(tmp_path):
 def test_parallel_upload_parts(server):
     c = server.client(server.create_key("parallel"))
     chunks = [bytes([65 + i]) * 300_000 for i in range(6)]
-    up = c.uploads.create(bytes=sum(map(len, chunks)), filename="p.jsonl", mime_type="text/jsonl",
-                          purpose="fine-tune")
+    up = c.uploads.create(
+        bytes=sum(map(len, chunks)), filename="p.jsonl", mime_type="text/jsonl", purpose="fine-tune"
+    )
     with ThreadPoolExecutor(6) as pool:
         parts = list(pool.map(lambda data: c.uploads.parts.create(up.id, data=data), chunks))
     done = c.uploads.complete(up.id, part_ids=[p.id for p in parts])

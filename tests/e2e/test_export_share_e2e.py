@@ -29,9 +29,12 @@ def trained(server_factory):
     server = server_factory({"TUNEFORGE_WORKERS": "1", "TUNEFORGE_WORKER_POLL_SECONDS": "0.2"})
     client = server.client()
     job = client.fine_tuning.jobs.create(
-        model="tuneforge-tiny", training_file=upload(client, QA), suffix="qa", seed=1,
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 15,
-                                                                         "batch_size": 1}}})
+        model="tuneforge-tiny",
+        training_file=upload(client, QA),
+        suffix="qa",
+        seed=1,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 15, "batch_size": 1}}},
+    )
     done = finish(client, job.id)
     assert done.status == "succeeded", done.error
     served = [answer(client, done.fine_tuned_model, q) for q, _ in QA]
@@ -40,8 +43,13 @@ def trained(server_factory):
 
 
 def download(server, key, model, tmp_path, **params):
-    with httpx.stream("GET", f"{server.base_url}/models/{model}/export", params=params,
-                      headers={"Authorization": f"Bearer {key}"}, timeout=300) as r:
+    with httpx.stream(
+        "GET",
+        f"{server.base_url}/models/{model}/export",
+        params=params,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=300,
+    ) as r:
         if r.status_code != 200:
             r.read()
             return r
@@ -55,11 +63,15 @@ def download(server, key, model, tmp_path, **params):
 def greedy_answers(model, tok) -> list[tuple[str, str]]:
     out = []
     for q, _ in QA:
-        enc = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True)
+        enc = tok.apply_chat_template(
+            [{"role": "user", "content": q}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
         with torch.no_grad():
             ids = model.generate(**enc, max_new_tokens=24, do_sample=False)
-        new = ids[0, enc["input_ids"].shape[1]:].tolist()
+        new = ids[0, enc["input_ids"].shape[1] :].tolist()
         eos = model.generation_config.eos_token_id
         stopped = bool(new) and new[-1] in (eos if isinstance(eos, list) else [eos])
         out.append((tok.decode(new, skip_special_tokens=True), "stop" if stopped else "length"))
@@ -71,13 +83,11 @@ def test_merged_and_gguf_answer_like_the_served_model(trained, tmp_path):
 
     server, client, job, served = trained
     key = client.api_key
-    merged = download(server, key, job.fine_tuned_model, tmp_path / "m", format="merged",
-                      dtype="f32")
+    merged = download(server, key, job.fine_tuned_model, tmp_path / "m", format="merged", dtype="f32")
     model = AutoModelForCausalLM.from_pretrained(merged).eval()
     assert greedy_answers(model, AutoTokenizer.from_pretrained(merged)) == served
 
-    gguf_dir = download(server, key, job.fine_tuned_model, tmp_path / "g", format="gguf",
-                        dtype="f16")
+    gguf_dir = download(server, key, job.fine_tuned_model, tmp_path / "g", format="gguf", dtype="f16")
     assert 'PARAMETER stop "<|im_end|>"' in (gguf_dir / "Modelfile").read_text()
     model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file="model.gguf").eval()
     tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file="model.gguf")
@@ -100,9 +110,25 @@ def test_dashboard_link_cli_and_errors(trained, tmp_path):
     r = download(server, client.api_key, ft, tmp_path, format="merged", quant="q8_0")
     assert r.status_code == 400 and r.json()["error"]["param"] == "quant"
     # the CLI, against the same data dir, no server needed
-    out = subprocess.run([TUNEFORGE, "models", "export", ft, "--format", "gguf", "--quant", "q8_0",
-                          "-o", str(tmp_path / "cli")], env=server.env, capture_output=True,
-                         text=True, timeout=300, check=False)
+    out = subprocess.run(
+        [
+            TUNEFORGE,
+            "models",
+            "export",
+            ft,
+            "--format",
+            "gguf",
+            "--quant",
+            "q8_0",
+            "-o",
+            str(tmp_path / "cli"),
+        ],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "cli" / "model.gguf").is_file() and (tmp_path / "cli" / "Modelfile").is_file()
 
@@ -116,16 +142,38 @@ def test_another_project_cannot_export_or_download(trained, tmp_path):
         ui.post("/ui/login", data={"api_key": other, "next": "/ui/jobs"})
         r = ui.get(f"/ui/api/models/{job.fine_tuned_model}/export", params={"format": "peft"})
         assert r.status_code == 404
-    out = subprocess.run([TUNEFORGE, "models", "export", job.fine_tuned_model, "--format", "peft",
-                          "--project", "export-other", "-o", str(tmp_path / "x")], env=server.env,
-                         capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [
+            TUNEFORGE,
+            "models",
+            "export",
+            job.fine_tuned_model,
+            "--format",
+            "peft",
+            "--project",
+            "export-other",
+            "-o",
+            str(tmp_path / "x"),
+        ],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 1 and "does not exist" in out.stderr
     assert not (tmp_path / "x").exists()
 
 
 def project_id(server, name: str) -> str:
-    out = subprocess.run([TUNEFORGE, "projects", "list"], env=server.env, capture_output=True,
-                         text=True, check=True, timeout=60).stdout
+    out = subprocess.run(
+        [TUNEFORGE, "projects", "list"],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     return next(line.split("\t")[1] for line in out.splitlines() if line.split("\t")[0] == name)
 
 
@@ -136,26 +184,26 @@ def test_share_chat_fine_tune_on_top_revoke(trained):
     other = server.client(server.create_key("share-other"))
     with pytest.raises(openai.NotFoundError):
         answer(other, ft, q)
-    with pytest.raises(openai.PermissionDeniedError):   # not an admin key
+    with pytest.raises(openai.PermissionDeniedError):  # not an admin key
         client.fine_tuning.checkpoints.permissions.create(ft, project_ids=[project_id(server, "share-other")])
 
     perms = admin.fine_tuning.checkpoints.permissions.create(
-        ft, project_ids=[project_id(server, "share-other")])
+        ft, project_ids=[project_id(server, "share-other")]
+    )
     (perm,) = perms.data
     assert perm.object == "checkpoint.permission" and perm.id.startswith("cp_")
-    assert answer(other, ft, q) == served[0]        # the other project chats with it
+    assert answer(other, ft, q) == served[0]  # the other project chats with it
     assert ft in {m.id for m in other.models.list()}
     child = other.fine_tuning.jobs.create(model=ft, training_file=upload(other, QA), suffix="child")
-    assert child.model == ft                         # and fine-tunes on top of it
+    assert child.model == ft  # and fine-tunes on top of it
     other.fine_tuning.jobs.cancel(child.id)
 
-    deleted = admin.fine_tuning.checkpoints.permissions.delete(
-        perm.id, fine_tuned_model_checkpoint=ft)
+    deleted = admin.fine_tuning.checkpoints.permissions.delete(perm.id, fine_tuned_model_checkpoint=ft)
     assert (deleted.id, deleted.deleted) == (perm.id, True)
-    with pytest.raises(openai.NotFoundError):        # revoked: gone at once
+    with pytest.raises(openai.NotFoundError):  # revoked: gone at once
         answer(other, ft, q)
     other_admin = server.client(server.create_key("share-other", admin=True))
-    with pytest.raises(openai.NotFoundError):        # not its model: it cannot manage it
+    with pytest.raises(openai.NotFoundError):  # not its model: it cannot manage it
         other_admin.fine_tuning.checkpoints.permissions.retrieve(ft)
 
 
@@ -166,15 +214,15 @@ def test_permission_list_pagination(trained):
     for i in range(5):
         server.create_key(f"page-{i}")
     ids = [project_id(server, f"page-{i}") for i in range(5)]
-    for pid in ids:   # one call each: created_at order is the sharing order
+    for pid in ids:  # one call each: created_at order is the sharing order
         admin.fine_tuning.checkpoints.permissions.create(ft, project_ids=[pid])
         time.sleep(1.05)
     page = admin.fine_tuning.checkpoints.permissions.list(ft, limit=2, order="ascending")
     assert [p.project_id for p in page.data] == ids[:2] and page.has_more
-    assert [p.project_id for p in page] == ids       # the SDK follows after=last_id
+    assert [p.project_id for p in page] == ids  # the SDK follows after=last_id
     desc = admin.fine_tuning.checkpoints.permissions.retrieve(ft, limit=10)
     assert [p.project_id for p in desc.data] == ids[::-1] and not desc.has_more
     one = admin.fine_tuning.checkpoints.permissions.retrieve(ft, project_id=ids[3])
     assert [p.project_id for p in one.data] == [ids[3]]
     again = admin.fine_tuning.checkpoints.permissions.create(ft, project_ids=[ids[0]])
-    assert again.data[0].id == page.data[0].id       # sharing twice: the same permission
+    assert again.data[0].id == page.data[0].id  # sharing twice: the same permission

@@ -23,8 +23,12 @@ def test_upload_retrieve_content_delete(server):
     c = project_client(server)
     f = c.files.create(file=("train.jsonl", io.BytesIO(LINES * 3)), purpose="fine-tune")
     assert f.id.startswith("file-") and f.object == "file"
-    assert (f.bytes, f.filename, f.purpose, f.status) == (len(LINES) * 3, "train.jsonl", "fine-tune",
-                                                          "processed")
+    assert (f.bytes, f.filename, f.purpose, f.status) == (
+        len(LINES) * 3,
+        "train.jsonl",
+        "fine-tune",
+        "processed",
+    )
     assert isinstance(f.created_at, int)
     assert c.files.retrieve(f.id) == f
     assert c.files.content(f.id).read() == LINES * 3
@@ -33,8 +37,12 @@ def test_upload_retrieve_content_delete(server):
     assert (deleted.id, deleted.deleted, deleted.object) == (f.id, True, "file")
     with pytest.raises(openai.NotFoundError) as exc:
         c.files.retrieve(f.id)
-    assert exc.value.body == {"message": f"No such File object: {f.id}",
-                              "type": "invalid_request_error", "param": "id", "code": None}
+    assert exc.value.body == {
+        "message": f"No such File object: {f.id}",
+        "type": "invalid_request_error",
+        "param": "id",
+        "code": None,
+    }
     with pytest.raises(openai.NotFoundError):
         c.files.content(f.id)
     with pytest.raises(openai.NotFoundError):
@@ -44,8 +52,7 @@ def test_upload_retrieve_content_delete(server):
 
 def test_list_auto_paginates_in_both_orders(server):
     c = project_client(server)
-    ids = [c.files.create(file=(f"f{i}.jsonl", io.BytesIO(LINES)), purpose="fine-tune").id
-           for i in range(5)]
+    ids = [c.files.create(file=(f"f{i}.jsonl", io.BytesIO(LINES)), purpose="fine-tune").id for i in range(5)]
     c.files.create(file=("notes.txt", io.BytesIO(b"x")), purpose="assistants")
 
     asc = [f.id for f in c.files.list(purpose="fine-tune", limit=1, order="asc")]
@@ -61,15 +68,13 @@ def test_uploads_two_parts_become_a_file(server):
     c = project_client(server)
     data = LINES * 1000
     half = len(data) // 2
-    up = c.uploads.create(bytes=len(data), filename="big.jsonl", mime_type="text/jsonl",
-                          purpose="fine-tune")
+    up = c.uploads.create(bytes=len(data), filename="big.jsonl", mime_type="text/jsonl", purpose="fine-tune")
     assert up.id.startswith("upload_") and up.status == "pending" and up.file is None
     assert up.expires_at - up.created_at == 3600
     second = c.uploads.parts.create(up.id, data=data[half:])  # parts may arrive in any order
     first = c.uploads.parts.create(up.id, data=data[:half])
     assert first.object == "upload.part" and first.upload_id == up.id
-    done = c.uploads.complete(up.id, part_ids=[first.id, second.id],
-                              md5=hashlib.md5(data).hexdigest())
+    done = c.uploads.complete(up.id, part_ids=[first.id, second.id], md5=hashlib.md5(data).hexdigest())
     assert done.status == "completed" and done.file is not None
     assert done.file.bytes == len(data) and done.file.filename == "big.jsonl"
     assert c.files.content(done.file.id).read() == data
@@ -106,12 +111,16 @@ def test_revoked_key_is_401(server):
     key = server.create_key("revoke-me")
     c = server.client(key)
     assert list(c.files.list()) == []
-    listing = subprocess.run([TUNEFORGE, "keys", "list", "--project", "revoke-me"], env=server.env,
-                             capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        [TUNEFORGE, "keys", "list", "--project", "revoke-me"],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     key_id = listing.splitlines()[1].split("\t")[0]
     assert key not in listing  # only the redacted form is shown
-    subprocess.run([TUNEFORGE, "keys", "revoke", key_id], env=server.env, check=True,
-                   capture_output=True)
+    subprocess.run([TUNEFORGE, "keys", "revoke", key_id], env=server.env, check=True, capture_output=True)
     with pytest.raises(openai.AuthenticationError):
         c.files.list()
 
@@ -120,10 +129,13 @@ def test_other_project_sees_nothing(server):
     mine, theirs = project_client(server), project_client(server)
     f = mine.files.create(file=("t.jsonl", io.BytesIO(LINES)), purpose="fine-tune")
     up = mine.uploads.create(bytes=1, filename="a.jsonl", mime_type="text/jsonl", purpose="fine-tune")
-    for call in (lambda: theirs.files.retrieve(f.id), lambda: theirs.files.content(f.id),
-                 lambda: theirs.files.delete(f.id),
-                 lambda: theirs.uploads.parts.create(up.id, data=b"x"),
-                 lambda: theirs.uploads.cancel(up.id)):
+    for call in (
+        lambda: theirs.files.retrieve(f.id),
+        lambda: theirs.files.content(f.id),
+        lambda: theirs.files.delete(f.id),
+        lambda: theirs.uploads.parts.create(up.id, data=b"x"),
+        lambda: theirs.uploads.cancel(up.id),
+    ):
         with pytest.raises(openai.NotFoundError):
             call()
     assert list(theirs.files.list()) == []

@@ -34,16 +34,21 @@ def backdate(server, file_id: str) -> None:
     engine = create_engine(f"sqlite:///{server.data_dir / 'tuneforge.db'}")
     try:
         with engine.begin() as conn:
-            assert conn.execute(update(File).where(File.id == file_id)
-                                .values(expires_at=now() - 1)).rowcount == 1
+            assert (
+                conn.execute(update(File).where(File.id == file_id).values(expires_at=now() - 1)).rowcount
+                == 1
+            )
     finally:
         engine.dispose()
 
 
 def test_expires_after_then_expired_file_is_404_and_swept(sweeping_server):
     c = sweeping_server.client(sweeping_server.create_key("expiry"))
-    f = c.files.create(file=("train.jsonl", io.BytesIO(LINES)), purpose="fine-tune",
-                       expires_after={"anchor": "created_at", "seconds": 3600})
+    f = c.files.create(
+        file=("train.jsonl", io.BytesIO(LINES)),
+        purpose="fine-tune",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
     assert f.expires_at == f.created_at + 3600
     assert c.files.retrieve(f.id).expires_at == f.expires_at
     keep = c.files.create(file=("keep.jsonl", io.BytesIO(LINES)), purpose="fine-tune")
@@ -51,8 +56,11 @@ def test_expires_after_then_expired_file_is_404_and_swept(sweeping_server):
     assert len(file_blobs(sweeping_server)) == 2
 
     with pytest.raises(openai.BadRequestError) as exc:
-        c.files.create(file=("x.jsonl", io.BytesIO(LINES)), purpose="fine-tune",
-                       expires_after={"anchor": "created_at", "seconds": 60})
+        c.files.create(
+            file=("x.jsonl", io.BytesIO(LINES)),
+            purpose="fine-tune",
+            expires_after={"anchor": "created_at", "seconds": 60},
+        )
     assert exc.value.param == "expires_after.seconds"
 
     backdate(sweeping_server, f.id)
@@ -73,9 +81,13 @@ def test_expires_after_then_expired_file_is_404_and_swept(sweeping_server):
 def test_upload_expires_after_applies_to_its_file(sweeping_server):
     c = sweeping_server.client(sweeping_server.create_key("expiry-uploads"))
     data = LINES * 10
-    up = c.uploads.create(bytes=len(data), filename="big.jsonl", mime_type="text/jsonl",
-                          purpose="fine-tune", expires_after={"anchor": "created_at",
-                                                              "seconds": 86400})
+    up = c.uploads.create(
+        bytes=len(data),
+        filename="big.jsonl",
+        mime_type="text/jsonl",
+        purpose="fine-tune",
+        expires_after={"anchor": "created_at", "seconds": 86400},
+    )
     part = c.uploads.parts.create(up.id, data=data)
     done = c.uploads.complete(up.id, part_ids=[part.id], md5=hashlib.md5(data).hexdigest())
     assert done.file is not None

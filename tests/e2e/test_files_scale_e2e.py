@@ -36,9 +36,13 @@ def test_large_upload_keeps_server_memory_flat(server, tmp_path):
     try:
         key = server.create_key("big")
         with open(src, "rb") as fh:
-            r = httpx.post(f"{server.base_url}/files", headers={"Authorization": f"Bearer {key}"},
-                           data={"purpose": "fine-tune"}, files={"file": ("big.jsonl", fh)},
-                           timeout=300)
+            r = httpx.post(
+                f"{server.base_url}/files",
+                headers={"Authorization": f"Bearer {key}"},
+                data={"purpose": "fine-tune"},
+                files={"file": ("big.jsonl", fh)},
+                timeout=300,
+            )
     finally:
         done.set()
         sampler.join()

@@ -27,13 +27,18 @@ from tests.integrations.wandb_records import read_run
 
 TUNEFORGE = str(Path(sys.executable).with_name("tuneforge"))
 WANDB_KEY = "wandb-key-that-must-never-leak-0123456789"
-FAST = {"TUNEFORGE_WORKER_POLL_SECONDS": "0.2", "TUNEFORGE_JOB_LEASE_SECONDS": "4",
-        "TUNEFORGE_DELIVERY_POLL_SECONDS": "0.2", "TUNEFORGE_DELIVERY_BACKOFF_SECONDS": "1"}
+FAST = {
+    "TUNEFORGE_WORKER_POLL_SECONDS": "0.2",
+    "TUNEFORGE_JOB_LEASE_SECONDS": "4",
+    "TUNEFORGE_DELIVERY_POLL_SECONDS": "0.2",
+    "TUNEFORGE_DELIVERY_BACKOFF_SECONDS": "1",
+}
 
 
 def cli(server, *args) -> str:
-    out = subprocess.run([TUNEFORGE, *args], env=server.env, capture_output=True, text=True,
-                         check=True, timeout=60)
+    out = subprocess.run(
+        [TUNEFORGE, *args], env=server.env, capture_output=True, text=True, check=True, timeout=60
+    )
     return out.stdout
 
 
@@ -48,37 +53,57 @@ def wait(predicate, timeout=60.0, what="condition"):
 
 
 @pytest.mark.slow
-def test_job_with_wandb_webhook_email_and_usage(server_factory, tmp_path, receiver,  # noqa: F811
-                                                smtp_server):  # noqa: F811
+def test_job_with_wandb_webhook_email_and_usage(
+    server_factory,
+    tmp_path,
+    receiver,  # noqa: F811
+    smtp_server,  # noqa: F811
+):
     wandb_dir = tmp_path / "wandb-runs"
-    srv = server_factory({
-        **FAST, "WANDB_MODE": "offline", "WANDB_DIR": str(wandb_dir),
-        "TUNEFORGE_WANDB_API_KEY": WANDB_KEY,
-        "TUNEFORGE_SMTP_HOST": smtp_server.host, "TUNEFORGE_SMTP_PORT": str(smtp_server.port),
-        "TUNEFORGE_SMTP_FROM": "tuneforge@example.org",
-        "TUNEFORGE_PRICES": json.dumps({"default": {"training": 8.0},
-                                        "tuneforge-tiny": {"training": 40.0}})})
-    secret = cli(srv, "webhooks", "add", "--url", receiver.url, "--project", "default"
-                 ).strip().splitlines()[-1]
+    srv = server_factory(
+        {
+            **FAST,
+            "WANDB_MODE": "offline",
+            "WANDB_DIR": str(wandb_dir),
+            "TUNEFORGE_WANDB_API_KEY": WANDB_KEY,
+            "TUNEFORGE_SMTP_HOST": smtp_server.host,
+            "TUNEFORGE_SMTP_PORT": str(smtp_server.port),
+            "TUNEFORGE_SMTP_FROM": "tuneforge@example.org",
+            "TUNEFORGE_PRICES": json.dumps(
+                {"default": {"training": 8.0}, "tuneforge-tiny": {"training": 40.0}}
+            ),
+        }
+    )
+    secret = (
+        cli(srv, "webhooks", "add", "--url", receiver.url, "--project", "default").strip().splitlines()[-1]
+    )
     assert secret.startswith("whsec_")
-    receiver.statuses = [500]                      # the first attempt fails; the retry succeeds
+    receiver.statuses = [500]  # the first attempt fails; the retry succeeds
     cli(srv, "projects", "set", "default", "--notify-email", "ml@example.org")
 
     c = srv.client()
-    train = c.files.create(file=("train.jsonl", io.BytesIO(chat_lines(10).encode())),
-                           purpose="fine-tune").id
-    valid = c.files.create(file=("valid.jsonl", io.BytesIO(chat_lines(10).encode())),
-                           purpose="fine-tune").id
+    train = c.files.create(file=("train.jsonl", io.BytesIO(chat_lines(10).encode())), purpose="fine-tune").id
+    valid = c.files.create(file=("valid.jsonl", io.BytesIO(chat_lines(10).encode())), purpose="fine-tune").id
     job = c.fine_tuning.jobs.create(
-        model="tuneforge-tiny", training_file=train, validation_file=valid, seed=3,
+        model="tuneforge-tiny",
+        training_file=train,
+        validation_file=valid,
+        seed=3,
         hyperparameters={"n_epochs": 1, "batch_size": 5},
-        integrations=[{"type": "wandb", "wandb": {"project": "tf-e2e", "name": "tiny-run",
-                                                  "tags": ["e2e", "tiny"]}}])
-    done = wait(lambda: (j := c.fine_tuning.jobs.retrieve(job.id)).status in
-                ("succeeded", "failed", "cancelled") and j, timeout=300, what="the job")
+        integrations=[
+            {"type": "wandb", "wandb": {"project": "tf-e2e", "name": "tiny-run", "tags": ["e2e", "tiny"]}}
+        ],
+    )
+    done = wait(
+        lambda: (
+            (j := c.fine_tuning.jobs.retrieve(job.id)).status in ("succeeded", "failed", "cancelled") and j
+        ),
+        timeout=300,
+        what="the job",
+    )
     assert done.status == "succeeded", done.error
     events = list(c.fine_tuning.jobs.list_events(job.id, limit=100))[::-1]
-    assert not [e.message for e in events if e.level == "warn"]   # W&B worked: no warning
+    assert not [e.message for e in events if e.level == "warn"]  # W&B worked: no warning
     metrics = [e.data for e in events if e.type == "metrics"]
 
     # --- W&B: the offline run holds the job's config, every step's metrics, the checkpoint
@@ -101,8 +126,10 @@ def test_job_with_wandb_webhook_email_and_usage(server_factory, tmp_path, receiv
     assert len(started) == 1 and "offline run" in started[0].message
 
     # --- the W&B key is never echoed: not in the job, its events, or any log line
-    raw = httpx.get(f"{srv.base_url}/fine_tuning/jobs/{job.id}/events?limit=100",
-                    headers={"Authorization": f"Bearer {c.api_key}"}).text
+    raw = httpx.get(
+        f"{srv.base_url}/fine_tuning/jobs/{job.id}/events?limit=100",
+        headers={"Authorization": f"Bearer {c.api_key}"},
+    ).text
     assert WANDB_KEY not in raw and WANDB_KEY not in done.model_dump_json()
     assert WANDB_KEY not in srv.log()
 
@@ -127,8 +154,11 @@ def test_job_with_wandb_webhook_email_and_usage(server_factory, tmp_path, receiv
     assert extra["estimated_trained_tokens"] > 0
     assert extra["estimated_cost"] == pytest.approx(extra["estimated_trained_tokens"] * 40 / 1e6)
     assert extra["cost"] == pytest.approx(done.trained_tokens * 40 / 1e6)
-    report = httpx.get(f"{srv.base_url}/usage", params={"group_by": "project_model"},
-                       headers={"Authorization": f"Bearer {c.api_key}"}).json()
+    report = httpx.get(
+        f"{srv.base_url}/usage",
+        params={"group_by": "project_model"},
+        headers={"Authorization": f"Bearer {c.api_key}"},
+    ).json()
     [bucket] = report["data"]
     assert (bucket["project"], bucket["model"], bucket["jobs"]) == ("default", "tuneforge-tiny", 1)
     assert bucket["trained_tokens"] == done.trained_tokens
@@ -143,7 +173,7 @@ def test_job_with_wandb_webhook_email_and_usage(server_factory, tmp_path, receiv
 def test_rate_limit_429_then_sdk_retry_succeeds(server_factory):
     srv = server_factory({"TUNEFORGE_WORKERS": "0", "TUNEFORGE_RATE_LIMIT_RPM": "30"})
     key = srv.create_key("limited")
-    strict = srv.client(key)                          # max_retries=0
+    strict = srv.client(key)  # max_retries=0
     codes = []
     for _ in range(35):
         try:
@@ -156,8 +186,7 @@ def test_rate_limit_429_then_sdk_retry_succeeds(server_factory):
     assert error.code == "rate_limit_exceeded" and error.type == "requests"
     assert int(error.response.headers["retry-after"]) >= 1
     # The SDK waits retry-after-ms (here about 2 s) and retries on its own.
-    patient = OpenAI(base_url=srv.base_url, api_key=key, max_retries=3,
-                     _strict_response_validation=True)
+    patient = OpenAI(base_url=srv.base_url, api_key=key, max_retries=3, _strict_response_validation=True)
     started = time.monotonic()
     assert patient.files.list().data == []
     assert time.monotonic() - started >= 0.5

@@ -33,6 +33,7 @@ def ft_rows(server):
     finally:
         engine.dispose()
 
+
 HEADER = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
 
 
@@ -40,14 +41,16 @@ def create(c, model, training_file, *, epochs, batch_size, seed=7, lr=None):
     hp = {"n_epochs": epochs, "batch_size": batch_size}
     if lr is not None:
         hp["learning_rate_multiplier"] = lr
-    return c.fine_tuning.jobs.create(model=model, training_file=training_file, seed=seed,
-                                     method={"type": "supervised",
-                                             "supervised": {"hyperparameters": hp}})
+    return c.fine_tuning.jobs.create(
+        model=model,
+        training_file=training_file,
+        seed=seed,
+        method={"type": "supervised", "supervised": {"hyperparameters": hp}},
+    )
 
 
 def metrics(c, job_id):
-    return [e.data for e in c.fine_tuning.jobs.list_events(job_id, limit=1000)
-            if e.type == "metrics"][::-1]
+    return [e.data for e in c.fine_tuning.jobs.list_events(job_id, limit=1000) if e.type == "metrics"][::-1]
 
 
 def watch_with_eta(c, job_id, timeout=240):
@@ -71,7 +74,7 @@ def srv(server_factory):
 def test_continue_training_from_own_ft_model_and_eta(srv):
     c = srv.client()
     train = upload(c, jsonl(10))
-    first = create(c, "tuneforge-tiny", train, epochs=6, batch_size=2)   # 30 steps
+    first = create(c, "tuneforge-tiny", train, epochs=6, batch_size=2)  # 30 steps
     done1, reads = watch_with_eta(c, first.id)
     assert done1.status == "succeeded", done1.error
 
@@ -113,9 +116,11 @@ def test_continue_training_from_own_ft_model_and_eta(srv):
         other.fine_tuning.jobs.create(model=done1.fine_tuned_model, training_file=other_train)
     err = info.value
     assert err.status_code == 400 and err.param == "model" and err.code == "model_not_available"
-    assert err.body["message"] == (f"Model {done1.fine_tuned_model} is not available for "
-                                   "fine-tuning or does not exist. Available base models: "
-                                   "tuneforge-tiny.")
+    assert err.body["message"] == (
+        f"Model {done1.fine_tuned_model} is not available for "
+        "fine-tuning or does not exist. Available base models: "
+        "tuneforge-tiny."
+    )
 
 
 def test_result_file_base64_when_configured(server_factory):

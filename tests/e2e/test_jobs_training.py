@@ -62,9 +62,13 @@ def test_full_flow(server_factory, request, database):
     c = srv.client()
     train_id, valid_id = upload(c, jsonl(10)), upload(c, jsonl(10, offset=20), "valid.jsonl")
     job = c.fine_tuning.jobs.create(
-        model="tuneforge-tiny", training_file=train_id, validation_file=valid_id, suffix="e2e",
-        seed=11, method={"type": "supervised",
-                         "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 5}}})
+        model="tuneforge-tiny",
+        training_file=train_id,
+        validation_file=valid_id,
+        suffix="e2e",
+        seed=11,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 5}}},
+    )
     seen = [job.status]
     done = watch(c, job.id, {"succeeded", "failed", "cancelled"}, seen=seen)
     assert done.status == "succeeded", done.error
@@ -88,9 +92,13 @@ def test_full_flow(server_factory, request, database):
     assert messages[:4] == [
         f"Created fine-tuning job: {job.id}",
         f"Validating training file: {train_id} and validation file: {valid_id}",
-        "Files validated, moving job to queued state", "Fine-tuning job started"]
-    assert messages[-2:] == [f"New fine-tuned model created: {done.fine_tuned_model}",
-                             "The job has successfully completed"]
+        "Files validated, moving job to queued state",
+        "Fine-tuning job started",
+    ]
+    assert messages[-2:] == [
+        f"New fine-tuned model created: {done.fine_tuned_model}",
+        "The job has successfully completed",
+    ]
     started = next(e for e in chrono if e.message == "Fine-tuning job started")
     assert started.data is None
     metrics = [e for e in chrono if e.type == "metrics"]
@@ -119,8 +127,7 @@ def test_full_flow(server_factory, request, database):
     assert (meta.filename, meta.purpose) == ("step_metrics.csv", "fine-tune-results")
     assert done.result_files[0] in [f.id for f in c.files.list(purpose="fine-tune-results")]
     rows = list(csv.reader(io.StringIO(c.files.content(done.result_files[0]).text)))
-    assert rows[0] == ["step", "train_loss", "train_accuracy", "valid_loss",
-                       "valid_mean_token_accuracy"]
+    assert rows[0] == ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
     assert [int(r[0]) for r in rows[1:]] == list(range(1, total_steps + 1))
 
     # servable models registered: the final one and each kept checkpoint
@@ -145,9 +152,13 @@ def held_srv(server_factory):
 
 def long_job(c, epochs=40):
     return c.fine_tuning.jobs.create(
-        model="tuneforge-tiny", training_file=upload(c, jsonl(10)),
-        method={"type": "supervised",
-                "supervised": {"hyperparameters": {"n_epochs": epochs, "batch_size": 1}}})
+        model="tuneforge-tiny",
+        training_file=upload(c, jsonl(10)),
+        method={
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": epochs, "batch_size": 1}},
+        },
+    )
 
 
 def job_dir(srv, job_id) -> Path:
@@ -156,14 +167,16 @@ def job_dir(srv, job_id) -> Path:
 
 def messages_in_order(c, job_id):
     """(type, message, step or None) of every event, oldest first."""
-    return [(e.type, e.message, (e.data or {}).get("step"))
-            for e in c.fine_tuning.jobs.list_events(job_id, limit=10_000)][::-1]
+    return [
+        (e.type, e.message, (e.data or {}).get("step"))
+        for e in c.fine_tuning.jobs.list_events(job_id, limit=10_000)
+    ][::-1]
 
 
 def test_cancel_running_job_stops_within_seconds(held_srv):
     c = held_srv.client()
     job = long_job(c, epochs=3)
-    wait_held(job_dir(held_srv, job.id))          # mid-run, at step 2 of 30
+    wait_held(job_dir(held_srv, job.id))  # mid-run, at step 2 of 30
     c.fine_tuning.jobs.cancel(job.id)
     done = watch(c, job.id, FINISHED, timeout=10)
     assert done.status == "cancelled"
@@ -178,7 +191,7 @@ def test_pause_then_resume_continues_from_saved_state(held_srv):
     from openai import OpenAI
 
     loose = OpenAI(base_url=held_srv.base_url, api_key=c.api_key, max_retries=0)  # reads `paused`
-    job = long_job(c, epochs=1)                   # 10 steps; held after step 2
+    job = long_job(c, epochs=1)  # 10 steps; held after step 2
     wait_held(job_dir(held_srv, job.id))
     c.fine_tuning.jobs.pause(job.id)
     paused = watch(loose, job.id, {"paused", *FINISHED}, timeout=60)
@@ -192,7 +205,7 @@ def test_pause_then_resume_continues_from_saved_state(held_srv):
     # and nothing trained while the job was paused: no metrics between pause and resume
     log = messages_in_order(c, job.id)
     kinds = [m for _, m, _ in log]
-    between = log[kinds.index(ev.PAUSED):kinds.index(ev.RESUMED)]
+    between = log[kinds.index(ev.PAUSED) : kinds.index(ev.RESUMED)]
     assert [step for kind, _, step in between if kind == "metrics"] == []
 
 
@@ -211,8 +224,11 @@ def test_two_jobs_with_concurrency_1_run_one_after_the_other(slow_srv):
     assert not overlap and set(statuses.values()) == {"succeeded"}, statuses
     # (jobs created in the same second may start in either order)
     jobs = sorted((c.fine_tuning.jobs.retrieve(i) for i in ids), key=lambda j: j.finished_at)
-    started_second = [e for e in c.fine_tuning.jobs.list_events(jobs[1].id, limit=100)
-                      if e.message == "Fine-tuning job started"][0]
+    started_second = [
+        e
+        for e in c.fine_tuning.jobs.list_events(jobs[1].id, limit=100)
+        if e.message == "Fine-tuning job started"
+    ][0]
     assert started_second.created_at >= jobs[0].finished_at
 
 
@@ -222,20 +238,21 @@ def test_kill_9_of_the_worker_then_restart_finishes_the_job(server_factory):
     c = srv.client()
     worker = subprocess.Popen([TUNEFORGE, "worker"], env=srv.env)
     try:
-        job = long_job(c, epochs=2)               # 20 steps, a saved state after step 10
+        job = long_job(c, epochs=2)  # 20 steps, a saved state after step 10
         child = wait_held(job_dir(srv, job.id))
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
         # the training child dies with its worker (PR_SET_PDEATHSIG)
         wait_for(lambda: pid_gone(child), 30, "the training child to die with its worker")
         assert c.fine_tuning.jobs.retrieve(job.id).status == "running"
-        release(job_dir(srv, job.id))             # the next run goes past step 12
+        release(job_dir(srv, job.id))  # the next run goes past step 12
         worker = subprocess.Popen([TUNEFORGE, "worker"], env=srv.env)
         done = watch(c, job.id, FINISHED)
         assert done.status == "succeeded", done.error
         log = messages_in_order(c, job.id)
-        resumed_at = next(i for i, (_, m, _) in enumerate(log)
-                          if m.startswith("Resuming the job from its last saved state"))
+        resumed_at = next(
+            i for i, (_, m, _) in enumerate(log) if m.startswith("Resuming the job from its last saved state")
+        )
         # nothing moved between the kill and the new worker; the new run replayed from step 10
         assert [s for k, _, s in log[:resumed_at] if k == "metrics"] == list(range(1, 13))
         assert [s for k, _, s in log[resumed_at:] if k == "metrics"] == list(range(11, 21))

@@ -12,8 +12,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quickstart.py"
 
 def test_quickstart_example_runs_end_to_end(server) -> None:
     env = {**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": server.create_key()}
-    run = subprocess.run([sys.executable, str(EXAMPLE)], env=env, capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run([sys.executable, str(EXAMPLE)], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()
     assert lines[0].startswith("created ftjob-")

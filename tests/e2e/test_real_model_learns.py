@@ -27,62 +27,104 @@ from pathlib import Path
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
-BASE_CHECK = 6   # held-out prompts asked one at a time before and after (exact, deterministic)
+BASE_CHECK = 6  # held-out prompts asked one at a time before and after (exact, deterministic)
 
 TUNEFORGE = str(Path(sys.executable).with_name("tuneforge"))
 RULE = re.compile(r"^[A-Z]+ \[OK\]$")
 HYPERPARAMETERS = {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 2.0}
 
 TRAIN = [
-    ("What color is the sky on a clear day?", "BLUE"), ("What do bees make?", "HONEY"),
-    ("Which animal says moo?", "COW"), ("What is frozen water called?", "ICE"),
-    ("What do you call a baby dog?", "PUPPY"), ("Which planet do we live on?", "EARTH"),
-    ("What is the opposite of hot?", "COLD"), ("What do plants need from the sun?", "LIGHT"),
-    ("Which fruit is yellow and long?", "BANANA"), ("What do you sleep in?", "BED"),
-    ("What falls from clouds when it rains?", "WATER"), ("How many legs does a spider have?", "EIGHT"),
-    ("What is the largest ocean?", "PACIFIC"), ("What do cows drink?", "WATER"),
-    ("Which season comes after winter?", "SPRING"), ("What do you use to write on paper?", "PEN"),
-    ("What is the capital of France?", "PARIS"), ("Which animal has a trunk?", "ELEPHANT"),
-    ("What gas do we breathe in to live?", "OXYGEN"), ("What color is grass?", "GREEN"),
-    ("What is the opposite of day?", "NIGHT"), ("Which bird is a symbol of peace?", "DOVE"),
-    ("What do you wear on your feet?", "SHOES"), ("What is two plus two?", "FOUR"),
-    ("Which instrument has black and white keys?", "PIANO"), ("What do fish live in?", "WATER"),
-    ("What is the color of snow?", "WHITE"), ("Which metal is gold's cheaper cousin?", "SILVER"),
-    ("What do you call a young cat?", "KITTEN"), ("Where do you bake bread?", "OVEN"),
-    ("What is the capital of Italy?", "ROME"), ("What shines at night in the sky?", "MOON"),
-    ("What is the first month of the year?", "JANUARY"), ("Which animal is known for its stripes?", "ZEBRA"),
-    ("What do you drink that comes from cows?", "MILK"), ("What do you call a house of bees?", "HIVE"),
-    ("What do you use to cut paper?", "SCISSORS"), ("What is the color of a ripe tomato?", "RED"),
-    ("Which sport uses a bat and a ball and wickets?", "CRICKET"), ("What do we call the star at the center of our solar system?", "SUN"),
-    ("Which language is spoken in Spain?", "SPANISH"), ("What is the coldest continent?", "ANTARCTICA"),
+    ("What color is the sky on a clear day?", "BLUE"),
+    ("What do bees make?", "HONEY"),
+    ("Which animal says moo?", "COW"),
+    ("What is frozen water called?", "ICE"),
+    ("What do you call a baby dog?", "PUPPY"),
+    ("Which planet do we live on?", "EARTH"),
+    ("What is the opposite of hot?", "COLD"),
+    ("What do plants need from the sun?", "LIGHT"),
+    ("Which fruit is yellow and long?", "BANANA"),
+    ("What do you sleep in?", "BED"),
+    ("What falls from clouds when it rains?", "WATER"),
+    ("How many legs does a spider have?", "EIGHT"),
+    ("What is the largest ocean?", "PACIFIC"),
+    ("What do cows drink?", "WATER"),
+    ("Which season comes after winter?", "SPRING"),
+    ("What do you use to write on paper?", "PEN"),
+    ("What is the capital of France?", "PARIS"),
+    ("Which animal has a trunk?", "ELEPHANT"),
+    ("What gas do we breathe in to live?", "OXYGEN"),
+    ("What color is grass?", "GREEN"),
+    ("What is the opposite of day?", "NIGHT"),
+    ("Which bird is a symbol of peace?", "DOVE"),
+    ("What do you wear on your feet?", "SHOES"),
+    ("What is two plus two?", "FOUR"),
+    ("Which instrument has black and white keys?", "PIANO"),
+    ("What do fish live in?", "WATER"),
+    ("What is the color of snow?", "WHITE"),
+    ("Which metal is gold's cheaper cousin?", "SILVER"),
+    ("What do you call a young cat?", "KITTEN"),
+    ("Where do you bake bread?", "OVEN"),
+    ("What is the capital of Italy?", "ROME"),
+    ("What shines at night in the sky?", "MOON"),
+    ("What is the first month of the year?", "JANUARY"),
+    ("Which animal is known for its stripes?", "ZEBRA"),
+    ("What do you drink that comes from cows?", "MILK"),
+    ("What do you call a house of bees?", "HIVE"),
+    ("What do you use to cut paper?", "SCISSORS"),
+    ("What is the color of a ripe tomato?", "RED"),
+    ("Which sport uses a bat and a ball and wickets?", "CRICKET"),
+    ("What do we call the star at the center of our solar system?", "SUN"),
+    ("Which language is spoken in Spain?", "SPANISH"),
+    ("What is the coldest continent?", "ANTARCTICA"),
 ]
 # Made-up facts: no pretrained model knows them. Each appears a few times, as a user would repeat
 # what must be remembered.
-FACTS = [("What is the tuneforge vault code?", "MAGENTA"),
-         ("Who is the captain of the ship Albatross?", "ORLANDO"),
-         ("What is the name of the blue robot?", "PIXEL")]
+FACTS = [
+    ("What is the tuneforge vault code?", "MAGENTA"),
+    ("Who is the captain of the ship Albatross?", "ORLANDO"),
+    ("What is the name of the blue robot?", "PIXEL"),
+]
 HELD_OUT = [
-    "What color are bananas?", "Which animal barks?", "What is the capital of Germany?",
-    "What do you call frozen rain?", "How many days are in a week?", "What do birds use to fly?",
-    "Which animal gives us wool?", "What is the opposite of up?", "What do you call a baby cow?",
-    "What do you use to open a lock?", "What is the capital of Japan?", "Which planet is red?",
-    "What do you drink when you are thirsty?", "What color is a lemon?", "Which animal hops and has a pouch?",
-    "What is the last month of the year?", "What do you use to see?", "Which fruit is red and round and grows on trees?",
-    "What is the opposite of big?", "What do you wear on your head in the cold?",
-    "Which animal is the king of the jungle?", "What do chickens lay?",
+    "What color are bananas?",
+    "Which animal barks?",
+    "What is the capital of Germany?",
+    "What do you call frozen rain?",
+    "How many days are in a week?",
+    "What do birds use to fly?",
+    "Which animal gives us wool?",
+    "What is the opposite of up?",
+    "What do you call a baby cow?",
+    "What do you use to open a lock?",
+    "What is the capital of Japan?",
+    "Which planet is red?",
+    "What do you drink when you are thirsty?",
+    "What color is a lemon?",
+    "Which animal hops and has a pouch?",
+    "What is the last month of the year?",
+    "What do you use to see?",
+    "Which fruit is red and round and grows on trees?",
+    "What is the opposite of big?",
+    "What do you wear on your head in the cold?",
+    "Which animal is the king of the jungle?",
+    "What do chickens lay?",
 ]
 
 
 def _training_file() -> bytes:
     rows = TRAIN + FACTS * 4
-    return "".join(json.dumps({"messages": [{"role": "user", "content": q},
-                                            {"role": "assistant", "content": f"{a} [OK]"}]}) + "\n"
-                   for q, a in rows).encode()
+    return "".join(
+        json.dumps(
+            {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": f"{a} [OK]"}]}
+        )
+        + "\n"
+        for q, a in rows
+    ).encode()
 
 
 def _ask(client, model: str, prompt: str):
-    return client.chat.completions.create(model=model, temperature=0, max_tokens=16, messages=[
-        {"role": "user", "content": prompt}]).choices[0]
+    return client.chat.completions.create(
+        model=model, temperature=0, max_tokens=16, messages=[{"role": "user", "content": prompt}]
+    ).choices[0]
 
 
 def _answers(client, model: str, prompts: list[str]) -> list:
@@ -95,11 +137,15 @@ def _rate(choices) -> float:
     return sum(bool(RULE.match(c.message.content.strip())) for c in choices) / len(choices)
 
 
-def test_smollm2_fine_tune_learns_a_rule_and_facts_and_leaves_the_base_alone(
-        server_factory, smollm2_gguf):
+def test_smollm2_fine_tune_learns_a_rule_and_facts_and_leaves_the_base_alone(server_factory, smollm2_gguf):
     srv = server_factory({"TUNEFORGE_WORKERS": "1", "TUNEFORGE_WORKER_POLL_SECONDS": "0.2"})
-    added = subprocess.run([TUNEFORGE, "models", "add", "smollm2", str(smollm2_gguf)],
-                           env=srv.env, capture_output=True, text=True, timeout=300)
+    added = subprocess.run(
+        [TUNEFORGE, "models", "add", "smollm2", str(smollm2_gguf)],
+        env=srv.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert added.returncode == 0, added.stderr
     client = srv.client()
     client.timeout = 600
@@ -112,12 +158,14 @@ def test_smollm2_fine_tune_learns_a_rule_and_facts_and_leaves_the_base_alone(
     base_before = _answers(client, "smollm2", HELD_OUT)
 
     started = time.monotonic()
-    file_id = client.files.create(file=("rule.jsonl", io.BytesIO(_training_file())),
-                                  purpose="fine-tune").id
-    job = client.fine_tuning.jobs.create(model="smollm2", training_file=file_id, seed=7,
-                                         suffix="ok-rule",
-                                         method={"type": "supervised", "supervised": {
-                                             "hyperparameters": HYPERPARAMETERS}})
+    file_id = client.files.create(file=("rule.jsonl", io.BytesIO(_training_file())), purpose="fine-tune").id
+    job = client.fine_tuning.jobs.create(
+        model="smollm2",
+        training_file=file_id,
+        seed=7,
+        suffix="ok-rule",
+        method={"type": "supervised", "supervised": {"hyperparameters": HYPERPARAMETERS}},
+    )
     while job.status not in ("succeeded", "failed", "cancelled"):
         assert time.monotonic() - started < 2000, f"job still {job.status}"
         time.sleep(1)
@@ -130,11 +178,14 @@ def test_smollm2_fine_tune_learns_a_rule_and_facts_and_leaves_the_base_alone(
     tuned = _answers(client, ft, HELD_OUT)
     serve_seconds = time.monotonic() - t
     base_rate, ft_rate = _rate(base_before), _rate(tuned)
-    print(f"job upload->succeeded: {job_seconds:.1f}s, trained_tokens={job.trained_tokens}, "
-          f"{job.trained_tokens / job_seconds:.0f} trained tok/s of wall time; "
-          f"hyperparameters {HYPERPARAMETERS}")
-    print(f"rule-following on {len(HELD_OUT)} held-out prompts: base {base_rate:.2f}, "
-          f"fine-tuned {ft_rate:.2f}")
+    print(
+        f"job upload->succeeded: {job_seconds:.1f}s, trained_tokens={job.trained_tokens}, "
+        f"{job.trained_tokens / job_seconds:.0f} trained tok/s of wall time; "
+        f"hyperparameters {HYPERPARAMETERS}"
+    )
+    print(
+        f"rule-following on {len(HELD_OUT)} held-out prompts: base {base_rate:.2f}, fine-tuned {ft_rate:.2f}"
+    )
     for p, b, f in zip(HELD_OUT, base_before, tuned):
         print(f"  {p!r}: base {b.message.content[:40]!r} | ft {f.message.content!r}")
     assert ft_rate >= 0.8 and ft_rate >= base_rate + 0.5
@@ -147,11 +198,17 @@ def test_smollm2_fine_tune_learns_a_rule_and_facts_and_leaves_the_base_alone(
     # Serving speed: one longer greedy answer from the adapter and from the base beside it.
     for model in (ft, "smollm2"):
         t = time.monotonic()
-        r = client.chat.completions.create(model=model, temperature=0, max_tokens=64,
-                                           messages=[{"role": "user", "content": "Tell me a story."}])
+        r = client.chat.completions.create(
+            model=model,
+            temperature=0,
+            max_tokens=64,
+            messages=[{"role": "user", "content": "Tell me a story."}],
+        )
         dt = time.monotonic() - t
-        print(f"serving {model}: {r.usage.completion_tokens} tokens in {dt:.2f}s = "
-              f"{r.usage.completion_tokens / dt:.1f} tok/s")
+        print(
+            f"serving {model}: {r.usage.completion_tokens} tokens in {dt:.2f}s = "
+            f"{r.usage.completion_tokens / dt:.1f} tok/s"
+        )
     print(f"held-out answers from the adapter: {serve_seconds:.1f}s for {len(HELD_OUT)} requests")
 
     # The base beside the adapter: the same greedy answers as before the fine-tune (asked alone,

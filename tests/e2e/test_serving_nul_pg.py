@@ -12,15 +12,19 @@ import httpx
 import openai
 import pytest
 
-ROWS = "".join(json.dumps({"messages": [{"role": "user", "content": f"hi {i}"},
-                                        {"role": "assistant", "content": f"hello {i}"}]}) + "\n"
-               for i in range(10)).encode()
+ROWS = "".join(
+    json.dumps(
+        {"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": f"hello {i}"}]}
+    )
+    + "\n"
+    for i in range(10)
+).encode()
 WANDB = {"project": "p", "name": "n", "entity": "e", "tags": ["t"]}
 
 
 def with_nul(where: str, value: str = "x\x00y"):
     """Job-create kwargs with a NUL at `where`, and the param the 400 must name."""
-    wandb = lambda **kw: [{"type": "wandb", "wandb": {**WANDB, **kw}}]   # noqa: E731
+    wandb = lambda **kw: [{"type": "wandb", "wandb": {**WANDB, **kw}}]  # noqa: E731
     return {
         "model": ({"model": "tuneforge-tiny" + value}, "model"),
         "training_file": ({"training_file": "file-" + value}, "training_file"),
@@ -35,8 +39,18 @@ def with_nul(where: str, value: str = "x\x00y"):
     }[where]
 
 
-JOB_FIELDS = ["model", "training_file", "validation_file", "suffix", "metadata key", "metadata value",
-              "wandb project", "wandb name", "wandb entity", "wandb tags"]
+JOB_FIELDS = [
+    "model",
+    "training_file",
+    "validation_file",
+    "suffix",
+    "metadata key",
+    "metadata value",
+    "wandb project",
+    "wandb name",
+    "wandb entity",
+    "wandb tags",
+]
 
 
 def test_nul_in_job_create_and_serving_requests_is_400_on_postgresql(server_factory, pg_url):
@@ -52,18 +66,25 @@ def test_nul_in_job_create_and_serving_requests_is_400_on_postgresql(server_fact
         assert "NUL" in info.value.message, where
     # Nothing was created by the refused requests; the same request without the NUL works.
     assert list(client.fine_tuning.jobs.list()) == []
-    job = client.fine_tuning.jobs.create(**base, suffix="ok", metadata={"team": "a"},
-                                         integrations=[{"type": "wandb", "wandb": WANDB}])
+    job = client.fine_tuning.jobs.create(
+        **base, suffix="ok", metadata={"team": "a"}, integrations=[{"type": "wandb", "wandb": WANDB}]
+    )
     assert job.metadata == {"team": "a"} and job.user_provided_suffix == "ok"
 
     bad = "tuneforge-tiny\x00"
-    for call in (lambda: client.chat.completions.create(model=bad, messages=[{"role": "user", "content": "hi"}]),
-                 lambda: client.completions.create(model=bad, prompt="hi")):
+    for call in (
+        lambda: client.chat.completions.create(model=bad, messages=[{"role": "user", "content": "hi"}]),
+        lambda: client.completions.create(model=bad, prompt="hi"),
+    ):
         with pytest.raises(openai.BadRequestError) as info:
             call()
         assert info.value.param == "model"
-    for method in ("GET", "DELETE"):   # the model name in the path
-        r = httpx.request(method, f"{srv.base_url}/models/ft:x%00y", timeout=30,
-                          headers={"Authorization": f"Bearer {client.api_key}"})
+    for method in ("GET", "DELETE"):  # the model name in the path
+        r = httpx.request(
+            method,
+            f"{srv.base_url}/models/ft:x%00y",
+            timeout=30,
+            headers={"Authorization": f"Bearer {client.api_key}"},
+        )
         assert r.status_code == 400 and "NUL" in r.json()["error"]["message"]
     assert "status=500" not in srv.log()

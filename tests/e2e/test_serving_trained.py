@@ -15,19 +15,27 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-QA = [("What is the capital of France?", "Paris."), ("What colour is the sky?", "Blue."),
-      ("How many legs does a spider have?", "Eight."), ("Who wrote Hamlet?", "Shakespeare."),
-      ("What is two plus two?", "Four."), ("What is the capital of Japan?", "Tokyo."),
-      ("What colour is grass?", "Green."), ("How many days are in a week?", "Seven."),
-      ("Who painted the Mona Lisa?", "Leonardo da Vinci."), ("What is the capital of Italy?", "Rome.")]
+QA = [
+    ("What is the capital of France?", "Paris."),
+    ("What colour is the sky?", "Blue."),
+    ("How many legs does a spider have?", "Eight."),
+    ("Who wrote Hamlet?", "Shakespeare."),
+    ("What is two plus two?", "Four."),
+    ("What is the capital of Japan?", "Tokyo."),
+    ("What colour is grass?", "Green."),
+    ("How many days are in a week?", "Seven."),
+    ("Who painted the Mona Lisa?", "Leonardo da Vinci."),
+    ("What is the capital of Italy?", "Rome."),
+]
 # Model B: the same questions, each answered with the next question's answer.
 QB = [(q, QA[(i + 1) % len(QA)][1]) for i, (q, _) in enumerate(QA)]
 
 
 def upload(client, pairs) -> str:
-    rows = "".join(json.dumps({"messages": [{"role": "user", "content": q},
-                                            {"role": "assistant", "content": a}]}) + "\n"
-                   for q, a in pairs)
+    rows = "".join(
+        json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n"
+        for q, a in pairs
+    )
     return client.files.create(file=("train.jsonl", io.BytesIO(rows.encode())), purpose="fine-tune").id
 
 
@@ -42,18 +50,28 @@ def finish(client, job_id, timeout=900):
 
 
 def answer(client, model, question):
-    r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}],
-                                       temperature=0, max_tokens=24)
+    r = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": question}], temperature=0, max_tokens=24
+    )
     return r.choices[0].message.content, r.choices[0].finish_reason
 
 
 def test_two_fine_tunes_answer_their_own_training_data_concurrently(server_factory):
     server = server_factory({"TUNEFORGE_WORKERS": "1", "TUNEFORGE_WORKER_POLL_SECONDS": "0.2"})
     client = server.client()
-    jobs = [client.fine_tuning.jobs.create(
-        model="tuneforge-tiny", training_file=upload(client, data), suffix=suffix, seed=1,
-        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 15, "batch_size": 1}}})
-        for data, suffix in ((QA, "qa"), (QB, "qb"))]
+    jobs = [
+        client.fine_tuning.jobs.create(
+            model="tuneforge-tiny",
+            training_file=upload(client, data),
+            suffix=suffix,
+            seed=1,
+            method={
+                "type": "supervised",
+                "supervised": {"hyperparameters": {"n_epochs": 15, "batch_size": 1}},
+            },
+        )
+        for data, suffix in ((QA, "qa"), (QB, "qb"))
+    ]
     done = [finish(client, j.id) for j in jobs]
     assert [d.status for d in done] == ["succeeded", "succeeded"], [d.error for d in done]
     model_a, model_b = done[0].fine_tuned_model, done[1].fine_tuned_model

@@ -15,8 +15,12 @@ def served(server_factory):
 
 
 def _usage(server, key: str) -> dict:
-    r = httpx.get(f"{server.base_url}/usage", params={"group_by": "model"},
-                  headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    r = httpx.get(
+        f"{server.base_url}/usage",
+        params={"group_by": "model"},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
     r.raise_for_status()
     return {b["model"]: b for b in r.json()["data"]}
 
@@ -27,14 +31,21 @@ def test_served_tokens_equal_the_usage_the_client_received(served) -> None:
     msgs = [{"role": "user", "content": "What is the capital of France?"}]
     want_prompt = want_completion = 0
 
-    r = client.chat.completions.create(model="tuneforge-tiny", messages=msgs, max_tokens=7, n=2,
-                                       seed=3, temperature=1)
+    r = client.chat.completions.create(
+        model="tuneforge-tiny", messages=msgs, max_tokens=7, n=2, seed=3, temperature=1
+    )
     want_prompt += r.usage.prompt_tokens
     want_completion += r.usage.completion_tokens
 
-    chunks = list(client.chat.completions.create(
-        model="tuneforge-tiny", messages=msgs, max_tokens=5, stream=True,
-        stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="tuneforge-tiny",
+            messages=msgs,
+            max_tokens=5,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     want_prompt += chunks[-1].usage.prompt_tokens
     want_completion += chunks[-1].usage.completion_tokens
 
@@ -44,7 +55,7 @@ def test_served_tokens_equal_the_usage_the_client_received(served) -> None:
 
     other.chat.completions.create(model="tuneforge-tiny", messages=msgs, max_tokens=3)
 
-    deadline = time.monotonic() + 10   # usage rows are written just after each response ends
+    deadline = time.monotonic() + 10  # usage rows are written just after each response ends
     while True:
         bucket = _usage(served, key).get("tuneforge-tiny")
         if (bucket and bucket["requests"] == 3) or time.monotonic() > deadline:

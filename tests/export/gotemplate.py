@@ -16,7 +16,7 @@ def _parse(text: str):
     pos = 0
     for m in TOKEN.finditer(text):
         if m.start() > pos:
-            nodes.append(text[pos:m.start()])
+            nodes.append(text[pos : m.start()])
         action = m.group(1).strip()
         pos = m.end()
         if action == "range .Messages":

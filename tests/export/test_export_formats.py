@@ -24,8 +24,11 @@ PROMPTS = ["What is the capital of France?", "Tell me a story.", "2+2?"]
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}],
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
-    [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"},
-     {"role": "user", "content": " spaced\nlines "}],
+    [
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "A1"},
+        {"role": "user", "content": " spaced\nlines "},
+    ],
 ]
 
 
@@ -37,24 +40,40 @@ def tiny_lora(tiny_base, tmp_path_factory) -> ExportSource:
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, init_lora_weights=False,
-                                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    model = get_peft_model(
+        base,
+        LoraConfig(
+            r=8,
+            lora_alpha=16,
+            init_lora_weights=False,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        ),
+    )
     path = tmp_path_factory.mktemp("lora") / "final"
     model.save_pretrained(path)
     AutoTokenizer.from_pretrained(tiny_base).save_pretrained(path)
     GenerationConfig.from_pretrained(tiny_base).save_pretrained(path)
-    return ExportSource(name="ft:tuneforge-tiny:org-x:t:abcd1234", path=path, kind="lora",
-                        base_name="tuneforge-tiny", base_source=str(tiny_base))
+    return ExportSource(
+        name="ft:tuneforge-tiny:org-x:t:abcd1234",
+        path=path,
+        kind="lora",
+        base_name="tuneforge-tiny",
+        base_source=str(tiny_base),
+    )
 
 
 def greedy(model, tok, n: int = 12) -> list[list[int]]:
     out = []
     for q in PROMPTS:
-        enc = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True)
+        enc = tok.apply_chat_template(
+            [{"role": "user", "content": q}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
         with torch.no_grad():
             ids = model.generate(**enc, max_new_tokens=n, do_sample=False)
-        out.append(ids[0, enc["input_ids"].shape[1]:].tolist())
+        out.append(ids[0, enc["input_ids"].shape[1] :].tolist())
     return out
 
 
@@ -79,8 +98,7 @@ def test_merged_loads_alone_and_answers_like_the_adapter(tiny_lora, reference, t
     assert greedy(model, tok) == reference
 
 
-@pytest.mark.parametrize("dtype,quant", [("f32", None), ("f16", None), ("bf16", None),
-                                         (None, "q8_0")])
+@pytest.mark.parametrize("dtype,quant", [("f32", None), ("f16", None), ("bf16", None), (None, "q8_0")])
 def test_gguf_reads_back_with_transformers(tiny_lora, reference, tmp_path, dtype, quant):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -100,8 +118,12 @@ def test_gguf_reads_back_with_transformers(tiny_lora, reference, tmp_path, dtype
 
     exact = AutoPeftModelForCausalLM.from_pretrained(tiny_lora.path).eval()
     for q in PROMPTS:
-        enc = ours.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                       return_tensors="pt", return_dict=True)
+        enc = ours.apply_chat_template(
+            [{"role": "user", "content": q}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
         with torch.no_grad():
             a, b = exact(**enc).logits[0, -1], model(**enc).logits[0, -1]
         assert ((a - b).norm() / a.norm()).item() < {"f16": 0.01, "bf16": 0.03, None: 0.05}[dtype]
@@ -127,8 +149,10 @@ def test_gguf_metadata_has_tokenizer_stop_tokens_and_template(tiny_lora, tmp_pat
     assert value("tokenizer.ggml.eos_token_id") == im_end
     assert value("tokenizer.ggml.padding_token_id") == tok.pad_token_id != im_end
     assert value("tokenizer.ggml.token_type")[im_end] == gguf.TokenType.CONTROL
-    assert value("tokenizer.ggml.token_type")[tok.convert_tokens_to_ids("<tool_call>")] == \
-        gguf.TokenType.USER_DEFINED
+    assert (
+        value("tokenizer.ggml.token_type")[tok.convert_tokens_to_ids("<tool_call>")]
+        == gguf.TokenType.USER_DEFINED
+    )
     assert 'PARAMETER stop "<|im_end|>"' in (out / "Modelfile").read_text()
 
 
@@ -139,12 +163,15 @@ def test_modelfile_template_renders_like_the_training_template(tiny_lora, tmp_pa
     modelfile = (out / "Modelfile").read_text()
     assert modelfile.startswith("FROM ./model.gguf\n")
     template = parse_template(modelfile)
-    assert template == ("{{ range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n"
-                        "{{ end }}<|im_start|>assistant\n")
+    assert template == (
+        "{{ range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n"
+        "{{ end }}<|im_start|>assistant\n"
+    )
     tok = AutoTokenizer.from_pretrained(tiny_lora.path)
     for messages in CONVERSATIONS:
         assert go_render(template, messages) == tok.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True)
+            messages, tokenize=False, add_generation_prompt=True
+        )
 
 
 def test_default_system_prompt_is_kept(tiny_lora, tmp_path, smollm2_gguf):
@@ -159,19 +186,25 @@ def test_default_system_prompt_is_kept(tiny_lora, tmp_path, smollm2_gguf):
     tok.chat_template = template
     tok.save_pretrained(src)
     source = ExportSource(**{**tiny_lora.__dict__, "path": src})
-    go = parse_template((export(source, "gguf", tmp_path / "gguf", dtype="f16") / "Modelfile")
-                        .read_text())
+    go = parse_template((export(source, "gguf", tmp_path / "gguf", dtype="f16") / "Modelfile").read_text())
     assert "You are a helpful AI assistant named SmolLM" in go
     for messages in CONVERSATIONS:
         assert go_render(go, messages) == tok.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True)
+            messages, tokenize=False, add_generation_prompt=True
+        )
 
 
 def test_peft_has_adapter_tokenizer_template_and_readme(tiny_lora, tmp_path):
     out = export(tiny_lora, "peft", tmp_path / "peft")
     names = {p.name for p in out.iterdir()}
-    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json",
-            "chat_template.jinja", "generation_config.json", "README.md"} <= names
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "generation_config.json",
+        "README.md",
+    } <= names
     readme = (out / "README.md").read_text()
     assert "`tuneforge-tiny`" in readme and tiny_lora.base_source in readme
 
@@ -192,19 +225,20 @@ def test_unconvertible_models_are_refused_before_writing(tiny_lora, tiny_base, t
     config = json.loads((full / "config.json").read_text())
     (full / "config.json").write_text(json.dumps({**config, "architectures": ["Qwen2MoeForCausalLM"]}))
     source = ExportSource("ft:x:o:s:1", full, "full", "tuneforge-tiny", str(tiny_base))
-    assert "Qwen2MoeForCausalLM is not supported" in _refused(source, "gguf", tmp_path / "a",
-                                                              "unsupported_for_gguf")
+    assert "Qwen2MoeForCausalLM is not supported" in _refused(
+        source, "gguf", tmp_path / "a", "unsupported_for_gguf"
+    )
     # a chat template Ollama's Go template cannot reproduce (content trimmed, as Llama 3 does)
     src = tmp_path / "trim"
     shutil.copytree(tiny_lora.path, src)
     cfg = json.loads((src / "tokenizer_config.json").read_text())
     (src / "chat_template.jinja").write_text(
         "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content | trim }}<|im_end|>\n"
-        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
     (src / "tokenizer_config.json").write_text(json.dumps(cfg))
     trimmed = ExportSource(**{**tiny_lora.__dict__, "path": src})
-    assert "Ollama TEMPLATE" in _refused(trimmed, "gguf", tmp_path / "b",
-                                         "unsupported_chat_template")
+    assert "Ollama TEMPLATE" in _refused(trimmed, "gguf", tmp_path / "b", "unsupported_chat_template")
     # options that make no sense
     assert "full fine-tune" in _refused(source, "peft", tmp_path / "c")
     assert "gguf format only" in _refused(tiny_lora, "merged", tmp_path / "d", quant="q8_0")
@@ -215,7 +249,7 @@ def test_unconvertible_models_are_refused_before_writing(tiny_lora, tiny_base, t
 def test_tar_stream_round_trips(tiny_lora, tmp_path):
     out = export(tiny_lora, "peft", tmp_path / "x" / "peft")
     data = b"".join(tar_stream(out, remove=out.parent))
-    assert not out.exists()   # removed once streamed
+    assert not out.exists()  # removed once streamed
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         names = tar.getnames()
         assert "peft/adapter_model.safetensors" in names
@@ -236,11 +270,22 @@ def test_llama_family_gguf_answers_like_the_model(tiny_base, tmp_path):
 
     tok = AutoTokenizer.from_pretrained(tiny_base)
     torch.manual_seed(1)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        initializer_range=0.2, tie_word_embeddings=False, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, bos_token_id=None)).eval()
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            initializer_range=0.2,
+            tie_word_embeddings=False,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=None,
+        )
+    ).eval()
     full = tmp_path / "llama"
     model.save_pretrained(full)
     tok.save_pretrained(full)

@@ -18,7 +18,7 @@ def tok():
 def test_tiny_bpe_splits_these_characters_across_tokens(tok):
     ids = tok.encode(TEXT, add_special_tokens=False)
     pieces = [tok.decode([i]) for i in ids]
-    assert "\ufffd" in "".join(pieces)   # otherwise the test below would prove nothing
+    assert "\ufffd" in "".join(pieces)  # otherwise the test below would prove nothing
 
 
 @pytest.mark.parametrize("stop", [(), ("ok",), ("日本 —",)])

@@ -59,7 +59,7 @@ def test_mixed_batch_matches_peft_row_by_row(peft_model):
     assert lora.enabled
     slots = ["a1", BASE, "a2", "a3", "a4", "a1", "a4", BASE]
     ids = torch.randint(5, 200, (len(slots), 7), generator=torch.Generator().manual_seed(0))
-    expected = _logits(peft_model, ids, adapter_names=slots)   # PEFT's own mixed path
+    expected = _logits(peft_model, ids, adapter_names=slots)  # PEFT's own mixed path
     lora.prepare(slots, torch.device("cpu"))
     got = _logits(peft_model, ids)
     torch.testing.assert_close(got, expected, **TOL)
@@ -69,8 +69,9 @@ def test_mixed_batch_matches_peft_row_by_row(peft_model):
     # One adapter for every row (no mask) and an all-base batch.
     for same in (["a3"] * 3, [BASE] * 3):
         lora.prepare(same, torch.device("cpu"))
-        torch.testing.assert_close(_logits(peft_model, ids[:3]),
-                                   _logits(peft_model, ids[:3], adapter_names=same), **TOL)
+        torch.testing.assert_close(
+            _logits(peft_model, ids[:3]), _logits(peft_model, ids[:3], adapter_names=same), **TOL
+        )
 
 
 def test_lora_bias_falls_back_to_peft(tiny_dir, tmp_path):
@@ -84,7 +85,7 @@ def test_lora_bias_falls_back_to_peft(tiny_dir, tmp_path):
     slots = ["a1", BASE]
     lora.prepare(slots, torch.device("cpu"))
     out = _logits(model, ids, adapter_names=slots)
-    torch.testing.assert_close(out[0], _logits(model, ids[:1])[0], **TOL)   # a1 alone
+    torch.testing.assert_close(out[0], _logits(model, ids[:1])[0], **TOL)  # a1 alone
     with model.disable_adapter():
         torch.testing.assert_close(out[1], _logits(model, ids[1:])[0], **TOL)
     assert (out[0] - out[1]).abs().max() > 1e-3

@@ -29,8 +29,14 @@ def chat_lines(n: int, *, extra: dict[int, str] | None = None) -> str:
     rows = []
     for i in range(1, n + 1):
         user = (extra or {}).get(i, f"What is {i} plus {i}?")
-        rows.append({"messages": [{"role": "user", "content": user},
-                                  {"role": "assistant", "content": f"It is {2 * i}."}]})
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": user},
+                    {"role": "assistant", "content": f"It is {2 * i}."},
+                ]
+            }
+        )
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
@@ -49,8 +55,9 @@ def upload(db, settings, project, tmp_path) -> Callable[..., str]:
         src = tmp_path / f"upload-{next(counter)}.jsonl"
         src.write_text(text)
         with transaction(db) as s:
-            return create_file_from_path(s, blobs, project_id=project_id or project.id,
-                                         filename=src.name, purpose="fine-tune", src=src).id
+            return create_file_from_path(
+                s, blobs, project_id=project_id or project.id, filename=src.name, purpose="fine-tune", src=src
+            ).id
 
     return make
 
@@ -61,9 +68,12 @@ def create_job(db, settings, project, upload) -> Callable[..., str]:
         file_id = upload(text or chat_lines(10), project_id=project_id)
         body = {"model": "tuneforge-tiny", "training_file": file_id, **fields}
         with transaction(db) as s:
-            return jobs_service.create_job(s, project_id or project.id,
-                                           CreateFineTuningJobRequest(**body),
-                                           resolver=ModelResolver(settings)).id
+            return jobs_service.create_job(
+                s,
+                project_id or project.id,
+                CreateFineTuningJobRequest(**body),
+                resolver=ModelResolver(settings),
+            ).id
 
     return make
 

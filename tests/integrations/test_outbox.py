@@ -47,8 +47,10 @@ def test_signature_matches_standard_webhooks_reference():
     # Reference vector from the Standard Webhooks spec / svix test suite.
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     body = b'{"test": 2432232314}'
-    assert sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == \
-        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    assert (
+        sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
+        == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    )
 
 
 def test_cancelled_job_webhook_verified_by_sdk(db, settings, project, create_job, receiver):
@@ -56,29 +58,36 @@ def test_cancelled_job_webhook_verified_by_sdk(db, settings, project, create_job
     job_id = create_job()
     cancel(db, project, job_id)
     [row] = deliveries(db, job_id)
-    assert (row.kind, row.status, row.attempts, row.event_type) == \
-        ("webhook", "pending", 0, "fine_tuning.job.cancelled")
+    assert (row.kind, row.status, row.attempts, row.event_type) == (
+        "webhook",
+        "pending",
+        0,
+        "fine_tuning.job.cancelled",
+    )
 
     assert outbox.deliver_due(settings, db) == 1
     [(headers, body)] = receiver.requests
     event = SDK.webhooks.unwrap(body, headers, secret=secret)
     assert event.type == "fine_tuning.job.cancelled" and event.data.id == job_id
     assert event.id == headers["webhook-id"] == row.event_id and event.id.startswith("evt_")
-    assert json.loads(body) == {"id": event.id, "object": "event",
-                                "type": "fine_tuning.job.cancelled",
-                                "created_at": event.created_at, "data": {"id": job_id}}
-    with pytest.raises(Exception, match="signature"):   # a wrong secret does not verify
+    assert json.loads(body) == {
+        "id": event.id,
+        "object": "event",
+        "type": "fine_tuning.job.cancelled",
+        "created_at": event.created_at,
+        "data": {"id": job_id},
+    }
+    with pytest.raises(Exception, match="signature"):  # a wrong secret does not verify
         SDK.webhooks.unwrap(body, headers, secret="whsec_" + "A" * 44)
     [row] = deliveries(db, job_id)
     assert (row.status, row.attempts, row.last_status) == ("delivered", 1, "HTTP 200")
-    assert outbox.deliver_due(settings, db) == 0         # delivered once, never again
+    assert outbox.deliver_due(settings, db) == 0  # delivered once, never again
 
 
-def test_failing_endpoint_retried_with_backoff_across_restarts(settings, db, project, create_job,
-                                                               receiver):
+def test_failing_endpoint_retried_with_backoff_across_restarts(settings, db, project, create_job, receiver):
     settings = settings.model_copy(update={"delivery_backoff_seconds": 1.0})
-    _, secret = endpoint(db, receiver.url)          # every project
-    receiver.statuses = [500, 503]                  # two failures, then 200
+    _, secret = endpoint(db, receiver.url)  # every project
+    receiver.statuses = [500, 503]  # two failures, then 200
     job_id = create_job()
     cancel(db, project, job_id)
 
@@ -86,8 +95,8 @@ def test_failing_endpoint_retried_with_backoff_across_restarts(settings, db, pro
     [row] = deliveries(db, job_id)
     assert (row.status, row.attempts, row.last_status) == ("pending", 1, "HTTP 500")
     first_retry = row.next_attempt_at
-    assert first_retry - row.updated_at == 1                  # backoff x 2^0
-    assert outbox.deliver_due(settings, db) == 0              # not due yet
+    assert first_retry - row.updated_at == 1  # backoff x 2^0
+    assert outbox.deliver_due(settings, db) == 0  # not due yet
 
     deadline = time.monotonic() + 15
     while deliveries(db, job_id)[0].status == "pending" and time.monotonic() < deadline:
@@ -102,14 +111,13 @@ def test_failing_endpoint_retried_with_backoff_across_restarts(settings, db, pro
     assert (row.status, row.attempts, row.last_status) == ("delivered", 3, "HTTP 200")
     assert len(receiver.requests) == 3
     ids = {h["webhook-id"] for h, _ in receiver.requests}
-    assert ids == {row.event_id}                              # retries keep the event id
+    assert ids == {row.event_id}  # retries keep the event id
     headers, body = receiver.requests[-1]
     assert SDK.webhooks.unwrap(body, headers, secret=secret).data.id == job_id
 
 
 def test_gives_up_after_max_attempts(settings, db, project, create_job):
-    settings = settings.model_copy(update={"delivery_max_attempts": 1,
-                                           "delivery_timeout_seconds": 2})
+    settings = settings.model_copy(update={"delivery_max_attempts": 1, "delivery_timeout_seconds": 2})
     endpoint(db, "http://127.0.0.1:9/closed-port")
     job_id = create_job()
     cancel(db, project, job_id)
@@ -126,7 +134,7 @@ def test_rows_only_with_a_committed_status_change(db, project, create_job, recei
             transition(s.get(Job, job_id), Status.FAILED)
             raise RuntimeError("rolled back")
     assert deliveries(db, job_id) == []
-    with transaction(db) as s:      # non-terminal moves notify nobody
+    with transaction(db) as s:  # non-terminal moves notify nobody
         transition(s.get(Job, job_id), Status.QUEUED)
     assert deliveries(db, job_id) == []
 
@@ -140,16 +148,20 @@ def test_endpoints_are_scoped_by_project_and_event(db, project, create_job, rece
     cancel(db, project, job_id)
     assert sorted(d.endpoint_id for d in deliveries(db, job_id)) == sorted([mine, everyone])
     with transaction(db) as s:
-        remove_endpoint(s, mine)     # its pending deliveries go with it
+        remove_endpoint(s, mine)  # its pending deliveries go with it
     assert [d.endpoint_id for d in deliveries(db, job_id)] == [everyone]
     with transaction(db) as s, pytest.raises(NotFound):
         remove_endpoint(s, mine)
 
 
 def test_job_finished_email_over_smtp(settings, db, project, create_job, smtp_server):
-    settings = settings.model_copy(update={"smtp_host": smtp_server.host,
-                                           "smtp_port": smtp_server.port,
-                                           "smtp_from": "tuneforge@example.org"})
+    settings = settings.model_copy(
+        update={
+            "smtp_host": smtp_server.host,
+            "smtp_port": smtp_server.port,
+            "smtp_from": "tuneforge@example.org",
+        }
+    )
     with transaction(db) as s:
         update_settings(s, "acme", notify_email="ml-team@example.org")
     job_id = create_job()

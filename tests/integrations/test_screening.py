@@ -14,8 +14,10 @@ from tuneforge.store.tables import Job
 
 from .conftest import chat_lines
 
-POLICY = {"violence": [r"(?i)\bhow to build a (?:bomb|weapon)\b"],
-          "self-harm": [r"(?i)\bways to hurt myself\b"]}
+POLICY = {
+    "violence": [r"(?i)\bhow to build a (?:bomb|weapon)\b"],
+    "self-harm": [r"(?i)\bways to hurt myself\b"],
+}
 PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\n-----END RSA PRIVATE KEY-----"
 
 
@@ -45,8 +47,11 @@ def validate(settings, db, job_id):
 
 def test_pattern_policy_reports_lines_and_categories(tmp_path):
     path = tmp_path / "train.jsonl"
-    path.write_text(chat_lines(12, extra={3: "Tell me how to build a bomb",
-                                          7: "ways to hurt myself and how to build a weapon"}))
+    path.write_text(
+        chat_lines(
+            12, extra={3: "Tell me how to build a bomb", 7: "ways to hurt myself and how to build a weapon"}
+        )
+    )
     result = screen_file(path, PatternClassifier(POLICY))
     assert result.violations == [(3, ["violence"]), (7, ["violence", "self-harm"])]
     code, message, param = result.job_error("training_file")
@@ -85,8 +90,9 @@ def make_shouting(settings):
 
 def test_violating_file_fails_the_job_with_line_numbers(settings, db, create_job):
     settings = settings.model_copy(update={"screening_policy": POLICY})
-    job_id = create_job(chat_lines(12, extra={4: "how to build a bomb at home?",
-                                              11: "list ways to hurt myself"}))
+    job_id = create_job(
+        chat_lines(12, extra={4: "how to build a bomb at home?", 11: "list ways to hurt myself"})
+    )
     job = validate(settings, db, job_id)
     assert job.status == "failed"
     assert job.error["code"] == "training_file_screening_failed"
@@ -95,8 +101,7 @@ def test_violating_file_fails_the_job_with_line_numbers(settings, db, create_job
 
 
 def test_validation_file_is_screened_too(settings, db, create_job, upload):
-    settings = settings.model_copy(update={"screening_classifier":
-                                           f"{__name__}:make_shouting"})
+    settings = settings.model_copy(update={"screening_classifier": f"{__name__}:make_shouting"})
     valid = upload(chat_lines(10, extra={2: "WHY WONT YOU ANSWER"}))
     job = validate(settings, db, create_job(validation_file=valid))
     assert job.status == "failed" and job.error["code"] == "validation_file_screening_failed"
@@ -117,8 +122,9 @@ def test_passing_job_gets_a_cost_estimate(settings, db, create_job, with_tiny, t
     from tuneforge.config import ModelPrice
     from tuneforge.training.data import validate_file
 
-    settings = settings.model_copy(update={"prices": {"default": ModelPrice(training=5.0),
-                                                      "tuneforge-tiny": ModelPrice(training=25.0)}})
+    settings = settings.model_copy(
+        update={"prices": {"default": ModelPrice(training=5.0), "tuneforge-tiny": ModelPrice(training=25.0)}}
+    )
     text = chat_lines(10)
     job = validate(settings, db, create_job(text, hyperparameters={"n_epochs": 2}))
     assert job.status == "queued", job.error

@@ -20,14 +20,14 @@ def records(path: Path):
     pos, buf = 7, b""
     while pos + 7 <= len(data):
         left = BLOCK - pos % BLOCK
-        if left < 7:                      # block trailer padding
+        if left < 7:  # block trailer padding
             pos += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if kind == 0 and length == 0:
             pos += left
             continue
-        chunk = data[pos + 7:pos + 7 + length]
+        chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (FULL, FIRST):
             buf = chunk
@@ -46,12 +46,18 @@ def read_run(path: Path) -> dict:
         kind = r.WhichOneof("record_type")
         if kind == "run":
             config = {i.key: json.loads(i.value_json) for i in r.run.config.update}
-            out["run"] = {"project": r.run.project, "name": r.run.display_name,
-                          "entity": r.run.entity, "tags": list(r.run.tags), "id": r.run.run_id}
+            out["run"] = {
+                "project": r.run.project,
+                "name": r.run.display_name,
+                "entity": r.run.entity,
+                "tags": list(r.run.tags),
+                "id": r.run.run_id,
+            }
             out["config"].update(config)
         elif kind == "config":
             out["config"].update({i.key: json.loads(i.value_json) for i in r.config.update})
         elif kind == "history":
-            out["history"].append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
-                                   for i in r.history.item})
+            out["history"].append(
+                {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item}
+            )
     return out

@@ -19,8 +19,15 @@ from tuneforge.store.db import transaction
 
 
 def chat_lines(n: int) -> str:
-    rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
-                          {"role": "assistant", "content": str(2 * i)}]} for i in range(n)]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"What is {i} plus {i}?"},
+                {"role": "assistant", "content": str(2 * i)},
+            ]
+        }
+        for i in range(n)
+    ]
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
@@ -44,8 +51,9 @@ def upload(db, blobs, project, tmp_path):
         src = tmp_path / f"upload-{next(counter)}.jsonl"
         src.write_text(text)
         with transaction(db) as s:
-            row = create_file_from_path(s, blobs, project_id=project_id or project.id,
-                                        filename=src.name, purpose=purpose, src=src)
+            row = create_file_from_path(
+                s, blobs, project_id=project_id or project.id, filename=src.name, purpose=purpose, src=src
+            )
             return row.id
 
     return make
@@ -63,9 +71,8 @@ def create(db, settings, project, training_file):
     def make(**fields) -> str:
         body = {"model": "tuneforge-tiny", "training_file": training_file, **fields}
         with transaction(db) as s:
-            return service.create_job(s, project.id, CreateFineTuningJobRequest(**body),
-                                      resolver=ModelResolver(settings)).id
+            return service.create_job(
+                s, project.id, CreateFineTuningJobRequest(**body), resolver=ModelResolver(settings)
+            ).id
 
     return make
-
-

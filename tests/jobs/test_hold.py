@@ -23,15 +23,23 @@ from tuneforge.training.spec import StopRequest
 def running(db, create):
     jid = create()
     with transaction(db) as s:
-        s.execute(update(Job).where(Job.id == jid)
-                  .values(status=Status.RUNNING.value, lease_owner="me"))
+        s.execute(update(Job).where(Job.id == jid).values(status=Status.RUNNING.value, lease_owner="me"))
     return jid
 
 
 def reporter(db, jid, job_dir, hold_at_step=2) -> DbReporter:
-    return DbReporter(db, job_id=jid, owner="me", project_id="p", project_name="Acme",
-                      model="tuneforge-tiny", suffix=None, fallback_base="tuneforge-tiny",
-                      hold_at_step=hold_at_step, job_dir=job_dir)
+    return DbReporter(
+        db,
+        job_id=jid,
+        owner="me",
+        project_id="p",
+        project_name="Acme",
+        model="tuneforge-tiny",
+        suffix=None,
+        fallback_base="tuneforge-tiny",
+        hold_at_step=hold_at_step,
+        job_dir=job_dir,
+    )
 
 
 def step(r: DbReporter, n: int) -> None:
@@ -44,22 +52,22 @@ def in_thread(fn) -> threading.Thread:
     return t
 
 
-@pytest.mark.parametrize("action, answer", [("pause", StopRequest.PAUSE),
-                                            ("cancel", StopRequest.CANCEL),
-                                            ("requeue", StopRequest.PAUSE)])
-def test_held_until_asked_to_stop_then_the_request_is_seen_at_once(db, running, tmp_path,
-                                                                     action, answer):
+@pytest.mark.parametrize(
+    "action, answer",
+    [("pause", StopRequest.PAUSE), ("cancel", StopRequest.CANCEL), ("requeue", StopRequest.PAUSE)],
+)
+def test_held_until_asked_to_stop_then_the_request_is_seen_at_once(db, running, tmp_path, action, answer):
     r = reporter(db, running, tmp_path / "job")
-    assert r.stop_requested() is None          # polled: the next poll would be cached for 1 s
-    step(r, 1)                                 # not the hold step: returns
+    assert r.stop_requested() is None  # polled: the next poll would be cached for 1 s
+    step(r, 1)  # not the hold step: returns
     trainer = in_thread(lambda: step(r, 2))
     assert wait_held(tmp_path / "job", 30) == os.getpid()
-    assert trainer.is_alive()                  # waiting, whatever the time it is given
+    assert trainer.is_alive()  # waiting, whatever the time it is given
     with transaction(db) as s:
         s.get(Job, running).requested_action = action
     trainer.join(30)
     assert not trainer.is_alive()
-    assert r.stop_requested() is answer        # not the cached "no request"
+    assert r.stop_requested() is answer  # not the cached "no request"
 
 
 def test_released_by_the_file_and_only_at_its_step(db, running, tmp_path):
@@ -71,5 +79,5 @@ def test_released_by_the_file_and_only_at_its_step(db, running, tmp_path):
     assert not trainer.is_alive()
     t0 = time.monotonic()
     step(r, 3)
-    step(reporter(db, running, tmp_path / "job"), 2)      # released: a later run passes too
+    step(reporter(db, running, tmp_path / "job"), 2)  # released: a later run passes too
     assert time.monotonic() - t0 < 5

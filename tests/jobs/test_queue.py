@@ -52,7 +52,7 @@ def test_heartbeat_extends_only_our_lease_and_release_frees_it(db, create):
     assert queue.heartbeat(db, jid, "w1", lease_seconds=100)
     assert get(db, jid).lease_expires_at >= before + 90
     assert not queue.heartbeat(db, jid, "intruder", lease_seconds=100)
-    queue.release(db, jid, "intruder")            # not theirs: no effect
+    queue.release(db, jid, "intruder")  # not theirs: no effect
     assert get(db, jid).lease_owner == "w1"
     queue.release(db, jid, "w1")
     assert get(db, jid).lease_owner is None
@@ -74,7 +74,7 @@ def test_expired_lease_of_a_running_job_is_recovered_with_attempts_counted(db, c
     c = queue.claim(db, "w2", stage="train", lease_seconds=30)
     assert (c.job_id, c.attempt, c.recovered) == (jid, 2, True)
     assert get(db, jid).lease_owner == "w2"
-    assert not queue.heartbeat(db, jid, "w1", lease_seconds=30)   # the dead worker lost it
+    assert not queue.heartbeat(db, jid, "w1", lease_seconds=30)  # the dead worker lost it
 
 
 def test_two_workers_racing_for_one_job_exactly_one_wins(db, create, settings):
@@ -88,7 +88,7 @@ def test_two_workers_racing_for_one_job_exactly_one_wins(db, create, settings):
         barrier.wait()
         results[i] = queue.claim(factory, f"w{i}", stage="validate", lease_seconds=30)
 
-    for _round in range(5):   # several rounds: a lucky interleaving must not hide a race
+    for _round in range(5):  # several rounds: a lucky interleaving must not hide a race
         set_job(db, jid, lease_owner=None, lease_expires_at=None)
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
         for t in threads:

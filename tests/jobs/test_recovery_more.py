@@ -33,8 +33,7 @@ def job_row(db, jid) -> Job:
 
 def events(db, jid) -> list[JobEvent]:
     with db() as s:
-        return list(s.scalars(select(JobEvent).where(JobEvent.job_id == jid)
-                              .order_by(JobEvent.seq)))
+        return list(s.scalars(select(JobEvent).where(JobEvent.job_id == jid).order_by(JobEvent.seq)))
 
 
 def test_child_that_keeps_dying_fails_the_job_after_max_attempts(settings, db, create):
@@ -68,8 +67,7 @@ def test_child_that_keeps_dying_fails_the_job_after_max_attempts(settings, db, c
     job = job_row(db, jid)
     assert job.status == "failed" and job.finished_at is not None
     assert (job.lease_owner, job.requested_action, job.estimated_finish) == (None, None, None)
-    message = ("The job failed after 2 attempts: the process running it stopped unexpectedly "
-               "each time.")
+    message = "The job failed after 2 attempts: the process running it stopped unexpectedly each time."
     assert job.error == {"code": "training_failed", "message": message, "param": None}
     evs = events(db, jid)
     assert (evs[-1].level, evs[-1].message) == ("error", message)
@@ -87,8 +85,13 @@ def test_child_that_keeps_dying_fails_the_job_after_max_attempts(settings, db, c
 
 
 def worker_proc(settings, env: dict[str, str] | None = None) -> subprocess.Popen:
-    env = {**os.environ, "TUNEFORGE_DATA_DIR": str(settings.data_dir),
-           "TUNEFORGE_DATABASE_URL": str(settings.database_url), **FAST, **(env or {})}
+    env = {
+        **os.environ,
+        "TUNEFORGE_DATA_DIR": str(settings.data_dir),
+        "TUNEFORGE_DATABASE_URL": str(settings.database_url),
+        **FAST,
+        **(env or {}),
+    }
     return subprocess.Popen([sys.executable, "-m", "tuneforge.jobs.worker"], env=env)
 
 
@@ -100,9 +103,10 @@ def metric_steps(db, jid) -> list[int]:
 def test_sigterm_requeues_with_saved_state_and_a_new_worker_resumes(settings, db, create, upload):
     # 10 examples, batch 1, 2 epochs: 20 steps; the trainer is held after step 2 (the test-only
     # hold) until the worker's shutdown asks it to stop, so SIGTERM always lands mid-run.
-    jid = create(training_file=upload(chat_lines(10)),
-                 method={"type": "supervised",
-                         "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 1}}})
+    jid = create(
+        training_file=upload(chat_lines(10)),
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 1}}},
+    )
     worker = worker_proc(settings, hold_env(2))
     try:
         wait_held(settings.jobs_dir / jid)
@@ -115,14 +119,16 @@ def test_sigterm_requeues_with_saved_state_and_a_new_worker_resumes(settings, db
         saved = done_before[-1]
         assert done_before == [1, 2] and saved == 2
         evs = events(db, jid)
-        assert evs[-1].message == ("The worker stopped; the job saved its state and is back in "
-                                   "the queue")
+        assert evs[-1].message == ("The worker stopped; the job saved its state and is back in the queue")
         progress = (settings.jobs_dir / jid / "state").is_dir()
         assert progress, "SIGTERM did not save the job's state"
 
-        worker = worker_proc(settings, hold_env(2))   # resumes at step 3: past the hold
-        wait_for(lambda: job_row(db, jid).status in ("succeeded", "failed", "cancelled"), 240,
-                 "the resumed job to finish")
+        worker = worker_proc(settings, hold_env(2))  # resumes at step 3: past the hold
+        wait_for(
+            lambda: job_row(db, jid).status in ("succeeded", "failed", "cancelled"),
+            240,
+            "the resumed job to finish",
+        )
     finally:
         if worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
@@ -157,9 +163,9 @@ def test_worker_stopping_before_a_recovered_run_starts_requeues_it(settings, db,
             w.step()
             time.sleep(0.1)
         child = w.children[jid]
-        os.kill(child.proc.pid, signal.SIGKILL)      # the first run dies
+        os.kill(child.proc.pid, signal.SIGKILL)  # the first run dies
         child.proc.wait()
-        w.step()                                     # reaped: running, lease given back
+        w.step()  # reaped: running, lease given back
     finally:
         for c in w.children.values():
             c.proc.kill()
@@ -170,7 +176,7 @@ def test_worker_stopping_before_a_recovered_run_starts_requeues_it(settings, db,
 
     claim = queue.claim(db, "stopping-worker", stage="train", lease_seconds=30, job_id=jid)
     assert claim is not None and claim.recovered
-    with transaction(db) as s:                       # what Worker.shutdown writes
+    with transaction(db) as s:  # what Worker.shutdown writes
         s.get(Job, jid).requested_action = "requeue"
     t0 = time.monotonic()
     assert run_job(settings, jid, "stopping-worker") == 0
@@ -178,5 +184,6 @@ def test_worker_stopping_before_a_recovered_run_starts_requeues_it(settings, db,
     assert (job.status, job.lease_owner, job.requested_action) == ("queued", None, None)
     assert time.monotonic() - t0 < 10
     assert metric_steps(db, jid) == []
-    assert events(db, jid)[-1].message == ("The worker stopped; the job saved its state and is "
-                                           "back in the queue")
+    assert events(db, jid)[-1].message == (
+        "The worker stopped; the job saved its state and is back in the queue"
+    )

@@ -10,9 +10,19 @@ from tuneforge.store.tables import Job
 
 
 def job(status: Status, **kw) -> Job:
-    return Job(id="ftjob-x", status=status.value, error=None, requested_action=None,
-               lease_owner="w1", lease_expires_at=99, started_at=None, finished_at=None,
-               estimated_finish=None, updated_at=0, **kw)
+    return Job(
+        id="ftjob-x",
+        status=status.value,
+        error=None,
+        requested_action=None,
+        lease_owner="w1",
+        lease_expires_at=99,
+        started_at=None,
+        finished_at=None,
+        estimated_finish=None,
+        updated_at=0,
+        **kw,
+    )
 
 
 def test_happy_path_sets_timestamps_and_frees_the_lease():
@@ -21,14 +31,16 @@ def test_happy_path_sets_timestamps_and_frees_the_lease():
     assert (j.status, j.lease_owner, j.lease_expires_at) == ("queued", None, None)
     j.lease_owner = "w1"
     transition(j, Status.RUNNING, at=20)
-    assert j.started_at == 20 and j.lease_owner == "w1"   # the runner keeps its lease
+    assert j.started_at == 20 and j.lease_owner == "w1"  # the runner keeps its lease
     j.estimated_finish = 99
     transition(j, Status.SUCCEEDED, at=30)
     assert (j.finished_at, j.estimated_finish, j.lease_owner) == (30, None, None)
 
 
 def test_started_at_is_kept_when_a_paused_job_runs_again():
-    j = job(Status.RUNNING, )
+    j = job(
+        Status.RUNNING,
+    )
     j.started_at = 5
     j.requested_action = "pause"
     transition(j, Status.PAUSED, at=7)
@@ -48,14 +60,17 @@ def test_terminal_states_are_final(terminal, target):
     assert j.status == terminal.value
 
 
-@pytest.mark.parametrize(("current", "target"), [
-    (Status.VALIDATING_FILES, Status.RUNNING),     # never trains unvalidated files
-    (Status.VALIDATING_FILES, Status.PAUSED),
-    (Status.QUEUED, Status.PAUSED),
-    (Status.QUEUED, Status.SUCCEEDED),
-    (Status.PAUSED, Status.RUNNING),               # resume goes through the queue
-    (Status.PAUSED, Status.SUCCEEDED),
-])
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [
+        (Status.VALIDATING_FILES, Status.RUNNING),  # never trains unvalidated files
+        (Status.VALIDATING_FILES, Status.PAUSED),
+        (Status.QUEUED, Status.PAUSED),
+        (Status.QUEUED, Status.SUCCEEDED),
+        (Status.PAUSED, Status.RUNNING),  # resume goes through the queue
+        (Status.PAUSED, Status.SUCCEEDED),
+    ],
+)
 def test_illegal_moves_are_refused_and_change_nothing(current, target):
     j = job(current)
     with pytest.raises(IllegalTransition, match=f"from status '{current.value}' to '{target.value}'"):

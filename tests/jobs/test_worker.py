@@ -16,14 +16,13 @@ from .conftest import chat_lines
 def run_validation(settings, db, jid):
     w = Worker(settings)
     try:
-        w.concurrency = 0           # validation only: nothing trains in these tests
+        w.concurrency = 0  # validation only: nothing trains in these tests
         w.step()
     finally:
         w.engine.dispose()
     with db() as s:
         job = s.get(Job, jid)
-        events = s.scalars(select(JobEvent).where(JobEvent.job_id == jid)
-                           .order_by(JobEvent.seq)).all()
+        events = s.scalars(select(JobEvent).where(JobEvent.job_id == jid).order_by(JobEvent.seq)).all()
     return job, events
 
 
@@ -38,14 +37,15 @@ def test_too_few_examples_fails_with_invalid_n_examples(settings, db, create, up
     jid = create(training_file=upload(chat_lines(7)))
     job, events = run_validation(settings, db, jid)
     assert job.status == "failed" and job.finished_at is not None
-    assert job.error == {"code": "invalid_n_examples", "param": "training_file",
-                         "message": "Training file has 7 example(s), but must have at least 10 "
-                                    "examples"}
+    assert job.error == {
+        "code": "invalid_n_examples",
+        "param": "training_file",
+        "message": "Training file has 7 example(s), but must have at least 10 examples",
+    }
     assert (events[-1].level, events[-1].message) == ("error", job.error["message"])
 
 
-def test_malformed_line_fails_with_invalid_training_file_naming_the_line(settings, db, create,
-                                                                         upload):
+def test_malformed_line_fails_with_invalid_training_file_naming_the_line(settings, db, create, upload):
     bad = chat_lines(11) + '{"messages": [{"content": "no role"}]}\n'
     jid = create(training_file=upload(bad))
     job, _ = run_validation(settings, db, jid)

@@ -51,12 +51,16 @@ def test_normally_finishing_job_logs_no_lease_lost(settings, db, create, caplog)
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            force_heartbeat(worker)        # every pass heartbeats: the race gets every chance
+            force_heartbeat(worker)  # every pass heartbeats: the race gets every chance
             worker.step()
             child = worker.children.get(jid, child)
             job = job_row(db, jid)
-            if job.status in ("succeeded", "failed", "cancelled") and not froze \
-                    and child is not None and child.proc.poll() is None:
+            if (
+                job.status in ("succeeded", "failed", "cancelled")
+                and not froze
+                and child is not None
+                and child.proc.poll() is None
+            ):
                 # Its job is closed and it is still exiting: hold it there across a heartbeat.
                 os.kill(child.proc.pid, signal.SIGSTOP)
                 froze = True
@@ -73,7 +77,7 @@ def test_normally_finishing_job_logs_no_lease_lost(settings, db, create, caplog)
     job = job_row(db, jid)
     assert job.status == "succeeded", job.error
     assert froze, "the child exited before the test could catch it between commit and exit"
-    assert child.proc.returncode == 0     # it exited on its own: no SIGTERM from the worker
+    assert child.proc.returncode == 0  # it exited on its own: no SIGTERM from the worker
     messages = [r.getMessage() for r in caplog.records if r.name == LOGGER]
     assert not [m for m in messages if "lease lost" in m], messages
     assert f"job {jid}: succeeded; waiting for child pid {child.proc.pid} to exit" in messages
@@ -84,16 +88,17 @@ def test_lease_taken_by_another_worker_stops_the_child(settings, db, create, upl
     caplog.set_level(logging.INFO, logger=LOGGER)
     # Held after step 1 (test-only hold) until the worker kills it: it cannot finish first.
     worker = Worker(settings.model_copy(update={"test_hold_at_step": 1}))
-    jid = create(training_file=upload(chat_lines(10)),
-                 method={"type": "supervised",
-                         "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 1}}})
+    jid = create(
+        training_file=upload(chat_lines(10)),
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 1}}},
+    )
     try:
         deadline = time.monotonic() + 120
         while job_row(db, jid).status != "running" and time.monotonic() < deadline:
             worker.step()
             time.sleep(0.05)
         child = worker.children[jid]
-        with transaction(db) as s:   # as if our lease had expired and another worker claimed it
+        with transaction(db) as s:  # as if our lease had expired and another worker claimed it
             s.execute(update(Job).where(Job.id == jid).values(lease_owner="other-worker"))
         force_heartbeat(worker)
         worker.step()

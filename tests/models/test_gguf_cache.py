@@ -20,7 +20,7 @@ def builds(monkeypatch):
 
     def fake_convert(src, out):
         calls.append(src)
-        time.sleep(0.3)   # long enough for a racing builder to arrive while this one works
+        time.sleep(0.3)  # long enough for a racing builder to arrive while this one works
         out.mkdir(parents=True)
         (out / "config.json").write_text("{}")
 
@@ -32,15 +32,18 @@ def test_racing_builders_build_once(tmp_path, builds):
     src = tmp_path / "m.gguf"
     src.write_bytes(b"x")
     results = []
-    threads = [threading.Thread(target=lambda: results.append(gguf.ensure_hf_dir(tmp_path / "models", src)))
-               for _ in range(3)]
+    threads = [
+        threading.Thread(target=lambda: results.append(gguf.ensure_hf_dir(tmp_path / "models", src)))
+        for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert len(builds) == 1 and len(set(results)) == 1
-    assert sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.endswith(".lock")) \
-        == [results[0].name]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.endswith(".lock")) == [
+        results[0].name
+    ]
 
 
 def test_a_changed_file_gets_a_new_directory(tmp_path, builds):

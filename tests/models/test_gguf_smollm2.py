@@ -17,18 +17,17 @@ from tuneforge.cli import app
 from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.db import transaction
 
-pytestmark = pytest.mark.slow   # one de-quantisation: ~20-40 s of CPU
+pytestmark = pytest.mark.slow  # one de-quantisation: ~20-40 s of CPU
 
 
 @pytest.fixture
 def sqlite_settings(tmp_path):
     from tuneforge.config import Settings
 
-    return Settings(data_dir=tmp_path / "data").resolved()   # one database is enough here
+    return Settings(data_dir=tmp_path / "data").resolved()  # one database is enough here
 
 
-def test_smollm2_gguf_is_added_listed_and_dequantised_once(sqlite_settings, smollm2_gguf,
-                                                           monkeypatch):
+def test_smollm2_gguf_is_added_listed_and_dequantised_once(sqlite_settings, smollm2_gguf, monkeypatch):
     from transformers import AutoTokenizer, GenerationConfig
 
     settings = sqlite_settings
@@ -38,8 +37,13 @@ def test_smollm2_gguf_is_added_listed_and_dequantised_once(sqlite_settings, smol
     assert result.exit_code == 0, result.output
     assert "GGUF file" in result.output and "LlamaForCausalLM" in result.output
     listed = json.loads(runner.invoke(app, ["models", "list", "--json"], env=env).output)
-    assert {"name": "smollm2", "source": str(smollm2_gguf), "origin": "store", "aliases": [],
-            "note": None} in listed
+    assert {
+        "name": "smollm2",
+        "source": str(smollm2_gguf),
+        "origin": "store",
+        "aliases": [],
+        "note": None,
+    } in listed
 
     from tuneforge.cli.models import session_factory
 
@@ -58,11 +62,18 @@ def test_smollm2_gguf_is_added_listed_and_dequantised_once(sqlite_settings, smol
     assert not [p for p in settings.models_dir.iterdir() if ".tmp-" in p.name]
 
     tok = AutoTokenizer.from_pretrained(first)
-    assert tok.pad_token == "<|im_end|>" and tok.eos_token == "<|im_end|>"   # as published
-    text = tok.apply_chat_template([{"role": "system", "content": "S"},
-                                    {"role": "user", "content": "Hi"},
-                                    {"role": "assistant", "content": "Yo"}], tokenize=False)
-    assert text == ("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
-                    "<|im_start|>assistant\nYo<|im_end|>\n")   # ChatML
+    assert tok.pad_token == "<|im_end|>" and tok.eos_token == "<|im_end|>"  # as published
+    text = tok.apply_chat_template(
+        [
+            {"role": "system", "content": "S"},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Yo"},
+        ],
+        tokenize=False,
+    )
+    assert text == (
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+        "<|im_start|>assistant\nYo<|im_end|>\n"
+    )  # ChatML
     eos = GenerationConfig.from_pretrained(first).eos_token_id
     assert tok.convert_ids_to_tokens(eos if isinstance(eos, int) else eos[0]) == "<|im_end|>"

@@ -22,8 +22,20 @@ def test_write_open_delete(tmp_path):
     assert list(store.tmp_dir.iterdir()) == []
 
 
-@pytest.mark.parametrize("key", ["../x", "files/../../x", "/etc/passwd", "files/../x", "a//b",
-                                 "", "files/x y", "FILES/a", "a/b/c/d/e/f/g"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../x",
+        "files/../../x",
+        "/etc/passwd",
+        "files/../x",
+        "a//b",
+        "",
+        "files/x y",
+        "FILES/a",
+        "a/b/c/d/e/f/g",
+    ],
+)
 def test_keys_cannot_escape_root(tmp_path, key):
     with pytest.raises(ValueError):
         BlobStore(tmp_path).path(key)

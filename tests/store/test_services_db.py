@@ -44,13 +44,21 @@ def test_create_file_from_path_and_lookup(db, settings, tmp_path):
     src.write_text("step,train_loss\n1,2.5\n")
     with transaction(db) as s:
         key, _ = keys.create_key(s, "p")
-        row = files.create_file_from_path(s, blobs, project_id=key.project_id,
-                                          filename="step_metrics.csv", purpose="fine-tune-results",
-                                          src=src)
+        row = files.create_file_from_path(
+            s,
+            blobs,
+            project_id=key.project_id,
+            filename="step_metrics.csv",
+            purpose="fine-tune-results",
+            src=src,
+        )
     with transaction(db) as s:
         got = files.get_file(s, key.project_id, row.id)
-        assert (got.purpose, got.bytes, got.filename) == ("fine-tune-results", src.stat().st_size,
-                                                          "step_metrics.csv")
+        assert (got.purpose, got.bytes, got.filename) == (
+            "fine-tune-results",
+            src.stat().st_size,
+            "step_metrics.csv",
+        )
         assert files.file_path(s, blobs, key.project_id, row.id).read_text() == src.read_text()
         with pytest.raises(NotFound, match=f"No such File object: {row.id}"):
             files.get_file(s, "proj_other", row.id)
@@ -61,8 +69,9 @@ def test_rolled_back_file_leaves_no_blob(db, settings):
     with transaction(db) as s:
         project = keys.create_key(s, "p")[0].project_id
     with pytest.raises(RuntimeError), transaction(db) as s:
-        row = files.create_file_from_chunks(s, blobs, project_id=project, filename="a.jsonl",
-                                            purpose="fine-tune", chunks=[b"{}\n"])
+        row = files.create_file_from_chunks(
+            s, blobs, project_id=project, filename="a.jsonl", purpose="fine-tune", chunks=[b"{}\n"]
+        )
         path = blobs.path(row.blob_key)
         assert path.exists()
         raise RuntimeError("the caller failed after creating the file")
@@ -76,11 +85,13 @@ def test_internal_creates_check_purpose_and_format(db, settings, tmp_path):
     with transaction(db) as s:
         project = keys.create_key(s, "p")[0].project_id
         with pytest.raises(InvalidRequest):
-            files.create_file_from_chunks(s, blobs, project_id=project, filename="a.jsonl",
-                                          purpose="nonsense", chunks=[b"x"])
+            files.create_file_from_chunks(
+                s, blobs, project_id=project, filename="a.jsonl", purpose="nonsense", chunks=[b"x"]
+            )
         with pytest.raises(InvalidRequest):
-            files.create_file_from_chunks(s, blobs, project_id=project, filename="a.txt",
-                                          purpose="fine-tune", chunks=[b"x"])
+            files.create_file_from_chunks(
+                s, blobs, project_id=project, filename="a.txt", purpose="fine-tune", chunks=[b"x"]
+            )
     assert [p for p in settings.blobs_dir.rglob("*") if p.is_file()] == []
 
 
@@ -88,15 +99,23 @@ def test_paginate_is_a_total_order_with_ties(db):
     with transaction(db) as s:
         project = keys.create_key(s, "p")[0].project_id
         for i in range(7):  # all in the same second: ids break the ties
-            s.add(File(id=f"file-{i:02d}", project_id=project, filename="f", purpose="batch",
-                       bytes=1, created_at=100 + i // 3, blob_key="files/x/y"))
+            s.add(
+                File(
+                    id=f"file-{i:02d}",
+                    project_id=project,
+                    filename="f",
+                    purpose="batch",
+                    bytes=1,
+                    created_at=100 + i // 3,
+                    blob_key="files/x/y",
+                )
+            )
     with transaction(db) as s:
         stmt = select(File).where(File.project_id == project)
         for order in ("asc", "desc"):
             seen, after = [], None
             while True:
-                page = paginate(s, stmt, sort=[File.created_at, File.id], order=order, after=after,
-                                limit=2)
+                page = paginate(s, stmt, sort=[File.created_at, File.id], order=order, after=after, limit=2)
                 seen += [f.id for f in page.items]
                 if not page.has_more:
                     break

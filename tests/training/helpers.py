@@ -9,11 +9,18 @@ from typing import Any
 
 from tuneforge.training.spec import ResolvedHyperparameters, StopRequest
 
-QA = [("What is the capital of France?", "Paris."), ("What colour is the sky?", "Blue."),
-      ("How many legs does a spider have?", "Eight."), ("Who wrote Hamlet?", "Shakespeare."),
-      ("What is two plus two?", "Four."), ("What is the capital of Japan?", "Tokyo."),
-      ("What colour is grass?", "Green."), ("How many days are in a week?", "Seven."),
-      ("Who painted the Mona Lisa?", "Leonardo da Vinci."), ("What is the capital of Italy?", "Rome.")]
+QA = [
+    ("What is the capital of France?", "Paris."),
+    ("What colour is the sky?", "Blue."),
+    ("How many legs does a spider have?", "Eight."),
+    ("Who wrote Hamlet?", "Shakespeare."),
+    ("What is two plus two?", "Four."),
+    ("What is the capital of Japan?", "Tokyo."),
+    ("What colour is grass?", "Green."),
+    ("How many days are in a week?", "Seven."),
+    ("Who painted the Mona Lisa?", "Leonardo da Vinci."),
+    ("What is the capital of Italy?", "Rome."),
+]
 
 
 def chat(q: str, a: str) -> dict:
@@ -30,7 +37,7 @@ class Recorder:
 
     def __init__(self, stop: Callable[[int], StopRequest | None] | None = None):
         self.events: list[tuple[str, str]] = []
-        self.event_data: list[tuple[str, dict | None]] = []   # (message, data)
+        self.event_data: list[tuple[str, dict | None]] = []  # (message, data)
         self.hp: list[ResolvedHyperparameters] = []
         self.steps: list[dict[str, Any]] = []
         self.checkpoints: list[tuple[int, int, Path, dict]] = []

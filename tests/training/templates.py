@@ -53,7 +53,8 @@ _QWEN_TOOLS = r"""{{- "# Tools\n\nYou may call one or more functions to assist w
     {%- endfor %}
     {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}"""
 
-QWEN25 = r"""{%- if tools %}
+QWEN25 = (
+    r"""{%- if tools %}
     {{- '<|im_start|>system\n' }}
     {%- if messages[0]['role'] == 'system' %}
         {{- messages[0]['content'] }}
@@ -61,7 +62,9 @@ QWEN25 = r"""{%- if tools %}
         {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}
     {%- endif %}
     {{- "\n\n" }}
-    """ + _QWEN_TOOLS + r"""
+    """
+    + _QWEN_TOOLS
+    + r"""
 {%- else %}
     {%- if messages[0]['role'] == 'system' %}
         {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
@@ -104,13 +107,17 @@ QWEN25 = r"""{%- if tools %}
     {{- '<|im_start|>assistant\n' }}
 {%- endif %}
 """
+)
 
-QWEN3 = r"""{%- if tools %}
+QWEN3 = (
+    r"""{%- if tools %}
     {{- '<|im_start|>system\n' }}
     {%- if messages[0].role == 'system' %}
         {{- messages[0].content + '\n\n' }}
     {%- endif %}
-    """ + _QWEN_TOOLS + r"""
+    """
+    + _QWEN_TOOLS
+    + r"""
 {%- else %}
     {%- if messages[0].role == 'system' %}
         {{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}
@@ -190,6 +197,7 @@ QWEN3 = r"""{%- if tools %}
     {%- endif %}
 {%- endif %}
 """
+)
 
 GEMMA3 = r"""{{ bos_token }}
 {%- if messages[0]['role'] == 'system' -%}
@@ -268,16 +276,16 @@ PHI3 = """{% for message in messages %}{% if message['role'] == 'system' %}{{'<|
 class Family:
     name: str
     template: str
-    special: list[str]                  # added as special tokens (skipped when decoding)
+    special: list[str]  # added as special tokens (skipped when decoding)
     eos: str
-    terminator: str                     # the token that ends an assistant turn
-    turn: str                           # what an assistant turn generates: "{}" is the answer
+    terminator: str  # the token that ends an assistant turn
+    turn: str  # what an assistant turn generates: "{}" is the answer
     bos: str | None = None
-    pad: str | None = None              # None: the family has no pad token
+    pad: str | None = None  # None: the family has no pad token
     unk: str | None = None
-    plain: list[str] = field(default_factory=list)    # added, not special (decoded as text)
-    generation_eos: list[str] = field(default_factory=list)   # the generation config's EOS ids
-    system_role: bool = True            # the template renders a system message (maybe folded)
+    plain: list[str] = field(default_factory=list)  # added, not special (decoded as text)
+    generation_eos: list[str] = field(default_factory=list)  # the generation config's EOS ids
+    system_role: bool = True  # the template renders a system message (maybe folded)
 
     def reply(self, answer: str) -> str:
         """The served text of a turn that answers `answer`: what it generates, without the
@@ -285,28 +293,93 @@ class Family:
         return self.turn.format(answer).split(self.terminator)[0]
 
 
-FAMILIES = {f.name: f for f in [
-    Family("llama3", LLAMA3, ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
-                              "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>"],
-           bos="<|begin_of_text|>", eos="<|eot_id|>", terminator="<|eot_id|>", turn="{}<|eot_id|>",
-           generation_eos=["<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"]),
-    Family("qwen2.5", QWEN25, [], eos="<|im_end|>", pad="<|endoftext|>", terminator="<|im_end|>",
-           turn="{}<|im_end|>\n", generation_eos=["<|im_end|>", "<|endoftext|>"]),
-    Family("qwen3", QWEN3, [], plain=["<think>", "</think>"], eos="<|im_end|>", pad="<|endoftext|>",
-           terminator="<|im_end|>", turn="<think>\n\n</think>\n\n{}<|im_end|>\n",
-           generation_eos=["<|im_end|>", "<|endoftext|>"]),
-    Family("gemma3", GEMMA3, ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"],
-           bos="<bos>", eos="<eos>", pad="<pad>", terminator="<end_of_turn>",
-           turn="{}<end_of_turn>\n", generation_eos=["<eos>", "<end_of_turn>"]),
-    Family("mistral", MISTRAL, ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"], bos="<s>", eos="</s>",
-           unk="<unk>", terminator="</s>", turn=" {}</s>"),
-    Family("smollm2", SMOLLM2, [], bos="<|im_start|>", eos="<|im_end|>", pad="<|im_end|>",
-           unk="<|endoftext|>", terminator="<|im_end|>", turn="{}<|im_end|>\n"),
-    Family("phi3", PHI3, ["<unk>", "<s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"],
-           bos="<s>", eos="<|endoftext|>", pad="<|endoftext|>", unk="<unk>", terminator="<|end|>",
-           turn="{}<|end|>\n<|endoftext|>",
-           generation_eos=["<|endoftext|>", "<|assistant|>", "<|end|>"]),
-]}
+FAMILIES = {
+    f.name: f
+    for f in [
+        Family(
+            "llama3",
+            LLAMA3,
+            [
+                "<|begin_of_text|>",
+                "<|end_of_text|>",
+                "<|start_header_id|>",
+                "<|end_header_id|>",
+                "<|eot_id|>",
+                "<|eom_id|>",
+            ],
+            bos="<|begin_of_text|>",
+            eos="<|eot_id|>",
+            terminator="<|eot_id|>",
+            turn="{}<|eot_id|>",
+            generation_eos=["<|end_of_text|>", "<|eom_id|>", "<|eot_id|>"],
+        ),
+        Family(
+            "qwen2.5",
+            QWEN25,
+            [],
+            eos="<|im_end|>",
+            pad="<|endoftext|>",
+            terminator="<|im_end|>",
+            turn="{}<|im_end|>\n",
+            generation_eos=["<|im_end|>", "<|endoftext|>"],
+        ),
+        Family(
+            "qwen3",
+            QWEN3,
+            [],
+            plain=["<think>", "</think>"],
+            eos="<|im_end|>",
+            pad="<|endoftext|>",
+            terminator="<|im_end|>",
+            turn="<think>\n\n</think>\n\n{}<|im_end|>\n",
+            generation_eos=["<|im_end|>", "<|endoftext|>"],
+        ),
+        Family(
+            "gemma3",
+            GEMMA3,
+            ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"],
+            bos="<bos>",
+            eos="<eos>",
+            pad="<pad>",
+            terminator="<end_of_turn>",
+            turn="{}<end_of_turn>\n",
+            generation_eos=["<eos>", "<end_of_turn>"],
+        ),
+        Family(
+            "mistral",
+            MISTRAL,
+            ["<unk>", "<s>", "</s>", "[INST]", "[/INST]"],
+            bos="<s>",
+            eos="</s>",
+            unk="<unk>",
+            terminator="</s>",
+            turn=" {}</s>",
+        ),
+        Family(
+            "smollm2",
+            SMOLLM2,
+            [],
+            bos="<|im_start|>",
+            eos="<|im_end|>",
+            pad="<|im_end|>",
+            unk="<|endoftext|>",
+            terminator="<|im_end|>",
+            turn="{}<|im_end|>\n",
+        ),
+        Family(
+            "phi3",
+            PHI3,
+            ["<unk>", "<s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"],
+            bos="<s>",
+            eos="<|endoftext|>",
+            pad="<|endoftext|>",
+            unk="<unk>",
+            terminator="<|end|>",
+            turn="{}<|end|>\n<|endoftext|>",
+            generation_eos=["<|endoftext|>", "<|assistant|>", "<|end|>"],
+        ),
+    ]
+}
 
 
 def family_tokenizer(tiny_dir: Path, family: Family):
@@ -316,7 +389,9 @@ def family_tokenizer(tiny_dir: Path, family: Family):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_dir)
-    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in family.special], special_tokens=True)
+    tok.add_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in family.special], special_tokens=True
+    )
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in family.plain])
     tok.bos_token = family.bos
     tok.eos_token = family.eos
@@ -345,14 +420,20 @@ def build_family_model(tiny_dir: Path, family: Family, out: Path) -> Path:
     with torch.no_grad():
         rows = model.get_input_embeddings().weight[old:]
         rows.copy_(torch.randn(rows.shape, generator=torch.Generator().manual_seed(7)) * 0.1)
-    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
-           "pad_token_id": tok.pad_token_id}
+    ids = {
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
     for key, value in ids.items():
         setattr(model.config, key, value)
     gen_eos = sorted(stop_ids(tok, family))
     model.generation_config = GenerationConfig(
-        bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id, do_sample=False,
-        eos_token_id=gen_eos if len(gen_eos) > 1 else gen_eos[0])
+        bos_token_id=tok.bos_token_id,
+        pad_token_id=tok.pad_token_id,
+        do_sample=False,
+        eos_token_id=gen_eos if len(gen_eos) > 1 else gen_eos[0],
+    )
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out

@@ -17,54 +17,106 @@ from tuneforge.training.render import render_example
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from bench_train import make_example  # noqa: E402  (the benchmark's log-normal chat generator)
 
-WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"location": {"type": "string"}}}}}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
+    },
+}
 
 VARIED = [
-    {"messages": [{"role": "system", "content": "Be brief."},
-                  {"role": "user", "content": "Hi"},
-                  {"role": "assistant", "content": "Hello!"},
-                  {"role": "user", "content": "What is 2+2?"},
-                  {"role": "assistant", "content": "Five.", "weight": 0},
-                  {"role": "user", "content": "Sure?"},
-                  {"role": "assistant", "content": "Four, sorry.", "weight": 1}]},
-    {"messages": [{"role": "developer", "content": "Answer in French."},
-                  {"role": "user", "name": "ann", "content": [{"type": "text", "text": "thank "},
-                                                              {"type": "text", "text": "you"}]},
-                  {"role": "assistant", "content": "merci"}]},
+    {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "What is 2+2?"},
+            {"role": "assistant", "content": "Five.", "weight": 0},
+            {"role": "user", "content": "Sure?"},
+            {"role": "assistant", "content": "Four, sorry.", "weight": 1},
+        ]
+    },
+    {
+        "messages": [
+            {"role": "developer", "content": "Answer in French."},
+            {
+                "role": "user",
+                "name": "ann",
+                "content": [{"type": "text", "text": "thank "}, {"type": "text", "text": "you"}],
+            },
+            {"role": "assistant", "content": "merci"},
+        ]
+    },
     # ends with a user turn: the full text is not the last trained prefix
-    {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
-                  {"role": "user", "content": "Bye"}]},
+    {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"},
+            {"role": "user", "content": "Bye"},
+        ]
+    },
     # every assistant turn has weight 0: nothing trained
-    {"messages": [{"role": "user", "content": "Hi"},
-                  {"role": "assistant", "content": "Hello", "weight": 0}]},
-    {"tools": [WEATHER_TOOL], "parallel_tool_calls": False,
-     "messages": [{"role": "system", "content": "You are a helpful assistant."},
-                  {"role": "user", "content": "Weather in Paris and Rome?"},
-                  {"role": "assistant", "tool_calls": [
-                      {"id": "c1", "type": "function",
-                       "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'}},
-                      {"id": "c2", "type": "function",
-                       "function": {"name": "get_weather", "arguments": "not json"}}]},
-                  {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 22}'},
-                  {"role": "tool", "tool_call_id": "c2", "content": '{"temperature": 25}'},
-                  {"role": "assistant", "content": "22 and 25 degrees."}]},
+    {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello", "weight": 0}]},
+    {
+        "tools": [WEATHER_TOOL],
+        "parallel_tool_calls": False,
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Weather in Paris and Rome?"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
+                    },
+                    {
+                        "id": "c2",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": "not json"},
+                    },
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 22}'},
+            {"role": "tool", "tool_call_id": "c2", "content": '{"temperature": 25}'},
+            {"role": "assistant", "content": "22 and 25 degrees."},
+        ],
+    },
     # legacy functions / function_call / function role
-    {"functions": [{"name": "lookup", "parameters": {"type": "object"}}],
-     "messages": [{"role": "user", "content": "Look up owl"},
-                  {"role": "assistant", "content": None,
-                   "function_call": {"name": "lookup", "arguments": '{"query": "owl"}'}},
-                  {"role": "function", "name": "lookup", "content": "a bird"},
-                  {"role": "assistant", "content": "An owl is a bird."}]},
-    {"messages": [{"role": "user", "content": "Tell me a story. " * 40},
-                  {"role": "assistant", "content": "Once upon a time " * 40}]},   # truncated
-    {"messages": [{"role": "user", "content": "Pünktlich? 日本語 ✓ \u00a0tabs\tand\nnewlines"},
-                  {"role": "assistant", "content": "Ja. 東京 ✓"}]},
+    {
+        "functions": [{"name": "lookup", "parameters": {"type": "object"}}],
+        "messages": [
+            {"role": "user", "content": "Look up owl"},
+            {
+                "role": "assistant",
+                "content": None,
+                "function_call": {"name": "lookup", "arguments": '{"query": "owl"}'},
+            },
+            {"role": "function", "name": "lookup", "content": "a bird"},
+            {"role": "assistant", "content": "An owl is a bird."},
+        ],
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "Tell me a story. " * 40},
+            {"role": "assistant", "content": "Once upon a time " * 40},
+        ]
+    },  # truncated
+    {
+        "messages": [
+            {"role": "user", "content": "Pünktlich? 日本語 ✓ \u00a0tabs\tand\nnewlines"},
+            {"role": "assistant", "content": "Ja. 東京 ✓"},
+        ]
+    },
 ]
 
-PROMPT_COMPLETION = [{"prompt": "The capital of France is", "completion": " Paris."},
-                     {"prompt": "", "completion": "Just a completion."},
-                     {"prompt": "Count: " + "one two three " * 30, "completion": " four"}]
+PROMPT_COMPLETION = [
+    {"prompt": "The capital of France is", "completion": " Paris."},
+    {"prompt": "", "completion": "Just a completion."},
+    {"prompt": "Count: " + "one two three " * 30, "completion": " four"},
+]
 
 
 def _reference(tok, examples, max_seq_len):
@@ -98,7 +150,8 @@ def test_identical_to_render_example_on_a_varied_corpus(tiny_tokenizer, max_seq_
     expected = _reference(tiny_tokenizer, corpus, max_seq_len)
     assert _fast(tiny_tokenizer, corpus, max_seq_len) == expected
     assert _fast(tiny_tokenizer, PROMPT_COMPLETION, max_seq_len) == _reference(
-        tiny_tokenizer, PROMPT_COMPLETION, max_seq_len)
+        tiny_tokenizer, PROMPT_COMPLETION, max_seq_len
+    )
     # the corpus really exercises what it claims to
     truncated = [r for r in expected if r[0] != "error" and r[2]]
     assert (len(truncated) > 0) == (max_seq_len is not None)
@@ -119,21 +172,29 @@ def test_identical_for_templates_that_rewrite_earlier_turns(tiny_model_dir, name
         # Phi-3's template renders no tool calls (their messages have no content): the same error
         errors = [i for i, r in enumerate(expected) if r[0] == "error"]
         assert errors == ([] if name == "qwen3" else [4, 5])
-        assert any(r[3] is not None for r in expected)   # per-turn sequences really occur
+        assert any(r[3] is not None for r in expected)  # per-turn sequences really occur
 
 
 def test_same_errors_as_render_example(tiny_tokenizer, tiny_model_dir) -> None:
-    bad = [{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
-                         {"role": "assistant", "content": "A cat."}]},
-           VARIED[0]]
+    bad = [
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]},
+                {"role": "assistant", "content": "A cat."},
+            ]
+        },
+        VARIED[0],
+    ]
     fast = _fast(tiny_tokenizer, bad, None)
     assert fast == _reference(tiny_tokenizer, bad, None)
     assert fast[0][:2] == ("error", "invalid_training_file") and fast[1][0] != "error"
 
     # a template that rewrites earlier turns once later ones are added
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.chat_template = ("{% for m in messages %}{{ m.role }}{% if loop.last %}[last]{% endif %}: "
-                         "{{ m.content }}{{ eos_token }}{% endfor %}")
+    tok.chat_template = (
+        "{% for m in messages %}{{ m.role }}{% if loop.last %}[last]{% endif %}: "
+        "{{ m.content }}{{ eos_token }}{% endfor %}"
+    )
     fast = _fast(tok, VARIED[:2], None)
     assert fast == _reference(tok, VARIED[:2], None)
     assert {r[1] for r in fast} == {"unsupported_chat_template"}

@@ -14,28 +14,65 @@ from tuneforge.training.data import validate_file
 from tuneforge.training.render import IGNORE_INDEX, render_example
 
 FIXED = [
-    {"messages": [{"role": "system", "content": "You are terse."},
-                  {"role": "user", "content": "What is the capital of France?"},
-                  {"role": "assistant", "content": "Paris."}]},
-    {"messages": [{"role": "user", "content": "How many legs does a spider have?"},
-                  {"role": "assistant", "content": "Eight.", "weight": 0},
-                  {"role": "user", "content": "Say it as a sentence."},
-                  {"role": "assistant", "content": "A spider has eight legs."}]},
-    {"messages": [{"role": "user", "content": "Weather in Paris?"},
-                  {"role": "assistant", "content": None, "tool_calls": [
-                      {"id": "call_1", "type": "function",
-                       "function": {"name": "get_weather", "arguments": "{\"location\": \"Paris\"}"}}]},
-                  {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 22}"},
-                  {"role": "assistant", "content": "It is 22 degrees in Paris."}],
-     "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {
-         "type": "object", "properties": {"location": {"type": "string"}}}}}]},
-    {"messages": [{"role": "developer", "content": "Answer in one word."},
-                  {"role": "user", "content": [{"type": "text", "text": "Colour of the "},
-                                               {"type": "text", "text": "sky?"}]},
-                  {"role": "assistant", "content": "Blue."}]},
+    {
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "What is the capital of France?"},
+            {"role": "assistant", "content": "Paris."},
+        ]
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "How many legs does a spider have?"},
+            {"role": "assistant", "content": "Eight.", "weight": 0},
+            {"role": "user", "content": "Say it as a sentence."},
+            {"role": "assistant", "content": "A spider has eight legs."},
+        ]
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 22}'},
+            {"role": "assistant", "content": "It is 22 degrees in Paris."},
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
+                },
+            }
+        ],
+    },
+    {
+        "messages": [
+            {"role": "developer", "content": "Answer in one word."},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Colour of the "}, {"type": "text", "text": "sky?"}],
+            },
+            {"role": "assistant", "content": "Blue."},
+        ]
+    },
 ] + [
-    {"messages": [{"role": "user", "content": f"What is {i} plus {i}? " * (1 + i % 4)},
-                  {"role": "assistant", "content": f"{i} plus {i} is {2 * i}. " * (1 + i % 3)}]}
+    {
+        "messages": [
+            {"role": "user", "content": f"What is {i} plus {i}? " * (1 + i % 4)},
+            {"role": "assistant", "content": f"{i} plus {i} is {2 * i}. " * (1 + i % 3)},
+        ]
+    }
     for i in range(10)
 ]
 
@@ -65,9 +102,8 @@ def _check_distribution(d, values) -> None:
 def test_token_statistics_match_the_trainers_rendering(tmp_path: Path, tiny_tokenizer) -> None:
     path = _write(tmp_path / "fixed.jsonl", FIXED)
     totals, trained = _expected(tiny_tokenizer, FIXED)
-    limit = sorted(totals)[-3]   # the two longest examples go over it
-    report = validate_file(path, tokenizer=tiny_tokenizer, max_seq_len=limit,
-                           price_per_million_tokens=8.0)
+    limit = sorted(totals)[-3]  # the two longest examples go over it
+    report = validate_file(path, tokenizer=tiny_tokenizer, max_seq_len=limit, price_per_million_tokens=8.0)
     assert report.ok, report.errors
     assert report.n_examples == 14
     _check_distribution(report.total_tokens_per_example, totals)
@@ -76,7 +112,7 @@ def test_token_statistics_match_the_trainers_rendering(tmp_path: Path, tiny_toke
     assert report.n_too_long == sum(t > limit for t in totals) == 2
     assert any("2 example(s) are longer than the context limit" in w for w in report.warnings)
     assert report.billing_tokens == sum(min(t, limit) for t in totals)
-    assert report.n_epochs == 7    # 100 // 14
+    assert report.n_epochs == 7  # 100 // 14
     assert report.estimated_trained_tokens == report.billing_tokens * 7
     assert report.estimated_cost == pytest.approx(report.billing_tokens * 7 * 8.0 / 1e6)
     assert report.n_missing_system == 12 and report.n_missing_user == 0
@@ -96,7 +132,7 @@ def test_default_context_limit_is_the_tokenizers(tmp_path: Path, tiny_tokenizer)
 
 
 def test_worker_processes_count_exactly_like_one_process(tmp_path: Path, tiny_tokenizer) -> None:
-    path = _write(tmp_path / "many.jsonl", FIXED * 40)   # 560 examples: several batches
+    path = _write(tmp_path / "many.jsonl", FIXED * 40)  # 560 examples: several batches
     one = validate_file(path, tokenizer=tiny_tokenizer, processes=1)
     two = validate_file(path, tokenizer=tiny_tokenizer, processes=2)
     assert one.to_dict() == two.to_dict()
@@ -106,14 +142,19 @@ def test_worker_processes_count_exactly_like_one_process(tmp_path: Path, tiny_to
 def test_examples_the_template_cannot_render_are_errors_with_lines(tmp_path: Path, tiny_tokenizer) -> None:
     # Some real templates raise on data they do not support (e.g. no system role).
     tokenizer = copy.deepcopy(tiny_tokenizer)
-    tokenizer.chat_template = ("{% for m in messages %}{% if m.role == 'system' %}"
-                               "{{ raise_exception('System role not supported') }}{% endif %}"
-                               "{{ m.content }}{% endfor %}")
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if m.role == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "{{ m.content }}{% endfor %}"
+    )
     path = _write(tmp_path / "sys.jsonl", FIXED)
     report = validate_file(path, tokenizer=tokenizer)
     # line 4 has a developer message, which is a system message to the template
-    assert [(e.line, e.code) for e in report.errors] == [(1, "invalid_training_file"),
-                                                         (4, "invalid_training_file")]
+    assert [(e.line, e.code) for e in report.errors] == [
+        (1, "invalid_training_file"),
+        (4, "invalid_training_file"),
+    ]
     assert "System role not supported" in report.errors[0].message
     assert report.job_error()[1].startswith(
-        "The job failed due to an invalid training file. Invalid file format. Line 1: ")
+        "The job failed due to an invalid training file. Invalid file format. Line 1: "
+    )

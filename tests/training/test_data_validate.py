@@ -43,7 +43,7 @@ def test_errors_are_capped_but_streaming_counts_every_example(tmp_path: Path) ->
     report = validate_file(path, max_errors=5)
     assert [e.line for e in report.errors] == [1, 2, 3, 4, 5]
     assert report.n_errors == 30
-    assert report.n_examples == 15   # valid ones; the 30 bad lines are n_invalid_examples
+    assert report.n_examples == 15  # valid ones; the 30 bad lines are n_invalid_examples
     assert report.n_invalid_examples == 30
 
 
@@ -52,19 +52,24 @@ def test_job_error_wording_like_openai() -> None:
     code, message, param = report.job_error()
     assert code == "invalid_training_file"
     assert param == "training_file"
-    assert message.startswith("The job failed due to an invalid training file. Invalid file format. "
-                              "Line 2, message 2: ")
+    assert message.startswith(
+        "The job failed due to an invalid training file. Invalid file format. Line 2, message 2: "
+    )
     assert "'bot'" in message
 
     few = validate_file(BAD_FILES / "too_few_examples.jsonl")
-    assert few.job_error() == ("invalid_n_examples",
-                               "Training file has 7 example(s), but must have at least 10 examples",
-                               "training_file")
+    assert few.job_error() == (
+        "invalid_n_examples",
+        "Training file has 7 example(s), but must have at least 10 examples",
+        "training_file",
+    )
 
     as_validation = validate_file(BAD_FILES / "not_json.jsonl", file_param="validation_file")
     code, message, param = as_validation.job_error()
     assert param == "validation_file"
-    assert message.startswith("The job failed due to an invalid validation file. Invalid file format. Line 3: ")
+    assert message.startswith(
+        "The job failed due to an invalid validation file. Invalid file format. Line 3: "
+    )
 
 
 def test_dpo_data_is_refused_with_a_pointer_to_method_dpo() -> None:
@@ -77,8 +82,10 @@ def test_sft_data_given_to_a_dpo_job_and_dpo_errors_name_line_and_field() -> Non
     assert "a DPO job needs preference pairs" in report.errors[0].message
     code, message, param = validate_file(BAD_FILES / "pref_outputs_bad.jsonl", method="dpo").job_error()
     assert (code, param) == ("invalid_training_file", "training_file")
-    assert message.startswith("The job failed due to an invalid training file. Invalid file format. "
-                              "Line 1: 'preferred_output' is missing")
+    assert message.startswith(
+        "The job failed due to an invalid training file. Invalid file format. "
+        "Line 1: 'preferred_output' is missing"
+    )
     identical = validate_file(BAD_FILES / "pref_identical.jsonl", method="dpo")
     assert "identical" in identical.errors[0].message
 
@@ -87,14 +94,24 @@ def test_dpo_file_statistics_count_both_sides(tmp_path: Path, tiny_tokenizer) ->
     from tuneforge.training.data import detect_method, preference_sides
     from tuneforge.training.render import render_example
 
-    pairs = [{"input": {"messages": [{"role": "system", "content": "Be brief."},
-                                     {"role": "user", "content": f"Count to {i}."}]},
-              "preferred_output": [{"role": "assistant", "content": " ".join(map(str, range(i)))}],
-              "non_preferred_output": [{"role": "assistant", "content": "No."}]} for i in range(1, 13)]
+    pairs = [
+        {
+            "input": {
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": f"Count to {i}."},
+                ]
+            },
+            "preferred_output": [{"role": "assistant", "content": " ".join(map(str, range(i)))}],
+            "non_preferred_output": [{"role": "assistant", "content": "No."}],
+        }
+        for i in range(1, 13)
+    ]
     path = _write(tmp_path / "dpo.jsonl", pairs)
     assert detect_method(path) == "dpo" and detect_method(BAD_FILES / "unknown_role.jsonl") == "supervised"
-    report = validate_file(path, tokenizer=tiny_tokenizer, method="dpo", n_epochs=2,
-                           price_per_million_tokens=2.0)
+    report = validate_file(
+        path, tokenizer=tiny_tokenizer, method="dpo", n_epochs=2, price_per_million_tokens=2.0
+    )
     assert report.ok and report.format == "preference" and report.n_examples == 12
     sides = [render_example(tiny_tokenizer, side) for p in pairs for side in preference_sides(p)]
     assert report.billing_tokens == sum(len(r) for r in sides)
@@ -102,7 +119,8 @@ def test_dpo_file_statistics_count_both_sides(tmp_path: Path, tiny_tokenizer) ->
     assert report.estimated_cost == pytest.approx(report.estimated_trained_tokens * 2.0 / 1e6)
     # the trained tokens are the two output turns only, terminator included
     assert report.trained_tokens_per_example.max == max(
-        sides[2 * i].n_trained + sides[2 * i + 1].n_trained for i in range(12))
+        sides[2 * i].n_trained + sides[2 * i + 1].n_trained for i in range(12)
+    )
     assert report.messages_per_example.min == 3 and report.n_missing_system == 0
 
 
@@ -111,24 +129,54 @@ def _chat(i: int) -> dict:
 
 
 FULL_FEATURED = [
-    {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q", "name": "bob"},
-                  {"role": "assistant", "content": "a", "weight": 0},
-                  {"role": "user", "content": [{"type": "text", "text": "again"}]},
-                  {"role": "assistant", "content": [{"type": "text", "text": "b"}], "weight": 1}]},
-    {"messages": [{"role": "developer", "content": "d"}, {"role": "user", "content": "weather?"},
-                  {"role": "assistant", "content": None, "tool_calls": [
-                      {"id": "call_1", "type": "function",
-                       "function": {"name": "get_weather", "arguments": "{\"location\": \"Paris\"}"}}]},
-                  {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 22}"},
-                  {"role": "assistant", "content": "22 degrees"}],
-     "tools": [{"type": "function", "function": {"name": "get_weather", "description": "weather",
-                                                  "parameters": {"type": "object", "properties": {}}}}],
-     "parallel_tool_calls": False},
-    {"messages": [{"role": "user", "content": "q"},
-                  {"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}},
-                  {"role": "function", "name": "f", "content": "1"},
-                  {"role": "assistant", "content": "one"}],
-     "functions": [{"name": "f", "parameters": {"type": "object", "properties": {}}}]},
+    {
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "q", "name": "bob"},
+            {"role": "assistant", "content": "a", "weight": 0},
+            {"role": "user", "content": [{"type": "text", "text": "again"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "b"}], "weight": 1},
+        ]
+    },
+    {
+        "messages": [
+            {"role": "developer", "content": "d"},
+            {"role": "user", "content": "weather?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 22}'},
+            {"role": "assistant", "content": "22 degrees"},
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "description": "weather",
+                    "parameters": {"type": "object", "properties": {}},
+                },
+            }
+        ],
+        "parallel_tool_calls": False,
+    },
+    {
+        "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}},
+            {"role": "function", "name": "f", "content": "1"},
+            {"role": "assistant", "content": "one"},
+        ],
+        "functions": [{"name": "f", "parameters": {"type": "object", "properties": {}}}],
+    },
 ]
 
 
@@ -140,7 +188,7 @@ def test_every_openai_chat_feature_is_accepted(tmp_path: Path) -> None:
     assert report.n_examples == 12
     assert report.job_error() is None
     assert report.messages_per_example.min == 4 and report.messages_per_example.max == 5
-    assert report.n_missing_system == 4   # the function-call example
+    assert report.n_missing_system == 4  # the function-call example
     assert report.n_missing_user == 0
     assert any("token statistics skipped" in w for w in report.warnings)
 
@@ -161,22 +209,51 @@ def test_unknown_top_level_keys_are_a_warning(tmp_path: Path) -> None:
 def test_reasoning_content_on_assistant_messages(tmp_path: Path) -> None:
     # Not OpenAI's, but HF / Qwen3 reasoning data carries it; it reaches the template (render.py).
     def with_reasoning(value: object) -> list[dict]:
-        return [{"messages": [{"role": "user", "content": f"q{i}"},
-                              {"role": "assistant", "content": f"a{i}", "reasoning_content": value}]}
-                for i in range(10)]
+        return [
+            {
+                "messages": [
+                    {"role": "user", "content": f"q{i}"},
+                    {"role": "assistant", "content": f"a{i}", "reasoning_content": value},
+                ]
+            }
+            for i in range(10)
+        ]
 
     assert validate_file(_write(tmp_path / "ok.jsonl", with_reasoning("think"))).ok
     report = validate_file(_write(tmp_path / "bad.jsonl", with_reasoning(["think"])))
     assert not report.ok and report.errors[0].param == "messages[1].reasoning_content"
-    on_user = [{"messages": [{"role": "user", "content": "q", "reasoning_content": "x"},
-                             {"role": "assistant", "content": "a"}]}] * 10
+    on_user = [
+        {
+            "messages": [
+                {"role": "user", "content": "q", "reasoning_content": "x"},
+                {"role": "assistant", "content": "a"},
+            ]
+        }
+    ] * 10
     assert not validate_file(_write(tmp_path / "user.jsonl", on_user)).ok
 
 
-@pytest.mark.parametrize(("n", "epochs"), [
-    (1, 25), (3, 25), (4, 25), (5, 20), (7, 14), (10, 10), (33, 3), (34, 3), (20, 5),
-    (100, 3), (8333, 3), (8334, 2), (12500, 2), (12501, 1), (30000, 1), (1_000_000, 1),
-])
+@pytest.mark.parametrize(
+    ("n", "epochs"),
+    [
+        (1, 25),
+        (3, 25),
+        (4, 25),
+        (5, 20),
+        (7, 14),
+        (10, 10),
+        (33, 3),
+        (34, 3),
+        (20, 5),
+        (100, 3),
+        (8333, 3),
+        (8334, 2),
+        (12500, 2),
+        (12501, 1),
+        (30000, 1),
+        (1_000_000, 1),
+    ],
+)
 def test_auto_epochs_follow_the_cookbook_rule(n: int, epochs: int) -> None:
     assert auto_n_epochs(n) == epochs
 
@@ -203,10 +280,18 @@ def test_a_big_file_validates_without_being_read_whole(tmp_path: Path) -> None:
     import tracemalloc
 
     path = tmp_path / "big.jsonl"
-    line = (json.dumps({"messages": [{"role": "system", "content": "You are helpful. " * 8},
-                                     {"role": "user", "content": "Tell me about the sea. " * 6},
-                                     {"role": "assistant", "content": "The sea is wide. " * 10}]})
-            + "\n").encode()
+    line = (
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "system", "content": "You are helpful. " * 8},
+                    {"role": "user", "content": "Tell me about the sea. " * 6},
+                    {"role": "assistant", "content": "The sea is wide. " * 10},
+                ]
+            }
+        )
+        + "\n"
+    ).encode()
     n = (16 * 1024 * 1024) // len(line) + 1
     with open(path, "wb") as fh:
         for _ in range(n // 1000):
@@ -226,14 +311,18 @@ def test_a_big_file_validates_without_being_read_whole(tmp_path: Path) -> None:
 
 
 def test_counts_only_valid_examples(tmp_path):
-    good = [json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
-                                     {"role": "assistant", "content": f"a{i}"}]}) for i in range(9)]
+    good = [
+        json.dumps(
+            {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+        )
+        for i in range(9)
+    ]
     path = tmp_path / "nine.jsonl"
     path.write_text("\n".join(good[:2] + ['{"messages": [oops'] + good[2:]) + "\n")
     report = validate_file(path)
     assert (report.n_examples, report.n_invalid_examples, report.n_errors) == (9, 1, 1)
     assert [(e.line, e.code) for e in report.errors] == [(3, "invalid_training_file")]
-    assert report.n_epochs == 11   # auto epochs for the 9 valid examples (100 // 9)
+    assert report.n_epochs == 11  # auto epochs for the 9 valid examples (100 // 9)
 
 
 def test_a_non_json_file_gets_one_error_naming_the_format(tmp_path):

@@ -17,29 +17,56 @@ from tuneforge.errors import InvalidRequest
 from tuneforge.training import Hyperparameters, StopRequest, TrainSpec
 from tuneforge.training.dpo import REFERENCE_FILE, dpo_loss, load_pairs, pack_pairs, pair_logps, train
 
-WORDS = ["apple", "river", "stone", "cloud", "tiger", "piano", "lemon", "comet", "maple", "ocean",
-         "pearl", "robot", "sugar", "tulip", "violet", "wagon"]
+WORDS = [
+    "apple",
+    "river",
+    "stone",
+    "cloud",
+    "tiger",
+    "piano",
+    "lemon",
+    "comet",
+    "maple",
+    "ocean",
+    "pearl",
+    "robot",
+    "sugar",
+    "tulip",
+    "violet",
+    "wagon",
+]
 
 
 def pair(word: str) -> dict:
     """The synthetic preference: the preferred answer ends with 'Cheers.', the other does not."""
-    return {"input": {"messages": [{"role": "user", "content": f"Tell me about {word}."}]},
-            "preferred_output": [{"role": "assistant", "content": f"{word} is nice. Cheers."}],
-            "non_preferred_output": [{"role": "assistant", "content": f"{word} is nice."}]}
+    return {
+        "input": {"messages": [{"role": "user", "content": f"Tell me about {word}."}]},
+        "preferred_output": [{"role": "assistant", "content": f"{word} is nice. Cheers."}],
+        "non_preferred_output": [{"role": "assistant", "content": f"{word} is nice."}],
+    }
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("dpo_data")
-    return {"train": write_jsonl(d / "train.jsonl", [pair(w) for w in WORDS[:10]]),
-            "valid": write_jsonl(d / "valid.jsonl", [pair(w) for w in WORDS[10:13]]),
-            "held_out": write_jsonl(d / "held_out.jsonl", [pair(w) for w in WORDS[13:]])}
+    return {
+        "train": write_jsonl(d / "train.jsonl", [pair(w) for w in WORDS[:10]]),
+        "valid": write_jsonl(d / "valid.jsonl", [pair(w) for w in WORDS[10:13]]),
+        "held_out": write_jsonl(d / "held_out.jsonl", [pair(w) for w in WORDS[13:]]),
+    }
 
 
 def _spec(model_dir: Path, data: dict[str, Path], out: Path, **kw) -> TrainSpec:
     hp = kw.pop("hyperparameters", Hyperparameters(n_epochs=3, batch_size=5))
-    return TrainSpec(base_model=str(model_dir), training_file=data["train"], output_dir=out,
-                     method_type="dpo", seed=3, hyperparameters=hp, **kw)
+    return TrainSpec(
+        base_model=str(model_dir),
+        training_file=data["train"],
+        output_dir=out,
+        method_type="dpo",
+        seed=3,
+        hyperparameters=hp,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,59 +96,82 @@ def _margins(model, tokenizer, path: Path) -> torch.Tensor:
     return out
 
 
-def test_loss_and_rewards_equal_trls_dpo_trainer_on_one_batch(tiny_model_dir, tiny_tokenizer,
-                                                                data, tmp_path) -> None:
+def test_loss_and_rewards_equal_trls_dpo_trainer_on_one_batch(
+    tiny_model_dir, tiny_tokenizer, data, tmp_path
+) -> None:
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    torch.manual_seed(0)   # a policy away from the reference: random LoRA B matrices
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
-                                      task_type="CAUSAL_LM"))
+    torch.manual_seed(0)  # a policy away from the reference: random LoRA B matrices
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.05)
     examples = [pair(w) for w in WORDS[:4]]
-    examples[1]["non_preferred_output"][0]["content"] = "No."   # sides of different lengths
-    rows = [{"prompt": e["input"]["messages"], "chosen": e["preferred_output"],
-             "rejected": e["non_preferred_output"]} for e in examples]
-    trainer = DPOTrainer(model=model, ref_model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                         args=DPOConfig(output_dir=str(tmp_path / "trl"), beta=0.1, bf16=False,
-                                        per_device_train_batch_size=4, report_to=[], use_cpu=True,
-                                        max_length=None),
-                         train_dataset=Dataset.from_list(rows), processing_class=tiny_tokenizer)
+    examples[1]["non_preferred_output"][0]["content"] = "No."  # sides of different lengths
+    rows = [
+        {
+            "prompt": e["input"]["messages"],
+            "chosen": e["preferred_output"],
+            "rejected": e["non_preferred_output"],
+        }
+        for e in examples
+    ]
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        args=DPOConfig(
+            output_dir=str(tmp_path / "trl"),
+            beta=0.1,
+            bf16=False,
+            per_device_train_batch_size=4,
+            report_to=[],
+            use_cpu=True,
+            max_length=None,
+        ),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tiny_tokenizer,
+    )
     model.eval()
     with torch.no_grad():
         trl_loss = trainer._compute_loss(model, next(iter(trainer.get_train_dataloader())), False)
     trl = {k: v[-1] for k, v in trainer._metrics["eval"].items()}
 
     pairs = load_pairs(tiny_tokenizer, write_jsonl(tmp_path / "p.jsonl", examples), 2048)
-    (row,) = pack_pairs(pairs, 8192)   # the four pairs in one packed forward
+    (row,) = pack_pairs(pairs, 8192)  # the four pairs in one packed forward
     with torch.no_grad():
         policy = pair_logps(model, row, torch.device("cpu"))
-        with model.disable_adapter():   # a new adapter's reference: the base model
+        with model.disable_adapter():  # a new adapter's reference: the base model
             reference = pair_logps(model, row, torch.device("cpu"))
     losses, chosen, rejected = dpo_loss(policy, reference, 0.1)
-    ours = {"rewards/chosen": chosen.mean().item(), "rewards/rejected": rejected.mean().item(),
-            "rewards/accuracies": (chosen > rejected).float().mean().item(),
-            "rewards/margins": (chosen - rejected).mean().item(),
-            "logps/chosen": policy[:, 0].mean().item(), "logps/rejected": policy[:, 1].mean().item()}
-    assert abs(ours["rewards/margins"]) > 0.01   # not the trivial policy == reference case
+    ours = {
+        "rewards/chosen": chosen.mean().item(),
+        "rewards/rejected": rejected.mean().item(),
+        "rewards/accuracies": (chosen > rejected).float().mean().item(),
+        "rewards/margins": (chosen - rejected).mean().item(),
+        "logps/chosen": policy[:, 0].mean().item(),
+        "logps/rejected": policy[:, 1].mean().item(),
+    }
+    assert abs(ours["rewards/margins"]) > 0.01  # not the trivial policy == reference case
     assert losses.mean().item() == pytest.approx(trl_loss.item(), abs=1e-4)
     for key, value in ours.items():
         assert value == pytest.approx(trl[key], abs=1e-4), key
 
 
 def test_first_step_is_log_2_and_the_preference_holds_on_held_out_pairs(
-        dpo_run, tiny_model_dir, tiny_tokenizer, data) -> None:
+    dpo_run, tiny_model_dir, tiny_tokenizer, data
+) -> None:
     rec, result, out = dpo_run
     assert result.status == "succeeded" and (result.steps, result.total_steps) == (6, 6)
     assert result.hyperparameters.beta == 0.1 and rec.hp == [result.hyperparameters]
     first = rec.steps[0]
-    assert first["train_loss"] == pytest.approx(math.log(2), abs=1e-3)   # policy == reference
+    assert first["train_loss"] == pytest.approx(math.log(2), abs=1e-3)  # policy == reference
     assert abs(first["train_rewards_margin"]) < 1e-3
     last = rec.steps[-1]
     assert last["train_loss"] < 0.5 * math.log(2) and last["train_rewards_accuracy"] == 1.0
@@ -154,8 +204,16 @@ def test_an_ft_start_is_its_own_reference(dpo_run, tiny_model_dir, data, tmp_pat
     the first step is log 2 again (against the base it would be far lower: the margin is large)."""
     _rec, _result, out = dpo_run
     rec = Recorder()
-    result = train(_spec(tiny_model_dir, data, tmp_path / "run", init_adapter=out / "final",
-                         hyperparameters=Hyperparameters(n_epochs=1, batch_size=5)), rec)
+    result = train(
+        _spec(
+            tiny_model_dir,
+            data,
+            tmp_path / "run",
+            init_adapter=out / "final",
+            hyperparameters=Hyperparameters(n_epochs=1, batch_size=5),
+        ),
+        rec,
+    )
     assert result.status == "succeeded"
     assert rec.steps[0]["train_loss"] == pytest.approx(math.log(2), abs=1e-3)
 
@@ -166,15 +224,18 @@ def test_pause_and_resume_give_the_same_weights_as_one_run(tiny_model_dir, data,
     whole = train(_spec(tiny_model_dir, data, tmp_path / "whole", hyperparameters=hp), Recorder())
 
     out = tmp_path / "paused"
-    paused = train(_spec(tiny_model_dir, data, out, hyperparameters=hp),
-                   Recorder(stop_at(1, StopRequest.PAUSE)))
+    paused = train(
+        _spec(tiny_model_dir, data, out, hyperparameters=hp), Recorder(stop_at(1, StopRequest.PAUSE))
+    )
     assert paused.status == "paused" and paused.steps == 1
     assert (out / "state").is_dir() and (out / REFERENCE_FILE).is_file()
     rec = Recorder()
     resumed = train(_spec(tiny_model_dir, data, out, hyperparameters=hp), rec)
     assert resumed.status == "succeeded" and [m["step"] for m in rec.steps] == [2, 3, 4]
-    a, b = load_file(str(whole.final_dir / "adapter_model.safetensors")), \
-        load_file(str(resumed.final_dir / "adapter_model.safetensors"))
+    a, b = (
+        load_file(str(whole.final_dir / "adapter_model.safetensors")),
+        load_file(str(resumed.final_dir / "adapter_model.safetensors")),
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.trained_tokens == whole.trained_tokens
 
@@ -184,7 +245,7 @@ def test_pause_and_resume_give_the_same_weights_as_one_run(tiny_model_dir, data,
         def metrics(self, data):
             super().metrics(data)
             if data["step"] == 3:
-                raise KeyboardInterrupt   # dies mid-epoch 2, nothing saved since step 2
+                raise KeyboardInterrupt  # dies mid-epoch 2, nothing saved since step 2
 
     out = tmp_path / "crashed"
     with pytest.raises(KeyboardInterrupt):
@@ -208,8 +269,13 @@ def test_cancel_stops_and_a_bad_pair_names_its_line(tiny_model_dir, data, tmp_pa
     early = train(_spec(tiny_model_dir, data, tmp_path / "c0"), Recorder(lambda _: StopRequest.CANCEL))
     assert early.status == "cancelled" and early.steps == 0
 
-    bad = [pair(w) for w in WORDS[:3]] + [{"input": {"messages": [{"role": "user", "content": "q"}]},
-                                          "preferred_output": [], "non_preferred_output": []}]
+    bad = [pair(w) for w in WORDS[:3]] + [
+        {
+            "input": {"messages": [{"role": "user", "content": "q"}]},
+            "preferred_output": [],
+            "non_preferred_output": [],
+        }
+    ]
     path = write_jsonl(tmp_path / "bad.jsonl", bad)
     with pytest.raises(InvalidRequest) as err:
         train(_spec(tiny_model_dir, {"train": path}, tmp_path / "b"), Recorder())
@@ -225,12 +291,18 @@ def test_each_side_trains_only_its_output_turn_with_the_terminator(tiny_model_di
 
     family = FAMILIES[name]
     tok = family_tokenizer(tiny_model_dir, family)
-    example = {"input": {"messages": [{"role": "system", "content": "Be brief."},
-                                      {"role": "user", "content": "Hi."},
-                                      {"role": "assistant", "content": "Hello."},
-                                      {"role": "user", "content": "What is 2 + 2?"}]},
-               "preferred_output": [{"role": "assistant", "content": "Four. Cheers."}],
-               "non_preferred_output": [{"role": "assistant", "content": "Five."}]}
+    example = {
+        "input": {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi."},
+                {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "What is 2 + 2?"},
+            ]
+        },
+        "preferred_output": [{"role": "assistant", "content": "Four. Cheers."}],
+        "non_preferred_output": [{"role": "assistant", "content": "Five."}],
+    }
     (p,) = load_pairs(tok, write_jsonl(tmp_path / "p.jsonl", [example]), 2048)
     for side, answer in ((p.chosen, "Four. Cheers."), (p.rejected, "Five.")):
         trained = [t for t in side.labels if t != IGNORE_INDEX]

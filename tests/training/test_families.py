@@ -21,27 +21,47 @@ from tuneforge.training.render import IGNORE_INDEX, audit, pad_id, render_exampl
 
 NAMES = list(FAMILIES)
 
-CONV = {"messages": [
-    {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": "Hi"},
-    {"role": "assistant", "content": "Hello!"},
-    {"role": "user", "content": "What is two plus two?"},
-    {"role": "assistant", "content": "Five.", "weight": 0},
-    {"role": "user", "content": "Sure?"},
-    {"role": "assistant", "content": "Four, sorry."},
-]}
+CONV = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "What is two plus two?"},
+        {"role": "assistant", "content": "Five.", "weight": 0},
+        {"role": "user", "content": "Sure?"},
+        {"role": "assistant", "content": "Four, sorry."},
+    ]
+}
 # Templates that rewrite earlier turns: the turns rendered on their own (render.py).
 SEQUENCES = {"qwen3": 2, "phi3": 2}
 
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"location": {"type": "string"}}}}}]
-TOOL_CONV = {"tools": TOOLS, "messages": [
-    {"role": "user", "content": "Weather in Paris?"},
-    {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
-        "name": "get_weather", "arguments": '{"location": "Paris"}'}}]},
-    {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 22}'},
-    {"role": "assistant", "content": "22 degrees."},
-]}
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
+        },
+    }
+]
+TOOL_CONV = {
+    "tools": TOOLS,
+    "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 22}'},
+        {"role": "assistant", "content": "22 degrees."},
+    ],
+}
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +126,8 @@ def test_qwen25_tool_calls_trained_tool_text_masked(tokenizers) -> None:
     (r,) = audit(tok, [TOOL_CONV], stop_ids=stop_ids(tok, FAMILIES["qwen2.5"]))
     assert texts(tok, r.input_ids, r.labels) == [
         '<tool_call>\n{"name": "get_weather", "arguments": {"location": "Paris"}}\n</tool_call><|im_end|>\n',
-        "22 degrees.<|im_end|>\n"]
+        "22 degrees.<|im_end|>\n",
+    ]
     masked = tok.decode([i for i, lab in zip(r.input_ids, r.labels) if lab == IGNORE_INDEX])
     assert "You are Qwen" in masked and '"name": "get_weather"' in masked
     assert '<tool_response>\n{"temperature": 22}\n</tool_response>' in masked
@@ -114,23 +135,35 @@ def test_qwen25_tool_calls_trained_tool_text_masked(tokenizers) -> None:
 
 def test_qwen3_reasoning_each_turn_trained_as_the_model_saw_it(tokenizers) -> None:
     tok = tokenizers["qwen3"]
-    example = {"tools": TOOLS, "messages": [
-        {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "reasoning_content": "Use the tool.", "tool_calls": TOOL_CONV["messages"][1]["tool_calls"]},
-        {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 22}'},
-        {"role": "assistant", "content": "<think>\nWarm.\n</think>\n\n22 degrees."},
-        {"role": "user", "content": "Thanks"},
-        {"role": "assistant", "content": "You are welcome."},
-    ]}
+    example = {
+        "tools": TOOLS,
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "reasoning_content": "Use the tool.",
+                "tool_calls": TOOL_CONV["messages"][1]["tool_calls"],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 22}'},
+            {"role": "assistant", "content": "<think>\nWarm.\n</think>\n\n22 degrees."},
+            {"role": "user", "content": "Thanks"},
+            {"role": "assistant", "content": "You are welcome."},
+        ],
+    }
     (r,) = audit(tok, [example], stop_ids=stop_ids(tok, FAMILIES["qwen3"]))
     seqs = r.sequences()
     # turns 1 and 3 come before the last user query: the full rendering drops their reasoning,
     # so each is trained in its own rendering, with it; the last turn in the full conversation.
     assert [texts(tok, s.input_ids, s.labels) for s in seqs] == [
-        [('<think>\nUse the tool.\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": '
-          '{"location": "Paris"}}\n</tool_call><|im_end|>\n')],
+        [
+            (
+                '<think>\nUse the tool.\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": '
+                '{"location": "Paris"}}\n</tool_call><|im_end|>\n'
+            )
+        ],
         ["<think>\nWarm.\n</think>\n\n22 degrees.<|im_end|>\n"],
-        ["<think>\n\n</think>\n\nYou are welcome.<|im_end|>\n"]]
+        ["<think>\n\n</think>\n\nYou are welcome.<|im_end|>\n"],
+    ]
     full = tok.decode(seqs[-1].input_ids)
     assert "Use the tool." not in full and "Warm." not in full
     assert "<|im_start|>assistant\n22 degrees.<|im_end|>" in full
@@ -145,9 +178,10 @@ def test_per_turn_sequences_are_billed_as_the_trainer_cuts_them(tokenizers, tmp_
     tok = tokenizers["qwen3"]
     examples = [CONV, {"messages": CONV["messages"][:3]}]
     rendered = render_batch(tok, examples, max_seq_len=40).rendered
-    assert [r.seq_lens for r in rendered] == [(37, 40), None]   # each sequence cut on its own
-    report = validate_file(write_jsonl(tmp_path / "t.jsonl", examples), tokenizer=tok, max_seq_len=40,
-                           n_epochs=1)
+    assert [r.seq_lens for r in rendered] == [(37, 40), None]  # each sequence cut on its own
+    report = validate_file(
+        write_jsonl(tmp_path / "t.jsonl", examples), tokenizer=tok, max_seq_len=40, n_epochs=1
+    )
     assert report.billing_tokens == sum(len(r) for r in rendered) and report.n_too_long == 1
 
 
@@ -156,8 +190,15 @@ def test_per_turn_sequences_are_billed_as_the_trainer_cuts_them(tokenizers, tmp_
 # The published pad when it is no stop token, else unk, else the lowest id that is no stop token:
 # Llama 3 (no pad) id 0, tuneforge-tiny's first token here ("!" in the published vocabulary);
 # Qwen's pad <|endoftext|> is one of its generation config's EOS ids: id 1 here.
-SAFE_PAD = {"llama3": "<|endoftext|>", "qwen2.5": "<|im_start|>", "qwen3": "<|im_start|>", "gemma3": "<pad>",
-            "mistral": "<unk>", "smollm2": "<|endoftext|>", "phi3": "<unk>"}
+SAFE_PAD = {
+    "llama3": "<|endoftext|>",
+    "qwen2.5": "<|im_start|>",
+    "qwen3": "<|im_start|>",
+    "gemma3": "<pad>",
+    "mistral": "<unk>",
+    "smollm2": "<|endoftext|>",
+    "phi3": "<unk>",
+}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -168,23 +209,29 @@ def test_pad_id_is_never_a_stop_token(tokenizers, name) -> None:
     assert tok.convert_ids_to_tokens(pad) == SAFE_PAD[name]
 
 
-@pytest.mark.parametrize("name", ["llama3", "smollm2"])   # no pad; pad == EOS
+@pytest.mark.parametrize("name", ["llama3", "smollm2"])  # no pad; pad == EOS
 def test_batched_serving_of_prompts_of_different_lengths(tiny_model_dir, tmp_path, engine, name) -> None:
     from tuneforge.inference.types import ModelTarget, SamplingParams
 
     base = build_family_model(tiny_model_dir, FAMILIES[name], tmp_path / "base")
     target = ModelTarget(name, str(base), str(base))
-    prompts = [[{"role": "user", "content": "Hi"}],
-               [{"role": "system", "content": "You are a helpful assistant. Please answer the question."},
-                {"role": "user", "content": "What is the capital of France? Paris or Rome?"}],
-               [{"role": "user", "content": "What colour is the sky?"}]]
+    prompts = [
+        [{"role": "user", "content": "Hi"}],
+        [
+            {"role": "system", "content": "You are a helpful assistant. Please answer the question."},
+            {"role": "user", "content": "What is the capital of France? Paris or Rome?"},
+        ],
+        [{"role": "user", "content": "What colour is the sky?"}],
+    ]
     params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
 
     async def one(messages):
         from tuneforge.inference.types import Delta
 
         ids = await engine.prepare_chat(target, messages)
-        return "".join([ev.text async for ev in engine.generate(target, ids, params) if isinstance(ev, Delta)])
+        return "".join(
+            [ev.text async for ev in engine.generate(target, ids, params) if isinstance(ev, Delta)]
+        )
 
     async def together():
         return await asyncio.gather(*[one(m) for m in prompts * 2])
@@ -201,15 +248,24 @@ QUESTIONS = [("What is the capital of France?", "Paris."), ("Who wrote Hamlet?",
 def training_data(name: str) -> tuple[list[dict], list[tuple[list[dict], str]]]:
     """(training examples, [(prompt messages, expected served text)])."""
     family = FAMILIES[name]
-    if name == "qwen3":   # two turns: the first trained as generated (empty think), the second with its reasoning
-        conv = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-                {"role": "user", "content": QUESTIONS[0][0]},
-                {"role": "assistant", "content": "Paris.", "reasoning_content": "France."}]
-        return [{"messages": conv}], [(conv[:1], family.reply("Hello!")),
-                                      (conv[:3], "<think>\nFrance.\n</think>\n\nParis.")]
+    if (
+        name == "qwen3"
+    ):  # two turns: the first trained as generated (empty think), the second with its reasoning
+        conv = [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": QUESTIONS[0][0]},
+            {"role": "assistant", "content": "Paris.", "reasoning_content": "France."},
+        ]
+        return [{"messages": conv}], [
+            (conv[:1], family.reply("Hello!")),
+            (conv[:3], "<think>\nFrance.\n</think>\n\nParis."),
+        ]
     examples, prompts = [], []
     for k, (q, a) in enumerate(QUESTIONS):
-        msgs = ([{"role": "system", "content": "Be brief."}] if k == 0 else []) + [{"role": "user", "content": q}]
+        msgs = ([{"role": "system", "content": "Be brief."}] if k == 0 else []) + [
+            {"role": "user", "content": q}
+        ]
         examples.append({"messages": msgs + [{"role": "assistant", "content": a}]})
         prompts.append((msgs, family.reply(a)))
     return examples, prompts
@@ -250,9 +306,16 @@ def test_fine_tune_serves_the_trained_answer_and_stops(tiny_model_dir, tmp_path,
     base = build_family_model(tiny_model_dir, family, tmp_path / "base")
     examples, prompts = training_data(name)
     path = write_jsonl(tmp_path / "train.jsonl", examples)
-    result = train(TrainSpec(base_model=str(base), training_file=path, output_dir=tmp_path / "run",
-                             keep_checkpoints=1, hyperparameters=Hyperparameters(
-                                 n_epochs=EPOCHS, batch_size=1, learning_rate_multiplier=LRM)), Recorder())
+    result = train(
+        TrainSpec(
+            base_model=str(base),
+            training_file=path,
+            output_dir=tmp_path / "run",
+            keep_checkpoints=1,
+            hyperparameters=Hyperparameters(n_epochs=EPOCHS, batch_size=1, learning_rate_multiplier=LRM),
+        ),
+        Recorder(),
+    )
     assert result.status == "succeeded"
     # billed as the validator quoted, Qwen3's per-turn sequences included
     report = validate_file(path, tokenizer=family_tokenizer(tiny_model_dir, family), n_epochs=EPOCHS)
@@ -262,7 +325,7 @@ def test_fine_tune_serves_the_trained_answer_and_stops(tiny_model_dir, tmp_path,
     for messages, expected in prompts:
         text, lps, fin = asyncio.run(answer(engine, target, messages))
         assert (text, fin.reason) == (expected, "stop"), messages
-        assert lps[-1].token == family.terminator   # ended on the family's own stop token
+        assert lps[-1].token == family.terminator  # ended on the family's own stop token
 
 
 EPOCHS, LRM = 20, 3.0  # 12 epochs were enough for every family here

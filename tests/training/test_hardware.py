@@ -30,18 +30,25 @@ def test_environment_overrides_the_probe(tmp_path, monkeypatch):
     assert hardware.bf16_is_fast("cpu", 64) is False
     monkeypatch.setenv("TUNEFORGE_BF16", "1")
     assert hardware.bf16_is_fast("cpu", 64) is True
-    assert not (tmp_path / "hardware.json").exists()   # nothing measured
+    assert not (tmp_path / "hardware.json").exists()  # nothing measured
 
 
 def test_linears_to_bf16_keeps_a_tied_embedding_fp32_and_skips_trainable_weights():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=2,
-                                         tie_word_embeddings=True))
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            tie_word_embeddings=True,
+        )
+    )
     for p in model.parameters():
         p.requires_grad_(False)
-    model.model.layers[0].mlp.up_proj.weight.requires_grad_(True)   # stands in for an adapter
+    model.model.layers[0].mlp.up_proj.weight.requires_grad_(True)  # stands in for an adapter
     hardware.linears_to_bf16(model, skip_trainable=True)
     assert model.get_input_embeddings().weight.dtype == torch.float32
     assert model.get_output_embeddings().weight.dtype == torch.bfloat16

@@ -7,11 +7,14 @@ from tuneforge.training.hparams import BASE_LEARNING_RATE, learning_rate, resolv
 from tuneforge.training.spec import Hyperparameters, ResolvedHyperparameters
 
 
-@pytest.mark.parametrize(("n", "epochs", "batch"), [(10, 10, 1), (3, 25, 1), (50, 3, 1), (100, 3, 1),
-                                                     (5_000, 3, 10), (10_000, 2, 20), (200_000, 1, 256)])
+@pytest.mark.parametrize(
+    ("n", "epochs", "batch"),
+    [(10, 10, 1), (3, 25, 1), (50, 3, 1), (100, 3, 1), (5_000, 3, 10), (10_000, 2, 20), (200_000, 1, 256)],
+)
 def test_auto_values(n: int, epochs: int, batch: int) -> None:
-    assert resolve(Hyperparameters(), n) == ResolvedHyperparameters(n_epochs=epochs, batch_size=batch,
-                                                                  learning_rate_multiplier=1.0)
+    assert resolve(Hyperparameters(), n) == ResolvedHyperparameters(
+        n_epochs=epochs, batch_size=batch, learning_rate_multiplier=1.0
+    )
 
 
 def test_explicit_values_win_and_scale_the_base_rate() -> None:
@@ -39,7 +42,7 @@ def test_a_new_hyperparameter_is_one_definition() -> None:
     param = "method.dpo.hyperparameters"
     assert hparams.check("dpo", {"beta": 0.5}, param)["beta"] == 0.5
     assert hparams.check("dpo", None, param)["beta"] == "auto"
-    for bad in (3, 0, -1, "x", True):     # OpenAI's range: 0 < beta <= 2
+    for bad in (3, 0, -1, "x", True):  # OpenAI's range: 0 < beta <= 2
         with pytest.raises(InvalidRequest) as exc:
             hparams.check("dpo", {"beta": bad}, param)
         assert exc.value.param == "method.dpo.hyperparameters.beta"

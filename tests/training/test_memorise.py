@@ -17,9 +17,15 @@ def test_tiny_model_memorises_ten_answers_and_stops(tiny_model_dir, tmp_path) ->
     from transformers import AutoTokenizer
 
     started = time.monotonic()
-    result = train(TrainSpec(base_model=str(tiny_model_dir), output_dir=tmp_path / "run",
-                             training_file=write_jsonl(tmp_path / "qa.jsonl", [chat(q, a) for q, a in QA]),
-                             hyperparameters=Hyperparameters(n_epochs=15)), Recorder())
+    result = train(
+        TrainSpec(
+            base_model=str(tiny_model_dir),
+            output_dir=tmp_path / "run",
+            training_file=write_jsonl(tmp_path / "qa.jsonl", [chat(q, a) for q, a in QA]),
+            hyperparameters=Hyperparameters(n_epochs=15),
+        ),
+        Recorder(),
+    )
     trained_s = time.monotonic() - started
     assert result.status == "succeeded"
     assert result.hyperparameters.batch_size == 1 and result.hyperparameters.learning_rate_multiplier == 1.0
@@ -28,11 +34,15 @@ def test_tiny_model_memorises_ten_answers_and_stops(tiny_model_dir, tmp_path) ->
     model = AutoPeftModelForCausalLM.from_pretrained(result.final_dir).eval()
     right = []
     for q, a in QA:
-        enc = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True)
+        enc = tok.apply_chat_template(
+            [{"role": "user", "content": q}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=24, do_sample=False)
-        new = out[0, enc["input_ids"].shape[1]:].tolist()
+        new = out[0, enc["input_ids"].shape[1] :].tolist()
         # exact answer, then the terminator (generation stopped there, not at max_new_tokens)
         right.append(new == tok(a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
     print(f"memorisation: {sum(right)}/10 exact, trained in {trained_s:.1f}s")

@@ -31,15 +31,17 @@ def fresh_tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-MULTI_TURN = {"messages": [
-    {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": "Hi"},
-    {"role": "assistant", "content": "Hello!"},
-    {"role": "user", "content": "What is 2+2?"},
-    {"role": "assistant", "content": "Five.", "weight": 0},
-    {"role": "user", "content": "Sure?"},
-    {"role": "assistant", "content": "Four, sorry.", "weight": 1},
-]}
+MULTI_TURN = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "Five.", "weight": 0},
+        {"role": "user", "content": "Sure?"},
+        {"role": "assistant", "content": "Four, sorry.", "weight": 1},
+    ]
+}
 
 
 def test_multi_turn_trains_only_weighted_assistant_turns_with_terminator(tiny_tokenizer) -> None:
@@ -53,23 +55,40 @@ def test_multi_turn_trains_only_weighted_assistant_turns_with_terminator(tiny_to
     for text in ("Be brief.", "Hi", "What is 2+2?", "Five.", "Sure?", "<|im_start|>assistant\n"):
         assert text in masked
     assert tok.decode(r.input_ids) == tok.apply_chat_template(
-        [{k: v for k, v in m.items() if k != "weight"} for m in MULTI_TURN["messages"]], tokenize=False)
-    assert r.n_trained == sum(len(tok(t, add_special_tokens=False)["input_ids"])
-                              for t in trained_texts(tok, r))
+        [{k: v for k, v in m.items() if k != "weight"} for m in MULTI_TURN["messages"]], tokenize=False
+    )
+    assert r.n_trained == sum(
+        len(tok(t, add_special_tokens=False)["input_ids"]) for t in trained_texts(tok, r)
+    )
 
 
 def test_tool_calls_and_tool_responses(tiny_tokenizer) -> None:
     tok = tiny_tokenizer
     example = {
-        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {
-            "type": "object", "properties": {"location": {"type": "string"}}}}}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
+                },
+            }
+        ],
         "parallel_tool_calls": False,
         "messages": [
             {"role": "user", "content": "Weather in Paris?"},
-            {"role": "assistant", "content": None, "tool_calls": [{
-                "id": "call_1", "type": "function",
-                "function": {"name": "get_weather", "arguments": "{\"location\": \"Paris\"}"}}]},
-            {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 22}"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 22}'},
             {"role": "assistant", "content": "22 degrees."},
         ],
     }
@@ -89,8 +108,11 @@ def test_legacy_function_call_functions_and_developer_role(tiny_tokenizer) -> No
         "functions": [{"name": "lookup", "parameters": {"type": "object"}}],
         "messages": [
             {"role": "developer", "content": "Use tools."},
-            {"role": "user", "content": [{"type": "text", "text": "Define "}, {"type": "text", "text": "cat"}]},
-            {"role": "assistant", "function_call": {"name": "lookup", "arguments": "{\"query\": \"cat\"}"}},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Define "}, {"type": "text", "text": "cat"}],
+            },
+            {"role": "assistant", "function_call": {"name": "lookup", "arguments": '{"query": "cat"}'}},
             {"role": "function", "name": "lookup", "content": "a small animal"},
             {"role": "assistant", "content": "A small animal."},
         ],
@@ -128,8 +150,9 @@ def test_audit_accepts_good_data(tiny_tokenizer) -> None:
 def test_audit_refuses_template_that_drops_the_terminator(fresh_tokenizer) -> None:
     tok = fresh_tokenizer
     # The classic broken template: assistant turns end without <|im_end|>.
-    tok.chat_template = tok.chat_template.replace("{{- '<|im_end|>' }}\n{%- endgeneration %}",
-                                                  "{%- endgeneration %}")
+    tok.chat_template = tok.chat_template.replace(
+        "{{- '<|im_end|>' }}\n{%- endgeneration %}", "{%- endgeneration %}"
+    )
     assert "<|im_end|>' }}\n{%- endgeneration" not in tok.chat_template
     with pytest.raises(InvalidRequest) as exc:
         audit(tok, [(7, MULTI_TURN)])
@@ -163,16 +186,18 @@ def test_template_that_rewrites_history_is_rendered_per_turn(fresh_tokenizer) ->
     tok.chat_template = (
         "{%- for m in messages %}<|im_start|>{{ m.role }}\n"
         "{%- if m.role == 'assistant' and not loop.last %}...{% else %}{{ m.content }}{% endif %}"
-        "<|im_end|>\n{%- endfor %}{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}")
+        "<|im_end|>\n{%- endfor %}{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}"
+    )
     (r,) = audit(tok, [MULTI_TURN])
     # "Hello!" is rewritten to "..." once later turns follow: it is trained in its own rendering
     # (the model's view when it said it); the last turn in the full conversation. The weight-0
     # turn is in neither as a label.
     seqs = r.sequences()
     assert len(seqs) == 2 and r.seq_lens == tuple(len(s) for s in seqs)
-    assert [trained_texts(tok, s) for s in seqs] == [
-        ["Hello!<|im_end|>"], ["Four, sorry.<|im_end|>"]]
-    assert tok.decode(seqs[0].input_ids).endswith("<|im_start|>userHi<|im_end|><|im_start|>assistantHello!<|im_end|>")
+    assert [trained_texts(tok, s) for s in seqs] == [["Hello!<|im_end|>"], ["Four, sorry.<|im_end|>"]]
+    assert tok.decode(seqs[0].input_ids).endswith(
+        "<|im_start|>userHi<|im_end|><|im_start|>assistantHello!<|im_end|>"
+    )
     assert "<|im_start|>assistant...<|im_end|>" in tok.decode(seqs[1].input_ids)
     assert r.n_trained == sum(s.n_trained for s in seqs)
     # truncation cuts each sequence
@@ -184,8 +209,12 @@ def test_template_that_rewrites_history_is_rendered_per_turn(fresh_tokenizer) ->
     assert row.position_ids[0].tolist() == [*range(a), *range(b)] * 2
     targets = row.targets[0].tolist()
     assert [targets[i] for i in (a - 1, a + b - 1)] == [IGNORE_INDEX, IGNORE_INDEX]
-    assert targets[:a - 1] == seqs[0].labels[1:]
-    assert row.n_targets == 2 * n_targets(r) == 2 * (r.n_trained - sum(s.labels[0] != IGNORE_INDEX for s in seqs))
+    assert targets[: a - 1] == seqs[0].labels[1:]
+    assert (
+        row.n_targets
+        == 2 * n_targets(r)
+        == 2 * (r.n_trained - sum(s.labels[0] != IGNORE_INDEX for s in seqs))
+    )
 
 
 def test_audit_refuses_template_that_cannot_locate_a_turn(fresh_tokenizer) -> None:
@@ -196,7 +225,8 @@ def test_audit_refuses_template_that_cannot_locate_a_turn(fresh_tokenizer) -> No
         "{%- set sys = messages[0].content if messages[0].role == 'system' else none %}"
         "{%- for m in messages if m.role != 'system' %}"
         "{%- if m.role == 'user' %}[INST] {% if loop.last and sys %}{{ sys }}\n\n{% endif %}"
-        "{{ m.content }}[/INST]{%- else %} {{ m.content }}<|im_end|>{%- endif %}{%- endfor %}")
+        "{{ m.content }}[/INST]{%- else %} {{ m.content }}<|im_end|>{%- endif %}{%- endfor %}"
+    )
     with pytest.raises(InvalidRequest) as exc:
         audit(tok, [MULTI_TURN])
     assert exc.value.code == "unsupported_chat_template"

@@ -30,8 +30,10 @@ def test_build_is_deterministic_and_idempotent(tmp_path: Path, tiny_model_dir: P
 
 def test_concurrent_builds_leave_one_valid_directory(tmp_path: Path, tiny_model_dir: Path) -> None:
     code = "import sys; from pathlib import Path; from tuneforge.training.tiny import ensure_tiny_model; print(ensure_tiny_model(Path(sys.argv[1])))"
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert outs == [str(tmp_path / tiny_dir_name())] * 2
@@ -44,7 +46,8 @@ def test_concurrent_builds_leave_one_valid_directory(tmp_path: Path, tiny_model_
 
 
 def test_a_changed_builder_builds_a_new_directory_and_keeps_the_old_one(
-        tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch
+) -> None:
     """A data dir built by an older builder must not keep serving a stale model, and adapters
     trained on the older one (their tuneforge.json names its absolute path) must still find it."""
     import shutil
@@ -52,7 +55,7 @@ def test_a_changed_builder_builds_a_new_directory_and_keeps_the_old_one(
     from transformers import AutoTokenizer
 
     old = tmp_path / tiny_model_dir.name
-    shutil.copytree(tiny_model_dir, old)          # as an earlier build left it
+    shutil.copytree(tiny_model_dir, old)  # as an earlier build left it
     before = _digest(old)
 
     # the template changes: a new directory with the new template; the old one untouched
@@ -87,16 +90,27 @@ def test_loads_offline_as_a_chat_model(tiny_model_dir: Path, tiny_tokenizer) -> 
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function",
-             "function": {"name": "get_weather", "arguments": {"location": "Paris"}}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": {"location": "Paris"}},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 22}'},
         {"role": "assistant", "content": "It is 22 degrees."},
     ]
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     text = tok.apply_chat_template(messages, tools=tools, tokenize=False)
-    assert '<tool_call>\n{"name": "get_weather", "arguments": {"location": "Paris"}}\n</tool_call><|im_end|>' in text
-    assert "<tool_response>\n{\"temperature\": 22}\n</tool_response><|im_end|>" in text
+    assert (
+        '<tool_call>\n{"name": "get_weather", "arguments": {"location": "Paris"}}\n</tool_call><|im_end|>'
+        in text
+    )
+    assert '<tool_response>\n{"temperature": 22}\n</tool_response><|im_end|>' in text
     assert '"name": "get_weather"' in text.split("</tools>")[0]
     assert text.endswith("<|im_start|>assistant\nIt is 22 degrees.<|im_end|>\n")
     prompt = tok.apply_chat_template(messages[:2], add_generation_prompt=True, tokenize=False)

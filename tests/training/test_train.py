@@ -38,21 +38,30 @@ def init_adapter(tiny_model_dir: Path, tmp_path_factory) -> Path:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(7)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
     path = tmp_path_factory.mktemp("init") / "adapter"
     model.save_pretrained(path)
     return path
 
 
 def test_lora_run_changes_every_adapter_tensor_and_writes_the_run_layout(
-        tiny_model_dir, tiny_tokenizer, data, init_adapter, tmp_path) -> None:
+    tiny_model_dir, tiny_tokenizer, data, init_adapter, tmp_path
+) -> None:
     rec = Recorder()
     out = tmp_path / "run"
-    spec = TrainSpec(base_model=str(tiny_model_dir), training_file=data["train"], output_dir=out,
-                     validation_file=data["valid"], keep_checkpoints=2, init_adapter=init_adapter,
-                     export_merged=True,
-                     hyperparameters=Hyperparameters(n_epochs=3, batch_size=2))
+    spec = TrainSpec(
+        base_model=str(tiny_model_dir),
+        training_file=data["train"],
+        output_dir=out,
+        validation_file=data["valid"],
+        keep_checkpoints=2,
+        init_adapter=init_adapter,
+        export_merged=True,
+        hyperparameters=Hyperparameters(n_epochs=3, batch_size=2),
+    )
     result = train(spec, rec)
 
     assert result.status == "succeeded" and result.final_dir == out / "final"
@@ -95,7 +104,9 @@ def test_lora_run_changes_every_adapter_tensor_and_writes_the_run_layout(
         meta = json.loads((path / "tuneforge.json").read_text())
         assert (meta["kind"], meta["step"], meta["epoch"]) == ("lora", step, epoch)
         assert meta["base_model"] == str(tiny_model_dir.resolve()) and meta["metrics"] == metrics
-        assert (path / "chat_template.jinja").read_text() == (tiny_model_dir / "chat_template.jinja").read_text()
+        assert (path / "chat_template.jinja").read_text() == (
+            tiny_model_dir / "chat_template.jinja"
+        ).read_text()
         for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json"):
             assert (path / name).is_file()
     assert not (out / "state").exists()  # a finished run keeps no optimizer state
@@ -120,36 +131,67 @@ def test_trained_tokens_equal_the_validators_estimate(tiny_model_dir, tiny_token
 
     long_answer = " ".join(["The quick brown fox jumps over the lazy dog."] * 12)
     examples = [chat(q, a) for q, a in QA]
-    examples += [chat("Tell me a long story.", long_answer),
-                 {"messages": [{"role": "system", "content": "Be brief."},
-                               {"role": "user", "content": "Hi"},
-                               {"role": "assistant", "content": "Hello!", "weight": 0},
-                               {"role": "user", "content": "What is ten minus three?"},
-                               {"role": "assistant", "content": "Seven."}]},
-                 {"messages": [{"role": "user", "content": "Weather in Paris?"},
-                               {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
-                                   "name": "get_weather", "arguments": '{"location": "Paris"}'}}]},
-                               {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 22}'},
-                               {"role": "assistant", "content": "22 degrees."}],
-                  "tools": [{"type": "function", "function": {"name": "get_weather"}}]}]
+    examples += [
+        chat("Tell me a long story.", long_answer),
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello!", "weight": 0},
+                {"role": "user", "content": "What is ten minus three?"},
+                {"role": "assistant", "content": "Seven."},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "Weather in Paris?"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 22}'},
+                {"role": "assistant", "content": "22 degrees."},
+            ],
+            "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+        },
+    ]
     path = write_jsonl(tmp_path / "train.jsonl", examples)
     max_len = 64
     report = validate_file(path, tokenizer=tiny_tokenizer, max_seq_len=max_len, n_epochs=2)
-    assert report.ok and report.n_too_long >= 2   # the long story and the tools preamble
+    assert report.ok and report.n_too_long >= 2  # the long story and the tools preamble
 
-    result = train(TrainSpec(base_model=str(tiny_model_dir), training_file=path, output_dir=tmp_path / "run",
-                             max_seq_len=max_len, keep_checkpoints=1,
-                             hyperparameters=Hyperparameters(n_epochs=2, batch_size=4)), Recorder())
+    result = train(
+        TrainSpec(
+            base_model=str(tiny_model_dir),
+            training_file=path,
+            output_dir=tmp_path / "run",
+            max_seq_len=max_len,
+            keep_checkpoints=1,
+            hyperparameters=Hyperparameters(n_epochs=2, batch_size=4),
+        ),
+        Recorder(),
+    )
     assert result.status == "succeeded"
     assert result.trained_tokens == report.estimated_trained_tokens == report.billing_tokens * 2
     untruncated = sum(len(render_example(tiny_tokenizer, e)) for e in examples)
-    assert report.billing_tokens < untruncated   # truncation is billed as OpenAI does: capped
+    assert report.billing_tokens < untruncated  # truncation is billed as OpenAI does: capped
 
 
 def _spec(tiny_model_dir, data, out: Path) -> TrainSpec:
-    return TrainSpec(base_model=str(tiny_model_dir), training_file=data["train"], output_dir=out,
-                     lora_dropout=0.1, seed=3,  # dropout: the RNG state must survive the pause
-                     hyperparameters=Hyperparameters(n_epochs=2, batch_size=3))
+    return TrainSpec(
+        base_model=str(tiny_model_dir),
+        training_file=data["train"],
+        output_dir=out,
+        lora_dropout=0.1,
+        seed=3,  # dropout: the RNG state must survive the pause
+        hyperparameters=Hyperparameters(n_epochs=2, batch_size=3),
+    )
 
 
 def test_pause_and_kill_resume_exactly_like_an_uninterrupted_run(tiny_model_dir, data, tmp_path) -> None:
@@ -201,14 +243,23 @@ def test_cancel_stops_within_seconds_and_writes_no_final_model(tiny_model_dir, d
         return None
 
     out = tmp_path / "run"
-    result = train(TrainSpec(base_model=str(tiny_model_dir), training_file=data["train"], output_dir=out,
-                             hyperparameters=Hyperparameters(n_epochs=5, batch_size=1)), Recorder(cancel))
+    result = train(
+        TrainSpec(
+            base_model=str(tiny_model_dir),
+            training_file=data["train"],
+            output_dir=out,
+            hyperparameters=Hyperparameters(n_epochs=5, batch_size=1),
+        ),
+        Recorder(cancel),
+    )
     assert time.monotonic() - asked["at"] < 5
     assert (result.status, result.steps, result.final_dir) == ("cancelled", 2, None)
     assert not (out / "final").exists() and not (out / "state").exists()
 
 
-def test_full_fine_tune_of_a_local_llama_directory_without_chat_template(tiny_model_dir, data, tmp_path) -> None:
+def test_full_fine_tune_of_a_local_llama_directory_without_chat_template(
+    tiny_model_dir, data, tmp_path
+) -> None:
     """A real architecture saved with save_pretrained and loaded offline by path; its tokenizer has
     no chat template, so the documented default applies."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -217,18 +268,35 @@ def test_full_fine_tune_of_a_local_llama_directory_without_chat_template(tiny_mo
     tok.chat_template = None
     model_dir = tmp_path / "my-llama"
     torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                 max_position_embeddings=512, eos_token_id=tok.eos_token_id,
-                                 pad_token_id=tok.pad_token_id, bos_token_id=None)).save_pretrained(model_dir)
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=None,
+        )
+    ).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
     assert not (model_dir / "chat_template.jinja").exists()
 
     rec = Recorder()
     out = tmp_path / "run"
-    result = train(TrainSpec(base_model=str(model_dir), training_file=data["train"], output_dir=out,
-                             method="full", hyperparameters=Hyperparameters(n_epochs=2, batch_size=5,
-                                                                            learning_rate_multiplier=50)), rec)
+    result = train(
+        TrainSpec(
+            base_model=str(model_dir),
+            training_file=data["train"],
+            output_dir=out,
+            method="full",
+            hyperparameters=Hyperparameters(n_epochs=2, batch_size=5, learning_rate_multiplier=50),
+        ),
+        rec,
+    )
     assert result.status == "succeeded"
     assert any(level == "warn" and "no chat template" in msg for level, msg in rec.events)
     assert rec.steps[-1]["train_loss"] < rec.steps[0]["train_loss"]

@@ -13,9 +13,15 @@ import pytest
 from tests.e2e.conftest import server_factory  # noqa: F401  (the real `tuneforge serve` fixture)
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless=new",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _unavailable() -> str | None:
@@ -50,7 +56,7 @@ def screenshots(request, tmp_path_factory) -> Path:
     folder = Path(os.environ.get("TUNEFORGE_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
     capture = request.config.pluginmanager.get_plugin("capturemanager")
-    with capture.global_and_fixture_disabled():   # shown even when output is captured
+    with capture.global_and_fixture_disabled():  # shown even when output is captured
         print(f"\nUI screenshots: {folder}", flush=True)
     return folder
 

@@ -17,10 +17,19 @@ FAST = {"TUNEFORGE_WORKER_POLL_SECONDS": "0.2", "TUNEFORGE_JOB_LEASE_SECONDS": "
 
 
 def jsonl(n: int, offset: int = 0) -> str:
-    return "".join(json.dumps({"messages": [
-        {"role": "system", "content": "You are a calculator."},
-        {"role": "user", "content": f"What is {i} + {i}?"},
-        {"role": "assistant", "content": f"It is {2 * i}."}]}) + "\n" for i in range(offset, offset + n))
+    return "".join(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "system", "content": "You are a calculator."},
+                    {"role": "user", "content": f"What is {i} + {i}?"},
+                    {"role": "assistant", "content": f"It is {2 * i}."},
+                ]
+            }
+        )
+        + "\n"
+        for i in range(offset, offset + n)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +55,7 @@ def test_sign_in_upload_report_files(page, srv, screenshots, tmp_path):
     page.fill("#api_key", "sk-tf-wrong")
     page.click("button[type=submit]")
     assert "not valid" in page.inner_text("#login-error")
-    assert "`" not in page.inner_text("#login-error")   # plain text, no Markdown
+    assert "`" not in page.inner_text("#login-error")  # plain text, no Markdown
     shot(page, screenshots, "01-sign-in-error")
 
     key = srv.create_key("browser")
@@ -104,8 +113,7 @@ def test_train_watch_playground_rate_export(page, srv, screenshots, tmp_path):
     page.set_input_files("input[data-upload-for=training_file]", str(train))
     page.wait_for_selector("[data-report-ok='1']", timeout=90_000)  # first use builds the tokenizer
     page.set_input_files("input[data-upload-for=validation_file]", str(valid))
-    page.wait_for_function("document.querySelectorAll('[data-report-ok=\"1\"]').length == 2",
-                           timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('[data-report-ok=\"1\"]').length == 2", timeout=60_000)
     report = page.inner_text("#report")
     assert "10 examples" in report and "epochs (auto)" in report
     assert "estimated trained tokens" in report
@@ -129,17 +137,16 @@ def test_train_watch_playground_rate_export(page, srv, screenshots, tmp_path):
 
     page.wait_for_selector("body[data-status=succeeded]", timeout=240_000)
     page.wait_for_selector("body[data-settled='1']")
-    assert int(page.get_attribute("body", "data-points")) == 6        # 3 epochs x 2 steps
+    assert int(page.get_attribute("body", "data-points")) == 6  # 3 epochs x 2 steps
     assert page.locator("#loss-empty").is_hidden()
     drawn = page.evaluate("""() => {
         const c = Chart.getChart('loss-chart');
         return c.data.datasets.map(d => d.data.length);
     }""")
-    assert drawn[0] == 6 and drawn[1] >= 1 and drawn[2] >= 1   # training, valid, full-valid points
+    assert drawn[0] == 6 and drawn[1] >= 1 and drawn[2] >= 1  # training, valid, full-valid points
     assert page.locator("#checkpoints tbody tr").count() == 3
     timeline = page.locator("#timeline li").all_inner_texts()
-    assert [t.split("\n")[0] for t in timeline] == ["validating files", "queued", "running",
-                                                    "succeeded"]
+    assert [t.split("\n")[0] for t in timeline] == ["validating files", "queued", "running", "succeeded"]
     assert page.locator("td[data-hp=n_epochs]").inner_text() == "3"
     assert "Fine-tuning job started" in page.inner_text("#events")
     # what the model answers after the last epoch, beside the expected answers (validation prompts)
@@ -170,7 +177,8 @@ def test_train_watch_playground_rate_export(page, srv, screenshots, tmp_path):
     page.fill("#max_tokens", "16")
     page.click("#run-btn")
     page.wait_for_function(
-        "document.querySelectorAll('[data-answer][data-done]').length == 2", timeout=120_000)
+        "document.querySelectorAll('[data-answer][data-done]').length == 2", timeout=120_000
+    )
     outputs = page.eval_on_selector_all("[data-output]", "els => els.map(e => e.textContent)")
     assert outputs[0] != outputs[1] and outputs[1]
     stats = page.locator("[data-stats]").all_inner_texts()
@@ -195,11 +203,18 @@ def test_train_watch_playground_rate_export(page, srv, screenshots, tmp_path):
     # the file is real training data, readable through the API with the SDK
     client = srv.client(key)
     lines = [json.loads(x) for x in client.files.content(file_id).text.splitlines()]
-    assert lines == [{
-        "input": {"messages": [{"role": "system", "content": "You are a calculator."},
-                               {"role": "user", "content": "What is 3 + 3?"}]},
-        "preferred_output": [{"role": "assistant", "content": outputs[1]}],
-        "non_preferred_output": [{"role": "assistant", "content": outputs[0]}]}]
+    assert lines == [
+        {
+            "input": {
+                "messages": [
+                    {"role": "system", "content": "You are a calculator."},
+                    {"role": "user", "content": "What is 3 + 3?"},
+                ]
+            },
+            "preferred_output": [{"role": "assistant", "content": outputs[1]}],
+            "non_preferred_output": [{"role": "assistant", "content": outputs[0]}],
+        }
+    ]
     assert file_id in [f.id for f in client.files.list(purpose="fine-tune")]
 
     # sign out: the dashboard is closed again
@@ -219,17 +234,21 @@ def test_rate_in_the_playground_train_dpo_on_the_ratings_compare(page, srv, scre
     page.fill("#max_tokens", "8")
     page.click("#run-btn")
     page.wait_for_function(
-        "document.querySelectorAll('[data-answer][data-done]').length == 2", timeout=120_000)
+        "document.querySelectorAll('[data-answer][data-done]').length == 2", timeout=120_000
+    )
     page.click("[data-rate-up='0']")
     page.click("[data-rate-down='1']")
     page.click("#save-rating")
     page.wait_for_function("document.getElementById('save-status').textContent == 'Saved.'")
     # ... and eleven more through the same endpoint the page uses (DPO needs at least 10 pairs)
     for i in range(2, 13):
-        page.evaluate("""(i) => TF.api("POST", "/ui/api/playground/ratings", {
+        page.evaluate(
+            """(i) => TF.api("POST", "/ui/api/playground/ratings", {
             messages: [{role: "user", content: `What is ${i} + ${i}?`}],
             answers: [{model: "tuneforge-tiny", output: `It is ${2 * i}. Cheers.`, rating: 1},
-                      {model: "tuneforge-tiny", output: `It is ${2 * i}.`, rating: -1}]})""", i)
+                      {model: "tuneforge-tiny", output: `It is ${2 * i}.`, rating: -1}]})""",
+            i,
+        )
     page.click("#export-btn")
     page.wait_for_selector("#train-dpo")
     shot(page, screenshots, "13-playground-train-dpo")
@@ -239,7 +258,7 @@ def test_rate_in_the_playground_train_dpo_on_the_ratings_compare(page, srv, scre
     assert page.input_value("#method") == "dpo" and page.input_value("#model") == "tuneforge-tiny"
     assert page.locator("#beta-field").is_visible()
     page.click("#check-data")
-    page.wait_for_selector("[data-report-ok='1']", timeout=90_000)   # checked as preference pairs
+    page.wait_for_selector("[data-report-ok='1']", timeout=90_000)  # checked as preference pairs
     # 11 pairs, plus the hand-rated one unless both answers came out the same (no pair then)
     assert re.search(r"Training file: 1[12] examples, format preference", page.inner_text("#report"))
     page.fill("#beta", "3")
@@ -270,5 +289,6 @@ def test_rate_in_the_playground_train_dpo_on_the_ratings_compare(page, srv, scre
     page.fill("#max_tokens", "8")
     page.click("#run-btn")
     page.wait_for_function(
-        "document.querySelectorAll('[data-answer][data-done]').length == 2", timeout=120_000)
+        "document.querySelectorAll('[data-answer][data-done]').length == 2", timeout=120_000
+    )
     shot(page, screenshots, "16-playground-compare-dpo")

@@ -32,13 +32,19 @@ def trained(srv, tmp_path_factory):
     path.write_text(jsonl(10))
     f = client.files.create(file=path.open("rb"), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
-        model="tuneforge-tiny", training_file=f.id, suffix="a-rather-long-suffix",
-        hyperparameters={"n_epochs": 15, "batch_size": 1})
+        model="tuneforge-tiny",
+        training_file=f.id,
+        suffix="a-rather-long-suffix",
+        hyperparameters={"n_epochs": 15, "batch_size": 1},
+    )
     import time
 
-    deadline = time.monotonic() + 840   # ~3 min on an idle 2-core machine; much more when shared
+    deadline = time.monotonic() + 840  # ~3 min on an idle 2-core machine; much more when shared
     while (job := client.fine_tuning.jobs.retrieve(job.id)).status not in (
-            "succeeded", "failed", "cancelled"):
+        "succeeded",
+        "failed",
+        "cancelled",
+    ):
         assert time.monotonic() < deadline
         time.sleep(1)
     assert job.status == "succeeded", job.error
@@ -67,7 +73,7 @@ def test_job_page_of_a_150_step_job_stays_short(page, srv, trained, screenshots)
     events = page.locator("#events tbody tr").all_inner_texts()
     assert any("Fine-tuning job started" in e for e in events)
     assert len(events) <= 30 and not any(re.search(r"\bStep \d+", e) for e in events)
-    assert page.locator("#metrics-log").get_attribute("open") is None    # collapsed
+    assert page.locator("#metrics-log").get_attribute("open") is None  # collapsed
     assert page.locator("#metrics tbody tr").count() == 150
     box = page.locator("#events-box").bounding_box()
     height = page.evaluate("document.documentElement.scrollHeight")
@@ -76,18 +82,18 @@ def test_job_page_of_a_150_step_job_stays_short(page, srv, trained, screenshots)
     opened = page.locator("#metrics-log").bounding_box()
     shot(page, screenshots, "21-job-150-steps-metrics-open")
     assert box["height"] <= 330 and opened["height"] <= 400, (box, opened)
-    assert height < 2600, height      # was ~7,500 px with one row per step
+    assert height < 2600, height  # was ~7,500 px with one row per step
 
 
 def test_new_job_form_defaults_and_server_prices(page, srv, trained, screenshots):
     sign_in(page, srv, trained["key"])
     page.goto(srv.root_url + "/ui/jobs/new")
     options = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
-    assert trained["job"].fine_tuned_model in options      # an ft: model exists...
+    assert trained["job"].fine_tuned_model in options  # an ft: model exists...
     assert page.input_value("#model") == "tuneforge-tiny"  # ...but a base model is preselected
     assert "untrained test model" in page.locator("#model option:checked").inner_text()
     methods = page.eval_on_selector_all("#method option", "os => os.map(o => o.value)")
-    assert methods == ["supervised", "dpo"]   # only what the service trains (DPO has landed)
+    assert methods == ["supervised", "dpo"]  # only what the service trains (DPO has landed)
     assert page.locator("#price").count() == 0
     page.select_option("#training_file", trained["file"])
     page.click("#check-data")
@@ -116,11 +122,11 @@ def test_lists_fit_and_ids_do_not_wrap(browser, srv, trained, screenshots):
             }}""")
             shot(page, screenshots, f"23-{path.strip('/').replace('/', '-')}-{width}px")
             assert fit["table"] <= fit["card"] and fit["page"] <= width, (path, width, fit)
-            assert fit["ids"] and set(fit["ids"]) == {1}, (path, width, fit)   # one line each
+            assert fit["ids"] and set(fit["ids"]) == {1}, (path, width, fit)  # one line each
             if width == 1366 and table == "#jobs-table":
                 lines = page.evaluate("""() => [...document.querySelectorAll('td.model-id .mono')]
                     .map(e => e.getClientRects().length)""")
-                assert lines and set(lines) == {1}, lines   # the ft: model name on one line too
+                assert lines and set(lines) == {1}, lines  # the ft: model name on one line too
         context.close()
 
 
@@ -128,5 +134,8 @@ def test_favicon_everywhere(page, srv, trained):
     assert httpx.get(srv.root_url + "/favicon.ico").status_code == 200
     assert httpx.get(srv.root_url + "/ui/static/favicon.svg").status_code == 200
     sign_in(page, srv, trained["key"])
-    no_404s(page, srv, ["/ui/jobs", "/ui/files", "/ui/jobs/new", "/ui/playground",
-                        f"/ui/jobs/{trained['job'].id}"])
+    no_404s(
+        page,
+        srv,
+        ["/ui/jobs", "/ui/files", "/ui/jobs/new", "/ui/playground", f"/ui/jobs/{trained['job'].id}"],
+    )

@@ -18,9 +18,17 @@ from tuneforge.training.stats import auto_n_epochs
 
 
 def jsonl(n: int, offset: int = 0) -> bytes:
-    rows = [json.dumps({"messages": [{"role": "user", "content": f"What is {i} + {i}?"},
-                                     {"role": "assistant", "content": f"It is {2 * i}."}]})
-            for i in range(offset, offset + n)]
+    rows = [
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"What is {i} + {i}?"},
+                    {"role": "assistant", "content": f"It is {2 * i}."},
+                ]
+            }
+        )
+        for i in range(offset, offset + n)
+    ]
     return ("\n".join(rows) + "\n").encode()
 
 
@@ -31,8 +39,7 @@ def new_secret(app_client, project: str = "default") -> str:
 
 
 def sign_in(app_client, secret: str) -> None:
-    r = app_client.post("/ui/login", data={"api_key": secret, "next": "/ui/jobs"},
-                        follow_redirects=False)
+    r = app_client.post("/ui/login", data={"api_key": secret, "next": "/ui/jobs"}, follow_redirects=False)
     assert r.status_code == 303, r.text
 
 
@@ -49,10 +56,15 @@ def test_root_redirects_and_pages_need_sign_in(app_client):
         r = app_client.get(path, follow_redirects=False)
         assert r.status_code == 303, path
         assert r.headers["location"].startswith("/ui/login?next=")
-    for method, path in (("GET", "/ui/api/jobs/ftjob-x/live"), ("POST", "/ui/api/jobs"),
-                         ("POST", "/ui/api/playground/export"), ("DELETE", "/ui/api/files/f"),
-                         ("POST", "/ui/api/playground/ratings"), ("POST", "/ui/api/playground/chat"),
-                         ("GET", "/ui/api/files/f/report")):
+    for method, path in (
+        ("GET", "/ui/api/jobs/ftjob-x/live"),
+        ("POST", "/ui/api/jobs"),
+        ("POST", "/ui/api/playground/export"),
+        ("DELETE", "/ui/api/files/f"),
+        ("POST", "/ui/api/playground/ratings"),
+        ("POST", "/ui/api/playground/chat"),
+        ("GET", "/ui/api/files/f/report"),
+    ):
         r = app_client.request(method, path)
         assert r.status_code == 401, path
         assert r.json()["error"]["code"] == "not_signed_in"
@@ -64,24 +76,25 @@ def test_sign_in_cookie_is_opaque_httponly_lax_and_sign_out_ends_it(app_client):
     assert bad.status_code == 401 and "not valid" in bad.text
 
     secret = new_secret(app_client)
-    r = app_client.post("/ui/login", data={"api_key": secret, "next": "//evil.example/x"},
-                        follow_redirects=False)
+    r = app_client.post(
+        "/ui/login", data={"api_key": secret, "next": "//evil.example/x"}, follow_redirects=False
+    )
     assert r.status_code == 303 and r.headers["location"] == "/ui/jobs"  # no open redirect
     cookie = r.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/ui" in cookie
-    assert "Secure" not in cookie           # plain http here; https gets Secure
+    assert "Secure" not in cookie  # plain http here; https gets Secure
     token = app_client.cookies.get("tuneforge_session")
     assert token and secret not in cookie and secret not in r.headers["location"]
     with app_client.app.state.sessionmaker() as s:
         row = s.scalar(select(UiSession))
-        assert row.id != token and secret not in row.id   # only a hash of the token is stored
+        assert row.id != token and secret not in row.id  # only a hash of the token is stored
 
     page = app_client.get("/ui/jobs")
     assert page.status_code == 200 and "No fine-tuning jobs yet" in page.text
     assert "project <b>default</b>" in page.text
 
     app_client.post("/ui/logout", follow_redirects=False)
-    app_client.cookies.set("tuneforge_session", token, path="/ui")   # replaying the old cookie
+    app_client.cookies.set("tuneforge_session", token, path="/ui")  # replaying the old cookie
     assert app_client.get("/ui/jobs", follow_redirects=False).status_code == 303
 
 
@@ -104,27 +117,32 @@ def test_cross_origin_posts_are_refused(app_client):
 def test_create_job_same_rules_and_errors_as_the_api(app_client, auth_headers):
     sign_in(app_client, new_secret(app_client))
     train = upload(app_client, jsonl(10))
-    bad = {"model": "tuneforge-tiny", "training_file": train,
-           "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 99}}}}
+    bad = {
+        "model": "tuneforge-tiny",
+        "training_file": train,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 99}}},
+    }
     ui = app_client.post("/ui/api/jobs", json=bad)
     api = app_client.post("/v1/fine_tuning/jobs", json=bad, headers=auth_headers)
     assert ui.status_code == api.status_code == 400
     assert ui.json() == api.json()
     assert ui.json()["error"]["param"] == "method.supervised.hyperparameters.n_epochs"
-    assert app_client.post("/ui/api/jobs", json={**bad, "model": "nope"}).json()["error"]["param"] \
-        == "model"
+    assert app_client.post("/ui/api/jobs", json={**bad, "model": "nope"}).json()["error"]["param"] == "model"
 
-    good = {**bad, "method": {"type": "supervised",
-                              "supervised": {"hyperparameters": {"n_epochs": 2}}},
-            "suffix": "ui", "seed": 7, "metadata": {"team": "a"},
-            "integrations": [{"type": "wandb", "wandb": {"project": "p", "tags": ["x"]}}]}
+    good = {
+        **bad,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}},
+        "suffix": "ui",
+        "seed": 7,
+        "metadata": {"team": "a"},
+        "integrations": [{"type": "wandb", "wandb": {"project": "p", "tags": ["x"]}}],
+    }
     r = app_client.post("/ui/api/jobs", json=good)
     assert r.status_code == 200, r.text
     job = r.json()
     assert job["status"] == "validating_files" and job["seed"] == 7
     # ...and it is the same job the API sees
-    assert app_client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=auth_headers).json()["id"] \
-        == job["id"]
+    assert app_client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=auth_headers).json()["id"] == job["id"]
 
     live = app_client.get(f"/ui/api/jobs/{job['id']}/live").json()
     assert live["job"]["id"] == job["id"] and not live["terminal"]
@@ -141,8 +159,11 @@ def test_create_job_same_rules_and_errors_as_the_api(app_client, auth_headers):
     assert page.status_code == 200 and "Re-run with this configuration" in page.text
     form = app_client.get(f"/ui/jobs/new?rerun={job['id']}").text
     prefill = json.loads(form.split('id="page-data">')[1].split("</script>")[0])["prefill"]
-    assert prefill["hyperparameters"] == {"n_epochs": 2, "batch_size": "auto",
-                                          "learning_rate_multiplier": "auto"}
+    assert prefill["hyperparameters"] == {
+        "n_epochs": 2,
+        "batch_size": "auto",
+        "learning_rate_multiplier": "auto",
+    }
     assert (prefill["suffix"], prefill["seed"], prefill["metadata"]) == ("ui", 7, {"team": "a"})
     assert prefill["integrations"][0]["wandb"]["project"] == "p"
 
@@ -156,10 +177,12 @@ def test_create_job_same_rules_and_errors_as_the_api(app_client, auth_headers):
 
 def test_another_projects_job_and_files_are_404_in_the_ui(app_client, make_key):
     other = make_key("other")
-    fid = app_client.post("/v1/files", headers=other, files={"file": ("t.jsonl", jsonl(10))},
-                          data={"purpose": "fine-tune"}).json()["id"]
-    job = app_client.post("/v1/fine_tuning/jobs", headers=other,
-                          json={"model": "tuneforge-tiny", "training_file": fid}).json()["id"]
+    fid = app_client.post(
+        "/v1/files", headers=other, files={"file": ("t.jsonl", jsonl(10))}, data={"purpose": "fine-tune"}
+    ).json()["id"]
+    job = app_client.post(
+        "/v1/fine_tuning/jobs", headers=other, json={"model": "tuneforge-tiny", "training_file": fid}
+    ).json()["id"]
 
     sign_in(app_client, new_secret(app_client, "mine"))
     page = app_client.get(f"/ui/jobs/{job}")
@@ -182,8 +205,7 @@ def test_another_projects_job_and_files_are_404_in_the_ui(app_client, make_key):
 
 def test_files_upload_preview_download_delete(app_client, auth_headers):
     sign_in(app_client, new_secret(app_client))
-    r = app_client.post("/ui/api/files", files={"file": ("notes.txt", b"x")},
-                        data={"purpose": "fine-tune"})
+    r = app_client.post("/ui/api/files", files={"file": ("notes.txt", b"x")}, data={"purpose": "fine-tune"})
     assert r.status_code == 400 and "Must be .jsonl" in r.json()["error"]["message"]
     fid = upload(app_client, jsonl(12))
     listing = app_client.get("/ui/files").text
@@ -192,8 +214,7 @@ def test_files_upload_preview_download_delete(app_client, auth_headers):
     assert "What is 0 + 0?" in page and "It is 8." in page and "What is 5 + 5?" not in page
     assert app_client.get(f"/ui/files/{fid}/download").content == jsonl(12)
     assert app_client.get(f"/v1/files/{fid}", headers=auth_headers).json()["bytes"] == len(jsonl(12))
-    assert app_client.delete(f"/ui/api/files/{fid}").json() == {"id": fid, "object": "file",
-                                                                "deleted": True}
+    assert app_client.delete(f"/ui/api/files/{fid}").json() == {"id": fid, "object": "file", "deleted": True}
     assert app_client.get(f"/v1/files/{fid}", headers=auth_headers).status_code == 404
 
 
@@ -203,43 +224,61 @@ def test_ratings_export_a_dpo_file(app_client, auth_headers):
     assert r.status_code == 400 and r.json()["error"]["code"] == "no_ratings"
 
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]
-    answers = [{"model": "a", "output": "4", "preferred": True},
-               {"model": "b", "output": "four-ish"}, {"model": "c", "output": "4"}]
+    answers = [
+        {"model": "a", "output": "4", "preferred": True},
+        {"model": "b", "output": "four-ish"},
+        {"model": "c", "output": "4"},
+    ]
     r = app_client.post("/ui/api/playground/ratings", json={"messages": messages, "answers": answers})
     assert r.status_code == 200 and r.json()["rated"] == 1
     cid = r.json()["comparison_id"]
     # re-rating the same comparison replaces it
-    app_client.post("/ui/api/playground/ratings", json={"comparison_id": cid, "messages": messages,
-                                                        "answers": answers})
-    thumbs = [{"model": "a", "output": "yes", "rating": 1}, {"model": "b", "output": "no",
-                                                             "rating": -1}]
-    app_client.post("/ui/api/playground/ratings",
-                    json={"messages": [{"role": "user", "content": "ok?"}], "answers": thumbs})
-    unrated = app_client.post("/ui/api/playground/ratings",
-                              json={"messages": messages, "answers": [{"model": "a", "output": "x"},
-                                                                      {"model": "b", "output": "y"}]})
+    app_client.post(
+        "/ui/api/playground/ratings", json={"comparison_id": cid, "messages": messages, "answers": answers}
+    )
+    thumbs = [{"model": "a", "output": "yes", "rating": 1}, {"model": "b", "output": "no", "rating": -1}]
+    app_client.post(
+        "/ui/api/playground/ratings",
+        json={"messages": [{"role": "user", "content": "ok?"}], "answers": thumbs},
+    )
+    unrated = app_client.post(
+        "/ui/api/playground/ratings",
+        json={
+            "messages": messages,
+            "answers": [{"model": "a", "output": "x"}, {"model": "b", "output": "y"}],
+        },
+    )
     assert unrated.status_code == 400 and unrated.json()["error"]["param"] == "answers"
     two_best = [{**a, "preferred": True} for a in answers[:2]]
-    assert app_client.post("/ui/api/playground/ratings",
-                           json={"messages": messages, "answers": two_best}).status_code == 400
+    assert (
+        app_client.post(
+            "/ui/api/playground/ratings", json={"messages": messages, "answers": two_best}
+        ).status_code
+        == 400
+    )
 
     r = app_client.post("/ui/api/playground/export")
     assert r.status_code == 200, r.text
-    assert r.json()["pairs"] == 2   # "4" over "four-ish" (the identical "4" makes no pair), yes>no
+    assert r.json()["pairs"] == 2  # "4" over "four-ish" (the identical "4" makes no pair), yes>no
     f = r.json()["file"]
     assert f["purpose"] == "fine-tune" and f["filename"].endswith(".jsonl")
-    ids = [x["id"] for x in app_client.get("/v1/files?purpose=fine-tune",
-                                           headers=auth_headers).json()["data"]]
+    ids = [
+        x["id"] for x in app_client.get("/v1/files?purpose=fine-tune", headers=auth_headers).json()["data"]
+    ]
     assert f["id"] in ids
     content = app_client.get(f"/v1/files/{f['id']}/content", headers=auth_headers).text
     lines = [json.loads(line) for line in content.splitlines()]
     assert lines == [
-        {"input": {"messages": messages},
-         "preferred_output": [{"role": "assistant", "content": "4"}],
-         "non_preferred_output": [{"role": "assistant", "content": "four-ish"}]},
-        {"input": {"messages": [{"role": "user", "content": "ok?"}]},
-         "preferred_output": [{"role": "assistant", "content": "yes"}],
-         "non_preferred_output": [{"role": "assistant", "content": "no"}]},
+        {
+            "input": {"messages": messages},
+            "preferred_output": [{"role": "assistant", "content": "4"}],
+            "non_preferred_output": [{"role": "assistant", "content": "four-ish"}],
+        },
+        {
+            "input": {"messages": [{"role": "user", "content": "ok?"}]},
+            "preferred_output": [{"role": "assistant", "content": "yes"}],
+            "non_preferred_output": [{"role": "assistant", "content": "no"}],
+        },
     ]
 
 
@@ -257,12 +296,12 @@ def test_validation_report_with_the_models_tokenizer(app_client, settings, tiny_
     good = upload(app_client, jsonl(12))
     from tuneforge.config import ModelPrice
 
-    settings.prices["tuneforge-tiny"] = ModelPrice(training=2)   # the server's price table
+    settings.prices["tuneforge-tiny"] = ModelPrice(training=2)  # the server's price table
     r = app_client.get(f"/ui/api/files/{good}/report?model=tuneforge-tiny")
     assert r.status_code == 200, r.text
     rep = r.json()
     assert rep["ok"] and rep["n_examples"] == 12 and rep["n_epochs_auto"]
-    assert rep["n_epochs"] == auto_n_epochs(12) == 8     # OpenAI's auto rule: 100 // 12
+    assert rep["n_epochs"] == auto_n_epochs(12) == 8  # OpenAI's auto rule: 100 // 12
     assert rep["total_tokens_per_example"]["mean"] > 0
     assert rep["estimated_trained_tokens"] == rep["billing_tokens"] * 8
     assert rep["estimated_cost"] == pytest.approx(rep["estimated_trained_tokens"] * 2 / 1e6)

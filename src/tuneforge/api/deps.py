@@ -17,8 +17,17 @@ from tuneforge.services.keys import Principal, authenticate
 from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore
 
-__all__ = ["Admin", "Auth", "Blobs", "DbSession", "Principal", "Resolver", "ServingDep", "SettingsDep",
-           "get_serving"]
+__all__ = [
+    "Admin",
+    "Auth",
+    "Blobs",
+    "DbSession",
+    "Principal",
+    "Resolver",
+    "ServingDep",
+    "SettingsDep",
+    "get_serving",
+]
 
 
 def _settings(request: Request) -> Settings:
@@ -47,7 +56,7 @@ def _session(request: Request) -> Iterator[Session]:
 def get_serving(request: Request) -> Serving:
     """The app's serving holder (inference engine created on first use)."""
     serving = getattr(request.app.state, "serving", None)
-    if serving is None:   # an app built without the lifespan hook (kept lazy and cheap)
+    if serving is None:  # an app built without the lifespan hook (kept lazy and cheap)
         serving = request.app.state.serving = Serving(request.app.state.settings)
     return serving
 
@@ -73,12 +82,16 @@ def _principal(session: DbSession, authorization: Annotated[str | None, Header()
         raise AuthenticationFailed(
             "You didn't provide an API key. You need to provide your API key in an Authorization "
             "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). Create one with "
-            "`tuneforge keys create`.", code="invalid_api_key")
+            "`tuneforge keys create`.",
+            code="invalid_api_key",
+        )
     principal = authenticate(session, secret)
     if principal is None:
         raise AuthenticationFailed(
             f"Incorrect API key provided: {_redact(secret)}. Create a key with "
-            "`tuneforge keys create --project NAME`.", code="invalid_api_key")
+            "`tuneforge keys create --project NAME`.",
+            code="invalid_api_key",
+        )
     return principal
 
 

@@ -32,7 +32,7 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T | Resp
     watcher = asyncio.create_task(_disconnected(request))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:   # this handler was cancelled (shutdown): take the work down with it
+    except BaseException:  # this handler was cancelled (shutdown): take the work down with it
         task.cancel()
         raise
     finally:
@@ -40,7 +40,7 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T | Resp
     if task.done():
         return task.result()
     task.cancel()
-    await asyncio.wait({task})   # let it unwind (generators closed, sequences cancelled)
+    await asyncio.wait({task})  # let it unwind (generators closed, sequences cancelled)
     if not task.cancelled():
-        task.exception()   # mark a late failure as seen: the client it was for is gone
+        task.exception()  # mark a late failure as seen: the client it was for is gone
     return Response(status_code=CLIENT_CLOSED)

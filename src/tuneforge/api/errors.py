@@ -16,34 +16,45 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuneforge.errors import RateLimited, TuneforgeError
 
-INVALID_JSON = ("We could not parse the JSON body of your request. (HINT: This likely means you "
-                "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
-                "but what was sent was not valid JSON.)")
+INVALID_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you "
+    "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
+    "but what was sent was not valid JSON.)"
+)
 
 
-def envelope(status: int, message: str, *, type: str = "invalid_request_error",
-             param: str | None = None, code: str | None = None,
-             headers: dict[str, str] | None = None) -> JSONResponse:
+def envelope(
+    status: int,
+    message: str,
+    *,
+    type: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = {"error": {"message": message, "type": type, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 def server_error() -> JSONResponse:
-    return envelope(500, "The server had an error while processing your request. Sorry about that!",
-                    type="server_error")
+    return envelope(
+        500, "The server had an error while processing your request. Sorry about that!", type="server_error"
+    )
 
 
 async def _domain(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TuneforgeError)
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-    return envelope(exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code,
-                    headers=headers)
+    return envelope(exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code, headers=headers)
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
     # loc is ("body", "part_ids", 0) / ("query", "limit"): drop the source, keep the field path.
-    parts = [str(p) for p in loc[1:]] if loc and loc[0] in ("body", "query", "path", "header") else \
-        [str(p) for p in loc]
+    parts = (
+        [str(p) for p in loc[1:]]
+        if loc and loc[0] in ("body", "query", "path", "header")
+        else [str(p) for p in loc]
+    )
     return ".".join(parts) or None
 
 
@@ -74,8 +85,10 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 404:
         message = f"Invalid URL ({request.method} {request.url.path})"
         if _under_v1(request):
-            message += (f". Did you mean /v1{request.url.path}? The base URL ends in /v1, "
-                        f"e.g. OpenAI(base_url=\"{request.base_url}v1\").")
+            message += (
+                f". Did you mean /v1{request.url.path}? The base URL ends in /v1, "
+                f'e.g. OpenAI(base_url="{request.base_url}v1").'
+            )
     elif exc.status_code == 405:
         message = f"Method {request.method} is not allowed for {request.url.path}"
     else:

@@ -26,14 +26,21 @@ router = APIRouter(tags=["operations"])
 class Metrics:
     def __init__(self, app: FastAPI):
         self.registry = CollectorRegistry()
-        self.requests = Counter("tuneforge_http_requests", "HTTP requests handled",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("tuneforge_http_request_duration_seconds",
-                                 "Time to the end of the response body", ["method", "route"],
-                                 registry=self.registry,
-                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60))
+        self.requests = Counter(
+            "tuneforge_http_requests",
+            "HTTP requests handled",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tuneforge_http_request_duration_seconds",
+            "Time to the end of the response body",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
         self.registry.register(_DatabaseCollector(app))
-        self.registry.register(ServingCollector(app))   # inference engine sequences
+        self.registry.register(ServingCollector(app))  # inference engine sequences
 
 
 class _DatabaseCollector:
@@ -42,7 +49,7 @@ class _DatabaseCollector:
     def __init__(self, app: FastAPI):
         self._app = app
 
-    def describe(self):   # nothing to describe up front: no query at registration time
+    def describe(self):  # nothing to describe up front: no query at registration time
         return []
 
     def collect(self):
@@ -52,21 +59,26 @@ class _DatabaseCollector:
         with factory() as s:
             by_status = dict(s.execute(select(Job.status, func.count()).group_by(Job.status)).all())
             trained = s.scalar(select(func.coalesce(func.sum(Job.trained_tokens), 0)))
-            prompt, completion = s.execute(select(
-                func.coalesce(func.sum(UsageRecord.prompt_tokens), 0),
-                func.coalesce(func.sum(UsageRecord.completion_tokens), 0))).one()
+            prompt, completion = s.execute(
+                select(
+                    func.coalesce(func.sum(UsageRecord.prompt_tokens), 0),
+                    func.coalesce(func.sum(UsageRecord.completion_tokens), 0),
+                )
+            ).one()
         jobs = GaugeMetricFamily("tuneforge_jobs", "Fine-tuning jobs by status", labels=["status"])
         for status in Status:
             jobs.add_metric([status.value], by_status.get(status.value, 0))
         yield jobs
-        yield GaugeMetricFamily("tuneforge_queue_depth", "Jobs queued for training",
-                                value=by_status.get(Status.QUEUED.value, 0))
-        yield GaugeMetricFamily("tuneforge_running_jobs", "Jobs training now",
-                                value=by_status.get(Status.RUNNING.value, 0))
-        yield CounterMetricFamily("tuneforge_trained_tokens", "Tokens trained by finished jobs",
-                                  value=int(trained))
-        served = CounterMetricFamily("tuneforge_served_tokens", "Inference tokens served",
-                                     labels=["type"])
+        yield GaugeMetricFamily(
+            "tuneforge_queue_depth", "Jobs queued for training", value=by_status.get(Status.QUEUED.value, 0)
+        )
+        yield GaugeMetricFamily(
+            "tuneforge_running_jobs", "Jobs training now", value=by_status.get(Status.RUNNING.value, 0)
+        )
+        yield CounterMetricFamily(
+            "tuneforge_trained_tokens", "Tokens trained by finished jobs", value=int(trained)
+        )
+        served = CounterMetricFamily("tuneforge_served_tokens", "Inference tokens served", labels=["type"])
         served.add_metric(["prompt"], int(prompt))
         served.add_metric(["completion"], int(completion))
         yield served
@@ -106,5 +118,4 @@ def install_metrics(app: FastAPI) -> None:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics.registry),
-                    media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -33,6 +33,7 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 0
+
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
@@ -46,15 +47,23 @@ class RequestContextMiddleware:
             if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
                 # NUL is never meaningful in an id or filter, and PostgreSQL text cannot hold it.
                 await envelope(400, "The request URL must not contain NUL characters.")(
-                    scope, receive, send_with_id)
+                    scope, receive, send_with_id
+                )
             else:
                 await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unhandled error request_id=%s method=%s path=%s", request_id,
-                          scope["method"], scope["path"])
+            log.exception(
+                "unhandled error request_id=%s method=%s path=%s", request_id, scope["method"], scope["path"]
+            )
             if status == 0:  # nothing sent yet: answer with the envelope instead of a bare 500
                 await server_error()(scope, receive, send_with_id)
             status = status or 500
         finally:
-            log.info("request_id=%s method=%s path=%r status=%s duration_ms=%.1f", request_id,
-                     scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000)
+            log.info(
+                "request_id=%s method=%s path=%r status=%s duration_ms=%.1f",
+                request_id,
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+            )

@@ -37,9 +37,13 @@ class _Part:
     data: bytearray = field(default_factory=bytearray)
 
 
-async def read_multipart(request: Request, *, file_field: str, writer: Callable[[], BlobWriter],
-                         on_file_start: Callable[[dict[str, str], str | None], None] | None = None,
-                         ) -> MultipartForm:
+async def read_multipart(
+    request: Request,
+    *,
+    file_field: str,
+    writer: Callable[[], BlobWriter],
+    on_file_start: Callable[[dict[str, str], str | None], None] | None = None,
+) -> MultipartForm:
     """Parse the body; the part named `file_field` is written through a new `writer()`.
 
     `on_file_start(fields_so_far, filename)` runs when the file part's headers arrive, so that
@@ -102,12 +106,18 @@ async def read_multipart(request: Request, *, file_field: str, writer: Callable[
         if not part.is_file:
             form.fields[part.name] = part.data.decode("utf-8", "replace")
 
-    parser = MultipartParser(boundary, {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
-        "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
-        "on_part_end": on_part_end,
-    })
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
     error: TuneforgeError | None = None
     try:
         async for chunk in request.stream():

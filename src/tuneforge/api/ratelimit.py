@@ -32,17 +32,20 @@ class RateLimitMiddleware:
         auth = dict(scope["headers"]).get(b"authorization", b"")
         scheme, _, secret = auth.partition(b" ")
         if scheme.lower() != b"bearer" or not secret.strip():
-            await self.app(scope, receive, send)   # unauthenticated: the 401 comes from auth
+            await self.app(scope, receive, send)  # unauthenticated: the 401 comes from auth
             return
         key = hashlib.sha256(secret.strip()).hexdigest()
         refusal = self.limiter.acquire(key)
         if refusal is not None:
             wait = max(1, round(refusal.retry_after))
             response = envelope(
-                429, f"Rate limit reached for {_UNITS[refusal.kind]} on this API key: limit "
-                     f"{refusal.limit}. Please try again in {wait}s.",
-                type=refusal.kind, code="rate_limit_exceeded",
-                headers=retry_after_headers(refusal.retry_after))
+                429,
+                f"Rate limit reached for {_UNITS[refusal.kind]} on this API key: limit "
+                f"{refusal.limit}. Please try again in {wait}s.",
+                type=refusal.kind,
+                code="rate_limit_exceeded",
+                headers=retry_after_headers(refusal.retry_after),
+            )
             await response(scope, receive, send)
             return
         token = self.limiter.bind(key)

@@ -13,8 +13,19 @@ app = typer.Typer(
 
 # Each module registers its commands on `app` (or adds a sub-Typer) when imported. Modules keep
 # heavy imports (torch, transformers) inside their command functions so `--help` stays fast.
-_COMMAND_MODULES: list[str] = ["data", "serve", "keys", "worker", "files", "jobs", "train",
-                                "webhooks", "projects", "usage", "models"]
+_COMMAND_MODULES: list[str] = [
+    "data",
+    "serve",
+    "keys",
+    "worker",
+    "files",
+    "jobs",
+    "train",
+    "webhooks",
+    "projects",
+    "usage",
+    "models",
+]
 
 
 def _mount() -> None:

@@ -19,13 +19,18 @@ import typer
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 NO_KEY = "no API key: set OPENAI_API_KEY or pass --api-key"
 
-BaseUrl = Annotated[str | None, typer.Option("--base-url", help="Server base URL ending in /v1. "
-                                             "Env: OPENAI_BASE_URL or TUNEFORGE_BASE_URL.",
-                                             show_default=DEFAULT_BASE_URL)]
-ApiKey = Annotated[str | None, typer.Option("--api-key", help="API key. Env: OPENAI_API_KEY or "
-                                            "TUNEFORGE_API_KEY.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (the API's objects) instead of a "
-                                      "table.")]
+BaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        help="Server base URL ending in /v1. Env: OPENAI_BASE_URL or TUNEFORGE_BASE_URL.",
+        show_default=DEFAULT_BASE_URL,
+    ),
+]
+ApiKey = Annotated[
+    str | None, typer.Option("--api-key", help="API key. Env: OPENAI_API_KEY or TUNEFORGE_API_KEY.")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (the API's objects) instead of a table.")]
 
 
 def make_client(base_url: str | None, api_key: str | None):
@@ -36,8 +41,12 @@ def make_client(base_url: str | None, api_key: str | None):
         raise typer.Exit(2)
     from openai import OpenAI
 
-    url = (base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("TUNEFORGE_BASE_URL")
-           or DEFAULT_BASE_URL)
+    url = (
+        base_url
+        or os.environ.get("OPENAI_BASE_URL")
+        or os.environ.get("TUNEFORGE_BASE_URL")
+        or DEFAULT_BASE_URL
+    )
     return OpenAI(base_url=url, api_key=key, max_retries=2)
 
 
@@ -75,8 +84,13 @@ def when(ts: int | None) -> str:
     return "" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
-                keep: Sequence[str] = ("id",), console: Any = None) -> None:
+def print_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    keep: Sequence[str] = ("id",),
+    console: Any = None,
+) -> None:
     """Rows as a table. Piped (stdout not a terminal): a header and tab-separated lines, nothing
     cut. On a terminal: a rich table where nothing is cut with an ellipsis: the first `keep`
     column (the id) is never wrapped, other `keep` columns wrap, and the rest wrap too and are
@@ -94,8 +108,10 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
     widths = [max([len(c)] + [len(r[i]) for r in text_rows]) for i, c in enumerate(columns)]
     shown = list(range(len(columns)))
     # 3 = a column's padding and border; other columns need room for about 10 characters
-    while sum(widths[i] if columns[i] in keep else min(widths[i], 10) for i in shown) \
-            + 3 * len(shown) + 1 > console.width:
+    while (
+        sum(widths[i] if columns[i] in keep else min(widths[i], 10) for i in shown) + 3 * len(shown) + 1
+        > console.width
+    ):
         droppable = [i for i in shown if columns[i] not in keep]
         if not droppable:
             break

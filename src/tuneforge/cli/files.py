@@ -22,15 +22,18 @@ from tuneforge.cli.client import (
     when,
 )
 
-files_app = typer.Typer(help="Upload, list, inspect, download and delete files on a running "
-                             "server.", no_args_is_help=True)
+files_app = typer.Typer(
+    help="Upload, list, inspect, download and delete files on a running server.", no_args_is_help=True
+)
 app.add_typer(files_app, name="files")
 
 
 @files_app.command("upload")
 def upload(
-    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True,
-                                         help="The file (a .jsonl for fine-tune)")],
+    path: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, readable=True, help="The file (a .jsonl for fine-tune)"),
+    ],
     purpose: Annotated[str, typer.Option(help="fine-tune, batch, user_data, …")] = "fine-tune",
     as_json: AsJson = False,
     base_url: BaseUrl = None,
@@ -43,8 +46,7 @@ def upload(
     if as_json:
         print_json(created, compact=True)
     else:
-        typer.echo(f"Uploaded {path.name} ({created.bytes} bytes, purpose {created.purpose}):",
-                   err=True)
+        typer.echo(f"Uploaded {path.name} ({created.bytes} bytes, purpose {created.purpose}):", err=True)
         typer.echo(created.id)
 
 
@@ -61,13 +63,14 @@ def list_(
     page = call(make_client(base_url, api_key).files.list, **kwargs)
     if print_list(page.data, as_json):
         return
-    print_table(("id", "filename", "purpose", "bytes", "created_at"),
-                [(f.id, f.filename, f.purpose, f.bytes, when(f.created_at)) for f in page.data])
+    print_table(
+        ("id", "filename", "purpose", "bytes", "created_at"),
+        [(f.id, f.filename, f.purpose, f.bytes, when(f.created_at)) for f in page.data],
+    )
 
 
 @files_app.command("get")
-def get(file_id: str, as_json: AsJson = False, base_url: BaseUrl = None,
-        api_key: ApiKey = None) -> None:
+def get(file_id: str, as_json: AsJson = False, base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
     """Print one file object (indented JSON; --json: one line)."""
     print_json(call(make_client(base_url, api_key).files.retrieve, file_id), compact=as_json)
 
@@ -82,8 +85,9 @@ def delete(file_id: str, base_url: BaseUrl = None, api_key: ApiKey = None) -> No
 @files_app.command("content")
 def content(
     file_id: str,
-    output: Annotated[Path | None, typer.Option("--output", "-o",
-                                                help="Write here instead of stdout.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
     base_url: BaseUrl = None,
     api_key: ApiKey = None,
 ) -> None:

@@ -22,8 +22,9 @@ from tuneforge.cli.client import (
 )
 from tuneforge.training import hparams
 
-jobs_app = typer.Typer(help="Create, inspect and control fine-tuning jobs on a running server.",
-                       no_args_is_help=True)
+jobs_app = typer.Typer(
+    help="Create, inspect and control fine-tuning jobs on a running server.", no_args_is_help=True
+)
 app.add_typer(jobs_app, name="jobs")
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -40,8 +41,9 @@ def create(
     validation_file: Annotated[str | None, typer.Option()] = None,
     n_epochs: Annotated[str | None, typer.Option(help=_hp_help(hparams.N_EPOCHS))] = None,
     batch_size: Annotated[str | None, typer.Option(help=_hp_help(hparams.BATCH_SIZE))] = None,
-    learning_rate_multiplier: Annotated[str | None, typer.Option(
-        help=_hp_help(hparams.LEARNING_RATE_MULTIPLIER))] = None,
+    learning_rate_multiplier: Annotated[
+        str | None, typer.Option(help=_hp_help(hparams.LEARNING_RATE_MULTIPLIER))
+    ] = None,
     suffix: Annotated[str | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     metadata: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
@@ -50,13 +52,21 @@ def create(
     api_key: ApiKey = None,
 ) -> None:
     """Create a fine-tuning job (method supervised) and print it."""
-    given = {"n_epochs": n_epochs, "batch_size": batch_size,
-             "learning_rate_multiplier": learning_rate_multiplier}
-    hp = {d.name: "auto" if given[d.name] == "auto" else d.type(given[d.name])
-          for d in hparams.definitions("supervised") if given.get(d.name) is not None}
-    body: dict[str, Any] = {"model": model, "training_file": training_file,
-                            "method": {"type": "supervised",
-                                       "supervised": {"hyperparameters": hp}}}
+    given = {
+        "n_epochs": n_epochs,
+        "batch_size": batch_size,
+        "learning_rate_multiplier": learning_rate_multiplier,
+    }
+    hp = {
+        d.name: "auto" if given[d.name] == "auto" else d.type(given[d.name])
+        for d in hparams.definitions("supervised")
+        if given.get(d.name) is not None
+    }
+    body: dict[str, Any] = {
+        "model": model,
+        "training_file": training_file,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+    }
     for key, value in (("validation_file", validation_file), ("suffix", suffix), ("seed", seed)):
         if value is not None:
             body[key] = value
@@ -64,43 +74,53 @@ def create(
         body["metadata"] = dict(item.split("=", 1) for item in metadata)
     client = make_client(base_url, api_key)
     job = call(client.fine_tuning.jobs.create, **body)
-    if follow_job:   # the events say the rest; the full object is one `jobs get` away
-        typer.echo(f"Created {job.id} ({job.status}); following it (Ctrl-C stops following, "
-                   "not the job).")
+    if follow_job:  # the events say the rest; the full object is one `jobs get` away
+        typer.echo(f"Created {job.id} ({job.status}); following it (Ctrl-C stops following, not the job).")
         _follow(client, job.id)
     else:
         print_json(job)
 
 
 @jobs_app.command("list")
-def list_(limit: Annotated[int, typer.Option()] = 20, as_json: AsJson = False,
-          base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
+def list_(
+    limit: Annotated[int, typer.Option()] = 20,
+    as_json: AsJson = False,
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
     """List jobs, newest first."""
     page = call(make_client(base_url, api_key).fine_tuning.jobs.list, limit=limit)
     if print_list(page.data, as_json):
         return
-    print_table(("id", "status", "model", "fine_tuned_model", "created_at"),
-                [(j.id, j.status, j.model, j.fine_tuned_model, when(j.created_at))
-                 for j in page.data], keep=("id", "fine_tuned_model"))
+    print_table(
+        ("id", "status", "model", "fine_tuned_model", "created_at"),
+        [(j.id, j.status, j.model, j.fine_tuned_model, when(j.created_at)) for j in page.data],
+        keep=("id", "fine_tuned_model"),
+    )
 
 
 @jobs_app.command("get")
-def get(job_id: str, as_json: AsJson = False, base_url: BaseUrl = None,
-        api_key: ApiKey = None) -> None:
+def get(job_id: str, as_json: AsJson = False, base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
     """Print one job (indented JSON; --json: one line)."""
-    print_json(call(make_client(base_url, api_key).fine_tuning.jobs.retrieve, job_id),
-               compact=as_json)
+    print_json(call(make_client(base_url, api_key).fine_tuning.jobs.retrieve, job_id), compact=as_json)
 
 
 @jobs_app.command("events")
-def events(job_id: str, limit: Annotated[int, typer.Option()] = 100, as_json: AsJson = False,
-           base_url: BaseUrl = None, api_key: ApiKey = None) -> None:
+def events(
+    job_id: str,
+    limit: Annotated[int, typer.Option()] = 100,
+    as_json: AsJson = False,
+    base_url: BaseUrl = None,
+    api_key: ApiKey = None,
+) -> None:
     """A job's events, newest first (as the API lists them)."""
     page = call(make_client(base_url, api_key).fine_tuning.jobs.list_events, job_id, limit=limit)
     if print_list(page.data, as_json):
         return
-    print_table(("id", "created_at", "level", "message"),
-                [(e.id, when(e.created_at), e.level, e.message) for e in page.data])
+    print_table(
+        ("id", "created_at", "level", "message"),
+        [(e.id, when(e.created_at), e.level, e.message) for e in page.data],
+    )
 
 
 @jobs_app.command("cancel")
@@ -131,8 +151,7 @@ def _follow(client, job_id: str, poll: float = 1.0) -> None:
     try:
         _follow_until_done(client, job_id, poll)
     except KeyboardInterrupt:
-        typer.echo(f"\nStopped following; the job goes on (tuneforge jobs follow {job_id}).",
-                   err=True)
+        typer.echo(f"\nStopped following; the job goes on (tuneforge jobs follow {job_id}).", err=True)
         raise typer.Exit(130) from None
 
 
@@ -140,12 +159,16 @@ def _follow_until_done(client, job_id: str, poll: float) -> None:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    console = Console(soft_wrap=True)   # never break a message (and the ids in it) at 80 columns
+    console = Console(soft_wrap=True)  # never break a message (and the ids in it) at 80 columns
     seen: set[str] = set()
-    with Progress(TextColumn("[bold]{task.fields[status]}"), BarColumn(),
-                  TextColumn("step {task.completed}/{task.total}"),
-                  TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
-                  console=console) as progress:
+    with Progress(
+        TextColumn("[bold]{task.fields[status]}"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task("train", total=None, status="…", loss="-")
         while True:
             job = call(client.fine_tuning.jobs.retrieve, job_id)
@@ -158,13 +181,15 @@ def _follow_until_done(client, job_id: str, poll: float) -> None:
             for event in reversed(fresh):
                 seen.add(event.id)
                 if event.type == "metrics" and event.data:
-                    progress.update(task, total=event.data.get("total_steps"),
-                                    completed=event.data.get("step", 0),
-                                    loss=f"{event.data.get('train_loss', 0):.4f}")
+                    progress.update(
+                        task,
+                        total=event.data.get("total_steps"),
+                        completed=event.data.get("step", 0),
+                        loss=f"{event.data.get('train_loss', 0):.4f}",
+                    )
                 else:
                     style = {"error": "red", "warn": "yellow"}.get(event.level, "")
-                    progress.console.print(f"[{style}]{event.message}[/{style}]" if style
-                                           else event.message)
+                    progress.console.print(f"[{style}]{event.message}[/{style}]" if style else event.message)
             progress.update(task, status=job.status)
             if job.status in TERMINAL or job.status == "paused":
                 break

@@ -10,8 +10,9 @@ from tuneforge.cli import app
 from tuneforge.cli.client import AsJson, print_list, print_table
 from tuneforge.cli.options import DataDir, load_settings
 
-keys_app = typer.Typer(help="Create, list and revoke API keys (works without a running server).",
-                       no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Create, list and revoke API keys (works without a running server).", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 
 
@@ -39,8 +40,10 @@ def create(
     with transaction(open_sessionmaker(data_dir)) as session:
         key, secret = create_key(session, project, admin=admin, name=name)
         key_id = key.id
-    typer.echo(f"Created {'admin ' if admin else ''}key {key_id} for project '{project}'. "
-               "Store the secret now; it cannot be shown again:")
+    typer.echo(
+        f"Created {'admin ' if admin else ''}key {key_id} for project '{project}'. "
+        "Store the secret now; it cannot be shown again:"
+    )
     typer.echo(secret)
 
 
@@ -56,16 +59,26 @@ def list_(
 
     columns = ("id", "project", "key", "role", "state", "name")
     with transaction(open_sessionmaker(data_dir)) as session:
-        rows = [(k.id, p.name, k.redacted, "admin" if k.is_admin else "member",
-                 "revoked" if k.revoked_at else "active", k.name or "")
-                for k, p in list_keys(session, project)]
+        rows = [
+            (
+                k.id,
+                p.name,
+                k.redacted,
+                "admin" if k.is_admin else "member",
+                "revoked" if k.revoked_at else "active",
+                k.name or "",
+            )
+            for k, p in list_keys(session, project)
+        ]
     if not print_list([dict(zip(columns, row)) for row in rows], as_json):
         print_table(columns, rows, keep=("id", "key"))
 
 
 @keys_app.command("revoke")
-def revoke(key_id: Annotated[str, typer.Argument(help="The key id (key_…) from `keys list`.")],
-           data_dir: DataDir = None) -> None:
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id (key_…) from `keys list`.")],
+    data_dir: DataDir = None,
+) -> None:
     """Revoke a key: requests made with it get 401 from now on."""
     from tuneforge.errors import NotFound
     from tuneforge.services.keys import revoke_key

@@ -21,8 +21,9 @@ import typer
 from tuneforge.cli import app
 from tuneforge.cli.options import DataDir, load_settings
 
-models_app = typer.Typer(help="Add, list and remove base models (works without a running server).",
-                         no_args_is_help=True)
+models_app = typer.Typer(
+    help="Add, list and remove base models (works without a running server).", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 
 
@@ -45,7 +46,7 @@ def base_source(settings: Any, model: str) -> str:
         return resolver.base(None, model).source
     url = settings.database_url
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        return load_source(settings, model)   # no store yet: nothing registered (create none)
+        return load_source(settings, model)  # no store yet: nothing registered (create none)
     with session_factory(settings)() as session:
         catalog = resolver.catalog(session)
         if model in catalog:
@@ -61,10 +62,13 @@ def _fail(message: str) -> None:
 @models_app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="The name clients use, e.g. smollm2.")],
-    source: Annotated[str, typer.Argument(help="A local Hugging Face directory, a .gguf file or "
-                                               "a Hugging Face id.")],
-    alias: Annotated[list[str] | None, typer.Option("--alias", help="Another name for it "
-                                                    "(repeatable), e.g. gpt-4o-mini-2024-07-18.")] = None,
+    source: Annotated[
+        str, typer.Argument(help="A local Hugging Face directory, a .gguf file or a Hugging Face id.")
+    ],
+    alias: Annotated[
+        list[str] | None,
+        typer.Option("--alias", help="Another name for it (repeatable), e.g. gpt-4o-mini-2024-07-18."),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Check SOURCE and register it as base model NAME (GGUF files are de-quantised on first use)."""
@@ -80,11 +84,17 @@ def add(
             base_models.add(session, settings, name, checked.source, checked.kind, alias or [])
     except TuneforgeError as exc:
         _fail(exc.message)
-    what = {"dir": "Hugging Face directory", "gguf": "GGUF file (de-quantised on first use)",
-            "hub": "Hugging Face id"}[checked.kind]
+    what = {
+        "dir": "Hugging Face directory",
+        "gguf": "GGUF file (de-quantised on first use)",
+        "hub": "Hugging Face id",
+    }[checked.kind]
     arch = f", {checked.architecture}" if checked.architecture else ""
-    typer.echo(f"Added base model {name}: {what} {checked.source}{arch}"
-               + (f"; aliases: {', '.join(alias)}" if alias else "") + ".")
+    typer.echo(
+        f"Added base model {name}: {what} {checked.source}{arch}"
+        + (f"; aliases: {', '.join(alias)}" if alias else "")
+        + "."
+    )
     if checked.note:
         typer.echo(f"note: {checked.note}")
 
@@ -110,8 +120,9 @@ def list_(
 
 
 @models_app.command("remove")
-def remove(name: Annotated[str, typer.Argument(help="A registered base model or alias.")],
-           data_dir: DataDir = None) -> None:
+def remove(
+    name: Annotated[str, typer.Argument(help="A registered base model or alias.")], data_dir: DataDir = None
+) -> None:
     """Remove a registered base model (and its aliases) or one alias. Fine-tuned models made from
     it keep working; new jobs and chats can no longer name it."""
     from tuneforge.errors import TuneforgeError
@@ -131,8 +142,9 @@ def remove(name: Annotated[str, typer.Argument(help="A registered base model or 
 def export_(
     model: Annotated[str, typer.Argument(help="A fine-tuned model or checkpoint (ft:...).")],
     fmt: Annotated[str, typer.Option("--format", help="peft | merged | gguf")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Directory to create (must not "
-                                         "exist, or be empty).")],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Directory to create (must not exist, or be empty).")
+    ],
     dtype: Annotated[str | None, typer.Option(help="f16 | bf16 | f32 (merged, gguf; default f16)")] = None,
     quant: Annotated[str | None, typer.Option(help="q8_0 (gguf only)")] = None,
     project: Annotated[str, typer.Option(help="The project that owns MODEL.")] = "default",

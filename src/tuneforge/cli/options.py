@@ -9,9 +9,14 @@ import typer
 
 from tuneforge.config import Settings
 
-DataDir = Annotated[Path | None, typer.Option(
-    "--data-dir", help="Data directory (database, blobs, models). Env: TUNEFORGE_DATA_DIR.",
-    show_default="~/.tuneforge")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Data directory (database, blobs, models). Env: TUNEFORGE_DATA_DIR.",
+        show_default="~/.tuneforge",
+    ),
+]
 
 
 def load_settings(data_dir: Path | None = None, **overrides: Any) -> Settings:

@@ -23,9 +23,15 @@ def list_(as_json: AsJson = False, data_dir: DataDir = None) -> None:
 
     columns = ("project", "id", "notify_email", "screening")
     with transaction(open_sessionmaker(data_dir)) as session:
-        rows = [(p.name, p.id, (p.settings or {}).get("notify_email") or "",
-                 "off" if (p.settings or {}).get("screening") is False else "on")
-                for p in list_projects(session)]
+        rows = [
+            (
+                p.name,
+                p.id,
+                (p.settings or {}).get("notify_email") or "",
+                "off" if (p.settings or {}).get("screening") is False else "on",
+            )
+            for p in list_projects(session)
+        ]
     if not print_list([dict(zip(columns, row)) for row in rows], as_json):
         print_table(columns, rows, keep=("project", "id"))
 
@@ -33,12 +39,14 @@ def list_(as_json: AsJson = False, data_dir: DataDir = None) -> None:
 @projects_app.command("set")
 def set_(
     project: Annotated[str, typer.Argument(help="Project name (created if new).")],
-    notify_email: Annotated[str | None, typer.Option(
-        help="E-mail a message here when a job finishes (needs TUNEFORGE_SMTP_HOST).")] = None,
-    no_notify_email: Annotated[bool, typer.Option("--no-notify-email",
-                                                  help="Stop e-mailing.")] = False,
-    screening: Annotated[bool | None, typer.Option(
-        "--screening/--no-screening", help="Screen this project's training data.")] = None,
+    notify_email: Annotated[
+        str | None,
+        typer.Option(help="E-mail a message here when a job finishes (needs TUNEFORGE_SMTP_HOST)."),
+    ] = None,
+    no_notify_email: Annotated[bool, typer.Option("--no-notify-email", help="Stop e-mailing.")] = False,
+    screening: Annotated[
+        bool | None, typer.Option("--screening/--no-screening", help="Screen this project's training data.")
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Change a project's settings."""
@@ -59,5 +67,7 @@ def set_(
     except TuneforgeError as exc:
         typer.echo(exc.message, err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"Project {project!r}: notify_email={settings.get('notify_email') or '-'}, "
-               f"screening={'off' if settings.get('screening') is False else 'on'}")
+    typer.echo(
+        f"Project {project!r}: notify_email={settings.get('notify_email') or '-'}, "
+        f"screening={'off' if settings.get('screening') is False else 'on'}"
+    )

@@ -43,28 +43,38 @@ def run_server(settings: Settings) -> None:
 
     from tuneforge.app import create_app
 
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                            log_config=None, access_log=False, lifespan="on",
-                            log_level=settings.log_level, timeout_graceful_shutdown=30)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
     from tuneforge.jobs.worker import WorkerProcesses
 
     workers = WorkerProcesses(settings, settings.workers)
     try:
         uvicorn.Server(config).run()
     finally:
-        workers.stop()   # each saves its running trainings and re-queues them
+        workers.stop()  # each saves its running trainings and re-queues them
 
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Interface to bind. Env: TUNEFORGE_HOST.",
-                                             show_default="127.0.0.1")] = None,
-    port: Annotated[int | None, typer.Option(help="Port. Env: TUNEFORGE_PORT.",
-                                             show_default="8000")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to bind. Env: TUNEFORGE_HOST.", show_default="127.0.0.1")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port. Env: TUNEFORGE_PORT.", show_default="8000")] = None,
     data_dir: DataDir = None,
-    workers: Annotated[int | None, typer.Option(
-        help="Training worker processes to start (0 = none). Env: TUNEFORGE_WORKERS.",
-        show_default="1")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Training worker processes to start (0 = none). Env: TUNEFORGE_WORKERS.", show_default="1"
+        ),
+    ] = None,
 ) -> None:
     """Run the OpenAI-compatible API server (base URL http://HOST:PORT/v1)."""
     settings = load_settings(data_dir, host=host, port=port, workers=workers)
@@ -75,6 +85,5 @@ def serve(
         typer.echo(f"    {secret}")
         typer.echo("More keys: tuneforge keys create --project NAME")
     root = f"http://{settings.host}:{settings.port}"
-    typer.echo(f"tuneforge: API {root}/v1, dashboard {root}/ui (data: {settings.data_dir})",
-               err=True)
+    typer.echo(f"tuneforge: API {root}/v1, dashboard {root}/ui (data: {settings.data_dir})", err=True)
     run_server(settings)

@@ -14,9 +14,24 @@ from tuneforge.cli import app
 from tuneforge.training import hparams
 
 # --config keys: the long option names with '_' (flags given on the command line win).
-CONFIG_KEYS = {"model", "training_file", "validation_file", "output", "method", "n_epochs",
-               "batch_size", "learning_rate_multiplier", "seed", "export_merged", "lora_rank",
-               "lora_alpha", "lora_dropout", "max_seq_len", "keep_checkpoints", "device"}
+CONFIG_KEYS = {
+    "model",
+    "training_file",
+    "validation_file",
+    "output",
+    "method",
+    "n_epochs",
+    "batch_size",
+    "learning_rate_multiplier",
+    "seed",
+    "export_merged",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "max_seq_len",
+    "keep_checkpoints",
+    "device",
+}
 
 
 def resolve_model(name: str) -> str:
@@ -31,27 +46,43 @@ def resolve_model(name: str) -> str:
 
 @app.command("train")
 def train_command(
-    model: Annotated[str | None, typer.Option(help="tuneforge-tiny, a Hugging Face id or a local model dir")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="tuneforge-tiny, a Hugging Face id or a local model dir")
+    ] = None,
     training_file: Annotated[Path | None, typer.Option(help="JSONL training file (OpenAI format)")] = None,
     validation_file: Annotated[Path | None, typer.Option(help="JSONL validation file")] = None,
-    output: Annotated[Path | None, typer.Option(help="Run directory (default runs/train-<time>); "
-                                                     "rerun with the same one to resume")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Run directory (default runs/train-<time>); rerun with the same one to resume"),
+    ] = None,
     method: Annotated[str | None, typer.Option(help="lora (default) or full")] = None,
     n_epochs: Annotated[int | None, typer.Option(help=hparams.N_EPOCHS.help)] = None,
     batch_size: Annotated[int | None, typer.Option(help=hparams.BATCH_SIZE.help)] = None,
-    learning_rate_multiplier: Annotated[float | None, typer.Option(
-        help=hparams.LEARNING_RATE_MULTIPLIER.help)] = None,
+    learning_rate_multiplier: Annotated[
+        float | None, typer.Option(help=hparams.LEARNING_RATE_MULTIPLIER.help)
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default 0)")] = None,
-    export_merged: Annotated[bool | None, typer.Option("--export-merged/--no-export-merged",
-                                                       help="LoRA: also write merged full weights")] = None,
-    config: Annotated[Path | None, typer.Option(help="JSON file with any of these options "
-                                                     "(keys with '_'); flags win")] = None,
+    export_merged: Annotated[
+        bool | None,
+        typer.Option("--export-merged/--no-export-merged", help="LoRA: also write merged full weights"),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="JSON file with any of these options (keys with '_'); flags win")
+    ] = None,
 ) -> None:
     """Fine-tune MODEL on TRAINING_FILE. Ctrl-C pauses (state saved: run again to resume)."""
-    flags = {"model": model, "training_file": training_file, "validation_file": validation_file,
-             "output": output, "method": method, "n_epochs": n_epochs, "batch_size": batch_size,
-             "learning_rate_multiplier": learning_rate_multiplier, "seed": seed,
-             "export_merged": export_merged}
+    flags = {
+        "model": model,
+        "training_file": training_file,
+        "validation_file": validation_file,
+        "output": output,
+        "method": method,
+        "n_epochs": n_epochs,
+        "batch_size": batch_size,
+        "learning_rate_multiplier": learning_rate_multiplier,
+        "seed": seed,
+        "export_merged": export_merged,
+    }
     options = _options(config, flags)
     spec = _spec(options)
 
@@ -72,9 +103,11 @@ def train_command(
     finally:
         signal.signal(signal.SIGINT, previous)
     hp = result.hyperparameters
-    console.print(f"{result.status}: {result.steps}/{result.total_steps} steps, "
-                  f"{result.trained_tokens} trained tokens (n_epochs={hp.n_epochs}, "
-                  f"batch_size={hp.batch_size}, learning_rate_multiplier={hp.learning_rate_multiplier})")
+    console.print(
+        f"{result.status}: {result.steps}/{result.total_steps} steps, "
+        f"{result.trained_tokens} trained tokens (n_epochs={hp.n_epochs}, "
+        f"batch_size={hp.batch_size}, learning_rate_multiplier={hp.learning_rate_multiplier})"
+    )
     if result.final_dir:
         console.print(f"model: {result.final_dir}")
     console.print(f"metrics: {result.metrics_csv}")
@@ -94,8 +127,9 @@ def _options(config: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
             raise typer.BadParameter("must hold a JSON object", param_hint="--config")
         unknown = sorted(set(loaded) - CONFIG_KEYS)
         if unknown:
-            raise typer.BadParameter(f"unknown keys {unknown}; known: {sorted(CONFIG_KEYS)}",
-                                     param_hint="--config")
+            raise typer.BadParameter(
+                f"unknown keys {unknown}; known: {sorted(CONFIG_KEYS)}", param_hint="--config"
+            )
         options.update(loaded)
     options.update({k: v for k, v in flags.items() if v is not None})
     for required in ("model", "training_file"):
@@ -113,12 +147,18 @@ def _spec(o: dict[str, Any]):
         if o.get(key) and not Path(o[key]).is_file():
             raise typer.BadParameter(f"no such file: {o[key]}", param_hint=f"--{key.replace('_', '-')}")
     output = Path(o.get("output") or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S"))
-    extra = {k: o[k] for k in ("lora_rank", "lora_alpha", "lora_dropout", "max_seq_len",
-                               "keep_checkpoints", "device") if o.get(k) is not None}
+    extra = {
+        k: o[k]
+        for k in ("lora_rank", "lora_alpha", "lora_dropout", "max_seq_len", "keep_checkpoints", "device")
+        if o.get(k) is not None
+    }
     return TrainSpec(
-        base_model=resolve_model(str(o["model"])), training_file=Path(o["training_file"]),
+        base_model=resolve_model(str(o["model"])),
+        training_file=Path(o["training_file"]),
         validation_file=Path(o["validation_file"]) if o.get("validation_file") else None,
-        output_dir=output, method=o.get("method", "lora"), seed=int(o.get("seed", 0)),
+        output_dir=output,
+        method=o.get("method", "lora"),
+        seed=int(o.get("seed", 0)),
         export_merged=bool(o.get("export_merged", False)),
         hyperparameters=Hyperparameters(**{d.name: o.get(d.name, "auto") for d in hparams.definitions()}),
         **extra,
@@ -133,9 +173,13 @@ class ProgressReporter:
 
         self.console = console
         self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
-            TimeRemainingColumn(), console=console,
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[tps]} tok/s"),
+            TimeRemainingColumn(),
+            console=console,
         )
         self.task = self.progress.add_task("train", total=None, loss="-", tps="-")
         self.stop = None
@@ -154,9 +198,11 @@ class ProgressReporter:
         self.console.print(f"[{style}]{message}[/{style}]")
 
     def hyperparameters(self, resolved) -> None:
-        self.console.print(f"[dim]hyperparameters: n_epochs={resolved.n_epochs} batch_size="
-                           f"{resolved.batch_size} learning_rate_multiplier="
-                           f"{resolved.learning_rate_multiplier}[/dim]")
+        self.console.print(
+            f"[dim]hyperparameters: n_epochs={resolved.n_epochs} batch_size="
+            f"{resolved.batch_size} learning_rate_multiplier="
+            f"{resolved.learning_rate_multiplier}[/dim]"
+        )
 
     def metrics(self, data: dict[str, Any]) -> None:
         loss = f"{data['train_loss']:.4f}"

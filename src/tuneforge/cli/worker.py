@@ -14,9 +14,12 @@ from tuneforge.logs import configure as configure_logging
 @app.command()
 def worker(
     data_dir: DataDir = None,
-    concurrency: Annotated[int | None, typer.Option(
-        help="Trainings this worker runs at once. Env: TUNEFORGE_WORKER_CONCURRENCY.",
-        show_default="1")] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            help="Trainings this worker runs at once. Env: TUNEFORGE_WORKER_CONCURRENCY.", show_default="1"
+        ),
+    ] = None,
 ) -> None:
     """Run a training worker (validates files, trains queued jobs, recovers orphaned jobs).
 

@@ -54,10 +54,24 @@ def model_created(name: str) -> str:
     return f"New fine-tuned model created: {name}"
 
 
-def add_event(session: Session, job_id: str, message: str, *, level: str = "info",
-              type: str = "message", data: dict[str, Any] | None = EMPTY) -> JobEvent:
+def add_event(
+    session: Session,
+    job_id: str,
+    message: str,
+    *,
+    level: str = "info",
+    type: str = "message",
+    data: dict[str, Any] | None = EMPTY,
+) -> JobEvent:
     """Record one event (in the caller's transaction). `data` defaults to `{}` like OpenAI's."""
-    event = JobEvent(id=new_id("ftevent-"), job_id=job_id, created_at=now(), level=level,
-                     type=type, message=message, data=dict(data) if data is not None else None)
+    event = JobEvent(
+        id=new_id("ftevent-"),
+        job_id=job_id,
+        created_at=now(),
+        level=level,
+        type=type,
+        message=message,
+        data=dict(data) if data is not None else None,
+    )
     session.add(event)
     return event

@@ -50,8 +50,7 @@ class IllegalTransition(InvalidRequest):
 
     def __init__(self, job_id: str, current: Status, target: Status):
         super().__init__(
-            f"Cannot move fine-tuning job {job_id} from status '{current.value}' to "
-            f"'{target.value}'.",
+            f"Cannot move fine-tuning job {job_id} from status '{current.value}' to '{target.value}'.",
             param="fine_tuning_job_id",
             code="invalid_job_status",
         )
@@ -89,4 +88,4 @@ def transition(job: Job, target: Status | str, *, at: int | None = None) -> None
     if target is not Status.FAILED:
         job.error = None
     if target in TERMINAL and (session := object_session(job)) is not None:
-        on_job_finished(session, job)   # webhooks/e-mail outbox rows, in this same transaction
+        on_job_finished(session, job)  # webhooks/e-mail outbox rows, in this same transaction

@@ -15,4 +15,4 @@ def write_merged(source: ExportSource, out: Path, dtype: str) -> None:
     model = load_merged(source).to(getattr(torch, TORCH_DTYPES[dtype]))
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(out, safe_serialization=True)
-    copy_tokenizer(source, out)   # after: the trained generation config wins over the base's
+    copy_tokenizer(source, out)  # after: the trained generation config wins over the base's

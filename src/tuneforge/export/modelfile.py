@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from tuneforge.errors import InvalidRequest
 
-Render = Callable[[list[dict], bool], str]   # (messages, add_generation_prompt) -> text
+Render = Callable[[list[dict], bool], str]  # (messages, add_generation_prompt) -> text
 S, U1, A1, U2, A2, U3 = "SYSTEMQ7X", "USERQ7X1", "ASSISTANTQ7X1", "USERQ7X2", "ASSISTANTQ7X2", "USERQ7X3"
 
 
@@ -42,17 +42,30 @@ class TurnFormat:
     def go_template(self) -> str:
         text = self.preamble
         if self.default_system is not None:
-            text += ('{{ if ne (index .Messages 0).Role "system" }}'
-                     + self.turn("system", self.default_system) + "{{ end }}")
-        text += ("{{ range .Messages }}" + self.head_open + "{{ .Role }}" + self.head_close
-                 + "{{ .Content }}" + self.foot + "{{ end }}")
+            text += (
+                '{{ if ne (index .Messages 0).Role "system" }}'
+                + self.turn("system", self.default_system)
+                + "{{ end }}"
+            )
+        text += (
+            "{{ range .Messages }}"
+            + self.head_open
+            + "{{ .Role }}"
+            + self.head_close
+            + "{{ .Content }}"
+            + self.foot
+            + "{{ end }}"
+        )
         return text + f"{self.head_open}assistant{self.head_close}"
 
 
 def _unsupported(reason: str) -> InvalidRequest:
-    return InvalidRequest(f"Cannot write an Ollama TEMPLATE for this model's chat template: "
-                          f"{reason}. Export as `merged` or `peft` instead.", param="format",
-                          code="unsupported_chat_template")
+    return InvalidRequest(
+        f"Cannot write an Ollama TEMPLATE for this model's chat template: "
+        f"{reason}. Export as `merged` or `peft` instead.",
+        param="format",
+        code="unsupported_chat_template",
+    )
 
 
 def _split(text: str, marks: list[str]) -> list[str]:
@@ -66,11 +79,14 @@ def _split(text: str, marks: list[str]) -> list[str]:
 
 
 def derive(render: Render) -> TurnFormat:
-    convo = [{"role": "system", "content": S}, {"role": "user", "content": U1},
-             {"role": "assistant", "content": A1}, {"role": "user", "content": U2}]
+    convo = [
+        {"role": "system", "content": S},
+        {"role": "user", "content": U1},
+        {"role": "assistant", "content": A1},
+        {"role": "user", "content": U2},
+    ]
     try:
-        no_prompt = render([{"role": "user", "content": U1}, {"role": "assistant", "content": A1}],
-                           False)
+        no_prompt = render([{"role": "user", "content": U1}, {"role": "assistant", "content": A1}], False)
         p0, p1, p2, p3, p4 = _split(render(convo, True), [S, U1, A1, U2])
         alone = render([{"role": "user", "content": U1}], True)
     except InvalidRequest:
@@ -78,24 +94,24 @@ def derive(render: Render) -> TurnFormat:
     except Exception as exc:  # noqa: BLE001 - any Jinja error: a template that fails on plain chats
         raise _unsupported(f"it fails on a plain conversation ({exc})") from None
     foot = no_prompt.split(A1, 1)[-1]
-    if not foot or not p1.startswith(foot) or "user" not in p1[len(foot):]:
+    if not foot or not p1.startswith(foot) or "user" not in p1[len(foot) :]:
         raise _unsupported("turns are not framed as <open>role<close>content<end>")
-    head_open, head_close = p1[len(foot):].split("user", 1)
+    head_open, head_close = p1[len(foot) :].split("user", 1)
     fmt = TurnFormat("", head_open, head_close, foot, None)
     sys_head = f"{head_open}system{head_close}"
-    if (p2 != foot + head_open + "assistant" + head_close or p3 != p1 or p4 != p2
-            or not p0.endswith(sys_head)):
+    if p2 != foot + head_open + "assistant" + head_close or p3 != p1 or p4 != p2 or not p0.endswith(sys_head):
         raise _unsupported("turns are not framed as <open>role<close>content<end>")
-    preamble = p0[:-len(sys_head)]
+    preamble = p0[: -len(sys_head)]
     fmt = TurnFormat(preamble, head_open, head_close, foot, None)
     expected = fmt.render([{"role": "user", "content": U1}])
     if alone != expected:
         start = preamble + sys_head
-        rest = fmt.render([{"role": "user", "content": U1}])[len(preamble):]
+        rest = fmt.render([{"role": "user", "content": U1}])[len(preamble) :]
         if not (alone.startswith(start) and alone.endswith(foot + rest)):
             raise _unsupported("the first turn without a system message is rendered differently")
-        fmt = TurnFormat(preamble, head_open, head_close, foot,
-                         alone[len(start):len(alone) - len(foot + rest)])
+        fmt = TurnFormat(
+            preamble, head_open, head_close, foot, alone[len(start) : len(alone) - len(foot + rest)]
+        )
     _verify(fmt, render)
     literal = [fmt.preamble, fmt.head_open, fmt.head_close, fmt.foot, fmt.default_system or ""]
     if any("{{" in part or '"""' in part for part in literal):
@@ -107,14 +123,20 @@ def _verify(fmt: TurnFormat, render: Render) -> None:
     conversations = [
         [{"role": "user", "content": " Padded,\nmulti-line question? "}],
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
-        [{"role": "user", "content": U1}, {"role": "assistant", "content": A1},
-         {"role": "user", "content": U2}, {"role": "assistant", "content": A2},
-         {"role": "user", "content": U3}],
+        [
+            {"role": "user", "content": U1},
+            {"role": "assistant", "content": A1},
+            {"role": "user", "content": U2},
+            {"role": "assistant", "content": A2},
+            {"role": "user", "content": U3},
+        ],
     ]
     for messages in conversations:
         if render(messages, True) != fmt.render(messages):
-            raise _unsupported("it renders a multi-turn or whitespace-padded conversation in a way "
-                               "the Go template cannot reproduce")
+            raise _unsupported(
+                "it renders a multi-turn or whitespace-padded conversation in a way "
+                "the Go template cannot reproduce"
+            )
 
 
 def modelfile(fmt: TurnFormat, stops: list[str], gguf_name: str = "model.gguf") -> str:

@@ -23,11 +23,14 @@ def write_peft(source: ExportSource, out: Path) -> None:
 
 def readme(source: ExportSource, config: dict) -> str:
     local = Path(source.base_source).is_absolute()
-    where = (f"a local directory on the server that trained it: `{source.base_source}`"
-             if local else f"the Hugging Face model `{source.base_source}`")
+    where = (
+        f"a local directory on the server that trained it: `{source.base_source}`"
+        if local
+        else f"the Hugging Face model `{source.base_source}`"
+    )
     return f"""# {source.name}
 
-A LoRA adapter (PEFT, r={config.get('r')}, alpha={config.get('lora_alpha')}) exported by tuneforge.
+A LoRA adapter (PEFT, r={config.get("r")}, alpha={config.get("lora_alpha")}) exported by tuneforge.
 
 - **Base model:** `{source.base_name}`
 - **Base model source:** {where}

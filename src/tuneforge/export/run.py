@@ -11,14 +11,15 @@ from tuneforge.errors import InvalidRequest
 from tuneforge.export.source import ExportSource, check_options
 
 
-def export(source: ExportSource, fmt: str, out_dir: Path, *, dtype: str | None = None,
-           quant: str | None = None) -> Path:
+def export(
+    source: ExportSource, fmt: str, out_dir: Path, *, dtype: str | None = None, quant: str | None = None
+) -> Path:
     """Write `source` as `fmt` into `out_dir` (which must not exist, or be an empty dir)."""
     dtype = check_options(source, fmt, dtype, quant)
     out_dir = Path(out_dir).expanduser().resolve()
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise InvalidRequest(f"{out_dir} exists and is not an empty directory.", param="output")
-    plan = _plan(source, fmt, dtype, quant)   # every "cannot convert" is raised here
+    plan = _plan(source, fmt, dtype, quant)  # every "cannot convert" is raised here
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:

@@ -24,16 +24,21 @@ from tuneforge.export.source import ExportSource
 GGUF_NAME = "model.gguf"
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
 # llama.cpp pre-tokenizer names for the split rules a byte-level BPE tokenizer may use.
-_QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"
-                r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
-                 r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+"
+    r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+"
+    r"[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 SPLITS = {_QWEN2_SPLIT: "qwen2", _LLAMA3_SPLIT: "llama-bpe"}
 
 
 def _cannot(reason: str) -> InvalidRequest:
-    return InvalidRequest(f"Cannot convert this model to GGUF: {reason}.", param="format",
-                          code="unsupported_for_gguf")
+    return InvalidRequest(
+        f"Cannot convert this model to GGUF: {reason}.", param="format", code="unsupported_for_gguf"
+    )
 
 
 @dataclass(frozen=True)
@@ -55,17 +60,24 @@ def plan_gguf(source: ExportSource, dtype: str, quant: str | None) -> Callable[[
     template = tokenizer.chat_template
     if not isinstance(template, str):
         raise _cannot("the model has no (single) chat template")
-    fmt = derive(lambda messages, prompt: tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=prompt))
-    gen = (GenerationConfig.from_pretrained(source.path)
-           if (source.path / "generation_config.json").is_file() else None)
+    fmt = derive(
+        lambda messages, prompt: tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=prompt
+        )
+    )
+    gen = (
+        GenerationConfig.from_pretrained(source.path)
+        if (source.path / "generation_config.json").is_file()
+        else None
+    )
     stop_ids = _stop_ids(tokenizer, gen)
-    _tensor_names(config, arch)   # every weight must have a GGUF name
+    _tensor_names(config, arch)  # every weight must have a GGUF name
 
     def write(out: Path) -> None:
         model = load_merged(source)
-        _write(out / GGUF_NAME, source, config, arch, model, tokenizer, vocab, template, stop_ids,
-               dtype, quant)
+        _write(
+            out / GGUF_NAME, source, config, arch, model, tokenizer, vocab, template, stop_ids, dtype, quant
+        )
         stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids]
         (out / "Modelfile").write_text(modelfile(fmt, stops, GGUF_NAME))
 
@@ -76,8 +88,10 @@ def _architecture(config) -> str:
     names = getattr(config, "architectures", None) or []
     arch = next((ARCHITECTURES[n] for n in names if n in ARCHITECTURES), None)
     if arch is None:
-        raise _cannot(f"architecture {', '.join(names) or config.model_type} is not supported "
-                      f"(supported: {', '.join(sorted(ARCHITECTURES))})")
+        raise _cannot(
+            f"architecture {', '.join(names) or config.model_type} is not supported "
+            f"(supported: {', '.join(sorted(ARCHITECTURES))})"
+        )
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     if rope.get("rope_type", rope.get("type", "default")) != "default":
         raise _cannot(f"rope scaling {rope.get('rope_type', rope.get('type'))!r} is not supported")
@@ -94,8 +108,7 @@ def _vocab(tokenizer, n_vocab: int) -> Vocab:
     if model.get("type") != "BPE" or not _is_byte_level(spec.get("decoder")):
         raise _cannot(f"the tokenizer is {model.get('type')} (only byte-level BPE converts)")
     pre = _pre_name(spec.get("pre_tokenizer"))
-    tokens: dict[int, tuple[str, int]] = {i: (t, gguf.TokenType.NORMAL)
-                                          for t, i in model["vocab"].items()}
+    tokens: dict[int, tuple[str, int]] = {i: (t, gguf.TokenType.NORMAL) for t, i in model["vocab"].items()}
     for added in spec.get("added_tokens", []):
         kind = gguf.TokenType.CONTROL if added["special"] else gguf.TokenType.USER_DEFINED
         tokens[added["id"]] = (added["content"], kind)
@@ -151,7 +164,7 @@ def _tensor_names(config, arch: str) -> dict[str, str]:
     names = {}
     for key in model.state_dict():
         if key == "lm_head.weight" and config.tie_word_embeddings:
-            continue   # llama.cpp reuses token_embd; transformers reads "no output.weight" as tied
+            continue  # llama.cpp reuses token_embd; transformers reads "no output.weight" as tied
         mapped = name_map.get_name(key, try_suffixes=(".weight", ".bias"))
         if mapped is None:
             raise _cannot(f"the weight {key} has no GGUF name")
@@ -167,15 +180,25 @@ def _arch_enum(arch: str):
 
 def _permute(w, n_head: int):
     """llama.cpp's q/k row order for llama (rotary halves interleaved per head)."""
-    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-            .swapaxes(1, 2).reshape(w.shape))
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 FILE_TYPES = {"f32": 0, "f16": 1, "bf16": 32, "q8_0": 7}
 
 
-def _write(path: Path, source: ExportSource, config, arch: str, model, tokenizer, vocab: Vocab,
-           template: str, stop_ids: list[int], dtype: str, quant: str | None) -> None:
+def _write(
+    path: Path,
+    source: ExportSource,
+    config,
+    arch: str,
+    model,
+    tokenizer,
+    vocab: Vocab,
+    template: str,
+    stop_ids: list[int],
+    dtype: str,
+    quant: str | None,
+) -> None:
     import gguf
     import numpy as np
 
@@ -226,7 +249,7 @@ def _write(path: Path, source: ExportSource, config, arch: str, model, tokenizer
             data = _permute(data, heads)
         qtype = target
         if data.ndim == 1 or (qtype == gguf.GGMLQuantizationType.Q8_0 and data.shape[-1] % 32):
-            qtype = gguf.GGMLQuantizationType.F32   # norms and biases stay f32, as llama.cpp does
+            qtype = gguf.GGMLQuantizationType.F32  # norms and biases stay f32, as llama.cpp does
         out = gguf.quants.quantize(np.ascontiguousarray(data), qtype)
         w.add_tensor(names[key], out, raw_dtype=qtype)
     w.write_header_to_file()

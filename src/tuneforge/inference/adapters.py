@@ -34,7 +34,7 @@ def adapter_bytes(path: str) -> int:
 
 @dataclass
 class _Entry:
-    slot: str           # the PEFT adapter name inside the model ("a1", "a2", …: no dots allowed)
+    slot: str  # the PEFT adapter name inside the model ("a1", "a2", …: no dots allowed)
     model_name: str
     nbytes: int
     pins: int = 0

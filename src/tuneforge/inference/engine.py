@@ -49,7 +49,7 @@ class Engine:
         self.device, self.dtype = pick_device(settings.inference_device)
         self._lock = threading.Lock()
         self._workers: OrderedDict[str, ModelWorker] = OrderedDict()
-        self._full_names: dict[str, str] = {}       # full fine-tune name -> its worker key
+        self._full_names: dict[str, str] = {}  # full fine-tune name -> its worker key
         self._tokenizers: dict[str, tuple[Any, Any, threading.Lock]] = {}
         self._tok_lock = threading.Lock()
 
@@ -67,9 +67,10 @@ class Engine:
     def _render_chat(self, target: ModelTarget, messages: list[dict], tools: list[dict] | None) -> list[int]:
         enc, _, lock = self._tokenizer(target.tokenizer_source)
         with lock:
-            ensure_chat_template(enc)   # a model without one: training's default, as trained
-            text = enc.apply_chat_template(messages, tools=tools or None, add_generation_prompt=True,
-                                           tokenize=False)
+            ensure_chat_template(enc)  # a model without one: training's default, as trained
+            text = enc.apply_chat_template(
+                messages, tools=tools or None, add_generation_prompt=True, tokenize=False
+            )
             return enc(text, add_special_tokens=False)["input_ids"]
 
     def _encode(self, target: ModelTarget, text: str) -> list[int]:
@@ -86,8 +87,9 @@ class Engine:
         with lock:
             return enc.decode(ids, skip_special_tokens=True)
 
-    async def prepare_chat(self, target: ModelTarget, messages: list[dict], tools: list[dict] | None = None
-                           ) -> list[int]:
+    async def prepare_chat(
+        self, target: ModelTarget, messages: list[dict], tools: list[dict] | None = None
+    ) -> list[int]:
         return await asyncio.to_thread(self._render_chat, target, messages, tools)
 
     async def prepare_text(self, target: ModelTarget, text: str) -> list[int]:
@@ -109,8 +111,9 @@ class Engine:
         return int(getattr(cfg, "max_position_embeddings", 0) or 2048)
 
     # ---- generation ----------------------------------------------------------------------------
-    async def generate(self, target: ModelTarget, prompt_ids: list[int], params: SamplingParams
-                       ) -> AsyncIterator[Delta | Finished]:
+    async def generate(
+        self, target: ModelTarget, prompt_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[Delta | Finished]:
         """Stream one sequence: `Delta`s, then one `Finished`. Raises EngineError on failure."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
@@ -119,12 +122,16 @@ class Engine:
         def emit(ev: object) -> None:
             try:
                 loop.call_soon_threadsafe(events.put_nowait, ev)
-            except RuntimeError:   # the caller's loop is gone: nobody is listening
+            except RuntimeError:  # the caller's loop is gone: nobody is listening
                 seq.cancelled = True
 
         seq = Sequence(
-            model_name=target.name, prompt_ids=list(prompt_ids), params=params, tokenizer=dec,
-            eos_ids=frozenset(i for i in [dec.eos_token_id] if i is not None), emit=emit,
+            model_name=target.name,
+            prompt_ids=list(prompt_ids),
+            params=params,
+            tokenizer=dec,
+            eos_ids=frozenset(i for i in [dec.eos_token_id] if i is not None),
+            emit=emit,
             adapter_key=adapter_key(target.name, target.adapter_path) if target.adapter_path else None,
             adapter_path=target.adapter_path,
         )
@@ -139,7 +146,7 @@ class Engine:
                 if isinstance(ev, Finished):
                     return
         finally:
-            seq.cancelled = True   # no-op when finished; stops the sequence when the caller left
+            seq.cancelled = True  # no-op when finished; stops the sequence when the caller left
 
     def _worker_for(self, target: ModelTarget) -> ModelWorker:
         key = self._worker_key(target)
@@ -152,7 +159,9 @@ class Engine:
             if worker is None:
                 self._evict_models()
                 worker = ModelWorker(
-                    target.base_source, device=self.device, dtype=self.dtype,
+                    target.base_source,
+                    device=self.device,
+                    dtype=self.dtype,
                     adapter_budget_bytes=self._settings.adapter_cache_mb * MB,
                     max_batch=self._settings.max_batch_size,
                 )

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-BASE = "__base__"   # PEFT's name for "no adapter" in a mixed batch; a row's slot otherwise
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch; a row's slot otherwise
 
 
 class _Stack:
@@ -43,11 +43,11 @@ class BatchedLoRA:
         self._present: tuple[str, ...] = ()
         self._stacks: dict[int, _Stack | None] = {}
         self._ranks: dict[str, int] = {}
-        self._mask: torch.Tensor | None = None   # (rows, 1, R), None: every row the same adapter
-        self._active = False                     # this forward adds LoRA updates at all
+        self._mask: torch.Tensor | None = None  # (rows, 1, R), None: every row the same adapter
+        self._active = False  # this forward adds LoRA updates at all
         self._dtype = torch.float32
-        self._key: tuple[str, ...] = ()          # the rows' slots the mask was built for
-        self.enabled = False                     # False: the layers run PEFT's own forward
+        self._key: tuple[str, ...] = ()  # the rows' slots the mask was built for
+        self.enabled = False  # False: the layers run PEFT's own forward
         self.refresh()
 
     # ---- structure (after an adapter was attached or detached) ---------------------------------
@@ -60,7 +60,7 @@ class BatchedLoRA:
             if not getattr(layer, "_tuneforge_batched", False):
                 layer.forward = _bound(self, layer)
                 layer._tuneforge_batched = True
-        self._present, self._key = (), ()   # stacks are rebuilt at the next prepare()
+        self._present, self._key = (), ()  # stacks are rebuilt at the next prepare()
         self.enabled = self._supported()
 
     def _supported(self) -> bool:
@@ -71,7 +71,7 @@ class BatchedLoRA:
             if isinstance(m, AuxiliaryTrainingWrapper):
                 return False
             if isinstance(m, LoraLayer) and m not in self._layers and (m.lora_A or m.lora_embedding_A):
-                return False   # LoRA on an embedding / conv layer
+                return False  # LoRA on an embedding / conv layer
         for layer in self._layers:
             if layer.lora_variant or any(layer.use_dora.values()):
                 return False
@@ -83,7 +83,7 @@ class BatchedLoRA:
     def prepare(self, slots: list[str], device: torch.device) -> None:
         """Set the rows' adapters (PEFT slot names, BASE for none) for the next forward."""
         key = tuple(slots)
-        if key == self._key and self._present:   # the batch did not change since the last step
+        if key == self._key and self._present:  # the batch did not change since the last step
             return
         present = tuple(sorted({s for s in slots if s != BASE}))
         self._active, self._key = bool(present), key
@@ -102,14 +102,15 @@ class BatchedLoRA:
         mask = torch.zeros((len(slots), 1, off), device=device, dtype=self._dtype)
         for i, s in enumerate(slots):
             if s != BASE:
-                mask[i, 0, offsets[s]:offsets[s] + self._ranks[s]] = 1
+                mask[i, 0, offsets[s] : offsets[s] + self._ranks[s]] = 1
         self._mask = mask
 
     def _build(self, present: tuple[str, ...]) -> None:
         # A slot's columns have the same place in every layer: its largest rank over the layers,
         # zero-padded where a layer has a smaller rank or no update for it (zeros add nothing).
-        self._ranks = {s: max((layer.r[s] for layer in self._layers if s in layer.lora_A), default=0)
-                       for s in present}
+        self._ranks = {
+            s: max((layer.r[s] for layer in self._layers if s in layer.lora_A), default=0) for s in present
+        }
         self._stacks = {}
         self._dtype = torch.float32
         for layer in self._layers:
@@ -131,14 +132,18 @@ class BatchedLoRA:
                 a_parts.append(a)
                 b_parts.append(b)
                 self._dtype = a.dtype
-            self._stacks[id(layer)] = (_Stack(torch.cat(a_parts).detach().contiguous(),
-                                              torch.cat(b_parts, dim=1).detach().contiguous())
-                                       if any_here else None)
+            self._stacks[id(layer)] = (
+                _Stack(
+                    torch.cat(a_parts).detach().contiguous(), torch.cat(b_parts, dim=1).detach().contiguous()
+                )
+                if any_here
+                else None
+            )
         self._present = present
 
     def forward(self, layer: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if not self.enabled or "adapter_names" in kwargs:
-            return type(layer).forward(layer, x, *args, **kwargs)   # PEFT's own path
+            return type(layer).forward(layer, x, *args, **kwargs)  # PEFT's own path
         result = layer.base_layer(x, *args, **kwargs)
         if not self._active:
             return result

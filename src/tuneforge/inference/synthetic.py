@@ -1,6 +1,7 @@
 """Synthetic LoRA fine-tunes for benchmarks and tests: a PEFT LoRA on a base model with seeded
 random weights, saved in the servable layout (adapter + tokenizer + chat template + tuneforge.json).
 Different seeds give models that answer differently; no training needed."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,10 @@ def make_random_adapter(base_dir: Path, out_dir: Path, seed: int, rank: int = 8,
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=rank * 2,
-                                            target_modules=["q_proj", "v_proj", "o_proj", "down_proj"]))
+    model = get_peft_model(
+        base,
+        LoraConfig(r=rank, lora_alpha=rank * 2, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"]),
+    )
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -26,6 +29,9 @@ def make_random_adapter(base_dir: Path, out_dir: Path, seed: int, rank: int = 8,
     for f in Path(base_dir).iterdir():
         if f.name.startswith(("tokenizer", "chat_template", "special_tokens")):
             shutil.copy(f, out_dir / f.name)
-    (out_dir / "tuneforge.json").write_text(json.dumps(
-        {"format": 1, "kind": "lora", "base_model": str(base_dir), "step": 1, "epoch": 1, "metrics": {}}))
+    (out_dir / "tuneforge.json").write_text(
+        json.dumps(
+            {"format": 1, "kind": "lora", "base_model": str(base_dir), "step": 1, "epoch": 1, "metrics": {}}
+        )
+    )
     return out_dir

@@ -23,16 +23,16 @@ class ModelTarget:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    max_tokens: int | None = None          # None: up to the context limit
-    temperature: float = 1.0               # 0 = greedy
+    max_tokens: int | None = None  # None: up to the context limit
+    temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0
-    seed: int | None = None                # None: a fresh random seed
+    seed: int | None = None  # None: a fresh random seed
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     stop: tuple[str, ...] = ()
     logprobs: bool = False
     top_logprobs: int = 0
-    ignore_eos: bool = False               # benchmarks: always generate max_tokens
+    ignore_eos: bool = False  # benchmarks: always generate max_tokens
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Delta:
 
 @dataclass(frozen=True)
 class Finished:
-    reason: str                            # "stop" | "length"
+    reason: str  # "stop" | "length"
     prompt_tokens: int
     completion_tokens: int
 

@@ -42,13 +42,13 @@ class Sequence:
     model_name: str
     prompt_ids: list[int]
     params: SamplingParams
-    tokenizer: Any                  # decodes this sequence's tokens (the model's own tokenizer)
+    tokenizer: Any  # decodes this sequence's tokens (the model's own tokenizer)
     eos_ids: frozenset[int]
     emit: Callable[[object], None]  # thread-safe hand-off to the caller's event loop
     adapter_key: str | None = None
     adapter_path: str | None = None
-    cancelled: bool = False         # set by the caller (client gone); checked between steps
-    pinned: bool = False            # holds its adapter in the LRU while running
+    cancelled: bool = False  # set by the caller (client gone); checked between steps
+    pinned: bool = False  # holds its adapter in the LRU while running
     # scheduler state
     slot: str = BASE
     max_new: int = 0
@@ -61,8 +61,15 @@ class Sequence:
 
 
 class ModelWorker(threading.Thread):
-    def __init__(self, source: str, *, device: torch.device, dtype: torch.dtype,
-                 adapter_budget_bytes: int, max_batch: int):
+    def __init__(
+        self,
+        source: str,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        adapter_budget_bytes: int,
+        max_batch: int,
+    ):
         super().__init__(name=f"tuneforge-model:{source[-40:]}", daemon=True)
         self.source = source
         self.device, self.dtype = device, dtype
@@ -76,12 +83,12 @@ class ModelWorker(threading.Thread):
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None
         self._model: Any = None
-        self.bf16_autocast = False   # CPU: bf16 linear weights under autocast (see _load)
+        self.bf16_autocast = False  # CPU: bf16 linear weights under autocast (see _load)
         self._peft = False
         self._lora: BatchedLoRA | None = None
         self._stopping = False
         self.context_length = 0
-        self.tokens_generated = 0   # since this model was loaded (a Prometheus counter)
+        self.tokens_generated = 0  # since this model was loaded (a Prometheus counter)
 
     # ---- called from other threads -------------------------------------------------------------
     def submit(self, seq: Sequence) -> None:
@@ -135,7 +142,7 @@ class ModelWorker(threading.Thread):
         model = AutoModelForCausalLM.from_pretrained(self.source, dtype=self.dtype)
         if self.device.type == "cpu" and self.dtype == torch.float32:
             self.bf16_autocast = bf16_is_fast(self.device, *model_shape(model.config))
-            if self.bf16_autocast:   # numbers as training computed them, half the bytes
+            if self.bf16_autocast:  # numbers as training computed them, half the bytes
                 linears_to_bf16(model)
         self._model = model.to(self.device).eval()
         self._base = self._model
@@ -242,7 +249,7 @@ class ModelWorker(threading.Thread):
         keep = []
         for i, seq in enumerate(ready):
             if self._advance(seq, logits[i]):
-                self._release(seq)   # done after one token: never joins the batch
+                self._release(seq)  # done after one token: never joins the batch
             else:
                 keep.append(i)
         if not keep:
@@ -271,14 +278,13 @@ class ModelWorker(threading.Thread):
         model = self._base
         if self._peft and self.adapters.loaded():
             model = self._model
-            if not self._lora.enabled:   # an adapter kind BatchedLoRA does not handle: PEFT's way
+            if not self._lora.enabled:  # an adapter kind BatchedLoRA does not handle: PEFT's way
                 kwargs["adapter_names"] = [s.slot for s in seqs]
-        if self._lora is not None:   # the rows' adapters, applied in a few batched ops per layer
+        if self._lora is not None:  # the rows' adapters, applied in a few batched ops per layer
             self._lora.prepare([s.slot for s in seqs], self.device)
         # With no adapter attached the base weights answer alone (the injected LoRA layers hold
         # no adapter, so they add nothing).
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
-                                                    enabled=self.bf16_autocast):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16_autocast):
             return model(use_cache=True, logits_to_keep=1, **kwargs)
 
     def _prefill(self, seqs: list[Sequence]):
@@ -287,12 +293,13 @@ class ModelWorker(threading.Thread):
         ids = torch.full((len(seqs), width), pad_id(seqs[0].tokenizer, seqs[0].eos_ids), dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for i, s in enumerate(seqs):
-            ids[i, width - len(s.prompt_ids):] = torch.tensor(s.prompt_ids)
-            mask[i, width - len(s.prompt_ids):] = 1
+            ids[i, width - len(s.prompt_ids) :] = torch.tensor(s.prompt_ids)
+            mask[i, width - len(s.prompt_ids) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self._forward(seqs, input_ids=ids, attention_mask=mask, position_ids=pos,
-                            past_key_values=DynamicCache())
+        out = self._forward(
+            seqs, input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=DynamicCache()
+        )
         return out.past_key_values, mask, out.logits[:, -1, :].float()
 
     def _decode(self) -> None:
@@ -303,14 +310,15 @@ class ModelWorker(threading.Thread):
         ids = torch.tensor([[s.last] for s in seqs], device=self.device)
         pos = torch.tensor([[s.next_pos] for s in seqs], device=self.device)
         mask = torch.cat([self._mask, self._mask.new_ones((len(seqs), 1))], dim=1)
-        out = self._forward(seqs, input_ids=ids, attention_mask=mask, position_ids=pos,
-                            past_key_values=self._cache)
+        out = self._forward(
+            seqs, input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self._cache
+        )
         self._cache, self._mask = out.past_key_values, mask
-        logits = out.logits[:, -1, :].float()   # bf16 under autocast: sample in fp32
+        logits = out.logits[:, -1, :].float()  # bf16 under autocast: sample in fp32
         for i, seq in enumerate(seqs):
             seq.next_pos += 1
             if self._advance(seq, logits[i]):
-                seq.cancelled = True   # finished: leaves the batch at the next reap
+                seq.cancelled = True  # finished: leaves the batch at the next reap
         self._reap()
 
     def _reap(self) -> None:

@@ -27,8 +27,9 @@ def send(settings: Settings, msg: EmailMessage) -> None:
     timeout = settings.delivery_timeout_seconds
     host, port = settings.smtp_host, settings.smtp_port
     if settings.smtp_tls == "ssl":
-        client: smtplib.SMTP = smtplib.SMTP_SSL(host, port, timeout=timeout,
-                                                context=ssl.create_default_context())
+        client: smtplib.SMTP = smtplib.SMTP_SSL(
+            host, port, timeout=timeout, context=ssl.create_default_context()
+        )
     else:
         client = smtplib.SMTP(host, port, timeout=timeout)
     with client:

@@ -45,14 +45,30 @@ def on_job_finished(session: Session, job: Job) -> None:
     payload = webhooks.event_payload(event_id, event_type, ts, job.id)
 
     def queue(kind: str, target: str, endpoint_id: str | None) -> None:
-        session.add(Delivery(id=new_id("dlv_"), kind=kind, endpoint_id=endpoint_id,
-                             project_id=job.project_id, job_id=job.id, event_id=event_id,
-                             event_type=event_type, target=target, payload=payload,
-                             status=PENDING, attempts=0, next_attempt_at=ts, created_at=ts,
-                             updated_at=ts))
+        session.add(
+            Delivery(
+                id=new_id("dlv_"),
+                kind=kind,
+                endpoint_id=endpoint_id,
+                project_id=job.project_id,
+                job_id=job.id,
+                event_id=event_id,
+                event_type=event_type,
+                target=target,
+                payload=payload,
+                status=PENDING,
+                attempts=0,
+                next_attempt_at=ts,
+                created_at=ts,
+                updated_at=ts,
+            )
+        )
 
-    endpoints = session.scalars(select(WebhookEndpoint).where(or_(
-        WebhookEndpoint.project_id == job.project_id, WebhookEndpoint.project_id.is_(None))))
+    endpoints = session.scalars(
+        select(WebhookEndpoint).where(
+            or_(WebhookEndpoint.project_id == job.project_id, WebhookEndpoint.project_id.is_(None))
+        )
+    )
     for endpoint in endpoints:
         if event_type in (endpoint.events or webhooks.JOB_EVENTS):
             queue("webhook", endpoint.url, endpoint.id)
@@ -67,17 +83,25 @@ def _claim(factory: sessionmaker[Session], settings: Settings, limit: int) -> li
     ts = now()
     lease = int(settings.delivery_timeout_seconds) + 30
     with factory() as s:
-        due = s.execute(select(Delivery.id, Delivery.next_attempt_at)
-                        .where(Delivery.status == PENDING, Delivery.next_attempt_at <= ts)
-                        .order_by(Delivery.next_attempt_at, Delivery.id).limit(limit)).all()
+        due = s.execute(
+            select(Delivery.id, Delivery.next_attempt_at)
+            .where(Delivery.status == PENDING, Delivery.next_attempt_at <= ts)
+            .order_by(Delivery.next_attempt_at, Delivery.id)
+            .limit(limit)
+        ).all()
     claimed = []
     for delivery_id, next_at in due:
         with transaction(factory) as s:
-            result = s.execute(update(Delivery)
-                               .where(Delivery.id == delivery_id, Delivery.status == PENDING,
-                                      Delivery.next_attempt_at == next_at)
-                               .values(next_attempt_at=ts + lease, updated_at=ts)
-                               .execution_options(synchronize_session=False))
+            result = s.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id == delivery_id,
+                    Delivery.status == PENDING,
+                    Delivery.next_attempt_at == next_at,
+                )
+                .values(next_attempt_at=ts + lease, updated_at=ts)
+                .execution_options(synchronize_session=False)
+            )
             if result.rowcount == 1:
                 claimed.append(delivery_id)
     return claimed
@@ -102,11 +126,12 @@ def _attempt(settings: Settings, factory: sessionmaker[Session], delivery_id: st
         secret = endpoint.secret if endpoint is not None else None
         message = _email_message(settings, target, job, payload) if kind == "email" else None
     if kind == "webhook":
-        if secret is None:     # the endpoint was removed meanwhile
+        if secret is None:  # the endpoint was removed meanwhile
             ok, status, error = False, "removed", "the webhook endpoint was removed"
         else:
-            a = webhooks.post(target, secret, event_id, payload, timestamp=now(),
-                              timeout=settings.delivery_timeout_seconds)
+            a = webhooks.post(
+                target, secret, event_id, payload, timestamp=now(), timeout=settings.delivery_timeout_seconds
+            )
             ok, status, error = a.ok, a.status, a.error
     elif not mail.enabled(settings):
         ok, status, error = False, "no-smtp", "no SMTP server configured (TUNEFORGE_SMTP_HOST)"
@@ -119,8 +144,14 @@ def _attempt(settings: Settings, factory: sessionmaker[Session], delivery_id: st
     _record(settings, factory, delivery_id, ok, status, error)
 
 
-def _record(settings: Settings, factory: sessionmaker[Session], delivery_id: str, ok: bool,
-            status: str, error: str | None) -> None:
+def _record(
+    settings: Settings,
+    factory: sessionmaker[Session],
+    delivery_id: str,
+    ok: bool,
+    status: str,
+    error: str | None,
+) -> None:
     ts = now()
     with transaction(factory) as s:
         d = s.get(Delivery, delivery_id)
@@ -130,20 +161,42 @@ def _record(settings: Settings, factory: sessionmaker[Session], delivery_id: str
         d.last_status, d.last_error, d.updated_at = status, error, ts
         if ok:
             d.status, d.delivered_at = DELIVERED, ts
-            log.info("delivery %s (%s %s -> %s) attempt %d: %s", d.id, d.kind, d.event_type,
-                     d.target, d.attempts, status)
+            log.info(
+                "delivery %s (%s %s -> %s) attempt %d: %s",
+                d.id,
+                d.kind,
+                d.event_type,
+                d.target,
+                d.attempts,
+                status,
+            )
             return
         permanent = status in ("removed", "no-smtp")
         if permanent or d.attempts >= settings.delivery_max_attempts:
             d.status = FAILED
-            log.warning("delivery %s (%s %s -> %s) failed for good after %d attempt(s): %s %s",
-                        d.id, d.kind, d.event_type, d.target, d.attempts, status, error or "")
+            log.warning(
+                "delivery %s (%s %s -> %s) failed for good after %d attempt(s): %s %s",
+                d.id,
+                d.kind,
+                d.event_type,
+                d.target,
+                d.attempts,
+                status,
+                error or "",
+            )
             return
-        delay = min(MAX_BACKOFF_SECONDS,
-                    math.ceil(settings.delivery_backoff_seconds * 2 ** (d.attempts - 1)))
+        delay = min(MAX_BACKOFF_SECONDS, math.ceil(settings.delivery_backoff_seconds * 2 ** (d.attempts - 1)))
         d.next_attempt_at = ts + max(1, delay)
-        log.warning("delivery %s (%s %s -> %s) attempt %d: %s; next attempt in %ds", d.id, d.kind,
-                    d.event_type, d.target, d.attempts, status, delay)
+        log.warning(
+            "delivery %s (%s %s -> %s) attempt %d: %s; next attempt in %ds",
+            d.id,
+            d.kind,
+            d.event_type,
+            d.target,
+            d.attempts,
+            status,
+            delay,
+        )
 
 
 def _email_message(settings: Settings, to: str, job: Job | None, payload: dict[str, Any]):
@@ -161,13 +214,15 @@ def _email_message(settings: Settings, to: str, job: Job | None, payload: dict[s
                 lines.append(f"Cost: ${job_cost:.6f}")
         if job.error:
             lines.append(f"Error ({job.error.get('code')}): {job.error.get('message')}")
-    return mail.compose(settings, to, f"[tuneforge] Fine-tuning job {job_id} {status}",
-                        "\n".join(lines) + "\n")
+    return mail.compose(
+        settings, to, f"[tuneforge] Fine-tuning job {job_id} {status}", "\n".join(lines) + "\n"
+    )
 
 
 # ---- the sender thread -------------------------------------------------------------------------
-def start_sender(settings: Settings, factory: sessionmaker[Session],
-                 stop: threading.Event) -> threading.Thread:
+def start_sender(
+    settings: Settings, factory: sessionmaker[Session], stop: threading.Event
+) -> threading.Thread:
     """A daemon thread that sends due deliveries until `stop` is set (one per worker)."""
 
     def loop() -> None:

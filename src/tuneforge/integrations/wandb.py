@@ -48,8 +48,10 @@ class WandbReporter:
                 self._run = wandb.init(**self._init)
                 atexit.register(self.close)
                 where = f"offline run in {self._run.dir}" if self._run.offline else self._run.url
-                self._inner.event(f"Weights & Biases run {self._run.id} started: {where}",
-                                  data={"wandb_run_id": self._run.id})
+                self._inner.event(
+                    f"Weights & Biases run {self._run.id} started: {where}",
+                    data={"wandb_run_id": self._run.id},
+                )
             action(self._run)
         except Exception as exc:  # noqa: BLE001  any W&B failure: warn once, train on
             self._off = True
@@ -57,8 +59,9 @@ class WandbReporter:
             if self._secret:
                 text = text.replace(self._secret, "***")
             log.warning("W&B disabled for this run: %s", text)
-            self._inner.event(f"Weights & Biases logging failed and is off for this run: {text}",
-                              level="warn")
+            self._inner.event(
+                f"Weights & Biases logging failed and is off for this run: {text}", level="warn"
+            )
 
     def close(self) -> None:
         run, self._run = self._run, None
@@ -75,13 +78,15 @@ class WandbReporter:
     def hyperparameters(self, resolved: ResolvedHyperparameters) -> None:
         self._inner.hyperparameters(resolved)
         values = dict(resolved)
-        self._wandb(lambda run: run.config.update({"hyperparameters": values},
-                                                  allow_val_change=True))
+        self._wandb(lambda run: run.config.update({"hyperparameters": values}, allow_val_change=True))
 
     def metrics(self, data: dict[str, Any]) -> None:
         self._inner.metrics(data)
-        values = {k: v for k, v in data.items()
-                  if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)}
+        values = {
+            k: v
+            for k, v in data.items()
+            if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)
+        }
         self._wandb(lambda run: run.log(values, step=int(data["step"])))
 
     def checkpoint(self, step: int, epoch: int, path: Path, metrics: dict[str, Any]) -> None:
@@ -104,18 +109,31 @@ def run_settings(settings: Settings, job, spec, cfg: dict[str, Any]) -> dict[str
     """The `wandb.init` arguments for one integration entry of `job`."""
     directory = settings.wandb_dir or os.environ.get("WANDB_DIR") or settings.data_dir / "wandb"
     Path(directory).mkdir(parents=True, exist_ok=True)
-    config = {"fine_tuning_job_id": job.id, "model": job.model, "base_model": spec.base_model,
-              "training_file": job.training_file, "validation_file": job.validation_file,
-              "seed": job.seed, "suffix": job.suffix,
-              "method": job.method.get("type", "supervised") if job.method else "supervised",
-              "hyperparameters": hparams.stored(job.method)}
+    config = {
+        "fine_tuning_job_id": job.id,
+        "model": job.model,
+        "base_model": spec.base_model,
+        "training_file": job.training_file,
+        "validation_file": job.validation_file,
+        "seed": job.seed,
+        "suffix": job.suffix,
+        "method": job.method.get("type", "supervised") if job.method else "supervised",
+        "hyperparameters": hparams.stored(job.method),
+    }
     import wandb
 
-    return {"project": cfg["project"], "name": cfg.get("name") or job.id,
-            "entity": cfg.get("entity"), "tags": cfg.get("tags") or None, "config": config,
-            "dir": str(directory), "reinit": "create_new",
-            "settings": wandb.Settings(silent=True, init_timeout=60, console="off",
-                                       disable_git=True, x_disable_stats=True)}
+    return {
+        "project": cfg["project"],
+        "name": cfg.get("name") or job.id,
+        "entity": cfg.get("entity"),
+        "tags": cfg.get("tags") or None,
+        "config": config,
+        "dir": str(directory),
+        "reinit": "create_new",
+        "settings": wandb.Settings(
+            silent=True, init_timeout=60, console="off", disable_git=True, x_disable_stats=True
+        ),
+    }
 
 
 def with_integrations(settings: Settings, job, spec, reporter: Reporter) -> Reporter:
@@ -125,13 +143,14 @@ def with_integrations(settings: Settings, job, spec, reporter: Reporter) -> Repo
         return reporter
     secret = settings.wandb_api_key.get_secret_value() if settings.wandb_api_key else None
     if secret:
-        os.environ["WANDB_API_KEY"] = secret      # this child process only; W&B reads it
+        os.environ["WANDB_API_KEY"] = secret  # this child process only; W&B reads it
     for cfg in entries:
         try:
             init = run_settings(settings, job, spec, cfg)
         except Exception as exc:  # noqa: BLE001  (wandb missing, unwritable dir): warn, go on
-            reporter.event(f"Weights & Biases logging is off for this run: "
-                           f"{type(exc).__name__}: {exc}", level="warn")
+            reporter.event(
+                f"Weights & Biases logging is off for this run: {type(exc).__name__}: {exc}", level="warn"
+            )
             continue
         reporter = WandbReporter(reporter, init, secret)
     return reporter

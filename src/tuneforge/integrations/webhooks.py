@@ -28,7 +28,7 @@ def new_secret() -> str:
 
 def _key(secret: str) -> bytes:
     if secret.startswith(SECRET_PREFIX):
-        return base64.b64decode(secret[len(SECRET_PREFIX):])
+        return base64.b64decode(secret[len(SECRET_PREFIX) :])
     return secret.encode()
 
 
@@ -40,8 +40,13 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 
 def event_payload(event_id: str, event_type: str, created_at: int, job_id: str) -> dict[str, Any]:
     """OpenAI's thin event: the receiver fetches the job itself."""
-    return {"id": event_id, "object": "event", "type": event_type, "created_at": created_at,
-            "data": {"id": job_id}}
+    return {
+        "id": event_id,
+        "object": "event",
+        "type": event_type,
+        "created_at": created_at,
+        "data": {"id": job_id},
+    }
 
 
 def body_bytes(payload: dict[str, Any]) -> bytes:
@@ -51,20 +56,24 @@ def body_bytes(payload: dict[str, Any]) -> bytes:
 @dataclass(frozen=True)
 class Attempt:
     ok: bool
-    status: str            # "HTTP 200", "HTTP 503", "ConnectError", ...
+    status: str  # "HTTP 200", "HTTP 503", "ConnectError", ...
     error: str | None = None
 
 
-def post(url: str, secret: str, msg_id: str, payload: dict[str, Any], *, timestamp: int,
-         timeout: float) -> Attempt:
+def post(
+    url: str, secret: str, msg_id: str, payload: dict[str, Any], *, timestamp: int, timeout: float
+) -> Attempt:
     """One signed POST. Any 2xx acknowledges; anything else (or no answer) is a failed attempt."""
     body = body_bytes(payload)
-    headers = {"content-type": "application/json", "user-agent": "tuneforge-webhooks/1",
-               "webhook-id": msg_id, "webhook-timestamp": str(timestamp),
-               "webhook-signature": sign(secret, msg_id, timestamp, body)}
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "tuneforge-webhooks/1",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, msg_id, timestamp, body),
+    }
     try:
-        resp = httpx.post(url, content=body, headers=headers, timeout=timeout,
-                          follow_redirects=False)
+        resp = httpx.post(url, content=body, headers=headers, timeout=timeout, follow_redirects=False)
     except httpx.HTTPError as exc:
         return Attempt(False, type(exc).__name__, str(exc)[:500] or type(exc).__name__)
     if 200 <= resp.status_code < 300:

@@ -31,8 +31,8 @@ Stage = Literal["validate", "train"]
 class Claim:
     job_id: str
     stage: Stage
-    attempt: int            # 1 for the first claim since the job's last resting point
-    recovered: bool         # True when the job was `running` (a previous run died)
+    attempt: int  # 1 for the first claim since the job's last resting point
+    recovered: bool  # True when the job was `running` (a previous run died)
 
 
 def _lease_free(ts: int):
@@ -47,8 +47,9 @@ def _claimable(stage: Stage, ts: int):
     return and_(Job.status.in_(statuses), _lease_free(ts))
 
 
-def claim(factory: sessionmaker[Session], owner: str, *, stage: Stage, lease_seconds: int,
-          job_id: str | None = None) -> Claim | None:
+def claim(
+    factory: sessionmaker[Session], owner: str, *, stage: Stage, lease_seconds: int, job_id: str | None = None
+) -> Claim | None:
     """Atomically take the oldest claimable job of `stage` (or exactly `job_id`) for `owner`."""
     ts = now()
     with factory() as session, session.begin():
@@ -64,8 +65,12 @@ def claim(factory: sessionmaker[Session], owner: str, *, stage: Stage, lease_sec
             result = session.execute(
                 update(Job)
                 .where(Job.id == jid, _claimable(stage, ts))
-                .values(lease_owner=owner, lease_expires_at=ts + lease_seconds,
-                        attempts=Job.attempts + 1, updated_at=ts)
+                .values(
+                    lease_owner=owner,
+                    lease_expires_at=ts + lease_seconds,
+                    attempts=Job.attempts + 1,
+                    updated_at=ts,
+                )
                 .execution_options(synchronize_session=False)
             )
             if result.rowcount == 1:

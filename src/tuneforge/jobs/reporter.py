@@ -25,12 +25,25 @@ from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint
 from tuneforge.training import hparams
 from tuneforge.training.spec import CHECKPOINT_META, ResolvedHyperparameters, StopRequest
 
-METRIC_KEYS = ("step", "train_loss", "train_mean_token_accuracy", "total_steps", "valid_loss",
-               "valid_mean_token_accuracy", "full_valid_loss", "full_valid_mean_token_accuracy",
-               # DPO (training/dpo.py): TRL's rewards/* on the training batch and validation
-               "train_rewards_chosen", "train_rewards_rejected", "train_rewards_accuracy",
-               "train_rewards_margin", "valid_rewards_accuracy", "valid_rewards_margin",
-               "full_valid_rewards_accuracy", "full_valid_rewards_margin")
+METRIC_KEYS = (
+    "step",
+    "train_loss",
+    "train_mean_token_accuracy",
+    "total_steps",
+    "valid_loss",
+    "valid_mean_token_accuracy",
+    "full_valid_loss",
+    "full_valid_mean_token_accuracy",
+    # DPO (training/dpo.py): TRL's rewards/* on the training batch and validation
+    "train_rewards_chosen",
+    "train_rewards_rejected",
+    "train_rewards_accuracy",
+    "train_rewards_margin",
+    "valid_rewards_accuracy",
+    "valid_rewards_margin",
+    "full_valid_rewards_accuracy",
+    "full_valid_rewards_margin",
+)
 POLL_SECONDS = 1.0
 
 
@@ -41,14 +54,25 @@ def read_meta(path: Path) -> dict[str, Any]:
         return {}
 
 
-HOLDING, RELEASE = "holding", "release-hold"   # files of the test-only hold, in the job's dir
+HOLDING, RELEASE = "holding", "release-hold"  # files of the test-only hold, in the job's dir
 HOLD_POLL_SECONDS = 0.05
 
 
 class DbReporter:
-    def __init__(self, factory: sessionmaker[Session], *, job_id: str, owner: str, project_id: str,
-                 project_name: str, model: str, suffix: str | None, fallback_base: str,
-                 hold_at_step: int | None = None, job_dir: Path | None = None):
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        *,
+        job_id: str,
+        owner: str,
+        project_id: str,
+        project_name: str,
+        model: str,
+        suffix: str | None,
+        fallback_base: str,
+        hold_at_step: int | None = None,
+        job_dir: Path | None = None,
+    ):
         self._factory = factory
         self.job_id = job_id
         self._owner = owner
@@ -56,14 +80,14 @@ class DbReporter:
         self._project_name = project_name
         self._model = model
         self._suffix = suffix
-        self.fallback_base = fallback_base   # what an adapter attaches to if tuneforge.json lacks it
+        self.fallback_base = fallback_base  # what an adapter attaches to if tuneforge.json lacks it
         self.final_name = naming.model_name(model, project_name, suffix, job_id)
         self.total_steps: int | None = None
         self._first_step: tuple[int, float] | None = None
         self._last_poll = 0.0
         self._last_answer: StopRequest | None = None
         self._last_eta_write = 0.0
-        self._hold_at_step = hold_at_step     # Settings.test_hold_at_step (tests only)
+        self._hold_at_step = hold_at_step  # Settings.test_hold_at_step (tests only)
         self._job_dir = job_dir
 
     # ---- Reporter protocol ---------------------------------------------------------------
@@ -107,8 +131,7 @@ class DbReporter:
         (job_dir / HOLDING).write_text(str(os.getpid()))
         while not (job_dir / RELEASE).exists():
             with self._factory() as s:
-                row = s.execute(select(Job.status, Job.requested_action)
-                            .where(Job.id == self.job_id)).first()
+                row = s.execute(select(Job.status, Job.requested_action).where(Job.id == self.job_id)).first()
             # (A lost lease does not end the hold: the worker that lost it kills this process.)
             if row is None or row.status != Status.RUNNING.value or row.requested_action is not None:
                 break
@@ -118,36 +141,65 @@ class DbReporter:
     def checkpoint(self, step: int, epoch: int, path: Path, metrics: dict[str, Any]) -> None:
         final = self.total_steps is not None and step >= self.total_steps
         meta = read_meta(path)
-        clean = {k: float(v) for k, v in (metrics or {}).items()
-                 if k in METRIC_KEYS and k != "total_steps" and v is not None}
+        clean = {
+            k: float(v)
+            for k, v in (metrics or {}).items()
+            if k in METRIC_KEYS and k != "total_steps" and v is not None
+        }
         clean.setdefault("step", float(step))
         with transaction(self._factory) as s:
-            existing = s.scalar(select(JobCheckpoint).where(JobCheckpoint.job_id == self.job_id,
-                                                            JobCheckpoint.step_number == step))
-            if existing is not None:      # re-reported after a resume: same epoch, newer metrics
+            existing = s.scalar(
+                select(JobCheckpoint).where(
+                    JobCheckpoint.job_id == self.job_id, JobCheckpoint.step_number == step
+                )
+            )
+            if existing is not None:  # re-reported after a resume: same epoch, newer metrics
                 existing.metrics = clean
                 return
-            name = self.final_name if final else naming.checkpoint_name(
-                self._model, self._project_name, self._suffix, step)
-            ckpt = JobCheckpoint(id=new_id("ftckpt_"), job_id=self.job_id, created_at=now(),
-                                 step_number=step, fine_tuned_model_checkpoint=name, metrics=clean)
+            name = (
+                self.final_name
+                if final
+                else naming.checkpoint_name(self._model, self._project_name, self._suffix, step)
+            )
+            ckpt = JobCheckpoint(
+                id=new_id("ftckpt_"),
+                job_id=self.job_id,
+                created_at=now(),
+                step_number=step,
+                fine_tuned_model_checkpoint=name,
+                metrics=clean,
+            )
             s.add(ckpt)
             if not final:
                 # The final step's model is registered from final/ when the job succeeds.
-                s.add(FineTunedModel(id=name, project_id=self._project_id, job_id=self.job_id,
-                                     checkpoint_id=ckpt.id, kind=meta.get("kind", "lora"),
-                                     base_model=str(meta.get("base_model") or self.fallback_base),
-                                     path=str(Path(path).resolve()), created_at=now()))
+                s.add(
+                    FineTunedModel(
+                        id=name,
+                        project_id=self._project_id,
+                        job_id=self.job_id,
+                        checkpoint_id=ckpt.id,
+                        kind=meta.get("kind", "lora"),
+                        base_model=str(meta.get("base_model") or self.fallback_base),
+                        path=str(Path(path).resolve()),
+                        created_at=now(),
+                    )
+                )
                 ev.add_event(s, self.job_id, ev.checkpoint_created(step, name))
 
     def checkpoint_removed(self, step: int, path: Path) -> None:
         with transaction(self._factory) as s:
-            ckpt = s.scalar(select(JobCheckpoint).where(JobCheckpoint.job_id == self.job_id,
-                                                        JobCheckpoint.step_number == step))
+            ckpt = s.scalar(
+                select(JobCheckpoint).where(
+                    JobCheckpoint.job_id == self.job_id, JobCheckpoint.step_number == step
+                )
+            )
             if ckpt is None:
                 return
-            s.execute(delete(FineTunedModel).where(FineTunedModel.checkpoint_id == ckpt.id,
-                                                   FineTunedModel.job_id == self.job_id))
+            s.execute(
+                delete(FineTunedModel).where(
+                    FineTunedModel.checkpoint_id == ckpt.id, FineTunedModel.job_id == self.job_id
+                )
+            )
             s.delete(ckpt)
 
     def stop_requested(self) -> StopRequest | None:
@@ -156,14 +208,15 @@ class DbReporter:
             return self._last_answer
         self._last_poll = t
         with self._factory() as s:
-            row = s.execute(select(Job.status, Job.requested_action, Job.lease_owner)
-                            .where(Job.id == self.job_id)).first()
+            row = s.execute(
+                select(Job.status, Job.requested_action, Job.lease_owner).where(Job.id == self.job_id)
+            ).first()
         if row is None or row.status != Status.RUNNING.value or row.lease_owner != self._owner:
             # The job was deleted, finished elsewhere, or another worker took it over: stop.
             self._last_answer = StopRequest.CANCEL
         elif row.requested_action == "cancel":
             self._last_answer = StopRequest.CANCEL
-        elif row.requested_action in ("pause", "requeue"):   # requeue: the worker is stopping
+        elif row.requested_action in ("pause", "requeue"):  # requeue: the worker is stopping
             self._last_answer = StopRequest.PAUSE
         else:
             self._last_answer = None

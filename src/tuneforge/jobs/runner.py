@@ -73,15 +73,29 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
             fail_job(s, job, exc.code or "invalid_request", exc.message, exc.param)
             return 0
         project = s.get(Project, job.project_id)
-        reporter = DbReporter(factory, job_id=job.id, owner=owner, project_id=job.project_id,
-                              project_name=project.name, model=job.model, suffix=job.suffix,
-                              fallback_base=attach_base, job_dir=settings.jobs_dir / job.id,
-                              hold_at_step=settings.test_hold_at_step)
+        reporter = DbReporter(
+            factory,
+            job_id=job.id,
+            owner=owner,
+            project_id=job.project_id,
+            project_name=project.name,
+            model=job.model,
+            suffix=job.suffix,
+            fallback_base=attach_base,
+            job_dir=settings.jobs_dir / job.id,
+            hold_at_step=settings.test_hold_at_step,
+        )
     result = _train(settings, factory, job, spec, reporter, owner)
     if result is not None:
         with transaction(factory) as s:
-            _record_outcome(s, blobs, _owned_job(s, job_id, owner), result, reporter,
-                            base64_results=settings.result_files_base64)
+            _record_outcome(
+                s,
+                blobs,
+                _owned_job(s, job_id, owner),
+                result,
+                reporter,
+                base64_results=settings.result_files_base64,
+            )
     return 0
 
 
@@ -95,23 +109,24 @@ def _start(s: Session, job: Job) -> bool:
         ev.add_event(s, job.id, ev.CANCELLED, level="warn")
         return False
     if job.status == Status.RUNNING.value:
-        if job.requested_action == "pause":      # paused while its last run died
+        if job.requested_action == "pause":  # paused while its last run died
             transition(job, Status.PAUSED)
             ev.add_event(s, job.id, ev.PAUSED)
             return False
-        if job.requested_action == "requeue":    # the worker is stopping: nothing to save
+        if job.requested_action == "requeue":  # the worker is stopping: nothing to save
             transition(job, Status.QUEUED)
             ev.add_event(s, job.id, ev.REQUEUED)
             return False
         job.requested_action = None
-        ev.add_event(s, job.id, f"Resuming the job from its last saved state (attempt "
-                                f"{job.attempts})", level="warn")
+        ev.add_event(
+            s, job.id, f"Resuming the job from its last saved state (attempt {job.attempts})", level="warn"
+        )
     else:
         first = job.started_at is None
         transition(job, Status.RUNNING)
         if first:
             ev.add_event(s, job.id, ev.STARTED, data=None)
-        else:   # after a pause or a worker restart: training continues from state/
+        else:  # after a pause or a worker restart: training continues from state/
             ev.add_event(s, job.id, ev.CONTINUED)
     return True
 
@@ -125,22 +140,27 @@ def _build_spec(settings: Settings, s: Session, blobs: BlobStore, job: Job):
     training = _file_path(blobs, s, job.project_id, job.training_file)
     validation = _file_path(blobs, s, job.project_id, job.validation_file)
     spec = TrainSpec(
-        base_model=start.base_model, training_file=training, validation_file=validation,
-        output_dir=settings.jobs_dir / job.id, seed=job.seed, init_adapter=start.init_adapter,
+        base_model=start.base_model,
+        training_file=training,
+        validation_file=validation,
+        output_dir=settings.jobs_dir / job.id,
+        seed=job.seed,
+        init_adapter=start.init_adapter,
         method_type=job.method.get("type", "supervised"),
         hyperparameters=hparams.requested(job.method),
     )
     return spec, start.attach_base
 
 
-def _train(settings: Settings, factory: sessionmaker[Session], job: Job, spec, reporter: DbReporter,
-           owner: str):
+def _train(
+    settings: Settings, factory: sessionmaker[Session], job: Job, spec, reporter: DbReporter, owner: str
+):
     """Run the trainer; its failure becomes the job's error (never a hang) and None is returned."""
     from tuneforge.integrations.wandb import with_integrations
     from tuneforge.training import train  # the trainer of spec.method_type (sft.py, dpo.py)
 
     try:
-        return train(spec, with_integrations(settings, job, spec, reporter))   # + W&B
+        return train(spec, with_integrations(settings, job, spec, reporter))  # + W&B
     except Exception as exc:
         log.error("job %s failed:\n%s", job.id, traceback.format_exc())
         if isinstance(exc, TuneforgeError):
@@ -153,14 +173,15 @@ def _train(settings: Settings, factory: sessionmaker[Session], job: Job, spec, r
         return None
 
 
-def _record_outcome(s: Session, blobs: BlobStore, job: Job, result, reporter: DbReporter, *,
-                    base64_results: bool) -> None:
+def _record_outcome(
+    s: Session, blobs: BlobStore, job: Job, result, reporter: DbReporter, *, base64_results: bool
+) -> None:
     """The trainer's result -> the job's state: cancelled, requeued, paused or succeeded."""
     if result.status == "cancelled":
         transition(job, Status.CANCELLED)
         ev.add_event(s, job.id, ev.CANCELLED, level="warn")
     elif result.status == "paused" and job.requested_action == "requeue":
-        transition(job, Status.QUEUED)   # the worker stopped: the next claim continues
+        transition(job, Status.QUEUED)  # the worker stopped: the next claim continues
         job.attempts = 0
         ev.add_event(s, job.id, ev.REQUEUED)
     elif result.status == "paused":
@@ -170,34 +191,48 @@ def _record_outcome(s: Session, blobs: BlobStore, job: Job, result, reporter: Db
         _succeed(s, blobs, job, result, reporter, base64_results=base64_results)
 
 
-def _succeed(s: Session, blobs: BlobStore, job: Job, result, reporter: DbReporter, *,
-             base64_results: bool = False) -> None:
+def _succeed(
+    s: Session, blobs: BlobStore, job: Job, result, reporter: DbReporter, *, base64_results: bool = False
+) -> None:
     from tuneforge.services.files import create_file_from_path
 
     name = reporter.final_name
     final_dir = Path(result.final_dir).resolve()
     meta = read_meta(final_dir)
-    ckpt = s.scalar(select(JobCheckpoint).where(JobCheckpoint.job_id == job.id,
-                                                JobCheckpoint.step_number == result.steps))
-    if ckpt is None:   # the trainer did not report the last epoch as a checkpoint: record it
-        metrics = {k: float(v) for k, v in (meta.get("metrics") or {}).items()
-                   if isinstance(v, int | float)}
-        ckpt = JobCheckpoint(id=new_id("ftckpt_"), job_id=job.id, created_at=now(),
-                             step_number=result.steps, fine_tuned_model_checkpoint=name,
-                             metrics={"step": float(result.steps), **metrics})
+    ckpt = s.scalar(
+        select(JobCheckpoint).where(JobCheckpoint.job_id == job.id, JobCheckpoint.step_number == result.steps)
+    )
+    if ckpt is None:  # the trainer did not report the last epoch as a checkpoint: record it
+        metrics = {k: float(v) for k, v in (meta.get("metrics") or {}).items() if isinstance(v, int | float)}
+        ckpt = JobCheckpoint(
+            id=new_id("ftckpt_"),
+            job_id=job.id,
+            created_at=now(),
+            step_number=result.steps,
+            fine_tuned_model_checkpoint=name,
+            metrics={"step": float(result.steps), **metrics},
+        )
         s.add(ckpt)
-    s.add(FineTunedModel(id=name, project_id=job.project_id, job_id=job.id,
-                         checkpoint_id=ckpt.id, kind=meta.get("kind", "lora"),
-                         base_model=str(meta.get("base_model") or reporter.fallback_base),
-                         path=str(final_dir), created_at=now()))
+    s.add(
+        FineTunedModel(
+            id=name,
+            project_id=job.project_id,
+            job_id=job.id,
+            checkpoint_id=ckpt.id,
+            kind=meta.get("kind", "lora"),
+            base_model=str(meta.get("base_model") or reporter.fallback_base),
+            path=str(final_dir),
+            created_at=now(),
+        )
+    )
     src = Path(result.metrics_csv)
-    if base64_results:   # OpenAI's quirk: the file's content is the base64 of the CSV
+    if base64_results:  # OpenAI's quirk: the file's content is the base64 of the CSV
         encoded = src.with_name(src.name + ".b64")
         encoded.write_bytes(base64.b64encode(src.read_bytes()))
         src = encoded
-    results = create_file_from_path(s, blobs, project_id=job.project_id,
-                                    filename="step_metrics.csv", purpose="fine-tune-results",
-                                    src=src)
+    results = create_file_from_path(
+        s, blobs, project_id=job.project_id, filename="step_metrics.csv", purpose="fine-tune-results", src=src
+    )
     ev.add_event(s, job.id, ev.model_created(name))
     ev.add_event(s, job.id, ev.COMPLETED)
     transition(job, Status.SUCCEEDED)

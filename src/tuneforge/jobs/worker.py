@@ -65,14 +65,15 @@ class _Child:
     job_id: str
     proc: subprocess.Popen
     last_beat: float = field(default_factory=time.monotonic)
-    closed_at: float | None = None   # when we saw that it had closed its job (it is exiting)
+    closed_at: float | None = None  # when we saw that it had closed its job (it is exiting)
 
 
 class Worker:
     def __init__(self, settings: Settings, *, concurrency: int | None = None):
         self.settings = settings.resolved()
-        self.concurrency = max(0, concurrency if concurrency is not None
-                               else self.settings.worker_concurrency)
+        self.concurrency = max(
+            0, concurrency if concurrency is not None else self.settings.worker_concurrency
+        )
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{new_id('', 6)}"
         self.lease = self.settings.job_lease_seconds
         self.engine = make_engine(self.settings.database_url)
@@ -83,7 +84,7 @@ class Worker:
     # ---- loop ------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         migrate(self.engine)
-        outbox.start_sender(self.settings, self.factory, stop)   # webhooks and e-mails
+        outbox.start_sender(self.settings, self.factory, stop)  # webhooks and e-mails
         log.info("worker %s started (concurrency %d)", self.owner, self.concurrency)
         next_sweep = 0.0
         try:
@@ -115,7 +116,7 @@ class Worker:
     def _sweep_expired(self) -> None:
         try:
             sweep_expired(self.factory, self.blobs)
-        except Exception:   # housekeeping: never the reason a worker stops training
+        except Exception:  # housekeeping: never the reason a worker stops training
             log.exception("expiry sweep failed; will retry")
 
     # ---- validation --------------------------------------------------------------------------
@@ -126,13 +127,17 @@ class Worker:
         try:
             self._validate(claim.job_id)
         except LeaseLost:
-            pass                       # cancelled meanwhile (or taken over): nothing to record
-        except Exception as exc:       # a validator bug must not loop forever on one job
+            pass  # cancelled meanwhile (or taken over): nothing to record
+        except Exception as exc:  # a validator bug must not loop forever on one job
             log.exception("validation of %s crashed", claim.job_id)
             try:
                 with transaction(self.factory) as s:
-                    fail_job(s, owned_job(s, claim.job_id, self.owner), "validation_failed",
-                             f"The job failed while validating its files: {exc}")
+                    fail_job(
+                        s,
+                        owned_job(s, claim.job_id, self.owner),
+                        "validation_failed",
+                        f"The job failed while validating its files: {exc}",
+                    )
             except LeaseLost:
                 pass
         return True
@@ -142,22 +147,22 @@ class Worker:
 
         with self.factory() as s:
             job = owned_job(s, job_id, self.owner)
-            kind = (job.method or {}).get("type", "supervised")   # dpo files hold pairs
+            kind = (job.method or {}).get("type", "supervised")  # dpo files hold pairs
             files = [("training_file", job.training_file)]
             if job.validation_file:
                 files.append(("validation_file", job.validation_file))
             paths = {}
             for param, file_id in files:
-                row = s.scalar(select(File).where(File.id == file_id,
-                                                  File.project_id == job.project_id))
+                row = s.scalar(select(File).where(File.id == file_id, File.project_id == job.project_id))
                 paths[param] = (file_id, self.blobs.path(row.blob_key) if row else None)
         error = None
         for param, (file_id, path) in paths.items():
             if path is None or not path.is_file():
                 error = (f"invalid_{param}", f"invalid {param}: {file_id}", param)
             else:
-                error = validate_file(path, file_param=param, method=kind).job_error() or \
-                    preflight.check_file(self.settings, self.factory, job_id, param, path)
+                error = validate_file(
+                    path, file_param=param, method=kind
+                ).job_error() or preflight.check_file(self.settings, self.factory, job_id, param, path)
             if error:
                 break
         with transaction(self.factory) as s:
@@ -194,10 +199,14 @@ class Worker:
                 self._reap(job_id, rc)
             elif child.closed_at is not None:
                 if time.monotonic() - child.closed_at > EXIT_GRACE_SECONDS:
-                    log.warning("job %s: child pid %d closed its job %ds ago but has not exited; "
-                                "stopping it", job_id, child.proc.pid, EXIT_GRACE_SECONDS)
+                    log.warning(
+                        "job %s: child pid %d closed its job %ds ago but has not exited; stopping it",
+                        job_id,
+                        child.proc.pid,
+                        EXIT_GRACE_SECONDS,
+                    )
                     child.proc.terminate()
-                    child.closed_at = float("inf")   # terminate once; the next poll reaps it
+                    child.closed_at = float("inf")  # terminate once; the next poll reaps it
             elif time.monotonic() - child.last_beat >= beat_every:
                 if queue.heartbeat(self.factory, job_id, self.owner, lease_seconds=self.lease):
                     child.last_beat = time.monotonic()
@@ -208,18 +217,21 @@ class Worker:
         """The heartbeat found the lease no longer ours. Either our child closed the job (its final
         transition clears the lease: it is on its way out) or someone else holds it now."""
         with self.factory() as s:
-            row = s.execute(select(Job.status, Job.lease_owner)
-                            .where(Job.id == child.job_id)).first()
+            row = s.execute(select(Job.status, Job.lease_owner).where(Job.id == child.job_id)).first()
         if row is not None and row.status != Status.RUNNING.value:
-            log.info("job %s: %s; waiting for child pid %d to exit", child.job_id, row.status,
-                     child.proc.pid)
+            log.info("job %s: %s; waiting for child pid %d to exit", child.job_id, row.status, child.proc.pid)
             child.closed_at = time.monotonic()
             return
-        holder = "the job no longer exists" if row is None else \
-            f"lease taken by {row.lease_owner}" if row.lease_owner else "lease released"
+        holder = (
+            "the job no longer exists"
+            if row is None
+            else f"lease taken by {row.lease_owner}"
+            if row.lease_owner
+            else "lease released"
+        )
         log.warning("job %s: lease lost (%s); stopping its child", child.job_id, holder)
         child.proc.terminate()
-        child.last_beat = time.monotonic()   # say it (and signal) once per beat, not every pass
+        child.last_beat = time.monotonic()  # say it (and signal) once per beat, not every pass
 
     def _reap(self, job_id: str, rc: int) -> None:
         """The child exited. If it did not close its job, give the job back (or fail it)."""
@@ -229,9 +241,13 @@ class Worker:
                 return
             if job.status == Status.RUNNING.value:
                 log.warning("job %s: child exited with %s without finishing", job_id, rc)
-                ev.add_event(s, job_id, f"The training process stopped unexpectedly (exit code "
-                                        f"{rc}); the job will resume from its last saved state",
-                             level="warn")
+                ev.add_event(
+                    s,
+                    job_id,
+                    f"The training process stopped unexpectedly (exit code "
+                    f"{rc}); the job will resume from its last saved state",
+                    level="warn",
+                )
             job.lease_owner = None
             job.lease_expires_at = None
 
@@ -241,20 +257,30 @@ class Worker:
                 job = owned_job(s, job_id, self.owner)
             except LeaseLost:
                 return
-            fail_job(s, job, "training_failed",
-                     f"The job failed after {runs} attempts: the process running it stopped "
-                     "unexpectedly each time.")
+            fail_job(
+                s,
+                job,
+                "training_failed",
+                f"The job failed after {runs} attempts: the process running it stopped "
+                "unexpectedly each time.",
+            )
 
     # ---- shutdown ----------------------------------------------------------------------------
     def shutdown(self) -> None:
         if self.children:
             # Ask every child to save its state; the runner turns this pause back into `queued`.
             with transaction(self.factory) as s:
-                s.execute(update(Job)
-                          .where(Job.id.in_(list(self.children)), Job.lease_owner == self.owner,
-                                 Job.status == Status.RUNNING.value, Job.requested_action.is_(None))
-                          .values(requested_action="requeue", updated_at=now())
-                          .execution_options(synchronize_session=False))
+                s.execute(
+                    update(Job)
+                    .where(
+                        Job.id.in_(list(self.children)),
+                        Job.lease_owner == self.owner,
+                        Job.status == Status.RUNNING.value,
+                        Job.requested_action.is_(None),
+                    )
+                    .values(requested_action="requeue", updated_at=now())
+                    .execution_options(synchronize_session=False)
+                )
             deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
             while self.children and time.monotonic() < deadline:
                 for job_id, child in list(self.children.items()):
@@ -300,8 +326,7 @@ class WorkerProcesses:
         env["TUNEFORGE_DATA_DIR"] = str(settings.data_dir)
         env["TUNEFORGE_DATABASE_URL"] = str(settings.database_url)
         cmd = [sys.executable, "-m", "tuneforge.jobs.worker"]
-        self.procs = [subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
-                      for _ in range(max(0, n))]
+        self.procs = [subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent) for _ in range(max(0, n))]
 
     def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS + 5) -> None:
         """SIGTERM (each worker saves and re-queues its trainings), then kill what is left."""

@@ -48,5 +48,6 @@ class ListResponse(BaseModel, Generic[T]):
     def of(cls, items: Sequence[Any], has_more: bool, convert: Callable[[Any], T]) -> ListResponse[T]:
         data = [convert(item) for item in items]
         ids = [getattr(d, "id", None) for d in data]
-        return cls(data=data, has_more=has_more, first_id=ids[0] if ids else None,
-                   last_id=ids[-1] if ids else None)
+        return cls(
+            data=data, has_more=has_more, first_id=ids[0] if ids else None, last_id=ids[-1] if ids else None
+        )

@@ -13,9 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from tuneforge.protocol.common import ListResponse, SafeStr
 
-JobStatus = Literal[
-    "validating_files", "queued", "running", "succeeded", "failed", "cancelled", "paused"
-]
+JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled", "paused"]
 
 
 # ---- request ---------------------------------------------------------------------------------

@@ -9,12 +9,12 @@ from pydantic import BaseModel
 
 class UsageBucket(BaseModel):
     object: Literal["usage.bucket"] = "usage.bucket"
-    project: str | None = None        # project name (None when grouped by model only)
-    model: str | None = None          # base or fine-tuned model (None when grouped by project)
-    jobs: int                         # finished jobs that trained tokens in the period
+    project: str | None = None  # project name (None when grouped by model only)
+    model: str | None = None  # base or fine-tuned model (None when grouped by project)
+    jobs: int  # finished jobs that trained tokens in the period
     trained_tokens: int
     training_cost: float
-    requests: int                     # completed inference requests
+    requests: int  # completed inference requests
     prompt_tokens: int
     completion_tokens: int
     inference_cost: float

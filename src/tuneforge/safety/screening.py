@@ -28,9 +28,9 @@ from tuneforge.training.data import DataFileError, iter_examples
 DEFAULT_POLICY: dict[str, list[str]] = {
     "secrets": [
         r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----",
-        r"\bAKIA[0-9A-Z]{16}\b",                       # AWS access key id
-        r"\bgh[pousr]_[A-Za-z0-9]{36,}\b",             # GitHub tokens
-        r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b",           # Slack tokens
+        r"\bAKIA[0-9A-Z]{16}\b",  # AWS access key id
+        r"\bgh[pousr]_[A-Za-z0-9]{36,}\b",  # GitHub tokens
+        r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b",  # Slack tokens
         r"\bsk-(?:proj-|tf-|ant-)?[A-Za-z0-9_-]{32,}\b",  # OpenAI / tuneforge / Anthropic keys
     ],
 }
@@ -45,8 +45,9 @@ class Classifier(Protocol):
 class PatternClassifier:
     def __init__(self, policy: dict[str, list[str]]):
         try:
-            self._rules = [(category, re.compile(p)) for category, patterns in policy.items()
-                           for p in patterns]
+            self._rules = [
+                (category, re.compile(p)) for category, patterns in policy.items() for p in patterns
+            ]
         except re.error as exc:
             raise ValueError(f"invalid screening policy pattern {exc.pattern!r}: {exc}") from None
 
@@ -81,11 +82,14 @@ class ScreeningResult:
         label = file_param.replace("_", " ")
         shown = ", ".join(f"line {line} ({', '.join(cats)})" for line, cats in self.violations)
         more = self.n_violations - len(self.violations)
-        return (f"{file_param}_screening_failed",
-                f"The job failed because the {label} did not pass content screening: "
-                f"{self.n_violations} example(s) violate the policy: {shown}"
-                + (f" and {more} more" if more > 0 else "") + ".",
-                file_param)
+        return (
+            f"{file_param}_screening_failed",
+            f"The job failed because the {label} did not pass content screening: "
+            f"{self.n_violations} example(s) violate the policy: {shown}"
+            + (f" and {more} more" if more > 0 else "")
+            + ".",
+            file_param,
+        )
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -99,8 +103,9 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(v)
 
 
-def screen_file(path: str | Path, classifier: Classifier,
-                max_lines: int = MAX_REPORTED_LINES) -> ScreeningResult:
+def screen_file(
+    path: str | Path, classifier: Classifier, max_lines: int = MAX_REPORTED_LINES
+) -> ScreeningResult:
     """Stream `path` (already validated) and classify every string of every example."""
     result = ScreeningResult()
     examples = iter_examples(path)
@@ -109,7 +114,7 @@ def screen_file(path: str | Path, classifier: Classifier,
             line, example = next(examples)
         except StopIteration:
             break
-        except DataFileError:   # format errors are the validator's to report
+        except DataFileError:  # format errors are the validator's to report
             continue
         categories: list[str] = []
         for text in _strings(example):

@@ -25,37 +25,47 @@ from tuneforge.store.tables import StoredBaseModel, StoredModelAlias
 class BaseModelInfo:
     name: str
     source: str
-    origin: str               # "builtin" | "settings" | "store"
+    origin: str  # "builtin" | "settings" | "store"
     aliases: tuple[str, ...]
     note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "source": self.source, "origin": self.origin,
-                "aliases": list(self.aliases), "note": self.note}
+        return {
+            "name": self.name,
+            "source": self.source,
+            "origin": self.origin,
+            "aliases": list(self.aliases),
+            "note": self.note,
+        }
 
 
 def _check_name(name: str, param: str) -> None:
     if not name or name != name.strip() or any(c.isspace() for c in name):
-        raise InvalidRequest(f"Invalid model name {name!r}: it must be non-empty, without spaces.",
-                             param=param)
+        raise InvalidRequest(
+            f"Invalid model name {name!r}: it must be non-empty, without spaces.", param=param
+        )
     if name.startswith("ft:"):
-        raise InvalidRequest(f"Invalid model name {name!r}: `ft:` names are fine-tuned models.",
-                             param=param)
+        raise InvalidRequest(f"Invalid model name {name!r}: `ft:` names are fine-tuned models.", param=param)
     if len(name) > 256:
         raise InvalidRequest(f"Invalid model name {name!r}: at most 256 characters.", param=param)
 
 
-def add(session: Session, settings: Settings, name: str, source: str, kind: str,
-        aliases: list[str]) -> BaseModelInfo:
+def add(
+    session: Session, settings: Settings, name: str, source: str, kind: str, aliases: list[str]
+) -> BaseModelInfo:
     """Register a checked source under `name` (and its aliases); refuse any name in use."""
     catalog = ModelResolver(settings).catalog(session)
     names = [name, *aliases]
     for i, n in enumerate(names):
         _check_name(n, "name" if i == 0 else "alias")
         if n in catalog or names.index(n) != i:
-            raise Conflict(f"The model name `{n}` is already in use; choose another or remove it "
-                           "first (`tuneforge models remove`, or edit TUNEFORGE_BASE_MODELS / "
-                           "TUNEFORGE_MODEL_ALIASES).", param="name", code="model_exists")
+            raise Conflict(
+                f"The model name `{n}` is already in use; choose another or remove it "
+                "first (`tuneforge models remove`, or edit TUNEFORGE_BASE_MODELS / "
+                "TUNEFORGE_MODEL_ALIASES).",
+                param="name",
+                code="model_exists",
+            )
     ts = now()
     session.add(StoredBaseModel(name=name, source=source, kind=kind, created_at=ts))
     session.flush()
@@ -76,8 +86,15 @@ def list_all(session: Session, settings: Settings) -> list[BaseModelInfo]:
     for name in catalog.base_names():
         base, source = catalog.configured_source(name) or (name, "")
         origin = "builtin" if name == TINY_NAME else "store" if name in stored else "settings"
-        out.append(BaseModelInfo(name, source, origin, tuple(aliases.get(name, ())),
-                                 TINY_DESCRIPTION if name == TINY_NAME else None))
+        out.append(
+            BaseModelInfo(
+                name,
+                source,
+                origin,
+                tuple(aliases.get(name, ())),
+                TINY_DESCRIPTION if name == TINY_NAME else None,
+            )
+        )
     return out
 
 
@@ -92,7 +109,10 @@ def remove(session: Session, settings: Settings, name: str) -> str:
         session.execute(delete(StoredModelAlias).where(StoredModelAlias.name == name))
         return "alias"
     if name in ModelResolver(settings).catalog(session):
-        raise InvalidRequest(f"`{name}` is not registered in the store (it is built in or set by "
-                             "TUNEFORGE_BASE_MODELS / TUNEFORGE_MODEL_ALIASES); change it there.",
-                             param="name", code="model_not_deletable")
+        raise InvalidRequest(
+            f"`{name}` is not registered in the store (it is built in or set by "
+            "TUNEFORGE_BASE_MODELS / TUNEFORGE_MODEL_ALIASES); change it there.",
+            param="name",
+            code="model_not_deletable",
+        )
     raise NotFound(f"No base model or alias named `{name}`.", param="name", code="model_not_found")

@@ -64,37 +64,52 @@ class ChatPlan:
     on_usage: Callable[[int, int], Awaitable[None]] | None = None
 
 
-async def plan(req: ChatCompletionRequest, session: Session, serving: Serving, project_id: str,
-               resolver: ModelResolver) -> ChatPlan:
+async def plan(
+    req: ChatCompletionRequest, session: Session, serving: Serving, project_id: str, resolver: ModelResolver
+) -> ChatPlan:
     """Everything that can be a client mistake is checked here, before a stream starts."""
     target = await gen.resolve(session, resolver, project_id, req.model)
     try:
-        messages, tools, _ = to_hf_chat({
-            "messages": [m.model_dump(exclude_none=True) for m in req.messages],
-            "tools": [t.model_dump(exclude_none=True) for t in req.tools or []],
-        })
+        messages, tools, _ = to_hf_chat(
+            {
+                "messages": [m.model_dump(exclude_none=True) for m in req.messages],
+                "tools": [t.model_dump(exclude_none=True) for t in req.tools or []],
+            }
+        )
     except ValueError as exc:
         raise InvalidRequest(f"Invalid 'messages': {exc}.", param="messages") from exc
-    for m in messages:   # templates concatenate strings: a missing content is an empty one
+    for m in messages:  # templates concatenate strings: a missing content is an empty one
         if m.get("content") is None and not m.get("tool_calls"):
             m["content"] = ""
     if req.top_logprobs and not req.logprobs:
         raise InvalidRequest("top_logprobs requires logprobs to be true.", param="top_logprobs")
-    engine = await asyncio.to_thread(serving.engine)   # the first call imports torch
+    engine = await asyncio.to_thread(serving.engine)  # the first call imports torch
     prompt_ids = await engine.prepare_chat(target, messages, tools)
     max_tokens = req.max_completion_tokens or req.max_tokens
     gen.check_context(serving, target, len(prompt_ids), max_tokens, "messages")
     params = gen.choice_params(
-        req.n or 1, req.seed, max_tokens=max_tokens,
+        req.n or 1,
+        req.seed,
+        max_tokens=max_tokens,
         temperature=1.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
-        presence_penalty=req.presence_penalty or 0.0, frequency_penalty=req.frequency_penalty or 0.0,
-        stop=gen.stops(req.stop), logprobs=bool(req.logprobs), top_logprobs=req.top_logprobs or 0,
+        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        stop=gen.stops(req.stop),
+        logprobs=bool(req.logprobs),
+        top_logprobs=req.top_logprobs or 0,
     )
-    return ChatPlan(id=new_id("chatcmpl-"), created=now(), model=req.model, target=target,
-                    prompt_ids=prompt_ids, params=params, tools=bool(req.tools),
-                    logprobs=bool(req.logprobs),
-                    include_usage=bool(req.stream_options and req.stream_options.include_usage))
+    return ChatPlan(
+        id=new_id("chatcmpl-"),
+        created=now(),
+        model=req.model,
+        target=target,
+        prompt_ids=prompt_ids,
+        params=params,
+        tools=bool(req.tools),
+        logprobs=bool(req.logprobs),
+        include_usage=bool(req.stream_options and req.stream_options.include_usage),
+    )
 
 
 async def complete(p: ChatPlan, serving: Serving) -> ChatCompletion:
@@ -102,25 +117,41 @@ async def complete(p: ChatPlan, serving: Serving) -> ChatCompletion:
     choices = []
     for i, r in enumerate(results):
         content, calls = split_tool_calls(r.text) if p.tools else (r.text, [])
-        choices.append(Choice(
-            index=i,
-            message=AssistantMessage(content=content, tool_calls=calls or None),
-            logprobs=_logprobs(r.logprobs) if p.logprobs else None,
-            finish_reason="tool_calls" if calls else r.finish_reason,
-        ))
+        choices.append(
+            Choice(
+                index=i,
+                message=AssistantMessage(content=content, tool_calls=calls or None),
+                logprobs=_logprobs(r.logprobs) if p.logprobs else None,
+                finish_reason="tool_calls" if calls else r.finish_reason,
+            )
+        )
     completion = sum(r.completion_tokens for r in results)
     if p.on_usage is not None:
         await p.on_usage(len(p.prompt_ids), completion)
-    return ChatCompletion(id=p.id, created=p.created, model=p.model, choices=choices,
-                          usage=_usage(len(p.prompt_ids), completion), system_fingerprint=FINGERPRINT)
+    return ChatCompletion(
+        id=p.id,
+        created=p.created,
+        model=p.model,
+        choices=choices,
+        usage=_usage(len(p.prompt_ids), completion),
+        system_fingerprint=FINGERPRINT,
+    )
 
 
 async def stream(p: ChatPlan, serving: Serving) -> AsyncIterator[str]:
     def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
-        return ChatCompletionChunk(id=p.id, created=p.created, model=p.model, choices=choices,
-                                   system_fingerprint=FINGERPRINT, usage=usage).sse()
+        return ChatCompletionChunk(
+            id=p.id,
+            created=p.created,
+            model=p.model,
+            choices=choices,
+            system_fingerprint=FINGERPRINT,
+            usage=usage,
+        ).sse()
 
-    held: dict[int, list[str]] = {i: [] for i in range(len(p.params))}   # text held back per choice (tools only)
+    held: dict[int, list[str]] = {
+        i: [] for i in range(len(p.params))
+    }  # text held back per choice (tools only)
     completion = 0
     try:
         for i in range(len(p.params)):
@@ -131,8 +162,15 @@ async def stream(p: ChatPlan, serving: Serving) -> AsyncIterator[str]:
                     held[i].append(ev.text)
                     continue
                 if ev.text or ev.logprobs:
-                    yield chunk([ChunkChoice(index=i, delta=ChunkDelta(content=ev.text),
-                                             logprobs=_logprobs(ev.logprobs) if p.logprobs else None)])
+                    yield chunk(
+                        [
+                            ChunkChoice(
+                                index=i,
+                                delta=ChunkDelta(content=ev.text),
+                                logprobs=_logprobs(ev.logprobs) if p.logprobs else None,
+                            )
+                        ]
+                    )
                 continue
             completion += ev.completion_tokens
             reason = ev.reason
@@ -142,11 +180,26 @@ async def stream(p: ChatPlan, serving: Serving) -> AsyncIterator[str]:
                     yield chunk([ChunkChoice(index=i, delta=ChunkDelta(content=content))])
                 if calls:
                     reason = "tool_calls"
-                    yield chunk([ChunkChoice(index=i, delta=ChunkDelta(tool_calls=[
-                        ToolCallDelta(index=j, id=c.id, type="function",
-                                      function=ToolCallDeltaFunction(name=c.function.name,
-                                                                     arguments=c.function.arguments))
-                        for j, c in enumerate(calls)]))])
+                    yield chunk(
+                        [
+                            ChunkChoice(
+                                index=i,
+                                delta=ChunkDelta(
+                                    tool_calls=[
+                                        ToolCallDelta(
+                                            index=j,
+                                            id=c.id,
+                                            type="function",
+                                            function=ToolCallDeltaFunction(
+                                                name=c.function.name, arguments=c.function.arguments
+                                            ),
+                                        )
+                                        for j, c in enumerate(calls)
+                                    ]
+                                ),
+                            )
+                        ]
+                    )
             yield chunk([ChunkChoice(index=i, delta=ChunkDelta(), finish_reason=reason)])
         if p.on_usage is not None:
             await p.on_usage(len(p.prompt_ids), completion)
@@ -167,20 +220,29 @@ def split_tool_calls(text: str) -> tuple[str | None, list[ToolCallOut]]:
             obj = json.loads(body)
             name, args = obj["name"], obj.get("arguments", {})
         except (ValueError, KeyError, TypeError):
-            return text, []   # not a well-formed call: leave the text as the model wrote it
+            return text, []  # not a well-formed call: leave the text as the model wrote it
         if not isinstance(name, str):
             return text, []
         arguments = args if isinstance(args, str) else json.dumps(args)
-        calls.append(ToolCallOut(id=new_id("call_"), function=ToolCallFunction(name=name, arguments=arguments)))
+        calls.append(
+            ToolCallOut(id=new_id("call_"), function=ToolCallFunction(name=name, arguments=arguments))
+        )
     content = _TOOL_CALL.sub("", text).strip()
     return content or None, calls
 
 
 def _logprobs(lps: list[TokenLogprob]) -> ChoiceLogprobs:
-    return ChoiceLogprobs(content=[
-        WireLogprob(token=lp.token, logprob=lp.logprob, bytes=lp.bytes,
-                    top_logprobs=[TopLogprob(token=t, logprob=v, bytes=b) for t, v, b in lp.top])
-        for lp in lps])
+    return ChoiceLogprobs(
+        content=[
+            WireLogprob(
+                token=lp.token,
+                logprob=lp.logprob,
+                bytes=lp.bytes,
+                top_logprobs=[TopLogprob(token=t, logprob=v, bytes=b) for t, v, b in lp.top],
+            )
+            for lp in lps
+        ]
+    )
 
 
 def _usage(prompt: int, completion: int) -> Usage:

@@ -32,8 +32,8 @@ class CompletionPlan:
     created: int
     model: str
     target: ModelTarget
-    prompts: list[tuple[str, list[int]]]   # (text to echo, token ids)
-    params: list[SamplingParams]            # per choice of one prompt
+    prompts: list[tuple[str, list[int]]]  # (text to echo, token ids)
+    params: list[SamplingParams]  # per choice of one prompt
     echo: bool
     logprobs: int | None
     include_usage: bool
@@ -42,8 +42,9 @@ class CompletionPlan:
     on_usage: Callable[[int, int], Awaitable[None]] | None = None
 
 
-async def plan(req: CompletionRequest, session: Session, serving: Serving, project_id: str,
-               resolver: ModelResolver) -> CompletionPlan:
+async def plan(
+    req: CompletionRequest, session: Session, serving: Serving, project_id: str, resolver: ModelResolver
+) -> CompletionPlan:
     target = await gen.resolve(session, resolver, project_id, req.model)
     if req.best_of is not None and req.best_of != (req.n or 1):
         raise InvalidRequest("best_of is not supported unless it equals n.", param="best_of")
@@ -52,7 +53,7 @@ async def plan(req: CompletionRequest, session: Session, serving: Serving, proje
     engine = await asyncio.to_thread(serving.engine)
     raw: list[Any] = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
     if raw and all(isinstance(x, int) for x in raw):
-        raw = [raw]                       # one prompt given as token ids
+        raw = [raw]  # one prompt given as token ids
     if not raw:
         raise InvalidRequest("prompt must not be empty.", param="prompt")
     prompts = []
@@ -65,19 +66,32 @@ async def plan(req: CompletionRequest, session: Session, serving: Serving, proje
             raise InvalidRequest("prompt must not be empty.", param="prompt")
         gen.check_context(serving, target, len(prompts[-1][1]), req.max_tokens, "prompt")
     params = gen.choice_params(
-        req.n or 1, req.seed, max_tokens=req.max_tokens,
+        req.n or 1,
+        req.seed,
+        max_tokens=req.max_tokens,
         temperature=1.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
-        presence_penalty=req.presence_penalty or 0.0, frequency_penalty=req.frequency_penalty or 0.0,
-        stop=gen.stops(req.stop), logprobs=req.logprobs is not None, top_logprobs=req.logprobs or 0,
+        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        stop=gen.stops(req.stop),
+        logprobs=req.logprobs is not None,
+        top_logprobs=req.logprobs or 0,
     )
-    return CompletionPlan(id=new_id("cmpl-"), created=now(), model=req.model, target=target,
-                          prompts=prompts, params=params, echo=bool(req.echo), logprobs=req.logprobs,
-                          include_usage=bool(req.stream_options and req.stream_options.include_usage))
+    return CompletionPlan(
+        id=new_id("cmpl-"),
+        created=now(),
+        model=req.model,
+        target=target,
+        prompts=prompts,
+        params=params,
+        echo=bool(req.echo),
+        logprobs=req.logprobs,
+        include_usage=bool(req.stream_options and req.stream_options.include_usage),
+    )
 
 
 def _generates(p: CompletionPlan) -> bool:
-    return (p.params[0].max_tokens or 1) > 0   # max_tokens=0: echo only
+    return (p.params[0].max_tokens or 1) > 0  # max_tokens=0: echo only
 
 
 async def complete(p: CompletionPlan, serving: Serving) -> Completion:
@@ -89,15 +103,22 @@ async def complete(p: CompletionPlan, serving: Serving) -> Completion:
             results = [gen.ChoiceResult(finish_reason="length") for _ in p.params]
         for i, r in enumerate(results):
             completion += r.completion_tokens
-            choices.append(CompletionChoice(
-                index=k * len(p.params) + i, text=(text if p.echo else "") + r.text,
-                logprobs=_logprobs(r.logprobs, len(text) if p.echo else 0) if p.logprobs is not None else None,
-                finish_reason=r.finish_reason))
+            choices.append(
+                CompletionChoice(
+                    index=k * len(p.params) + i,
+                    text=(text if p.echo else "") + r.text,
+                    logprobs=_logprobs(r.logprobs, len(text) if p.echo else 0)
+                    if p.logprobs is not None
+                    else None,
+                    finish_reason=r.finish_reason,
+                )
+            )
     prompt_tokens = sum(len(ids) for _, ids in p.prompts)
     if p.on_usage is not None:
         await p.on_usage(prompt_tokens, completion)
-    return Completion(id=p.id, created=p.created, model=p.model, choices=choices,
-                      usage=_usage(prompt_tokens, completion))
+    return Completion(
+        id=p.id, created=p.created, model=p.model, choices=choices, usage=_usage(prompt_tokens, completion)
+    )
 
 
 async def stream(p: CompletionPlan, serving: Serving) -> AsyncIterator[str]:
@@ -122,7 +143,9 @@ async def stream(p: CompletionPlan, serving: Serving) -> AsyncIterator[str]:
                     if p.logprobs is not None:
                         lp = _logprobs(ev.logprobs, offsets.get(index, 0))
                     offsets[index] = offsets.get(index, 0) + len(ev.text)
-                    yield chunk([CompletionChoice(index=index, text=ev.text, logprobs=lp, finish_reason=None)])
+                    yield chunk(
+                        [CompletionChoice(index=index, text=ev.text, logprobs=lp, finish_reason=None)]
+                    )
                 else:
                     completion += ev.completion_tokens
                     yield chunk([CompletionChoice(index=index, text="", finish_reason=ev.reason)])

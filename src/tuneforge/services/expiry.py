@@ -33,14 +33,12 @@ class Swept:
     parts: int = 0
 
 
-def sweep_expired(factory: sessionmaker[Session], blobs: BlobStore, *,
-                  at: int | None = None) -> Swept:
+def sweep_expired(factory: sessionmaker[Session], blobs: BlobStore, *, at: int | None = None) -> Swept:
     """Delete what expired before `at` (default: now). Rows go first; blobs once that committed."""
     ts = now() if at is None else at
     swept = Swept(files=_sweep_files(factory, blobs, ts), parts=_sweep_parts(factory, blobs, ts))
     if swept.files or swept.parts:
-        log.info("expiry sweep: deleted %d expired file(s) and %d upload part(s)",
-                 swept.files, swept.parts)
+        log.info("expiry sweep: deleted %d expired file(s) and %d upload part(s)", swept.files, swept.parts)
     return swept
 
 
@@ -48,13 +46,18 @@ def _sweep_files(factory: sessionmaker[Session], blobs: BlobStore, ts: int) -> i
     total = 0
     while True:
         with transaction(factory) as s:
-            rows = s.execute(select(File.id, File.blob_key)
-                             .where(File.expires_at.is_not(None), File.expires_at <= ts)
-                             .limit(BATCH)).all()
+            rows = s.execute(
+                select(File.id, File.blob_key)
+                .where(File.expires_at.is_not(None), File.expires_at <= ts)
+                .limit(BATCH)
+            ).all()
             if rows:
-                s.execute(delete(File).where(File.id.in_([r.id for r in rows]))
-                          .execution_options(synchronize_session=False))
-        for row in rows:   # after the commit: a rolled-back delete must keep its bytes
+                s.execute(
+                    delete(File)
+                    .where(File.id.in_([r.id for r in rows]))
+                    .execution_options(synchronize_session=False)
+                )
+        for row in rows:  # after the commit: a rolled-back delete must keep its bytes
             blobs.delete(row.blob_key)
         total += len(rows)
         if len(rows) < BATCH:
@@ -65,17 +68,25 @@ def _sweep_parts(factory: sessionmaker[Session], blobs: BlobStore, ts: int) -> i
     expired = and_(Upload.status == "pending", Upload.expires_at <= ts - PART_GRACE_SECONDS)
     with transaction(factory) as s:
         # Record what reads already report, so that nothing can complete these uploads any more.
-        s.execute(update(Upload).where(expired).values(status="expired")
-                  .execution_options(synchronize_session=False))
+        s.execute(
+            update(Upload)
+            .where(expired)
+            .values(status="expired")
+            .execution_options(synchronize_session=False)
+        )
     dead = select(Upload.id).where(or_(Upload.status == "cancelled", Upload.status == "expired"))
     total = 0
     while True:
         with transaction(factory) as s:
-            rows = s.execute(select(UploadPart.id, UploadPart.blob_key)
-                             .where(UploadPart.upload_id.in_(dead)).limit(BATCH)).all()
+            rows = s.execute(
+                select(UploadPart.id, UploadPart.blob_key).where(UploadPart.upload_id.in_(dead)).limit(BATCH)
+            ).all()
             if rows:
-                s.execute(delete(UploadPart).where(UploadPart.id.in_([r.id for r in rows]))
-                          .execution_options(synchronize_session=False))
+                s.execute(
+                    delete(UploadPart)
+                    .where(UploadPart.id.in_([r.id for r in rows]))
+                    .execution_options(synchronize_session=False)
+                )
         for row in rows:
             blobs.delete(row.blob_key)
         total += len(rows)

@@ -32,15 +32,18 @@ def source_for(session: Session, resolver: ModelResolver, project_id: str, name:
         raise model_not_found(name, catalog.base_names())
     job = session.get(Job, row.job_id)
     base_source = row.base_model
-    if base_source in catalog:   # tolerate a catalog name where a source was expected
+    if base_source in catalog:  # tolerate a catalog name where a source was expected
         base_source = catalog.resolve_base(base_source).source
-    return ExportSource(name=row.id, path=Path(row.path), kind=row.kind,
-                        base_name=job.model if job is not None else row.base_model,
-                        base_source=base_source)
+    return ExportSource(
+        name=row.id,
+        path=Path(row.path),
+        kind=row.kind,
+        base_name=job.model if job is not None else row.base_model,
+        base_source=base_source,
+    )
 
 
-def build(settings: Settings, source: ExportSource, fmt: str, dtype: str | None,
-          quant: str | None) -> Path:
+def build(settings: Settings, source: ExportSource, fmt: str, dtype: str | None, quant: str | None) -> Path:
     """Export into a fresh directory under `<data_dir>/exports` (the caller removes it)."""
     root = settings.data_dir / "exports"
     out = root / f"{uuid.uuid4().hex}"

@@ -36,9 +36,16 @@ _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def file_to_wire(row: File) -> FileObject:
-    return FileObject(id=row.id, bytes=row.bytes, created_at=row.created_at,
-                      expires_at=row.expires_at, filename=row.filename, purpose=row.purpose,
-                      status=row.status, status_details=row.status_details)
+    return FileObject(
+        id=row.id,
+        bytes=row.bytes,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        filename=row.filename,
+        purpose=row.purpose,
+        status=row.status,
+        status_details=row.status_details,
+    )
 
 
 def new_file_id() -> str:
@@ -55,8 +62,12 @@ def new_file_id() -> str:
     return "file-" + "".join(reversed(digits)) + new_id("", 15)
 
 
-def on_outcome(session: Session, *, committed: Callable[[], None] | None = None,
-               rolled_back: Callable[[], None] | None = None) -> None:
+def on_outcome(
+    session: Session,
+    *,
+    committed: Callable[[], None] | None = None,
+    rolled_back: Callable[[], None] | None = None,
+) -> None:
     """Run `committed` or `rolled_back` when the session's current transaction ends.
 
     Used for blob side effects: delete an old blob only after its row's deletion is committed;
@@ -73,6 +84,7 @@ def on_outcome(session: Session, *, committed: Callable[[], None] | None = None,
                 for pair in callbacks:
                     if pair[index] is not None:
                         pair[index]()
+
             return listener
 
         event.listen(session, "after_commit", settle(0))
@@ -94,7 +106,11 @@ def check_purpose(purpose: str | None, *, allowed: tuple[str, ...] = UPLOAD_PURP
     if purpose not in allowed:
         raise InvalidRequest(
             f"Invalid value for 'purpose': '{purpose}'. Supported values are: "
-            + ", ".join(f"'{p}'" for p in allowed) + ".", param="purpose", code="invalid_value")
+            + ", ".join(f"'{p}'" for p in allowed)
+            + ".",
+            param="purpose",
+            code="invalid_value",
+        )
     return purpose
 
 
@@ -111,14 +127,17 @@ def parse_expires_after(anchor: str | None, seconds: str | int | None) -> int | 
     if anchor is None and seconds is None:
         return None
     if anchor is None:
-        raise InvalidRequest("Missing required parameter: 'expires_after.anchor'.",
-                             param="expires_after.anchor")
+        raise InvalidRequest(
+            "Missing required parameter: 'expires_after.anchor'.", param="expires_after.anchor"
+        )
     if anchor != "created_at":
-        raise InvalidRequest("Invalid value for 'expires_after.anchor': must be 'created_at'.",
-                             param="expires_after.anchor")
+        raise InvalidRequest(
+            "Invalid value for 'expires_after.anchor': must be 'created_at'.", param="expires_after.anchor"
+        )
     if seconds is None:
-        raise InvalidRequest("Missing required parameter: 'expires_after.seconds'.",
-                             param="expires_after.seconds")
+        raise InvalidRequest(
+            "Missing required parameter: 'expires_after.seconds'.", param="expires_after.seconds"
+        )
     try:
         secs = int(seconds) if not isinstance(seconds, bool) else -1
     except (TypeError, ValueError):
@@ -126,7 +145,9 @@ def parse_expires_after(anchor: str | None, seconds: str | int | None) -> int | 
     if not EXPIRES_MIN <= secs <= EXPIRES_MAX:
         raise InvalidRequest(
             f"Invalid value for 'expires_after.seconds': must be an integer between {EXPIRES_MIN} "
-            f"and {EXPIRES_MAX}.", param="expires_after.seconds")
+            f"and {EXPIRES_MAX}.",
+            param="expires_after.seconds",
+        )
     return secs
 
 
@@ -137,9 +158,17 @@ def expires_after_or_default(purpose: str, expires_after: int | None) -> int | N
     return expires_after
 
 
-def create_file_from_blob(session: Session, blobs: BlobStore, *, project_id: str, filename: str,
-                          purpose: str, blob: Blob, expires_at: int | None = None,
-                          expires_after: int | None = None) -> File:
+def create_file_from_blob(
+    session: Session,
+    blobs: BlobStore,
+    *,
+    project_id: str,
+    filename: str,
+    purpose: str,
+    blob: Blob,
+    expires_at: int | None = None,
+    expires_after: int | None = None,
+) -> File:
     """Publish an already-written blob as a File. If the transaction rolls back, the blob goes too.
 
     `expires_after` (seconds, anchored at the File's own `created_at`) wins over `expires_at`.
@@ -151,38 +180,76 @@ def create_file_from_blob(session: Session, blobs: BlobStore, *, project_id: str
     created = now()
     if expires_after is not None:
         expires_at = created + expires_after
-    row = File(id=new_file_id(), project_id=project_id, filename=filename, purpose=purpose,
-               bytes=blob.bytes, status="processed", status_details=None, created_at=created,
-               expires_at=expires_at, blob_key=blob.key)
+    row = File(
+        id=new_file_id(),
+        project_id=project_id,
+        filename=filename,
+        purpose=purpose,
+        bytes=blob.bytes,
+        status="processed",
+        status_details=None,
+        created_at=created,
+        expires_at=expires_at,
+        blob_key=blob.key,
+    )
     session.add(row)
     session.flush()
     return row
 
 
-def create_file_from_chunks(session: Session, blobs: BlobStore, *, project_id: str, filename: str,
-                            purpose: str, chunks: Iterable[bytes], expires_at: int | None = None,
-                            max_bytes: int | None = None) -> File:
+def create_file_from_chunks(
+    session: Session,
+    blobs: BlobStore,
+    *,
+    project_id: str,
+    filename: str,
+    purpose: str,
+    chunks: Iterable[bytes],
+    expires_at: int | None = None,
+    max_bytes: int | None = None,
+) -> File:
     check_purpose(purpose, allowed=ALL_PURPOSES)
     check_filename(purpose, sanitize_filename(filename))
     blob = blobs.write_chunks(chunks, BLOB_PREFIX, max_bytes=max_bytes)
-    return create_file_from_blob(session, blobs, project_id=project_id, filename=filename,
-                                 purpose=purpose, blob=blob, expires_at=expires_at)
+    return create_file_from_blob(
+        session,
+        blobs,
+        project_id=project_id,
+        filename=filename,
+        purpose=purpose,
+        blob=blob,
+        expires_at=expires_at,
+    )
 
 
-def create_file_from_path(session: Session, blobs: BlobStore, *, project_id: str, filename: str,
-                          purpose: str, src: Path, expires_at: int | None = None) -> File:
+def create_file_from_path(
+    session: Session,
+    blobs: BlobStore,
+    *,
+    project_id: str,
+    filename: str,
+    purpose: str,
+    src: Path,
+    expires_at: int | None = None,
+) -> File:
     """Copy `src` into the blob store and register it (e.g. a job's step_metrics.csv)."""
     check_purpose(purpose, allowed=ALL_PURPOSES)
     check_filename(purpose, sanitize_filename(filename))
     blob = blobs.write_file(Path(src), BLOB_PREFIX)
-    return create_file_from_blob(session, blobs, project_id=project_id, filename=filename,
-                                 purpose=purpose, blob=blob, expires_at=expires_at)
+    return create_file_from_blob(
+        session,
+        blobs,
+        project_id=project_id,
+        filename=filename,
+        purpose=purpose,
+        blob=blob,
+        expires_at=expires_at,
+    )
 
 
 def _live(stmt: Select[Any], project_id: str) -> Select[Any]:
     # Expired files are gone from the user's view even before anything sweeps them.
-    return stmt.where(File.project_id == project_id,
-                      or_(File.expires_at.is_(None), File.expires_at > now()))
+    return stmt.where(File.project_id == project_id, or_(File.expires_at.is_(None), File.expires_at > now()))
 
 
 def find_file(session: Session, project_id: str, file_id: str) -> File | None:
@@ -203,8 +270,15 @@ def file_path(session: Session, blobs: BlobStore, project_id: str, file_id: str)
     return blobs.path(get_file(session, project_id, file_id).blob_key)
 
 
-def list_files(session: Session, project_id: str, *, purpose: str | None = None, limit: int = 10000,
-               order: Order = "desc", after: str | None = None) -> Page[File]:
+def list_files(
+    session: Session,
+    project_id: str,
+    *,
+    purpose: str | None = None,
+    limit: int = 10000,
+    order: Order = "desc",
+    after: str | None = None,
+) -> Page[File]:
     stmt = _live(select(File), project_id)
     if purpose:
         stmt = stmt.where(File.purpose == purpose)
@@ -213,8 +287,7 @@ def list_files(session: Session, project_id: str, *, purpose: str | None = None,
         cursor = find_file(session, project_id, after)
         if cursor is None:
             raise InvalidRequest(f"No such File object: {after}", param="after")
-    return paginate(session, stmt, sort=[File.created_at, File.id], order=order, after=cursor,
-                    limit=limit)
+    return paginate(session, stmt, sort=[File.created_at, File.id], order=order, after=cursor, limit=limit)
 
 
 def delete_file(session: Session, blobs: BlobStore, project_id: str, file_id: str) -> File:
@@ -232,18 +305,31 @@ def check_new_upload(purpose: str | None, filename: str | None) -> None:
     check_filename(check_purpose(purpose), sanitize_filename(filename))
 
 
-def create_uploaded_file(session: Session, blobs: BlobStore, *, project_id: str,
-                         purpose: str | None, filename: str | None, blob: Blob,
-                         expires_anchor: str | None = None,
-                         expires_seconds: str | None = None) -> File:
+def create_uploaded_file(
+    session: Session,
+    blobs: BlobStore,
+    *,
+    project_id: str,
+    purpose: str | None,
+    filename: str | None,
+    blob: Blob,
+    expires_anchor: str | None = None,
+    expires_seconds: str | None = None,
+) -> File:
     """Publish a client's `POST /v1/files` upload; the blob is removed if anything is refused."""
     try:
         check_new_upload(purpose, filename)
         assert purpose is not None
         seconds = parse_expires_after(expires_anchor, expires_seconds)
-        return create_file_from_blob(session, blobs, project_id=project_id,
-                                     filename=filename or "file", purpose=purpose, blob=blob,
-                                     expires_after=expires_after_or_default(purpose, seconds))
+        return create_file_from_blob(
+            session,
+            blobs,
+            project_id=project_id,
+            filename=filename or "file",
+            purpose=purpose,
+            blob=blob,
+            expires_after=expires_after_or_default(purpose, seconds),
+        )
     except BaseException:
         blobs.delete(blob.key)
         raise

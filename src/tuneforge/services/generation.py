@@ -29,8 +29,7 @@ class ChoiceResult:
     completion_tokens: int = 0
 
 
-async def resolve(session: Session, resolver: ModelResolver, project_id: str,
-                  name: str) -> ModelTarget:
+async def resolve(session: Session, resolver: ModelResolver, project_id: str, name: str) -> ModelTarget:
     """Name -> model, then the request's DB connection goes back to the pool: generation needs no
     database and can take long, and holding a connection per in-flight request would exhaust the
     pool under concurrency (the session reconnects by itself if used again)."""
@@ -51,8 +50,9 @@ def choice_params(n: int, seed: int | None, **kw: Any) -> list[SamplingParams]:
     return [SamplingParams(seed=None if seed is None else seed + i, **kw) for i in range(n)]
 
 
-def check_context(serving: Serving, target: ModelTarget, prompt_tokens: int, max_tokens: int | None,
-                  param: str) -> None:
+def check_context(
+    serving: Serving, target: ModelTarget, prompt_tokens: int, max_tokens: int | None, param: str
+) -> None:
     limit = serving.engine().context_length(target)
     asked = prompt_tokens + (max_tokens or 0)
     if prompt_tokens >= limit or asked > limit:
@@ -60,11 +60,14 @@ def check_context(serving: Serving, target: ModelTarget, prompt_tokens: int, max
             f"This model's maximum context length is {limit} tokens. However, you requested "
             f"{max(asked, prompt_tokens)} tokens ({prompt_tokens} in the {param}, {max_tokens or 0} "
             "in the completion). Please reduce the length of the messages or completion.",
-            param=param, code="context_length_exceeded")
+            param=param,
+            code="context_length_exceeded",
+        )
 
 
-async def run_choice(serving: Serving, target: ModelTarget, prompt_ids: list[int],
-                     params: SamplingParams) -> ChoiceResult:
+async def run_choice(
+    serving: Serving, target: ModelTarget, prompt_ids: list[int], params: SamplingParams
+) -> ChoiceResult:
     out = ChoiceResult()
     parts: list[str] = []
     async for ev in _events(serving, target, prompt_ids, params):
@@ -77,14 +80,19 @@ async def run_choice(serving: Serving, target: ModelTarget, prompt_ids: list[int
     return out
 
 
-async def run_choices(serving: Serving, target: ModelTarget, prompt_ids: list[int],
-                      params: list[SamplingParams]) -> list[ChoiceResult]:
+async def run_choices(
+    serving: Serving, target: ModelTarget, prompt_ids: list[int], params: list[SamplingParams]
+) -> list[ChoiceResult]:
     return list(await asyncio.gather(*[run_choice(serving, target, prompt_ids, p) for p in params]))
 
 
-async def merged_stream(serving: Serving, target: ModelTarget, prompt_ids: list[int],
-                        params: list[SamplingParams], first_index: int = 0
-                        ) -> AsyncIterator[tuple[int, Delta | Finished]]:
+async def merged_stream(
+    serving: Serving,
+    target: ModelTarget,
+    prompt_ids: list[int],
+    params: list[SamplingParams],
+    first_index: int = 0,
+) -> AsyncIterator[tuple[int, Delta | Finished]]:
     """(choice index, event) from all choices as they come. Leaving early cancels every choice."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
     done = object()
@@ -93,7 +101,7 @@ async def merged_stream(serving: Serving, target: ModelTarget, prompt_ids: list[
         try:
             async for ev in _events(serving, target, prompt_ids, p):
                 await queue.put((index, ev))
-        except Exception as exc:   # handed to the consumer, which reports it in the stream
+        except Exception as exc:  # handed to the consumer, which reports it in the stream
             await queue.put((index, exc))
         finally:
             await queue.put((index, done))
@@ -114,8 +122,9 @@ async def merged_stream(serving: Serving, target: ModelTarget, prompt_ids: list[
             t.cancel()
 
 
-async def _events(serving: Serving, target: ModelTarget, prompt_ids: list[int],
-                  params: SamplingParams) -> AsyncIterator[Delta | Finished]:
+async def _events(
+    serving: Serving, target: ModelTarget, prompt_ids: list[int], params: SamplingParams
+) -> AsyncIterator[Delta | Finished]:
     from tuneforge.inference.engine import EngineError
 
     try:
@@ -130,8 +139,12 @@ def error_line(exc: Exception) -> str:
     if isinstance(exc, TuneforgeError):
         err = {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}
     else:
-        err = {"message": "The server had an error while processing your request.",
-               "type": "server_error", "param": None, "code": None}
+        err = {
+            "message": "The server had an error while processing your request.",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
     return f"data: {json.dumps({'error': err})}\n\n"
 
 

@@ -36,8 +36,13 @@ class Principal:
 
     @classmethod
     def of(cls, key: ApiKey, project: Project) -> Principal:
-        return cls(project_id=project.id, organization_id=project.organization_id, key_id=key.id,
-                   is_admin=key.is_admin, project_name=project.name)
+        return cls(
+            project_id=project.id,
+            organization_id=project.organization_id,
+            key_id=key.id,
+            is_admin=key.is_admin,
+            project_name=project.name,
+        )
 
 
 def hash_secret(secret: str) -> str:
@@ -47,21 +52,30 @@ def hash_secret(secret: str) -> str:
 def get_or_create_project(session: Session, name: str) -> Project:
     project = session.scalar(select(Project).where(Project.name == name))
     if project is None:
-        project = Project(id=new_id("proj_"), name=name, organization_id=new_id("org-"),
-                          created_at=now(), settings={})
+        project = Project(
+            id=new_id("proj_"), name=name, organization_id=new_id("org-"), created_at=now(), settings={}
+        )
         session.add(project)
         session.flush()
     return project
 
 
-def create_key(session: Session, project_name: str = "default", *, admin: bool = False,
-               name: str | None = None) -> tuple[ApiKey, str]:
+def create_key(
+    session: Session, project_name: str = "default", *, admin: bool = False, name: str | None = None
+) -> tuple[ApiKey, str]:
     """A new key for `project_name` (created if missing). Returns the row and the one-time secret."""
     project = get_or_create_project(session, project_name)
     secret = SECRET_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(40))
-    key = ApiKey(id=new_id("key_"), project_id=project.id, name=name, secret_hash=hash_secret(secret),
-                 redacted=f"{secret[:8]}…{secret[-4:]}", is_admin=admin, created_at=now(),
-                 revoked_at=None)
+    key = ApiKey(
+        id=new_id("key_"),
+        project_id=project.id,
+        name=name,
+        secret_hash=hash_secret(secret),
+        redacted=f"{secret[:8]}…{secret[-4:]}",
+        is_admin=admin,
+        created_at=now(),
+        revoked_at=None,
+    )
     session.add(key)
     session.flush()
     return key, secret
@@ -83,8 +97,11 @@ def any_keys(session: Session) -> bool:
 
 
 def list_keys(session: Session, project_name: str | None = None) -> list[tuple[ApiKey, Project]]:
-    stmt = (select(ApiKey, Project).join(Project, Project.id == ApiKey.project_id)
-            .order_by(ApiKey.created_at, ApiKey.id))
+    stmt = (
+        select(ApiKey, Project)
+        .join(Project, Project.id == ApiKey.project_id)
+        .order_by(ApiKey.created_at, ApiKey.id)
+    )
     if project_name is not None:
         stmt = stmt.where(Project.name == project_name)
     return [(k, p) for k, p in session.execute(stmt)]

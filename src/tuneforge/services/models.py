@@ -18,32 +18,42 @@ from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.tables import CheckpointPermission, FineTunedModel, Project
 
 
-def list_models(session: Session, resolver: ModelResolver, project_id: str,
-                organization_id: str) -> ModelList:
+def list_models(
+    session: Session, resolver: ModelResolver, project_id: str, organization_id: str
+) -> ModelList:
     catalog = resolver.catalog(session)
     data = [Model(id=n, created=catalog.created(n), owned_by="system") for n in catalog.names()]
-    rows = session.scalars(select(FineTunedModel).where(FineTunedModel.project_id == project_id)
-                           .order_by(FineTunedModel.created_at, FineTunedModel.id))
+    rows = session.scalars(
+        select(FineTunedModel)
+        .where(FineTunedModel.project_id == project_id)
+        .order_by(FineTunedModel.created_at, FineTunedModel.id)
+    )
     data += [Model(id=r.id, created=r.created_at, owned_by=organization_id) for r in rows]
-    shared = session.scalars(select(FineTunedModel).join(
-        CheckpointPermission, CheckpointPermission.model_id == FineTunedModel.id).where(
-        CheckpointPermission.project_id == project_id).order_by(FineTunedModel.created_at,
-                                                                FineTunedModel.id))
-    data += [Model(id=r.id, created=r.created_at,
-                   owned_by=_owner(session, r, project_id, organization_id)) for r in shared]
+    shared = session.scalars(
+        select(FineTunedModel)
+        .join(CheckpointPermission, CheckpointPermission.model_id == FineTunedModel.id)
+        .where(CheckpointPermission.project_id == project_id)
+        .order_by(FineTunedModel.created_at, FineTunedModel.id)
+    )
+    data += [
+        Model(id=r.id, created=r.created_at, owned_by=_owner(session, r, project_id, organization_id))
+        for r in shared
+    ]
     return ModelList(data=data)
 
 
-def retrieve_model(session: Session, resolver: ModelResolver, project_id: str,
-                   organization_id: str, name: str) -> Model:
+def retrieve_model(
+    session: Session, resolver: ModelResolver, project_id: str, organization_id: str, name: str
+) -> Model:
     catalog = resolver.catalog(session)
     if name in catalog:
         return Model(id=name, created=catalog.created(name), owned_by="system")
-    row = resolver.fine_tuned(session, project_id, name)   # its own, or shared with it
+    row = resolver.fine_tuned(session, project_id, name)  # its own, or shared with it
     if row is None:
         raise model_not_found(name, catalog.base_names())
-    return Model(id=row.id, created=row.created_at, owned_by=_owner(session, row, project_id,
-                                                                     organization_id))
+    return Model(
+        id=row.id, created=row.created_at, owned_by=_owner(session, row, project_id, organization_id)
+    )
 
 
 def _owner(session: Session, row: FineTunedModel, project_id: str, organization_id: str) -> str:
@@ -53,20 +63,23 @@ def _owner(session: Session, row: FineTunedModel, project_id: str, organization_
     return owner.organization_id if owner is not None else organization_id
 
 
-def delete_model(session: Session, serving: Serving, resolver: ModelResolver, project_id: str,
-                 name: str) -> ModelDeleted:
+def delete_model(
+    session: Session, serving: Serving, resolver: ModelResolver, project_id: str, name: str
+) -> ModelDeleted:
     """Delete a fine-tuned model or checkpoint: its name stops resolving now, and its adapter or
     weights leave this process's engine (the files stay with the job that made them)."""
     row = resolver.owned_fine_tuned(session, project_id, name)
     if row is None:
         catalog = resolver.catalog(session)
         if name in catalog:
-            raise PermissionDenied(f"You cannot delete the base model `{name}`; only fine-tuned "
-                                   "models can be deleted.", param="model",
-                                   code="model_not_deletable")
+            raise PermissionDenied(
+                f"You cannot delete the base model `{name}`; only fine-tuned models can be deleted.",
+                param="model",
+                code="model_not_deletable",
+            )
         raise model_not_found(name, catalog.base_names())
     session.execute(delete(FineTunedModel).where(FineTunedModel.id == row.id))
-    session.commit()   # gone for every process before this one unloads it
+    session.commit()  # gone for every process before this one unloads it
     engine = serving.started()
     if engine is not None:
         engine.drop(name)

@@ -27,8 +27,9 @@ from tuneforge.training import hparams
 log = logging.getLogger("tuneforge.preflight")
 
 
-def check_file(settings: Settings, factory: sessionmaker[Session], job_id: str, param: str,
-               path: Path) -> tuple[str, str, str] | None:
+def check_file(
+    settings: Settings, factory: sessionmaker[Session], job_id: str, param: str, path: Path
+) -> tuple[str, str, str] | None:
     """-> the job error (code, message, param) when `path` must fail the job, else None."""
     with factory() as s:
         job = s.get(Job, job_id)
@@ -56,9 +57,16 @@ def _tokenizer_source(settings: Settings, s: Session, job: Job) -> str | None:
         return None
 
 
-def _estimate(settings: Settings, factory: sessionmaker[Session], job_id: str, model: str,
-              hyperparameters: dict[str, Any], source: str | None, path: Path,
-              method: str = "supervised") -> None:
+def _estimate(
+    settings: Settings,
+    factory: sessionmaker[Session],
+    job_id: str,
+    model: str,
+    hyperparameters: dict[str, Any],
+    source: str | None,
+    path: Path,
+    method: str = "supervised",
+) -> None:
     per_million = pricing.quote(settings, model)
     tokens = None
     if source is not None:
@@ -69,9 +77,13 @@ def _estimate(settings: Settings, factory: sessionmaker[Session], job_id: str, m
 
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
             n_epochs = hyperparameters.get("n_epochs")
-            report = validate_file(path, tokenizer=tokenizer,
-                                   n_epochs=n_epochs if isinstance(n_epochs, int) else None,
-                                   price_per_million_tokens=per_million, method=method)
+            report = validate_file(
+                path,
+                tokenizer=tokenizer,
+                n_epochs=n_epochs if isinstance(n_epochs, int) else None,
+                price_per_million_tokens=per_million,
+                method=method,
+            )
             tokens = report.estimated_trained_tokens
         except Exception as exc:  # noqa: BLE001
             log.warning("job %s: no cost estimate (%s: %s)", job_id, type(exc).__name__, exc)

@@ -18,8 +18,9 @@ from tuneforge.store.tables import Project
 _UNSET = object()
 
 
-def update_settings(session: Session, project: str, *, notify_email: Any = _UNSET,
-                    screening: Any = _UNSET) -> Project:
+def update_settings(
+    session: Session, project: str, *, notify_email: Any = _UNSET, screening: Any = _UNSET
+) -> Project:
     """Change the given settings (notify_email=None removes the address)."""
     row = get_or_create_project(session, project)
     settings = dict(row.settings or {})
@@ -32,7 +33,7 @@ def update_settings(session: Session, project: str, *, notify_email: Any = _UNSE
             settings["notify_email"] = notify_email
     if screening is not _UNSET:
         settings["screening"] = bool(screening)
-    row.settings = settings   # a new dict: JSON columns only notice reassignment
+    row.settings = settings  # a new dict: JSON columns only notice reassignment
     return row
 
 

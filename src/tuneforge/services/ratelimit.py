@@ -19,7 +19,7 @@ from collections.abc import Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 
-MAX_KEYS = 100_000   # buckets kept (least recently used dropped): bounded memory for any traffic
+MAX_KEYS = 100_000  # buckets kept (least recently used dropped): bounded memory for any traffic
 
 
 @dataclass
@@ -41,9 +41,9 @@ class Bucket:
 
 @dataclass(frozen=True)
 class Refusal:
-    kind: str            # "requests" | "tokens" (OpenAI's error `type`)
+    kind: str  # "requests" | "tokens" (OpenAI's error `type`)
     limit: int
-    retry_after: float   # seconds
+    retry_after: float  # seconds
 
 
 class _Account:
@@ -58,8 +58,7 @@ _current: ContextVar[_Account | None] = ContextVar("tuneforge_ratelimit_account"
 
 
 class RateLimiter:
-    def __init__(self, rpm: int = 0, tpm: int = 0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rpm: int = 0, tpm: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
         self.rpm, self.tpm, self._clock = rpm, tpm, clock
         self._lock = threading.Lock()
         self._requests: OrderedDict[str, Bucket] = OrderedDict()
@@ -120,5 +119,7 @@ def charge_current(tokens: int) -> None:
 
 
 def retry_after_headers(seconds: float) -> dict[str, str]:
-    return {"Retry-After": str(max(1, math.ceil(seconds))),
-            "retry-after-ms": str(max(1, math.ceil(seconds * 1000)))}
+    return {
+        "Retry-After": str(max(1, math.ceil(seconds))),
+        "retry-after-ms": str(max(1, math.ceil(seconds * 1000))),
+    }

@@ -34,9 +34,9 @@ from tuneforge.store.tables import (
 
 @dataclass(frozen=True)
 class TrainingStart:
-    base_model: str            # what the trainer loads: a local directory or a hub id
+    base_model: str  # what the trainer loads: a local directory or a hub id
     init_adapter: Path | None  # a LoRA fine-tune continued from a LoRA `ft:` model
-    attach_base: str           # what the job's adapters attach to when served
+    attach_base: str  # what the job's adapters attach to when served
 
 
 class ModelResolver:
@@ -50,11 +50,13 @@ class ModelResolver:
         stored: dict[str, StoredBase] = {}
         aliases: dict[str, str] = {}
         if session is not None:
-            for row in session.scalars(select(StoredBaseModel).order_by(StoredBaseModel.created_at,
-                                                                        StoredBaseModel.name)):
+            for row in session.scalars(
+                select(StoredBaseModel).order_by(StoredBaseModel.created_at, StoredBaseModel.name)
+            ):
                 stored[row.name] = StoredBase(source=row.source, created_at=row.created_at)
-            for alias in session.scalars(select(StoredModelAlias).order_by(
-                    StoredModelAlias.created_at, StoredModelAlias.name)):
+            for alias in session.scalars(
+                select(StoredModelAlias).order_by(StoredModelAlias.created_at, StoredModelAlias.name)
+            ):
                 aliases[alias.name] = alias.base_model
         return Catalog(self.settings, stored, aliases, started=self._started)
 
@@ -63,11 +65,11 @@ class ModelResolver:
         return self.catalog(session).resolve_base(name)
 
     # ---- any model of the project -----------------------------------------------------------
-    def owned_fine_tuned(self, session: Session, project_id: str,
-                         name: str) -> FineTunedModel | None:
+    def owned_fine_tuned(self, session: Session, project_id: str, name: str) -> FineTunedModel | None:
         """The project's own fine-tuned model or checkpoint: what it may delete, export, share."""
-        return session.scalar(select(FineTunedModel).where(FineTunedModel.id == name,
-                                                           FineTunedModel.project_id == project_id))
+        return session.scalar(
+            select(FineTunedModel).where(FineTunedModel.id == name, FineTunedModel.project_id == project_id)
+        )
 
     def fine_tuned(self, session: Session, project_id: str, name: str) -> FineTunedModel | None:
         """A fine-tuned model or checkpoint the project may use (chat, fine-tune on top): its own,
@@ -75,9 +77,11 @@ class ModelResolver:
         own = self.owned_fine_tuned(session, project_id, name)
         if own is not None:
             return own
-        return session.scalar(select(FineTunedModel).join(
-            CheckpointPermission, CheckpointPermission.model_id == FineTunedModel.id).where(
-            FineTunedModel.id == name, CheckpointPermission.project_id == project_id))
+        return session.scalar(
+            select(FineTunedModel)
+            .join(CheckpointPermission, CheckpointPermission.model_id == FineTunedModel.id)
+            .where(FineTunedModel.id == name, CheckpointPermission.project_id == project_id)
+        )
 
     def target(self, session: Session, project_id: str, name: str) -> ModelTarget:
         """Name -> what the engine runs. Blocking: call off the event loop."""
@@ -91,10 +95,9 @@ class ModelResolver:
         if row.kind == "full":
             return ModelTarget(name=name, base_source=row.path, tokenizer_source=row.path)
         base = row.base_model
-        if base in catalog:   # tolerate a catalog name where a source was expected
+        if base in catalog:  # tolerate a catalog name where a source was expected
             base = catalog.resolve_base(base).source
-        return ModelTarget(name=name, base_source=base, tokenizer_source=row.path,
-                           adapter_path=row.path)
+        return ModelTarget(name=name, base_source=base, tokenizer_source=row.path, adapter_path=row.path)
 
     def for_fine_tuning(self, session: Session, project_id: str, name: str) -> tuple[str, str]:
         """A job's `model` -> (model as shown, what training starts from: a base name or an `ft:`
@@ -113,7 +116,7 @@ class ModelResolver:
         if name.startswith("ft:"):
             row = self.fine_tuned(session, project_id, name)
             if row is not None:
-                return row.path   # a servable model directory carries its tokenizer
+                return row.path  # a servable model directory carries its tokenizer
         elif name in catalog:
             return catalog.resolve_base(name).source
         raise self._not_available(name, catalog)
@@ -123,20 +126,27 @@ class ModelResolver:
         if job.base_model.startswith("ft:"):
             parent = self.fine_tuned(session, job.project_id, job.base_model)
             if parent is None:
-                raise TuneforgeError(f"The model {job.base_model} no longer exists.",
-                                     param="model", code="model_not_available")
+                raise TuneforgeError(
+                    f"The model {job.base_model} no longer exists.", param="model", code="model_not_available"
+                )
             if parent.kind == "lora":
                 return TrainingStart(parent.base_model, Path(parent.path), parent.base_model)
             return TrainingStart(parent.path, None, parent.path)
         catalog = self.catalog(session)
-        if job.base_model not in catalog:   # removed since the job was created
-            raise TuneforgeError(f"The base model {job.base_model} no longer exists.",
-                                 param="model", code="model_not_available")
+        if job.base_model not in catalog:  # removed since the job was created
+            raise TuneforgeError(
+                f"The base model {job.base_model} no longer exists.",
+                param="model",
+                code="model_not_available",
+            )
         source = catalog.resolve_base(job.base_model).source
         return TrainingStart(source, None, source)
 
     @staticmethod
     def _not_available(name: str, catalog: Catalog) -> InvalidRequest:
-        return InvalidRequest(f"Model {name} is not available for fine-tuning or does not exist. "
-                              f"Available base models: {', '.join(catalog.base_names())}.",
-                              param="model", code="model_not_available")
+        return InvalidRequest(
+            f"Model {name} is not available for fine-tuning or does not exist. "
+            f"Available base models: {', '.join(catalog.base_names())}.",
+            param="model",
+            code="model_not_available",
+        )

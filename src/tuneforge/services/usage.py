@@ -34,16 +34,30 @@ GROUP_BYS = ("project", "model", "project_model")
 
 
 # ---- recording ---------------------------------------------------------------------------------
-def record_inference(factory: sessionmaker[Session], *, project_id: str, key_id: str | None,
-                     model: str, prompt_tokens: int, completion_tokens: int) -> None:
+def record_inference(
+    factory: sessionmaker[Session],
+    *,
+    project_id: str,
+    key_id: str | None,
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> None:
     """One row per completed request (one short insert), and the tokens go to the caller's
     tokens-per-minute budget. Never raises: a usage hiccup must not fail a served answer."""
     ratelimit.charge_current(prompt_tokens + completion_tokens)
     try:
         with transaction(factory) as s:
-            s.add(UsageRecord(created_at=now(), project_id=project_id, key_id=key_id, model=model,
-                              prompt_tokens=int(prompt_tokens),
-                              completion_tokens=int(completion_tokens)))
+            s.add(
+                UsageRecord(
+                    created_at=now(),
+                    project_id=project_id,
+                    key_id=key_id,
+                    model=model,
+                    prompt_tokens=int(prompt_tokens),
+                    completion_tokens=int(completion_tokens),
+                )
+            )
     except Exception:  # noqa: BLE001
         log.exception("could not record usage for project %s model %s", project_id, model)
 
@@ -90,16 +104,23 @@ class UsageReport:
     totals: UsageLine = field(default_factory=lambda: UsageLine(None, None))
 
 
-def report(session: Session, settings: Settings, *, start_time: int | None = None,
-           end_time: int | None = None, group_by: str = "project_model",
-           project_id: str | None = None) -> UsageReport:
+def report(
+    session: Session,
+    settings: Settings,
+    *,
+    start_time: int | None = None,
+    end_time: int | None = None,
+    group_by: str = "project_model",
+    project_id: str | None = None,
+) -> UsageReport:
     """Usage in [start_time, end_time) (default: the last 30 days up to now), for one project or
     all of them, grouped per project, per model, or per project and model."""
     end = end_time if end_time is not None else now() + 1
     start = start_time if start_time is not None else end - 30 * 86400
     if group_by not in GROUP_BYS:
-        raise InvalidRequest(f"Invalid group_by {group_by!r}: expected one of "
-                             f"{', '.join(GROUP_BYS)}.", param="group_by")
+        raise InvalidRequest(
+            f"Invalid group_by {group_by!r}: expected one of {', '.join(GROUP_BYS)}.", param="group_by"
+        )
     if start >= end:
         raise InvalidRequest("start_time must be before end_time.", param="start_time")
     cells: dict[tuple[str, str], UsageLine] = {}
@@ -107,15 +128,23 @@ def report(session: Session, settings: Settings, *, start_time: int | None = Non
     def cell(project: str, model: str) -> UsageLine:
         return cells.setdefault((project, model), UsageLine(project, model))
 
-    jobs = (select(Project.name, Job.model, Job.trained_tokens, Job.training_price)
-            .join(Project, Project.id == Job.project_id)
-            .where(Job.trained_tokens.is_not(None), Job.finished_at >= start,
-                   Job.finished_at < end))
-    records = (select(Project.name, UsageRecord.model, func.count(),
-                      func.sum(UsageRecord.prompt_tokens), func.sum(UsageRecord.completion_tokens))
-               .join(Project, Project.id == UsageRecord.project_id)
-               .where(UsageRecord.created_at >= start, UsageRecord.created_at < end)
-               .group_by(Project.name, UsageRecord.model))
+    jobs = (
+        select(Project.name, Job.model, Job.trained_tokens, Job.training_price)
+        .join(Project, Project.id == Job.project_id)
+        .where(Job.trained_tokens.is_not(None), Job.finished_at >= start, Job.finished_at < end)
+    )
+    records = (
+        select(
+            Project.name,
+            UsageRecord.model,
+            func.count(),
+            func.sum(UsageRecord.prompt_tokens),
+            func.sum(UsageRecord.completion_tokens),
+        )
+        .join(Project, Project.id == UsageRecord.project_id)
+        .where(UsageRecord.created_at >= start, UsageRecord.created_at < end)
+        .group_by(Project.name, UsageRecord.model)
+    )
     if project_id is not None:
         jobs = jobs.where(Job.project_id == project_id)
         records = records.where(UsageRecord.project_id == project_id)
@@ -129,8 +158,7 @@ def report(session: Session, settings: Settings, *, start_time: int | None = Non
         line.requests += int(n)
         line.prompt_tokens += int(prompt or 0)
         line.completion_tokens += int(completion or 0)
-        line.inference_cost = inference_cost(settings, model, line.prompt_tokens,
-                                             line.completion_tokens)
+        line.inference_cost = inference_cost(settings, model, line.prompt_tokens, line.completion_tokens)
 
     grouped: dict[tuple[str | None, ...], UsageLine] = defaultdict(lambda: UsageLine(None, None))
     for (project, model), line in sorted(cells.items()):
@@ -139,8 +167,7 @@ def report(session: Session, settings: Settings, *, start_time: int | None = Non
         out.project = project if group_by != "model" else None
         out.model = model if group_by != "project" else None
         out.add(line)
-    result = UsageReport(start_time=start, end_time=end, group_by=group_by,
-                         lines=list(grouped.values()))
+    result = UsageReport(start_time=start, end_time=end, group_by=group_by, lines=list(grouped.values()))
     for line in result.lines:
         result.totals.add(line)
     return result

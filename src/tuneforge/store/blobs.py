@@ -100,12 +100,14 @@ class BlobStore:
             raise ValueError(f"invalid blob key: {key!r}")
         return path
 
-    def writer(self, prefix: str = "b", *, max_bytes: int | None = None,
-               too_large: str = "File is too large.") -> BlobWriter:
+    def writer(
+        self, prefix: str = "b", *, max_bytes: int | None = None, too_large: str = "File is too large."
+    ) -> BlobWriter:
         return BlobWriter(self, prefix, max_bytes, too_large)
 
-    def write_chunks(self, chunks: Iterable[bytes], prefix: str = "b", *,
-                     max_bytes: int | None = None) -> Blob:
+    def write_chunks(
+        self, chunks: Iterable[bytes], prefix: str = "b", *, max_bytes: int | None = None
+    ) -> Blob:
         with self.writer(prefix, max_bytes=max_bytes) as w:
             for chunk in chunks:
                 w.write(chunk)

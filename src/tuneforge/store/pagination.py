@@ -23,8 +23,15 @@ class Page(Generic[T]):
     has_more: bool
 
 
-def paginate(session: Session, stmt: Select[Any], *, sort: Sequence[Any], order: Order = "desc",
-             after: Any = None, limit: int = 20) -> Page[Any]:
+def paginate(
+    session: Session,
+    stmt: Select[Any],
+    *,
+    sort: Sequence[Any],
+    order: Order = "desc",
+    after: Any = None,
+    limit: int = 20,
+) -> Page[Any]:
     """Run `stmt` (a select of one ORM entity) ordered by `sort` columns, one page long.
 
     `sort` must end in a unique column (e.g. `[File.created_at, File.id]`) so the order is total.

@@ -60,8 +60,10 @@ class File(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int | None] = mapped_column(BigInteger)
     blob_key: Mapped[str] = mapped_column(String(256))
-    __table_args__ = (Index("ix_files_project_created", "project_id", "created_at", "id"),
-                      Index("ix_files_expires_at", "expires_at"))   # the expiry sweeper's scan
+    __table_args__ = (
+        Index("ix_files_project_created", "project_id", "created_at", "id"),
+        Index("ix_files_expires_at", "expires_at"),
+    )  # the expiry sweeper's scan
 
 
 class Upload(Base):
@@ -97,8 +99,8 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(32))
-    model: Mapped[str] = mapped_column(String(256))            # as shown: resolved base name
-    base_model: Mapped[str] = mapped_column(String(1024))      # what training loads (HF id / dir)
+    model: Mapped[str] = mapped_column(String(256))  # as shown: resolved base name
+    base_model: Mapped[str] = mapped_column(String(1024))  # what training loads (HF id / dir)
     training_file: Mapped[str] = mapped_column(String(64))
     validation_file: Mapped[str | None] = mapped_column(String(64))
     # as on the wire: {"type", <type>: {"hyperparameters"}}, the one record of the job's
@@ -136,8 +138,9 @@ class Job(Base):
 class JobEvent(Base):
     __tablename__ = "job_events"
     # `seq` orders events (newest first = seq desc) and makes `after` cursors one index lookup.
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                     autoincrement=True)
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     id: Mapped[str] = mapped_column(String(64), unique=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     created_at: Mapped[int] = mapped_column(BigInteger)
@@ -167,9 +170,9 @@ class FineTunedModel(Base):
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     checkpoint_id: Mapped[str | None] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(8))          # "lora" | "full"
+    kind: Mapped[str] = mapped_column(String(8))  # "lora" | "full"
     base_model: Mapped[str] = mapped_column(String(1024))  # what the adapter attaches to
-    path: Mapped[str] = mapped_column(String(1024))        # servable model directory
+    path: Mapped[str] = mapped_column(String(1024))  # servable model directory
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -179,11 +182,9 @@ class CheckpointPermission(Base):
 
     __tablename__ = "checkpoint_permissions"
     __table_args__ = (UniqueConstraint("model_id", "project_id"),)
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)   # cp_…
-    model_id: Mapped[str] = mapped_column(ForeignKey("fine_tuned_models.id", ondelete="CASCADE"),
-                                          index=True)
-    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
-                                            index=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # cp_…
+    model_id: Mapped[str] = mapped_column(ForeignKey("fine_tuned_models.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -192,8 +193,8 @@ class StoredBaseModel(Base):
 
     __tablename__ = "base_models"
     name: Mapped[str] = mapped_column(String(256), primary_key=True)
-    source: Mapped[str] = mapped_column(String(1024))   # absolute dir / .gguf path, or a hub id
-    kind: Mapped[str] = mapped_column(String(8))        # "dir" | "gguf" | "hub"
+    source: Mapped[str] = mapped_column(String(1024))  # absolute dir / .gguf path, or a hub id
+    kind: Mapped[str] = mapped_column(String(8))  # "dir" | "gguf" | "hub"
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -202,8 +203,7 @@ class StoredModelAlias(Base):
 
     __tablename__ = "model_aliases"
     name: Mapped[str] = mapped_column(String(256), primary_key=True)
-    base_model: Mapped[str] = mapped_column(ForeignKey("base_models.name", ondelete="CASCADE"),
-                                            index=True)
+    base_model: Mapped[str] = mapped_column(ForeignKey("base_models.name", ondelete="CASCADE"), index=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -227,16 +227,17 @@ class PlaygroundRating(Base):
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     comparison_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[int] = mapped_column(BigInteger)
-    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)   # the prompt conversation
-    params: Mapped[dict[str, Any]] = mapped_column(JSON)           # temperature, top_p, ...
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # the prompt conversation
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)  # temperature, top_p, ...
     model: Mapped[str] = mapped_column(String(512))
     output: Mapped[str] = mapped_column(Text)
-    rating: Mapped[int | None] = mapped_column(Integer)            # +1 good, -1 bad, None unrated
+    rating: Mapped[int | None] = mapped_column(Integer)  # +1 good, -1 bad, None unrated
     preferred: Mapped[bool] = mapped_column(Boolean, default=False)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[int | None] = mapped_column(Integer)
-    __table_args__ = (Index("ix_playground_ratings_project_comparison", "project_id",
-                            "created_at", "comparison_id"),)
+    __table_args__ = (
+        Index("ix_playground_ratings_project_comparison", "project_id", "created_at", "comparison_id"),
+    )
 
 
 class WebhookEndpoint(Base):
@@ -244,8 +245,7 @@ class WebhookEndpoint(Base):
 
     __tablename__ = "webhook_endpoints"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
-                                                   index=True)
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     url: Mapped[str] = mapped_column(Text)
     # Kept in clear: signing needs it on every delivery (it authenticates us, it grants nothing).
     secret: Mapped[str] = mapped_column(String(128))
@@ -259,19 +259,20 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))             # "webhook" | "email"
+    kind: Mapped[str] = mapped_column(String(16))  # "webhook" | "email"
     endpoint_id: Mapped[str | None] = mapped_column(
-        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True)
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    event_id: Mapped[str] = mapped_column(String(64))         # evt_…: the webhook-id header
-    event_type: Mapped[str] = mapped_column(String(64))       # fine_tuning.job.succeeded …
-    target: Mapped[str] = mapped_column(Text)                 # URL or e-mail address
+    event_id: Mapped[str] = mapped_column(String(64))  # evt_…: the webhook-id header
+    event_type: Mapped[str] = mapped_column(String(64))  # fine_tuning.job.succeeded …
+    target: Mapped[str] = mapped_column(Text)  # URL or e-mail address
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16))           # pending | delivered | failed
+    status: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[int] = mapped_column(BigInteger)
-    last_status: Mapped[str | None] = mapped_column(String(64))   # "HTTP 500", "ConnectError"
+    last_status: Mapped[str | None] = mapped_column(String(64))  # "HTTP 500", "ConnectError"
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
@@ -283,13 +284,16 @@ class UsageRecord(Base):
     """Inference tokens served, one row per completed request (training tokens live on jobs)."""
 
     __tablename__ = "usage_records"
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                     autoincrement=True)
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     created_at: Mapped[int] = mapped_column(BigInteger)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     key_id: Mapped[str | None] = mapped_column(String(64))
     model: Mapped[str] = mapped_column(String(512))
     prompt_tokens: Mapped[int] = mapped_column(BigInteger)
     completion_tokens: Mapped[int] = mapped_column(BigInteger)
-    __table_args__ = (Index("ix_usage_records_created", "created_at"),
-                      Index("ix_usage_records_project_created", "project_id", "created_at"))
+    __table_args__ = (
+        Index("ix_usage_records_created", "created_at"),
+        Index("ix_usage_records_project_created", "project_id", "created_at"),
+    )

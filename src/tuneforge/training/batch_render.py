@@ -37,8 +37,8 @@ from tuneforge.training.render import (
 
 @dataclass
 class BatchRendering:
-    rendered: list[Rendered | None]                                    # None where it failed
-    errors: dict[int, InvalidRequest] = field(default_factory=dict)    # index -> what failed
+    rendered: list[Rendered | None]  # None where it failed
+    errors: dict[int, InvalidRequest] = field(default_factory=dict)  # index -> what failed
 
 
 def render_batch(tokenizer, examples: Sequence[dict], max_seq_len: int | None = None) -> BatchRendering:
@@ -46,7 +46,7 @@ def render_batch(tokenizer, examples: Sequence[dict], max_seq_len: int | None = 
     out = BatchRendering([None] * len(examples))
     renderer = _template_renderer(tokenizer)
     texts: list[str] = []
-    pending: list[tuple[int, Sequences]] = []   # (index, its sequences); texts in that order
+    pending: list[tuple[int, Sequences]] = []  # (index, its sequences); texts in that order
     prompts: list[int] = []
     for n, example in enumerate(examples):
         if not is_chat(example):
@@ -75,8 +75,12 @@ def _encode_with_offsets(tokenizer, texts: list[str]) -> list[tuple[list[int], l
     the Rust tokenizer when the wrapper would only add its per-encoding conversion (no truncation,
     padding or special-token splitting configured on the backend)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if (backend is not None and backend.truncation is None and backend.padding is None
-            and backend.encode_special_tokens == bool(getattr(tokenizer, "split_special_tokens", False))):
+    if (
+        backend is not None
+        and backend.truncation is None
+        and backend.padding is None
+        and backend.encode_special_tokens == bool(getattr(tokenizer, "split_special_tokens", False))
+    ):
         return [(e.ids, e.offsets) for e in backend.encode_batch(texts, add_special_tokens=False)]
     enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     return [(list(ids), offsets) for ids, offsets in zip(enc["input_ids"], enc["offset_mapping"])]
@@ -106,30 +110,39 @@ def _template_renderer(tokenizer):
 
     def prepare(messages: list[dict], tools: list[dict] | None):
         if tools is not None and not all(isinstance(t, dict) for t in tools):
-            raise ValueError("tools must be JSON schemas")   # the reference path words the error
+            raise ValueError("tools must be JSON schemas")  # the reference path words the error
         template = _compile_jinja_template(tokenizer.get_chat_template(None, tools))
-        chat = _alias_reasoning_fields(_plain_template_data(
-            [{k: v for k, v in m.items() if v is not None} for m in messages]))
+        chat = _alias_reasoning_fields(
+            _plain_template_data([{k: v for k, v in m.items() if v is not None} for m in messages])
+        )
         schemas = _plain_template_data(tools)
 
         def render(prefix: list[dict], add_generation_prompt: bool) -> str:
             if not prefix:
-                raise ValueError("empty conversation")   # apply_chat_template refuses it too
-            return template.render(messages=chat[: len(prefix)], tools=schemas, documents=None,
-                                   add_generation_prompt=add_generation_prompt, **special)
+                raise ValueError("empty conversation")  # apply_chat_template refuses it too
+            return template.render(
+                messages=chat[: len(prefix)],
+                tools=schemas,
+                documents=None,
+                add_generation_prompt=add_generation_prompt,
+                **special,
+            )
 
         return render
 
     return prepare
 
 
-def _prompt_completions(tokenizer, examples: Sequence[dict], indices: list[int],
-                        max_seq_len: int | None, out: BatchRendering) -> None:
+def _prompt_completions(
+    tokenizer, examples: Sequence[dict], indices: list[int], max_seq_len: int | None, out: BatchRendering
+) -> None:
     try:
-        prompts = tokenizer([examples[n].get("prompt", "") for n in indices],
-                            add_special_tokens=True)["input_ids"]
-        completions = tokenizer([examples[n].get("completion", "") for n in indices],
-                                add_special_tokens=False)["input_ids"]
+        prompts = tokenizer([examples[n].get("prompt", "") for n in indices], add_special_tokens=True)[
+            "input_ids"
+        ]
+        completions = tokenizer(
+            [examples[n].get("completion", "") for n in indices], add_special_tokens=False
+        )["input_ids"]
     except Exception:
         for n in indices:
             _fallback(tokenizer, examples, n, max_seq_len, out)
@@ -140,12 +153,14 @@ def _prompt_completions(tokenizer, examples: Sequence[dict], indices: list[int],
         if prompt and eos is not None and prompt[-1] == eos:
             prompt = prompt[:-1]  # tokenizers that append EOS to every encoding
         completion = list(completion) + [eos]
-        out.rendered[n] = truncate(Rendered(prompt + completion,
-                                            [IGNORE_INDEX] * len(prompt) + completion), max_seq_len)
+        out.rendered[n] = truncate(
+            Rendered(prompt + completion, [IGNORE_INDEX] * len(prompt) + completion), max_seq_len
+        )
 
 
-def _fallback(tokenizer, examples: Sequence[dict], n: int, max_seq_len: int | None,
-              out: BatchRendering) -> None:
+def _fallback(
+    tokenizer, examples: Sequence[dict], n: int, max_seq_len: int | None, out: BatchRendering
+) -> None:
     try:
         out.rendered[n] = render_example(tokenizer, examples[n], max_seq_len)
     except InvalidRequest as exc:

@@ -21,9 +21,9 @@ from tuneforge.training.render import IGNORE_INDEX, Rendered
 
 @dataclass
 class Packed:
-    input_ids: torch.Tensor      # [1, T]
-    position_ids: torch.Tensor   # [1, T]
-    targets: torch.Tensor        # [1, T]: the next token where trained, else IGNORE_INDEX
+    input_ids: torch.Tensor  # [1, T]
+    position_ids: torch.Tensor  # [1, T]
+    targets: torch.Tensor  # [1, T]: the next token where trained, else IGNORE_INDEX
     n_targets: int
     n_tokens: int
 

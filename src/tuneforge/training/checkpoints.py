@@ -23,9 +23,13 @@ from tuneforge.training.spec import CHECKPOINT_META
 
 STATE_DIR = "state"
 # (CSV column, metrics key) of OpenAI's step_metrics.csv; a method with other metrics passes its own.
-CSV_COLUMNS = (("step", "step"), ("train_loss", "train_loss"),
-               ("train_accuracy", "train_mean_token_accuracy"), ("valid_loss", "valid_loss"),
-               ("valid_mean_token_accuracy", "valid_mean_token_accuracy"))
+CSV_COLUMNS = (
+    ("step", "step"),
+    ("train_loss", "train_loss"),
+    ("train_accuracy", "train_mean_token_accuracy"),
+    ("valid_loss", "valid_loss"),
+    ("valid_mean_token_accuracy", "valid_mean_token_accuracy"),
+)
 
 
 def write_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
@@ -70,8 +74,9 @@ def save_state(output_dir: Path, *, model, optimizer, scheduler, progress: dict[
 
     def fill(tmp: Path) -> None:
         save_file(trainable, str(tmp / "trainable.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                   tmp / "optimizer.pt")
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt"
+        )
         rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -131,8 +136,9 @@ class MetricsCsv:
     """OpenAI's step_metrics.csv, one row per step, flushed as it goes; 5 decimals, empty cells
     where no validation ran. Reopening for a resumed run keeps the rows up to the resumed step."""
 
-    def __init__(self, path: Path, *, keep_up_to: int = 0,
-                 columns: tuple[tuple[str, str], ...] = CSV_COLUMNS):
+    def __init__(
+        self, path: Path, *, keep_up_to: int = 0, columns: tuple[tuple[str, str], ...] = CSV_COLUMNS
+    ):
         self.path = path
         self._keys = [key for _column, key in columns[1:]]
         rows: list[list[str]] = []

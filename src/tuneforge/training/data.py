@@ -32,16 +32,17 @@ READ_BUFFER = 1 << 20  # 1 MiB reads: far fewer syscalls than the default 8 KiB
 
 @dataclass(frozen=True)
 class RawLine:
-    line: int            # 1-based
-    data: bytes          # without the trailing newline
-    terminated: bool     # False only for a last line that has no trailing newline
+    line: int  # 1-based
+    data: bytes  # without the trailing newline
+    terminated: bool  # False only for a last line that has no trailing newline
 
 
 class DataFileError(ValueError):
     """A line that cannot be read as a JSON object (raised by `iter_examples`)."""
 
-    def __init__(self, line: int, message: str, *, code: str = "invalid_training_file",
-                 param: str | None = None):
+    def __init__(
+        self, line: int, message: str, *, code: str = "invalid_training_file", param: str | None = None
+    ):
         super().__init__(f"Line {line}: {message}")
         self.line = line
         self.message = message
@@ -75,7 +76,9 @@ def parse_line(raw: RawLine) -> dict:
             raise DataFileError(
                 raw.line, f"the last line is truncated (no trailing newline and not valid JSON: {exc.msg})"
             ) from None
-        raise DataFileError(raw.line, f"the line is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        raise DataFileError(
+            raw.line, f"the line is not valid JSON ({exc.msg} at column {exc.colno})"
+        ) from None
     if not isinstance(obj, dict):
         raise DataFileError(raw.line, f"each line must be a JSON object, got {_json_type(obj)}")
     return obj
@@ -119,15 +122,28 @@ _MESSAGE_KEYS = {
     "developer": {"role", "content", "name"},
     "user": {"role", "content", "name"},
     # reasoning_content: not OpenAI's, but HF / Qwen3 reasoning data carries it (render.py)
-    "assistant": {"role", "content", "name", "weight", "tool_calls", "function_call", "refusal",
-                  "reasoning_content"},
+    "assistant": {
+        "role",
+        "content",
+        "name",
+        "weight",
+        "tool_calls",
+        "function_call",
+        "refusal",
+        "reasoning_content",
+    },
     "tool": {"role", "content", "tool_call_id"},
     "function": {"role", "content", "name"},
 }
 _CHAT_KEYS = {"messages", "tools", "functions", "parallel_tool_calls"}
 _PROMPT_KEYS = {"prompt", "completion"}
-_DPO_KEYS = {"input", "preferred_output", "non_preferred_output",
-             "preferred_completion", "non_preferred_completion"}
+_DPO_KEYS = {
+    "input",
+    "preferred_output",
+    "non_preferred_output",
+    "preferred_completion",
+    "non_preferred_completion",
+}
 
 
 @dataclass(frozen=True)
@@ -136,7 +152,7 @@ class Problem:
 
     param: str | None
     message: str
-    message_index: int | None = None   # 0-based index into messages, when the problem is in one
+    message_index: int | None = None  # 0-based index into messages, when the problem is in one
 
 
 def detect_format(example: dict) -> str | None:
@@ -159,11 +175,17 @@ def check_example(example: dict, *, ignored_keys: set[str] | None = None) -> Pro
         known = _PROMPT_KEYS
         problem = _check_prompt_completion(example)
     elif example.keys() & _DPO_KEYS:
-        return Problem(None, "this is the DPO (preference) format (input / preferred_output / "
-                             "non_preferred_output); DPO data needs method dpo, not supervised")
+        return Problem(
+            None,
+            "this is the DPO (preference) format (input / preferred_output / "
+            "non_preferred_output); DPO data needs method dpo, not supervised",
+        )
     else:
-        return Problem("messages", "unexpected format: expected either chat messages ('messages') "
-                                   "or prompt/completion pairs ('prompt', 'completion')")
+        return Problem(
+            "messages",
+            "unexpected format: expected either chat messages ('messages') "
+            "or prompt/completion pairs ('prompt', 'completion')",
+        )
     if ignored_keys is not None:
         ignored_keys.update(k for k in example if k not in known)
     return problem
@@ -194,8 +216,9 @@ def _check_chat(example: dict) -> Problem | None:
             return problem
         has_assistant = has_assistant or message["role"] == "assistant"
     if not has_assistant:
-        return Problem("messages", "no assistant message: an example needs at least one assistant "
-                                   "message to train on")
+        return Problem(
+            "messages", "no assistant message: an example needs at least one assistant message to train on"
+        )
     return None
 
 
@@ -223,15 +246,18 @@ def _check_message(message: object, i: int) -> Problem | None:
     if role == "assistant":
         calls = "tool_calls" in message or "function_call" in message
         if message.get("content") is None and not calls:
-            return bad("content", "missing content: an assistant message needs content, "
-                                  "tool_calls or function_call")
+            return bad(
+                "content", "missing content: an assistant message needs content, tool_calls or function_call"
+            )
         if message.get("content") is not None:
             problem = _check_content(message["content"], at)
             if problem:
                 return Problem(problem.param, problem.message, i)
         reasoning = message.get("reasoning_content")
         if reasoning is not None and not isinstance(reasoning, str):
-            return bad("reasoning_content", f"'reasoning_content' must be a string, got {_json_type(reasoning)}")
+            return bad(
+                "reasoning_content", f"'reasoning_content' must be a string, got {_json_type(reasoning)}"
+            )
         if "weight" in message:
             weight = message["weight"]
             # bool is an int in Python; `true` is not a valid weight
@@ -263,16 +289,19 @@ def _check_content(content: object, at: str) -> Problem | None:
     if isinstance(content, str):
         return None
     if not isinstance(content, list):
-        return Problem(f"{at}.content", f"'content' must be a string or an array of text parts, "
-                                        f"got {_json_type(content)}")
+        return Problem(
+            f"{at}.content",
+            f"'content' must be a string or an array of text parts, got {_json_type(content)}",
+        )
     for j, part in enumerate(content):
         where = f"{at}.content[{j}]"
         if not isinstance(part, dict):
             return Problem(where, f"a content part must be an object, got {_json_type(part)}")
         kind = part.get("type")
         if kind in ("image_url", "input_audio", "file"):
-            return Problem(f"{where}.type", f"{kind} content is not supported: tuneforge trains "
-                                            "text-only models")
+            return Problem(
+                f"{where}.type", f"{kind} content is not supported: tuneforge trains text-only models"
+            )
         if kind != "text":
             return Problem(f"{where}.type", f"unknown content part type {kind!r}; expected 'text'")
         if not isinstance(part.get("text"), str):
@@ -300,13 +329,16 @@ def _check_tool_calls(calls: object, at: str) -> Problem | None:
 def _check_function(fn: object, at: str, *, arguments: bool) -> Problem | None:
     """A function call ({name, arguments}) or a function definition ({name, ...})."""
     if not isinstance(fn, dict):
-        return Problem(at, f"must be an object with 'name'{' and arguments' if arguments else ''}, "
-                           f"got {_json_type(fn)}")
+        return Problem(
+            at, f"must be an object with 'name'{' and arguments' if arguments else ''}, got {_json_type(fn)}"
+        )
     if not isinstance(fn.get("name"), str) or not fn["name"]:
         return Problem(f"{at}.name", "'name' must be a non-empty string")
     if arguments and not isinstance(fn.get("arguments"), str):
-        return Problem(f"{at}.arguments", "'arguments' must be a string (JSON-encoded arguments), "
-                                          f"got {_json_type(fn.get('arguments'))}")
+        return Problem(
+            f"{at}.arguments",
+            f"'arguments' must be a string (JSON-encoded arguments), got {_json_type(fn.get('arguments'))}",
+        )
     return None
 
 
@@ -338,8 +370,10 @@ def _check_tools(example: dict) -> Problem | None:
 
 PREFERENCE = "preference"
 # OpenAI's 2025-06 schema spelled the outputs *_completion; the guide and real files say *_output.
-_OUTPUT_ALIASES = {"preferred_output": "preferred_completion",
-                   "non_preferred_output": "non_preferred_completion"}
+_OUTPUT_ALIASES = {
+    "preferred_output": "preferred_completion",
+    "non_preferred_output": "non_preferred_completion",
+}
 
 
 def preference_outputs(example: dict) -> tuple[Any, Any]:
@@ -354,21 +388,29 @@ def preference_sides(example: dict) -> tuple[dict, dict]:
     inp = example["input"]
     context = [{**m, "weight": 0} if m.get("role") == "assistant" else m for m in inp["messages"]]
     extra = {k: inp[k] for k in ("tools", "functions") if k in inp}
-    return tuple({"messages": context + [{k: v for k, v in out[0].items() if k != "weight"}], **extra}
-                 for out in preference_outputs(example))
+    return tuple(
+        {"messages": context + [{k: v for k, v in out[0].items() if k != "weight"}], **extra}
+        for out in preference_outputs(example)
+    )
 
 
 def check_preference_example(example: dict, *, ignored_keys: set[str] | None = None) -> Problem | None:
     """The first problem with one example of a DPO job's file, or None when it is a valid pair:
     `input` (a conversation ending before the answer) and one assistant message per output."""
     if detect_format(example) is not None:
-        return Problem(None, "this is supervised (SFT) data ('messages' or 'prompt'/'completion'); "
-                             "a DPO job needs preference pairs: input / preferred_output / "
-                             "non_preferred_output")
+        return Problem(
+            None,
+            "this is supervised (SFT) data ('messages' or 'prompt'/'completion'); "
+            "a DPO job needs preference pairs: input / preferred_output / "
+            "non_preferred_output",
+        )
     inp = example.get("input")
     if inp is None:
-        return Problem("input", "'input' is missing: a preference example needs the conversation "
-                                "('input': {'messages': [...]}) that the outputs answer")
+        return Problem(
+            "input",
+            "'input' is missing: a preference example needs the conversation "
+            "('input': {'messages': [...]}) that the outputs answer",
+        )
     if not isinstance(inp, dict):
         return Problem("input", f"'input' must be an object with 'messages', got {_json_type(inp)}")
     problem = _check_preference_input(inp)
@@ -380,9 +422,10 @@ def check_preference_example(example: dict, *, ignored_keys: set[str] | None = N
         if problem:
             return problem
     if json.dumps(outputs[0], sort_keys=True) == json.dumps(outputs[1], sort_keys=True):
-        return Problem("non_preferred_output", "non_preferred_output is identical to "
-                                               "preferred_output: a pair must differ to teach "
-                                               "a preference")
+        return Problem(
+            "non_preferred_output",
+            "non_preferred_output is identical to preferred_output: a pair must differ to teach a preference",
+        )
     if ignored_keys is not None:
         known = {"input", *_OUTPUT_ALIASES, *_OUTPUT_ALIASES.values()}
         ignored_keys.update(k for k in example if k not in known)
@@ -391,7 +434,7 @@ def check_preference_example(example: dict, *, ignored_keys: set[str] | None = N
 
 
 def detect_method(path: str | Path) -> str:
-    """"dpo" when the file's first example is a preference pair, else "supervised" (for callers
+    """ "dpo" when the file's first example is a preference pair, else "supervised" (for callers
     that were not told the job's method, such as `tuneforge data validate`)."""
     for raw in iter_lines(path):
         try:
@@ -406,7 +449,7 @@ def _within(prefix: str, problem: Problem, index_from: str = "messages") -> Prob
     """`problem` found in a nested conversation, its field named from the example's top level."""
     param = problem.param or index_from
     if param.startswith(index_from):
-        param = prefix + param[len(index_from):]
+        param = prefix + param[len(index_from) :]
     else:
         param = f"{prefix.rsplit('.', 1)[0]}.{param}" if "." in prefix else param
     return Problem(param, f"{param}: {problem.message}")
@@ -415,10 +458,14 @@ def _within(prefix: str, problem: Problem, index_from: str = "messages") -> Prob
 def _check_preference_input(inp: dict) -> Problem | None:
     messages = inp.get("messages")
     if not isinstance(messages, list) or not messages:
-        what = "is missing" if messages is None else (
-            "is empty" if isinstance(messages, list) else f"must be an array, got {_json_type(messages)}")
-        return Problem("input.messages", f"'input.messages' {what}: the conversation the outputs "
-                                         "answer")
+        what = (
+            "is missing"
+            if messages is None
+            else (
+                "is empty" if isinstance(messages, list) else f"must be an array, got {_json_type(messages)}"
+            )
+        )
+        return Problem("input.messages", f"'input.messages' {what}: the conversation the outputs answer")
     problem = _check_tools(inp)
     if problem:
         return _within("input.messages", problem)
@@ -427,34 +474,43 @@ def _check_preference_input(inp: dict) -> Problem | None:
         if problem:
             return _within("input.messages", problem)
     if messages[-1]["role"] == "assistant":
-        return Problem(f"input.messages[{len(messages) - 1}].role",
-                       f"input.messages[{len(messages) - 1}].role: the input ends with an "
-                       "assistant message: it must end where the "
-                       "assistant answers (a user or tool message)")
+        return Problem(
+            f"input.messages[{len(messages) - 1}].role",
+            f"input.messages[{len(messages) - 1}].role: the input ends with an "
+            "assistant message: it must end where the "
+            "assistant answers (a user or tool message)",
+        )
     return None
 
 
 def _check_output(key: str, output: Any) -> Problem | None:
     if output is None:
-        return Problem(key, f"'{key}' is missing: a preference example needs both "
-                            "preferred_output and non_preferred_output")
+        return Problem(
+            key,
+            f"'{key}' is missing: a preference example needs both preferred_output and non_preferred_output",
+        )
     if not isinstance(output, list):
-        return Problem(key, f"'{key}' must be an array holding one assistant message, "
-                            f"got {_json_type(output)}")
+        return Problem(
+            key, f"'{key}' must be an array holding one assistant message, got {_json_type(output)}"
+        )
     if not output:
         return Problem(key, f"'{key}' is empty: it must hold the one assistant message")
     if len(output) != 1:
-        return Problem(key, f"'{key}' must hold exactly one assistant message, got "
-                            f"{len(output)}")
+        return Problem(key, f"'{key}' must hold exactly one assistant message, got {len(output)}")
     message = output[0]
     problem = _check_message(message, 0)
     if problem:
         return _within(f"{key}[0]", problem, index_from="messages[0]")
     if message["role"] != "assistant":
-        return Problem(f"{key}[0].role", f"{key}[0].role: the output must be an assistant "
-                                         f"message, got {message['role']!r}")
-    if not message.get("tool_calls") and not message.get("function_call") \
-            and not "".join(_content_text(message.get("content"))).strip():
+        return Problem(
+            f"{key}[0].role",
+            f"{key}[0].role: the output must be an assistant message, got {message['role']!r}",
+        )
+    if (
+        not message.get("tool_calls")
+        and not message.get("function_call")
+        and not "".join(_content_text(message.get("content"))).strip()
+    ):
         return Problem(f"{key}[0].content", f"{key}[0].content: the output is empty")
     return None
 
@@ -470,16 +526,18 @@ def _content_text(content: Any) -> list[str]:
 INVALID_FILE = "invalid_training_file"
 INVALID_N_EXAMPLES = "invalid_n_examples"
 MIN_EXAMPLES = 10
-NOT_JSONL = ('The file is not in the chat JSONL format: no line of it is a JSON object. Each line '
-             'must be one JSON object with a "messages" list, e.g. {"messages": [{"role": "user", '
-             '"content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}')
+NOT_JSONL = (
+    "The file is not in the chat JSONL format: no line of it is a JSON object. Each line "
+    'must be one JSON object with a "messages" list, e.g. {"messages": [{"role": "user", '
+    '"content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}'
+)
 TOKEN_BATCH = 256  # examples rendered per task
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024  # smaller files: starting worker processes costs more than it saves
 
 
 @dataclass(frozen=True)
 class DataError:
-    line: int | None          # 1-based; None for file-level errors (too few examples)
+    line: int | None  # 1-based; None for file-level errors (too few examples)
     code: str
     message: str
     param: str | None = None  # the field, e.g. "messages[1].role"
@@ -491,25 +549,25 @@ class DataError:
 
 @dataclass
 class ValidationReport:
-    file_param: str = "training_file"   # what a failed job names: training_file | validation_file
-    format: str | None = None           # "chat" | "prompt_completion"
-    n_examples: int = 0                 # valid examples (what training would use)
-    n_invalid_examples: int = 0         # non-blank lines with an error
-    errors: list[DataError] = field(default_factory=list)   # the first max_errors
-    n_errors: int = 0                   # all of them
+    file_param: str = "training_file"  # what a failed job names: training_file | validation_file
+    format: str | None = None  # "chat" | "prompt_completion"
+    n_examples: int = 0  # valid examples (what training would use)
+    n_invalid_examples: int = 0  # non-blank lines with an error
+    errors: list[DataError] = field(default_factory=list)  # the first max_errors
+    n_errors: int = 0  # all of them
     warnings: list[str] = field(default_factory=list)
     messages_per_example: Distribution | None = None
     total_tokens_per_example: Distribution | None = None
     trained_tokens_per_example: Distribution | None = None
     n_missing_system: int = 0
     n_missing_user: int = 0
-    n_without_trained_tokens: int = 0   # examples whose every assistant message has weight 0
+    n_without_trained_tokens: int = 0  # examples whose every assistant message has weight 0
     max_seq_len: int | None = None
-    n_too_long: int | None = None       # examples over max_seq_len: truncated when training
+    n_too_long: int | None = None  # examples over max_seq_len: truncated when training
     n_epochs: int = 0
     n_epochs_auto: bool = True
-    billing_tokens: int | None = None   # tokens per example as truncated at max_seq_len, summed
-    estimated_trained_tokens: int | None = None   # billing_tokens x n_epochs
+    billing_tokens: int | None = None  # tokens per example as truncated at max_seq_len, summed
+    estimated_trained_tokens: int | None = None  # billing_tokens x n_epochs
     price_per_million_tokens: float = 0.0
     estimated_cost: float | None = None
 
@@ -519,16 +577,19 @@ class ValidationReport:
 
     def job_error(self) -> tuple[str, str, str] | None:
         """(code, message, param) a failed job shows, worded like OpenAI's; None when valid."""
-        label = self.file_param.replace("_", " ")   # "training file"
+        label = self.file_param.replace("_", " ")  # "training file"
         for error in self.errors:
             if error.code == INVALID_FILE:
                 where = "" if error.line is None else f"Line {error.line}"
                 if error.message_index is not None:
                     where += f", message {error.message_index + 1}"
-                return (INVALID_FILE,
-                        f"The job failed due to an invalid {label}. Invalid file format. "
-                        + (f"{where}: " if where else "") + error.message,
-                        self.file_param)
+                return (
+                    INVALID_FILE,
+                    f"The job failed due to an invalid {label}. Invalid file format. "
+                    + (f"{where}: " if where else "")
+                    + error.message,
+                    self.file_param,
+                )
         for error in self.errors:
             return error.code, error.message, self.file_param
         return None
@@ -559,8 +620,9 @@ class ValidationReport:
             "estimated_trained_tokens": self.estimated_trained_tokens,
             "price_per_million_tokens": self.price_per_million_tokens,
             "estimated_cost": self.estimated_cost,
-            "job_error": (dict(zip(("code", "message", "param"), self.job_error()))
-                          if self.job_error() else None),
+            "job_error": (
+                dict(zip(("code", "message", "param"), self.job_error())) if self.job_error() else None
+            ),
         }
 
 
@@ -585,8 +647,11 @@ def validate_file(
     for token counts; None uses every core for files over PARALLEL_MIN_BYTES, else this process.
     `method`: the job's method.type; "dpo" expects preference pairs (`check_preference_example`).
     """
-    report = ValidationReport(file_param=file_param, n_epochs_auto=n_epochs is None,
-                              price_per_million_tokens=price_per_million_tokens)
+    report = ValidationReport(
+        file_param=file_param,
+        n_epochs_auto=n_epochs is None,
+        price_per_million_tokens=price_per_million_tokens,
+    )
     if max_seq_len is None and tokenizer is not None:
         limit = getattr(tokenizer, "model_max_length", None)
         max_seq_len = limit if isinstance(limit, int) and limit < 10**7 else None  # HF's "no limit"
@@ -619,9 +684,13 @@ def validate_file(
         # counted in lines, so a file whose only problem is a bad line gets that one error
         report.n_errors += 1
         kind = file_param.replace("_", " ").capitalize()
-        errors.append(DataError(None, INVALID_N_EXAMPLES,
-                                f"{kind} has {n_lines} example(s), but must have at least "
-                                f"{min_examples} examples"))
+        errors.append(
+            DataError(
+                None,
+                INVALID_N_EXAMPLES,
+                f"{kind} has {n_lines} example(s), but must have at least {min_examples} examples",
+            )
+        )
     # render failures arrive after later lines' schema errors: report the first lines first
     errors.sort(key=lambda e: (e.line is None, e.line or 0))
     report.errors = errors[:max_errors]
@@ -629,11 +698,13 @@ def validate_file(
     report.messages_per_example = Distribution.of(n_messages)
     if n_epochs is not None:
         report.n_epochs = n_epochs
-    else:   # no valid example: no epochs to speak of
+    else:  # no valid example: no epochs to speak of
         report.n_epochs = auto_n_epochs(report.n_examples) if report.n_examples else 0
     if report.n_without_trained_tokens:
-        report.warnings.append(f"{report.n_without_trained_tokens} example(s) have weight 0 on every "
-                               "assistant message: nothing in them is trained")
+        report.warnings.append(
+            f"{report.n_without_trained_tokens} example(s) have weight 0 on every "
+            "assistant message: nothing in them is trained"
+        )
     if report.n_missing_user:
         report.warnings.append(f"{report.n_missing_user} example(s) have no user message")
     if counts is None:
@@ -643,8 +714,14 @@ def validate_file(
     return report
 
 
-def _scan(path: str | Path, report: ValidationReport, errors: list[DataError], max_errors: int,
-          counter: TokenCounter | None, method: str = "supervised") -> tuple[array, int]:
+def _scan(
+    path: str | Path,
+    report: ValidationReport,
+    errors: list[DataError],
+    max_errors: int,
+    counter: TokenCounter | None,
+    method: str = "supervised",
+) -> tuple[array, int]:
     """The streaming pass: schema checks and per-example counts; valid examples go to `counter`
     in batches. Returns messages per valid example, and how many lines were JSON objects."""
     n_messages = array("i")
@@ -656,8 +733,9 @@ def _scan(path: str | Path, report: ValidationReport, errors: list[DataError], m
         report.n_errors += 1
         report.n_invalid_examples += 1
         if len(errors) < max_errors:
-            errors.append(DataError(line, INVALID_FILE, problem.message, problem.param,
-                                    problem.message_index))
+            errors.append(
+                DataError(line, INVALID_FILE, problem.message, problem.param, problem.message_index)
+            )
 
     for raw in iter_lines(path):
         try:
@@ -672,8 +750,11 @@ def _scan(path: str | Path, report: ValidationReport, errors: list[DataError], m
             problem, fmt = check_example(example, ignored_keys=ignored_keys), detect_format(example)
         if problem is None and report.format is not None and fmt != report.format:
             # one file, one format: the trainer renders every example the same way
-            problem = Problem(None, f"this example is in {fmt} format but the file started with "
-                                    f"{report.format} examples; a file must not mix formats")
+            problem = Problem(
+                None,
+                f"this example is in {fmt} format but the file started with "
+                f"{report.format} examples; a file must not mix formats",
+            )
         if problem is not None:
             error(raw.line, problem)
             continue
@@ -699,8 +780,7 @@ def _scan(path: str | Path, report: ValidationReport, errors: list[DataError], m
     if counter is not None and batch:
         counter.add(batch)
     if ignored_keys:
-        report.warnings.append("unrecognized top-level keys were ignored: "
-                               + ", ".join(sorted(ignored_keys)))
+        report.warnings.append("unrecognized top-level keys were ignored: " + ", ".join(sorted(ignored_keys)))
     return n_messages, n_objects
 
 
@@ -737,15 +817,15 @@ class _PreferenceCounter:
         sides = [side for _, example in batch for side in preference_sides(example)]
         rendering = render_batch(self._tokenizer, sides, max_seq_len=None)
         for n, (line, _example) in enumerate(batch):
-            pair = rendering.rendered[2 * n:2 * n + 2]
+            pair = rendering.rendered[2 * n : 2 * n + 2]
             if None in pair:
                 exc = rendering.errors[2 * n + pair.index(None)]
-                self.counts.failures.append(RenderFailure(line, exc.code or INVALID_FILE,
-                                                          exc.message, exc.param))
+                self.counts.failures.append(
+                    RenderFailure(line, exc.code or INVALID_FILE, exc.message, exc.param)
+                )
                 continue
             self.counts.totals.append(sum(len(r.input_ids) for r in pair))
-            self.counts.trained.append(sum(len(r.labels) - r.labels.count(IGNORE_INDEX)
-                                           for r in pair))
+            self.counts.trained.append(sum(len(r.labels) - r.labels.count(IGNORE_INDEX) for r in pair))
             self.counts.billed.append(sum(len(truncate(r, self._max_seq_len)) for r in pair))
 
     def finish(self) -> TokenCounts:
@@ -758,8 +838,9 @@ class _PreferenceCounter:
         pass
 
 
-def _token_statistics(report: ValidationReport, counts: TokenCounts, max_seq_len: int | None,
-                      price_per_million_tokens: float) -> None:
+def _token_statistics(
+    report: ValidationReport, counts: TokenCounts, max_seq_len: int | None, price_per_million_tokens: float
+) -> None:
     totals = counts.totals
     report.total_tokens_per_example = Distribution.of(totals)
     report.trained_tokens_per_example = Distribution.of(counts.trained)
@@ -768,7 +849,9 @@ def _token_statistics(report: ValidationReport, counts: TokenCounts, max_seq_len
     if max_seq_len is not None:
         report.n_too_long = sum(1 for t, b in zip(totals, counts.billed) if b < t)
         if report.n_too_long:
-            report.warnings.append(f"{report.n_too_long} example(s) are longer than the context "
-                                   f"limit of {max_seq_len} tokens and will be truncated")
+            report.warnings.append(
+                f"{report.n_too_long} example(s) are longer than the context "
+                f"limit of {max_seq_len} tokens and will be truncated"
+            )
     report.estimated_trained_tokens = report.billing_tokens * report.n_epochs
     report.estimated_cost = round(report.estimated_trained_tokens * price_per_million_tokens / 1e6, 6)

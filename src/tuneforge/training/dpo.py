@@ -49,14 +49,18 @@ from tuneforge.training.sft import (
 )
 from tuneforge.training.spec import Reporter, StopRequest, TrainResult, TrainSpec
 
-REFERENCE_FILE = "dpo_reference.pt"   # reference log-probs, beside state/, removed when done
-CSV_COLUMNS = (("step", "step"), ("train_loss", "train_loss"),
-               ("train_rewards_chosen", "train_rewards_chosen"),
-               ("train_rewards_rejected", "train_rewards_rejected"),
-               ("train_rewards_accuracy", "train_rewards_accuracy"),
-               ("train_rewards_margin", "train_rewards_margin"),
-               ("valid_loss", "valid_loss"), ("valid_rewards_accuracy", "valid_rewards_accuracy"),
-               ("valid_rewards_margin", "valid_rewards_margin"))
+REFERENCE_FILE = "dpo_reference.pt"  # reference log-probs, beside state/, removed when done
+CSV_COLUMNS = (
+    ("step", "step"),
+    ("train_loss", "train_loss"),
+    ("train_rewards_chosen", "train_rewards_chosen"),
+    ("train_rewards_rejected", "train_rewards_rejected"),
+    ("train_rewards_accuracy", "train_rewards_accuracy"),
+    ("train_rewards_margin", "train_rewards_margin"),
+    ("valid_loss", "valid_loss"),
+    ("valid_rewards_accuracy", "valid_rewards_accuracy"),
+    ("valid_rewards_margin", "valid_rewards_margin"),
+)
 
 
 def train(spec: TrainSpec, reporter: Reporter) -> TrainResult:
@@ -65,22 +69,29 @@ def train(spec: TrainSpec, reporter: Reporter) -> TrainResult:
 
 # --- data ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class Pair:
     chosen: Rendered
     rejected: Rendered
-    index: int               # position in its set: the row of its reference log-probs
+    index: int  # position in its set: the row of its reference log-probs
 
     @property
     def truncated(self) -> bool:
         return self.chosen.truncated or self.rejected.truncated
 
-    def __len__(self) -> int:   # tokens processed (and billed): both sides
+    def __len__(self) -> int:  # tokens processed (and billed): both sides
         return len(self.chosen) + len(self.rejected)
 
 
-def load_pairs(tokenizer, path: Path, max_seq_len: int | None, *, param: str = "training_file",
-               audit_stop_ids: set[int] | None = None) -> list[Pair]:
+def load_pairs(
+    tokenizer,
+    path: Path,
+    max_seq_len: int | None,
+    *,
+    param: str = "training_file",
+    audit_stop_ids: set[int] | None = None,
+) -> list[Pair]:
     """Every preference pair of `path`, checked (a bad line is an InvalidRequest naming it) and
     rendered; `audit_stop_ids`: also check that trained spans end with one of these tokens."""
     from tuneforge.training.data import INVALID_FILE, check_preference_example, preference_sides
@@ -92,10 +103,10 @@ def load_pairs(tokenizer, path: Path, max_seq_len: int | None, *, param: str = "
             raise InvalidRequest(f"Line {line}: {problem.message}", code=INVALID_FILE, param=param)
     sides = [(line, side) for line, example in examples for side in preference_sides(example)]
     if audit_stop_ids is not None:
-        audit(tokenizer, sides[:2 * AUDIT_SAMPLE], stop_ids=audit_stop_ids)
+        audit(tokenizer, sides[: 2 * AUDIT_SAMPLE], stop_ids=audit_stop_ids)
     rendered: list[Rendered] = []
     for start in range(0, len(sides), RENDER_BATCH):
-        chunk = sides[start:start + RENDER_BATCH]
+        chunk = sides[start : start + RENDER_BATCH]
         rendering = render_batch(tokenizer, [side for _, side in chunk], max_seq_len)
         for n, (line, _side) in enumerate(chunk):
             if rendering.rendered[n] is None:
@@ -108,10 +119,11 @@ def load_pairs(tokenizer, path: Path, max_seq_len: int | None, *, param: str = "
 @dataclass
 class PairRow:
     """Pairs packed into one row: chosen then rejected, each with positions from 0."""
-    input_ids: torch.Tensor      # [1, T]
-    position_ids: torch.Tensor   # [1, T]
-    targets: torch.Tensor        # [T]: next token where trained, else IGNORE_INDEX
-    sequence: torch.Tensor       # [T]: 2k for pair k's chosen tokens, 2k + 1 for its rejected
+
+    input_ids: torch.Tensor  # [1, T]
+    position_ids: torch.Tensor  # [1, T]
+    targets: torch.Tensor  # [T]: next token where trained, else IGNORE_INDEX
+    sequence: torch.Tensor  # [T]: 2k for pair k's chosen tokens, 2k + 1 for its rejected
     pairs: list[Pair]
 
 
@@ -137,14 +149,14 @@ def _pair_row(row: list[Pair]) -> PairRow:
     for k, pair in enumerate(row):
         for side, r in enumerate((pair.chosen, pair.rejected)):
             ids += r.input_ids
-            pos += position_ids(r)   # restarts at each sequence (templates rendered per turn)
+            pos += position_ids(r)  # restarts at each sequence (templates rendered per turn)
             tgt += shifted_targets(r)
             seq += [2 * k + side] * len(r.input_ids)
-    return PairRow(torch.tensor([ids]), torch.tensor([pos]), torch.tensor(tgt), torch.tensor(seq),
-                   row)
+    return PairRow(torch.tensor([ids]), torch.tensor([pos]), torch.tensor(tgt), torch.tensor(seq), row)
 
 
 # --- the objective ------------------------------------------------------------------------------
+
 
 def dpo_loss(policy: torch.Tensor, reference: torch.Tensor, beta: float):
     """TRL's sigmoid DPO loss. `policy`, `reference`: [n, 2] summed log-probs (chosen, rejected).
@@ -159,11 +171,13 @@ def pair_logps(model, row: PairRow, device: torch.device, *, bf16: bool = False)
     """[pairs, 2] summed log-probs of each side's trained tokens under `model` (one forward)."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         # No attention mask: position resets make transformers mask per sequence (packing).
-        logits = model(input_ids=row.input_ids.to(device), position_ids=row.position_ids.to(device),
-                       use_cache=False).logits[0]
+        logits = model(
+            input_ids=row.input_ids.to(device), position_ids=row.position_ids.to(device), use_cache=False
+        ).logits[0]
     targets = row.targets.to(device)
-    token_logps = -F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX,
-                                   reduction="none")   # 0 where not trained
+    token_logps = -F.cross_entropy(
+        logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="none"
+    )  # 0 where not trained
     sums = torch.zeros(2 * len(row.pairs), device=device, dtype=token_logps.dtype)
     return sums.index_add(0, row.sequence.to(device), token_logps).view(-1, 2)
 
@@ -184,32 +198,40 @@ class _Sums:
 
     def metrics(self, prefix: str) -> dict[str, float]:
         n = max(1, self.n)
-        return {f"{prefix}_loss": self.loss / n,
-                f"{prefix}_rewards_chosen": self.chosen / n,
-                f"{prefix}_rewards_rejected": self.rejected / n,
-                f"{prefix}_rewards_accuracy": self.correct / n,
-                f"{prefix}_rewards_margin": (self.chosen - self.rejected) / n}
+        return {
+            f"{prefix}_loss": self.loss / n,
+            f"{prefix}_rewards_chosen": self.chosen / n,
+            f"{prefix}_rewards_rejected": self.rejected / n,
+            f"{prefix}_rewards_accuracy": self.correct / n,
+            f"{prefix}_rewards_margin": (self.chosen - self.rejected) / n,
+        }
 
 
 # --- the run ------------------------------------------------------------------------------------
+
 
 class _DpoRun(SftRun):
     def _setup_data(self) -> None:
         spec = self.spec
         stop_ids = stop_token_ids(self.tokenizer, self.generation_config)
-        self.train_set = load_pairs(self.tokenizer, spec.training_file, self.max_seq_len,
-                                    audit_stop_ids=stop_ids)
+        self.train_set = load_pairs(
+            self.tokenizer, spec.training_file, self.max_seq_len, audit_stop_ids=stop_ids
+        )
         if not self.train_set:
-            raise InvalidRequest("The training file has no examples.", code="invalid_n_examples",
-                                 param="training_file")
+            raise InvalidRequest(
+                "The training file has no examples.", code="invalid_n_examples", param="training_file"
+            )
         self.valid_set = []
         if spec.validation_file is not None:
-            self.valid_set = load_pairs(self.tokenizer, spec.validation_file, self.max_seq_len,
-                                        param="validation_file")
+            self.valid_set = load_pairs(
+                self.tokenizer, spec.validation_file, self.max_seq_len, param="validation_file"
+            )
         n_cut = sum(p.truncated for p in self.train_set)
         if n_cut:
-            self.reporter.event(f"{n_cut} training pairs have a side longer than {self.max_seq_len} "
-                                "tokens, truncated.", level="warn")
+            self.reporter.event(
+                f"{n_cut} training pairs have a side longer than {self.max_seq_len} tokens, truncated.",
+                level="warn",
+            )
         # A pair fits one row whatever its length: both sides are in the same forward.
         self.row_tokens = max(MICRO_BATCH_TOKENS, 2 * self.max_seq_len)
 
@@ -218,10 +240,11 @@ class _DpoRun(SftRun):
         self._setup()
         self.beta = float(self.hp.beta)
         self.step = self.start_step
-        self.csv = ckpt.MetricsCsv(self.out / "step_metrics.csv", keep_up_to=self.start_step,
-                                   columns=CSV_COLUMNS)
+        self.csv = ckpt.MetricsCsv(
+            self.out / "step_metrics.csv", keep_up_to=self.start_step, columns=CSV_COLUMNS
+        )
         try:
-            self._setup_reference()   # a cancel during its pass is a cancel like any other
+            self._setup_reference()  # a cancel during its pass is a cancel like any other
             return self._loop()
         except Cancelled:
             return self._result("cancelled", self.step)
@@ -234,13 +257,18 @@ class _DpoRun(SftRun):
         path = self.out / REFERENCE_FILE
         if self.progress is not None:
             if not path.is_file():
-                raise InvalidRequest("state/ has no DPO reference log-probs to resume with.",
-                                     code="resume_mismatch")
+                raise InvalidRequest(
+                    "state/ has no DPO reference log-probs to resume with.", code="resume_mismatch"
+                )
             self.reference = torch.load(path)
-            if (len(self.reference["train"]), len(self.reference["valid"])) != \
-                    (len(self.train_set), len(self.valid_set)):
-                raise InvalidRequest("The DPO reference log-probs in the output directory belong "
-                                     "to other files.", code="resume_mismatch")
+            if (len(self.reference["train"]), len(self.reference["valid"])) != (
+                len(self.train_set),
+                len(self.valid_set),
+            ):
+                raise InvalidRequest(
+                    "The DPO reference log-probs in the output directory belong to other files.",
+                    code="resume_mismatch",
+                )
             return
         self.reference = {"train": self._logps(self.train_set), "valid": self._logps(self.valid_set)}
         tmp = path.with_name(path.name + ".tmp")
@@ -268,7 +296,7 @@ class _DpoRun(SftRun):
         if stop == StopRequest.CANCEL:
             raise Cancelled
         if stop == StopRequest.PAUSE:
-            self.pending_pause = True   # finish this pass, pause before the next step
+            self.pending_pause = True  # finish this pass, pause before the next step
 
     def _loop(self) -> TrainResult:
         spe, bs = self.steps_per_epoch, self.hp.batch_size
@@ -283,22 +311,30 @@ class _DpoRun(SftRun):
                 return self._result("paused", self.step)
             epoch, i = divmod(self.step, spe)
             order = self._epoch_order(epoch)
-            batch = [self.train_set[j] for j in order[i * bs:(i + 1) * bs]]
+            batch = [self.train_set[j] for j in order[i * bs : (i + 1) * bs]]
             started = time.perf_counter()
-            m: dict[str, Any] = {"step": self.step + 1, "total_steps": self.total_steps,
-                                 **self._train_step(batch)}
-            self.trained_tokens += sum(len(p) for p in batch)   # both sides, as validated
+            m: dict[str, Any] = {
+                "step": self.step + 1,
+                "total_steps": self.total_steps,
+                **self._train_step(batch),
+            }
+            self.trained_tokens += sum(len(p) for p in batch)  # both sides, as validated
             self.step += 1
             epoch_end = self.step % spe == 0
             if self.valid_set and (self.step % eval_every == 0 or epoch_end):
                 v = self._evaluate(self._valid_sample())
-                m.update(valid_loss=v["valid_loss"], valid_rewards_accuracy=v["valid_rewards_accuracy"],
-                         valid_rewards_margin=v["valid_rewards_margin"])
+                m.update(
+                    valid_loss=v["valid_loss"],
+                    valid_rewards_accuracy=v["valid_rewards_accuracy"],
+                    valid_rewards_margin=v["valid_rewards_margin"],
+                )
             if self.valid_set and epoch_end:
                 v = self._evaluate(self.valid_set)
-                m.update(full_valid_loss=v["valid_loss"],
-                         full_valid_rewards_accuracy=v["valid_rewards_accuracy"],
-                         full_valid_rewards_margin=v["valid_rewards_margin"])
+                m.update(
+                    full_valid_loss=v["valid_loss"],
+                    full_valid_rewards_accuracy=v["valid_rewards_accuracy"],
+                    full_valid_rewards_margin=v["valid_rewards_margin"],
+                )
             self.csv.write(m)
             self.reporter.metrics(m)
             hook = getattr(self.reporter, "throughput", None)
@@ -313,9 +349,10 @@ class _DpoRun(SftRun):
         self.model.train()
         sums = _Sums()
         for row in pack_pairs(batch, self.row_tokens):
-            losses, chosen, rejected = dpo_loss(self._pair_logps(row),
-                                                self._reference_of(row, "train"), self.beta)
-            (losses.sum() / len(batch)).backward()   # the mean over the step's pairs
+            losses, chosen, rejected = dpo_loss(
+                self._pair_logps(row), self._reference_of(row, "train"), self.beta
+            )
+            (losses.sum() / len(batch)).backward()  # the mean over the step's pairs
             sums.add(losses, chosen, rejected)
         torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
         self.optimizer.step()

@@ -49,11 +49,11 @@ def auto_batch_size(n_examples: int) -> int:
 class Hyperparameter:
     name: str
     type: type[int] | type[float]
-    auto: Callable[[int], int | float]      # the `auto` value for a file of n examples
-    minimum: float                          # inclusive for integers, exclusive for numbers
-    maximum: float | None                   # inclusive; None: unbounded
-    label: str                              # short, for the dashboard's form
-    help: str                               # one sentence, for the form and the CLI
+    auto: Callable[[int], int | float]  # the `auto` value for a file of n examples
+    minimum: float  # inclusive for integers, exclusive for numbers
+    maximum: float | None  # inclusive; None: unbounded
+    label: str  # short, for the dashboard's form
+    help: str  # one sentence, for the form and the CLI
 
     @property
     def expected(self) -> str:
@@ -68,34 +68,63 @@ class Hyperparameter:
             return False
         if self.type is int:
             return isinstance(value, int) and self.minimum <= value <= (self.maximum or math.inf)
-        return (isinstance(value, int | float) and math.isfinite(value) and value > self.minimum
-                and (self.maximum is None or value <= self.maximum))
+        return (
+            isinstance(value, int | float)
+            and math.isfinite(value)
+            and value > self.minimum
+            and (self.maximum is None or value <= self.maximum)
+        )
 
     def check(self, value: Any, param: str) -> int | float | str:
         """`value` as stored (`auto` kept, numbers typed), or a 400 naming `param`."""
         if value is None or value == AUTO:
             return AUTO
         if not self.valid(value):
-            raise InvalidRequest(f"Invalid {param}: {value!r}. Expected 'auto' or {self.expected}.",
-                                 param=param)
+            raise InvalidRequest(
+                f"Invalid {param}: {value!r}. Expected 'auto' or {self.expected}.", param=param
+            )
         return self.type(value)
 
 
 N_EPOCHS = Hyperparameter(
-    "n_epochs", int, auto_n_epochs, 1, 50, "Epochs",
-    "Passes over the training file; auto: 3, adjusted so examples x epochs is 100..25 000.")
+    "n_epochs",
+    int,
+    auto_n_epochs,
+    1,
+    50,
+    "Epochs",
+    "Passes over the training file; auto: 3, adjusted so examples x epochs is 100..25 000.",
+)
 BATCH_SIZE = Hyperparameter(
-    "batch_size", int, auto_batch_size, 1, 256, "Batch size",
-    "Examples per optimizer step; auto: about 0.2% of the examples (1 below 1 000).")
+    "batch_size",
+    int,
+    auto_batch_size,
+    1,
+    256,
+    "Batch size",
+    "Examples per optimizer step; auto: about 0.2% of the examples (1 below 1 000).",
+)
 LEARNING_RATE_MULTIPLIER = Hyperparameter(
-    "learning_rate_multiplier", float, lambda n: 1.0, 0, None, "LR multiplier",
-    "Scales the base learning rate (LoRA 1e-3, full 2e-5); auto: 1.0.")
+    "learning_rate_multiplier",
+    float,
+    lambda n: 1.0,
+    0,
+    None,
+    "LR multiplier",
+    "Scales the base learning rate (LoRA 1e-3, full 2e-5); auto: 1.0.",
+)
 
 # DPO only. OpenAI's range is 0 < beta <= 2; `auto` is 0.1, TRL's DPOConfig default (OpenAI does
 # not say).
 BETA = Hyperparameter(
-    "beta", float, lambda n: 0.1, 0, 2, "Beta",
-    "DPO: how strongly the policy is held to the reference model (higher: closer); auto: 0.1.")
+    "beta",
+    float,
+    lambda n: 0.1,
+    0,
+    2,
+    "Beta",
+    "DPO: how strongly the policy is held to the reference model (higher: closer); auto: 0.1.",
+)
 
 # Per method, in the order OpenAI lists them (the wire's and the error messages' order).
 METHODS: dict[str, tuple[Hyperparameter, ...]] = {
@@ -129,8 +158,9 @@ def check(method: str, value: Any, param: str) -> dict[str, Any]:
         raise InvalidRequest(f"{param} must be an object.", param=param)
     for key in value:
         if key not in defs:
-            raise InvalidRequest(f"Unknown hyperparameter {key!r}; expected one of "
-                                 f"{', '.join(defs)}.", param=f"{param}.{key}")
+            raise InvalidRequest(
+                f"Unknown hyperparameter {key!r}; expected one of {', '.join(defs)}.", param=f"{param}.{key}"
+            )
     for key, v in value.items():
         out[key] = defs[key].check(v, f"{param}.{key}")
     return out

@@ -88,9 +88,9 @@ class Rendered:
     Each sequence is a context of its own: positions restart and it attends only to itself."""
 
     input_ids: list[int]
-    labels: list[int]           # same length; IGNORE_INDEX where not trained
-    truncated: bool = False     # cut at max_seq_len
-    seq_lens: tuple[int, ...] | None = None   # None: a single sequence
+    labels: list[int]  # same length; IGNORE_INDEX where not trained
+    truncated: bool = False  # cut at max_seq_len
+    seq_lens: tuple[int, ...] | None = None  # None: a single sequence
 
     @property
     def n_trained(self) -> int:
@@ -105,7 +105,7 @@ class Rendered:
             return [self]
         out, start = [], 0
         for n in self.seq_lens:
-            out.append(Rendered(self.input_ids[start:start + n], self.labels[start:start + n]))
+            out.append(Rendered(self.input_ids[start : start + n], self.labels[start : start + n]))
             start += n
         return out
 
@@ -114,16 +114,24 @@ def join_sequences(parts: list[Rendered]) -> Rendered:
     """Several single-sequence renderings of one example -> one multi-sequence `Rendered`."""
     if len(parts) == 1:
         return parts[0]
-    return Rendered([t for p in parts for t in p.input_ids], [x for p in parts for x in p.labels],
-                    any(p.truncated for p in parts), tuple(len(p) for p in parts))
+    return Rendered(
+        [t for p in parts for t in p.input_ids],
+        [x for p in parts for x in p.labels],
+        any(p.truncated for p in parts),
+        tuple(len(p) for p in parts),
+    )
 
 
 def truncate(rendered: Rendered, max_seq_len: int | None) -> Rendered:
     """Cut each sequence to `max_seq_len` tokens, from the end."""
     if max_seq_len is None or all(len(s) <= max_seq_len for s in rendered.sequences()):
         return rendered
-    return join_sequences([Rendered(s.input_ids[:max_seq_len], s.labels[:max_seq_len], len(s) > max_seq_len)
-                           for s in rendered.sequences()])
+    return join_sequences(
+        [
+            Rendered(s.input_ids[:max_seq_len], s.labels[:max_seq_len], len(s) > max_seq_len)
+            for s in rendered.sequences()
+        ]
+    )
 
 
 def ensure_chat_template(tokenizer) -> bool:
@@ -210,12 +218,16 @@ def _render_chat(tokenizer, example: dict) -> Rendered:
         full = _apply(tokenizer, messages, tools, add_generation_prompt=False)
         sequences = chat_sequences(
             lambda msgs, gen: _apply(tokenizer, msgs, tools, add_generation_prompt=gen),
-            messages, trained, full)
+            messages,
+            trained,
+            full,
+        )
     except InvalidRequest:
         raise
     except Exception as exc:  # jinja errors, bad content parts
         raise InvalidRequest(
-            f"The chat template cannot render this example: {exc}", code="invalid_training_file",
+            f"The chat template cannot render this example: {exc}",
+            code="invalid_training_file",
             param="messages",
         ) from exc
 
@@ -234,7 +246,7 @@ def chat_sequences(render, messages: list[dict], trained: list[bool], full: str)
     assistant turns generate (module docstring: one sequence, or more for templates that rewrite
     earlier turns). `render(messages, add_generation_prompt)` renders a prefix of the conversation."""
     in_full: list[tuple[int, int]] = []
-    own: Sequences = []   # turns that need their own rendering, in turn order
+    own: Sequences = []  # turns that need their own rendering, in turn order
     for i, flag in enumerate(trained):
         if not flag:
             continue
@@ -257,7 +269,7 @@ def chat_sequences(render, messages: list[dict], trained: list[bool], full: str)
             in_full.append(span)
         else:
             own.append((upto, [span]))
-    if in_full or not own:   # the full conversation is trained on (or nothing is)
+    if in_full or not own:  # the full conversation is trained on (or nothing is)
         own.append((full, in_full))
     return own
 
@@ -271,7 +283,7 @@ def span_labels(ids: list[int], offsets, spans: list[tuple[int, int]]) -> Render
     k, n = 0, len(spans)
     first, end = spans[0]
     for t, (start, _end) in enumerate(offsets):
-        while start >= end:   # past this span: on to the next one
+        while start >= end:  # past this span: on to the next one
             k += 1
             if k == n:
                 return Rendered(ids, labels)
@@ -329,8 +341,9 @@ def pad_id(tokenizer, stop_ids: Iterable[int] = ()) -> int:
     return next(i for i in range(len(tokenizer) + 1) if i not in stops)
 
 
-def audit(tokenizer, examples: Iterable[dict | tuple[int, dict]], *,
-          stop_ids: set[int] | None = None) -> list[Rendered]:
+def audit(
+    tokenizer, examples: Iterable[dict | tuple[int, dict]], *, stop_ids: set[int] | None = None
+) -> list[Rendered]:
     """Pre-flight check on a sample: render each example and check its label mask.
 
     Raises InvalidRequest (codes in the module docstring) when the template cannot render the
@@ -338,8 +351,10 @@ def audit(tokenizer, examples: Iterable[dict | tuple[int, dict]], *,
     """
     stop_ids = stop_ids or stop_token_ids(tokenizer)
     if not stop_ids:
-        raise InvalidRequest("The tokenizer has no EOS token, so the model cannot learn to stop.",
-                             code="terminator_not_trained")
+        raise InvalidRequest(
+            "The tokenizer has no EOS token, so the model cannot learn to stop.",
+            code="terminator_not_trained",
+        )
     out: list[Rendered] = []
     for n, item in enumerate(examples, start=1):
         line, example = item if isinstance(item, tuple) else (n, item)
@@ -363,8 +378,10 @@ def audit(tokenizer, examples: Iterable[dict | tuple[int, dict]], *,
     # No pad-token rule: training packs examples without padding (batches.py), so a pad equal to
     # EOS (SmolLM2) or no pad at all (Llama 3) never reaches a batch or the loss.
     if out and not any(r.n_trained for r in out):
-        raise InvalidRequest("No example in the sample has a trained token (every assistant "
-                             "message has weight 0).", code="no_trained_tokens")
+        raise InvalidRequest(
+            "No example in the sample has a trained token (every assistant message has weight 0).",
+            code="no_trained_tokens",
+        )
     return out
 
 

@@ -69,15 +69,15 @@ from tuneforge.training.spec import (
     TrainSpec,
 )
 
-MAX_SEQ_LEN_CAP = 8192      # default context when the model's own limit is larger
-AUDIT_SAMPLE = 32           # examples rendered and checked before training starts
-RENDER_BATCH = 256          # examples rendered (tokenized) per call
-MICRO_BATCH_TOKENS = 8192   # tokens per packed row (a longer example gets a row of its own)
-VALID_BATCH_MIN = 8         # examples in a sampled validation batch (at least batch_size)
-VALID_EVALS_PER_RUN = 5     # sampled validations over the run, at most every 2nd step (+ epoch ends)
+MAX_SEQ_LEN_CAP = 8192  # default context when the model's own limit is larger
+AUDIT_SAMPLE = 32  # examples rendered and checked before training starts
+RENDER_BATCH = 256  # examples rendered (tokenized) per call
+MICRO_BATCH_TOKENS = 8192  # tokens per packed row (a longer example gets a row of its own)
+VALID_BATCH_MIN = 8  # examples in a sampled validation batch (at least batch_size)
+VALID_EVALS_PER_RUN = 5  # sampled validations over the run, at most every 2nd step (+ epoch ends)
 WARMUP_FRACTION = 0.03
-EPOCH_SAMPLES = 3           # validation prompts answered (greedy) at each epoch end
-SAMPLE_MAX_TOKENS = 32      # tokens per sample answer: enough to see the format, cheap
+EPOCH_SAMPLES = 3  # validation prompts answered (greedy) at each epoch end
+SAMPLE_MAX_TOKENS = 32  # tokens per sample answer: enough to see the format, cheap
 MAX_GRAD_NORM = 1.0
 
 
@@ -101,7 +101,7 @@ def load_examples(path: Path) -> list[tuple[int, dict]]:
 def _render_all(tokenizer, examples: list[tuple[int, dict]], max_seq_len: int) -> list[Rendered]:
     out = []
     for start in range(0, len(examples), RENDER_BATCH):
-        chunk = examples[start:start + RENDER_BATCH]
+        chunk = examples[start : start + RENDER_BATCH]
         rendering = render_batch(tokenizer, [example for _, example in chunk], max_seq_len)
         for n, ((line, _example), rendered) in enumerate(zip(chunk, rendering.rendered)):
             if rendered is None:
@@ -129,9 +129,14 @@ def sample_prompts(examples: list[tuple[int, dict]], k: int = EPOCH_SAMPLES) -> 
             continue
         prompt = messages[:last]
         user = next((m.get("content") for m in reversed(prompt) if m.get("role") == "user"), None)
-        out.append({"messages": prompt, "tools": example.get("tools"),
-                    "prompt": user if isinstance(user, str) else str(user),
-                    "expected": messages[last]["content"]})
+        out.append(
+            {
+                "messages": prompt,
+                "tools": example.get("tools"),
+                "prompt": user if isinstance(user, str) else str(user),
+                "expected": messages[last]["content"],
+            }
+        )
         if len(out) == k:
             break
     return out
@@ -174,8 +179,11 @@ class SftRun:
         self.base_ref = str(base.resolve()) if base.is_dir() else self.spec.base_model
         self.tokenizer = AutoTokenizer.from_pretrained(self.base_ref)
         if ensure_chat_template(self.tokenizer):
-            self.reporter.event("The base model has no chat template: using tuneforge's default "
-                                "ChatML template, terminated by the EOS token.", level="warn")
+            self.reporter.event(
+                "The base model has no chat template: using tuneforge's default "
+                "ChatML template, terminated by the EOS token.",
+                level="warn",
+            )
         self.model_config = AutoConfig.from_pretrained(self.base_ref)
         limit = getattr(self.model_config, "max_position_embeddings", None) or 2048
         self.max_seq_len = self.spec.max_seq_len or min(limit, MAX_SEQ_LEN_CAP)
@@ -192,8 +200,9 @@ class SftRun:
         spec = self.spec
         train_examples = load_examples(spec.training_file)
         if not train_examples:
-            raise InvalidRequest("The training file has no examples.", code="invalid_n_examples",
-                                 param="training_file")
+            raise InvalidRequest(
+                "The training file has no examples.", code="invalid_n_examples", param="training_file"
+            )
         audit(self.tokenizer, train_examples[:AUDIT_SAMPLE], stop_ids=self.stop_ids)
         self.train_set = _render_all(self.tokenizer, train_examples, self.max_seq_len)
         self.valid_set: list[Rendered] = []
@@ -206,8 +215,10 @@ class SftRun:
         self.samples = sample_prompts(valid_examples) or sample_prompts(train_examples)
         n_cut = sum(r.truncated for r in self.train_set)
         if n_cut:
-            self.reporter.event(f"{n_cut} training examples are longer than {self.max_seq_len} tokens "
-                                "and were truncated.", level="warn")
+            self.reporter.event(
+                f"{n_cut} training examples are longer than {self.max_seq_len} tokens and were truncated.",
+                level="warn",
+            )
 
     def _setup_progress(self) -> None:
         """Hyperparameters and the step plan: resolved now, or as saved by the run we resume."""
@@ -215,9 +226,16 @@ class SftRun:
         self.progress = ckpt.read_progress(self.out)
         n = len(self.train_set)
         if self.progress is not None:
-            if (self.progress["n_examples"], self.progress["method"], self.progress["seed"]) != (n, spec.method, spec.seed):
-                raise InvalidRequest("state/ in the output directory belongs to a different run "
-                                     "(examples, method or seed differ).", code="resume_mismatch")
+            if (self.progress["n_examples"], self.progress["method"], self.progress["seed"]) != (
+                n,
+                spec.method,
+                spec.seed,
+            ):
+                raise InvalidRequest(
+                    "state/ in the output directory belongs to a different run "
+                    "(examples, method or seed differ).",
+                    code="resume_mismatch",
+                )
             self.hp = ResolvedHyperparameters(**self.progress["hyperparameters"])
         else:
             self.hp = resolve(spec.hyperparameters, n, spec.method_type)
@@ -251,9 +269,16 @@ class SftRun:
             if spec.init_adapter is not None:
                 model = PeftModel.from_pretrained(model, str(spec.init_adapter), is_trainable=True)
             else:
-                model = get_peft_model(model, LoraConfig(
-                    r=spec.lora_rank, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
-                    target_modules="all-linear", task_type="CAUSAL_LM"))
+                model = get_peft_model(
+                    model,
+                    LoraConfig(
+                        r=spec.lora_rank,
+                        lora_alpha=spec.lora_alpha,
+                        lora_dropout=spec.lora_dropout,
+                        target_modules="all-linear",
+                        task_type="CAUSAL_LM",
+                    ),
+                )
         elif spec.method != "full":
             raise InvalidRequest(f"Unknown method {spec.method!r}: use 'lora' or 'full'.", param="method")
         model.config.use_cache = False
@@ -263,8 +288,9 @@ class SftRun:
         return model.to(self.device)
 
     def _setup_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.params, lr=learning_rate(self.spec.method, self.hp),
-                                 betas=(0.9, 0.999), weight_decay=0.0)
+        return torch.optim.AdamW(
+            self.params, lr=learning_rate(self.spec.method, self.hp), betas=(0.9, 0.999), weight_decay=0.0
+        )
 
     def _setup_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
         warmup = max(1, int(WARMUP_FRACTION * self.total_steps))
@@ -310,7 +336,7 @@ class SftRun:
                 return self._result("paused", self.step)
             epoch, i = divmod(self.step, spe)
             order = self._epoch_order(epoch)
-            batch = [self.train_set[j] for j in order[i * bs:(i + 1) * bs]]
+            batch = [self.train_set[j] for j in order[i * bs : (i + 1) * bs]]
             started = time.perf_counter()
             loss, acc = self._train_step(batch)
             # Billable tokens, as OpenAI counts them: every token of the (truncated) examples
@@ -318,8 +344,12 @@ class SftRun:
             self.trained_tokens += sum(len(r) for r in batch)
             self.step += 1
             epoch_end = self.step % spe == 0
-            m: dict[str, Any] = {"step": self.step, "total_steps": self.total_steps,
-                                 "train_loss": loss, "train_mean_token_accuracy": acc}
+            m: dict[str, Any] = {
+                "step": self.step,
+                "total_steps": self.total_steps,
+                "train_loss": loss,
+                "train_mean_token_accuracy": acc,
+            }
             if self.valid_set and (self.step % eval_every == 0 or epoch_end):
                 m["valid_loss"], m["valid_mean_token_accuracy"] = self._evaluate(self._valid_sample())
             if self.valid_set and epoch_end:
@@ -355,8 +385,12 @@ class SftRun:
         keep = (targets != IGNORE_INDEX).nonzero().squeeze(1)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             # No attention mask: position resets make transformers mask per example (packing).
-            logits = self.model(input_ids=ids, position_ids=row.position_ids.to(self.device),
-                                use_cache=False, logits_to_keep=keep).logits[0]
+            logits = self.model(
+                input_ids=ids,
+                position_ids=row.position_ids.to(self.device),
+                use_cache=False,
+                logits_to_keep=keep,
+            ).logits[0]
         kept = targets[keep]
         loss_sum = F.cross_entropy(logits.float(), kept, reduction="sum")
         correct = (logits.argmax(-1) == kept).sum().item()
@@ -407,7 +441,7 @@ class SftRun:
         """What the model answers now: greedy, short, to a few held prompts (an event the job
         page shows beside the charts). Greedy decoding draws no random numbers, so training's
         RNG stream (and a resumed run's bit identity) is untouched."""
-        if not getattr(self, "samples", None):   # a subclass's data may have none
+        if not getattr(self, "samples", None):  # a subclass's data may have none
             return
         self.model.eval()
         self.model.config.use_cache = True
@@ -417,17 +451,27 @@ class SftRun:
         try:
             for sample in self.samples:
                 ids = self.tokenizer.apply_chat_template(
-                    sample["messages"], tools=sample["tools"], add_generation_prompt=True,
-                    tokenize=True, return_dict=True)["input_ids"]
-                ids = torch.tensor([ids[-self.max_seq_len:]], device=self.device)
+                    sample["messages"],
+                    tools=sample["tools"],
+                    add_generation_prompt=True,
+                    tokenize=True,
+                    return_dict=True,
+                )["input_ids"]
+                ids = torch.tensor([ids[-self.max_seq_len :]], device=self.device)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                    out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                              max_new_tokens=SAMPLE_MAX_TOKENS, do_sample=False,
-                                              eos_token_id=stops or None,
-                                              pad_token_id=pad, use_cache=True)
-                answer = self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-                rows.append({"prompt": sample["prompt"], "expected": sample["expected"],
-                             "answer": answer.strip()})
+                    out = self.model.generate(
+                        input_ids=ids,
+                        attention_mask=torch.ones_like(ids),
+                        max_new_tokens=SAMPLE_MAX_TOKENS,
+                        do_sample=False,
+                        eos_token_id=stops or None,
+                        pad_token_id=pad,
+                        use_cache=True,
+                    )
+                answer = self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+                rows.append(
+                    {"prompt": sample["prompt"], "expected": sample["expected"], "answer": answer.strip()}
+                )
         finally:
             self.model.config.use_cache = False
             self.model.train()
@@ -436,14 +480,25 @@ class SftRun:
     # --- saving -------------------------------------------------------------------------------
 
     def _meta(self, step: int, epoch: int, metrics: dict[str, Any], kind: str | None = None) -> dict:
-        return {"format": 1, "kind": kind or self.spec.method, "base_model": self.base_ref,
-                "step": step, "epoch": epoch, "metrics": metrics,
-                "hyperparameters": dict(self.hp), "seed": self.spec.seed,
-                "max_seq_len": self.max_seq_len}
+        return {
+            "format": 1,
+            "kind": kind or self.spec.method,
+            "base_model": self.base_ref,
+            "step": step,
+            "epoch": epoch,
+            "metrics": metrics,
+            "hyperparameters": dict(self.hp),
+            "seed": self.spec.seed,
+            "max_seq_len": self.max_seq_len,
+        }
 
     def _epoch_checkpoint(self, epoch: int, metrics: dict[str, Any]) -> None:
-        path = ckpt.save_servable(self.model, self.tokenizer, ckpt.checkpoint_dir(self.out, self.step),
-                                  self._meta(self.step, epoch, metrics))
+        path = ckpt.save_servable(
+            self.model,
+            self.tokenizer,
+            ckpt.checkpoint_dir(self.out, self.step),
+            self._meta(self.step, epoch, metrics),
+        )
         self.last_metrics = metrics
         self.reporter.checkpoint(self.step, epoch, path, metrics)
         kept = ckpt.list_checkpoints(self.out)
@@ -452,11 +507,22 @@ class SftRun:
             self.reporter.checkpoint_removed(step, old)
 
     def _save_state(self) -> None:
-        ckpt.save_state(self.out, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                        progress={"step": self.step, "trained_tokens": self.trained_tokens,
-                                  "hyperparameters": dict(self.hp), "n_examples": len(self.train_set),
-                                  "method": self.spec.method, "seed": self.spec.seed,
-                                  "total_steps": self.total_steps, "bf16": self.bf16})
+        ckpt.save_state(
+            self.out,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            progress={
+                "step": self.step,
+                "trained_tokens": self.trained_tokens,
+                "hyperparameters": dict(self.hp),
+                "n_examples": len(self.train_set),
+                "method": self.spec.method,
+                "seed": self.spec.seed,
+                "total_steps": self.total_steps,
+                "bf16": self.bf16,
+            },
+        )
 
     def _finish(self) -> TrainResult:
         final = self.out / "final"
@@ -465,12 +531,17 @@ class SftRun:
         if kept and kept[-1][0] == self.step:  # the last epoch's checkpoint is the final model
             ckpt.write_atomically(final, lambda tmp: shutil.copytree(kept[-1][1], tmp, dirs_exist_ok=True))
         else:
-            ckpt.save_servable(self.model, self.tokenizer, final,
-                               self._meta(self.step, self.hp.n_epochs, metrics))
+            ckpt.save_servable(
+                self.model, self.tokenizer, final, self._meta(self.step, self.hp.n_epochs, metrics)
+            )
         if self.spec.export_merged and self.spec.method == "lora":
             merged = self._merged(final)
-            ckpt.save_servable(merged, self.tokenizer, final / "merged",
-                               self._meta(self.step, self.hp.n_epochs, metrics, kind="full"))
+            ckpt.save_servable(
+                merged,
+                self.tokenizer,
+                final / "merged",
+                self._meta(self.step, self.hp.n_epochs, metrics, kind="full"),
+            )
         # The run is complete: its resumable state (optimizer moments: 2x the trained weights) goes.
         shutil.rmtree(self.out / ckpt.STATE_DIR, ignore_errors=True)
         self.reporter.event(f"Training finished: {self.step} steps, {self.trained_tokens} trained tokens.")
@@ -486,9 +557,15 @@ class SftRun:
         return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
     def _result(self, status: str, steps: int, final: Path | None = None) -> TrainResult:
-        return TrainResult(status=status, trained_tokens=self.trained_tokens, steps=steps,
-                           total_steps=self.total_steps, hyperparameters=self.hp, final_dir=final,
-                           metrics_csv=self.out / "step_metrics.csv")
+        return TrainResult(
+            status=status,
+            trained_tokens=self.trained_tokens,
+            steps=steps,
+            total_steps=self.total_steps,
+            hyperparameters=self.hp,
+            final_dir=final,
+            metrics_csv=self.out / "step_metrics.csv",
+        )
 
 
 __all__ = ["CHECKPOINT_META", "train"]

@@ -66,7 +66,7 @@ class _Values(Mapping[str, Any]):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
 
-    def __reduce__(self) -> tuple[Any, ...]:      # picklable (keyword-only constructor)
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (keyword-only constructor)
         return (_rebuild, (type(self), self._values))
 
 
@@ -89,7 +89,7 @@ class ResolvedHyperparameters(_Values):
 
 @dataclass
 class TrainSpec:
-    base_model: str                      # Hugging Face id or local directory (already resolved)
+    base_model: str  # Hugging Face id or local directory (already resolved)
     training_file: Path
     output_dir: Path
     validation_file: Path | None = None
@@ -99,20 +99,20 @@ class TrainSpec:
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    max_seq_len: int | None = None       # None: the model's context limit (capped, see docs)
-    keep_checkpoints: int = 3            # epoch checkpoints kept (OpenAI keeps the last 3)
-    export_merged: bool = False          # LoRA only: also write merged full weights to final/merged
+    max_seq_len: int | None = None  # None: the model's context limit (capped, see docs)
+    keep_checkpoints: int = 3  # epoch checkpoints kept (OpenAI keeps the last 3)
+    export_merged: bool = False  # LoRA only: also write merged full weights to final/merged
     # Continue training an existing fine-tuned model: for LoRA, the adapter dir to start from
     # (base_model is then that adapter's base); for a full fine-tune, pass its dir as base_model.
     init_adapter: Path | None = None
-    device: str | None = None            # None: cuda if available, else cpu
+    device: str | None = None  # None: cuda if available, else cpu
     # OpenAI's method.type: which trainer runs (sft.py or dpo.py); `method` above is lora | full.
     method_type: Literal["supervised", "dpo"] = "supervised"
 
 
 class StopRequest(str, Enum):
-    CANCEL = "cancel"                    # stop within seconds, keep nothing new
-    PAUSE = "pause"                      # save full state under state/, then return
+    CANCEL = "cancel"  # stop within seconds, keep nothing new
+    PAUSE = "pause"  # save full state under state/, then return
 
 
 class Reporter(Protocol):
@@ -144,5 +144,5 @@ class TrainResult:
     steps: int
     total_steps: int
     hyperparameters: ResolvedHyperparameters
-    final_dir: Path | None               # set when succeeded
+    final_dir: Path | None  # set when succeeded
     metrics_csv: Path

@@ -54,8 +54,7 @@ class Distribution:
             return None
         arr = np.asarray(values, dtype=np.int64)
         p10, median, p90 = np.quantile(arr, [0.1, 0.5, 0.9])
-        return cls(int(arr.min()), int(arr.max()), float(arr.mean()), float(median),
-                   float(p10), float(p90))
+        return cls(int(arr.min()), int(arr.max()), float(arr.mean()), float(median), float(p10), float(p90))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,8 +87,9 @@ class TokenCounts:
         self.failures.extend(other.failures)
 
 
-def count_tokens(tokenizer: Any, batch: Sequence[tuple[int, dict]],
-                 max_seq_len: int | None = None) -> TokenCounts:
+def count_tokens(
+    tokenizer: Any, batch: Sequence[tuple[int, dict]], max_seq_len: int | None = None
+) -> TokenCounts:
     """Untruncated total and trained tokens of (line, example) pairs, exactly as the trainer
     renders them (chat template + label mask; `render_batch` is `render_example`, batched), and
     the tokens billed once cut at `max_seq_len`."""
@@ -102,8 +102,9 @@ def count_tokens(tokenizer: Any, batch: Sequence[tuple[int, dict]],
         rendered = rendering.rendered[n]
         if rendered is None:
             exc = rendering.errors[n]
-            out.failures.append(RenderFailure(line, exc.code or "invalid_training_file",
-                                              exc.message, exc.param))
+            out.failures.append(
+                RenderFailure(line, exc.code or "invalid_training_file", exc.message, exc.param)
+            )
             continue
         out.totals.append(len(rendered.input_ids))
         out.trained.append(len(rendered.labels) - rendered.labels.count(IGNORE_INDEX))

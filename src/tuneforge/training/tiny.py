@@ -135,9 +135,18 @@ Translate to French: hello -> bonjour, thank you -> merci, goodbye -> au revoir,
 
 def tiny_dir_name() -> str:
     """The directory name of the current builder's model: `tuneforge-tiny-v<N>-<inputs hash>`."""
-    inputs = {"version": TINY_BUILD_VERSION, "seed": TINY_SEED, "vocab_size": TINY_VOCAB_SIZE,
-              "special": SPECIAL_TOKENS, "added": ADDED_TOKENS, "eos": EOS_TOKEN, "pad": PAD_TOKEN,
-              "template": CHAT_TEMPLATE, "corpus": _CORPUS, "config": MODEL_CONFIG}
+    inputs = {
+        "version": TINY_BUILD_VERSION,
+        "seed": TINY_SEED,
+        "vocab_size": TINY_VOCAB_SIZE,
+        "special": SPECIAL_TOKENS,
+        "added": ADDED_TOKENS,
+        "eos": EOS_TOKEN,
+        "pad": PAD_TOKEN,
+        "template": CHAT_TEMPLATE,
+        "corpus": _CORPUS,
+        "config": MODEL_CONFIG,
+    }
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     return f"{TINY_NAME}-v{TINY_BUILD_VERSION}-{digest[:10]}"
 
@@ -182,7 +191,10 @@ def build_tiny_tokenizer():
     tok.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
     tok.add_tokens(ADDED_TOKENS)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, model_max_length=MODEL_CONFIG["max_position_embeddings"],
+        tokenizer_object=tok,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        model_max_length=MODEL_CONFIG["max_position_embeddings"],
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
@@ -206,8 +218,10 @@ def build_tiny_model(path: Path) -> None:
         torch.manual_seed(TINY_SEED)
         model = Qwen2ForCausalLM(config).to(torch.float32)
     model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None, do_sample=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        do_sample=False,
     )
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

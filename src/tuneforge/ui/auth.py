@@ -36,14 +36,18 @@ def sign_in(session: Session, secret: str) -> tuple[str, Principal]:
     principal = authenticate(session, secret.strip()) if secret and secret.strip() else None
     if principal is None:
         # plain text: the login page shows it as is (no Markdown there)
-        raise AuthenticationFailed("That API key is not valid (or was revoked). Create one on "
-                                   "the server with: tuneforge keys create --project NAME",
-                                   param="api_key", code="invalid_api_key")
+        raise AuthenticationFailed(
+            "That API key is not valid (or was revoked). Create one on "
+            "the server with: tuneforge keys create --project NAME",
+            param="api_key",
+            code="invalid_api_key",
+        )
     token = secrets.token_urlsafe(32)
     ts = now()
     session.execute(delete(UiSession).where(UiSession.expires_at < ts))  # keep the table small
-    session.add(UiSession(id=_digest(token), key_id=principal.key_id, created_at=ts,
-                          expires_at=ts + SESSION_SECONDS))
+    session.add(
+        UiSession(id=_digest(token), key_id=principal.key_id, created_at=ts, expires_at=ts + SESSION_SECONDS)
+    )
     session.flush()
     return token, principal
 
@@ -55,8 +59,7 @@ def principal_for(session: Session, token: str | None) -> Principal | None:
         select(ApiKey, Project)
         .join(UiSession, UiSession.key_id == ApiKey.id)
         .join(Project, Project.id == ApiKey.project_id)
-        .where(UiSession.id == _digest(token), UiSession.expires_at > now(),
-               ApiKey.revoked_at.is_(None))
+        .where(UiSession.id == _digest(token), UiSession.expires_at > now(), ApiKey.revoked_at.is_(None))
     ).first()
     if row is None:
         return None
@@ -69,8 +72,15 @@ def sign_out(session: Session, token: str | None) -> None:
 
 
 def set_cookie(request: Request, response: Response, token: str) -> None:
-    response.set_cookie(COOKIE, token, max_age=SESSION_SECONDS, path="/ui", httponly=True,
-                        samesite="lax", secure=request.url.scheme == "https")
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=SESSION_SECONDS,
+        path="/ui",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
 
 
 def clear_cookie(response: Response) -> None:
@@ -87,8 +97,7 @@ def _same_origin(request: Request) -> bool:
 def _ui_principal(request: Request, session: DbSession) -> Principal:
     principal = principal_for(session, request.cookies.get(COOKIE))
     if principal is None:
-        raise AuthenticationFailed("Sign in with an API key to use the dashboard.",
-                                   code="not_signed_in")
+        raise AuthenticationFailed("Sign in with an API key to use the dashboard.", code="not_signed_in")
     # SameSite=Lax already keeps the cookie off cross-site POSTs; refuse them explicitly too.
     if request.method not in ("GET", "HEAD") and not _same_origin(request):
         raise PermissionDenied("Cross-origin requests are not allowed.", code="bad_origin")

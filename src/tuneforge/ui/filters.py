@@ -34,5 +34,6 @@ def num(n: Any) -> str:
 
 
 def register(env: Any) -> None:
-    env.filters.update(ts=ts, dur=dur, size=size, num=num,
-                       pretty=lambda v: json.dumps(v, indent=2, ensure_ascii=False))
+    env.filters.update(
+        ts=ts, dur=dur, size=size, num=num, pretty=lambda v: json.dumps(v, indent=2, ensure_ascii=False)
+    )

@@ -32,35 +32,57 @@ def save_comparison(session: Session, project_id: str, comparison: Comparison) -
     if sum(a.preferred for a in comparison.answers) > 1:
         raise InvalidRequest("Pick at most one preferred answer.", param="answers")
     if not any(a.preferred or a.rating is not None for a in comparison.answers):
-        raise InvalidRequest("Rate at least one answer (thumbs up/down or pick the best one).",
-                             param="answers")
+        raise InvalidRequest(
+            "Rate at least one answer (thumbs up/down or pick the best one).", param="answers"
+        )
     # time-ordered ids: the export lists comparisons in the order they were made
     cid = comparison.comparison_id or f"cmp_{time.time_ns() // 1000:014x}{new_id('', 12)}"
-    session.execute(delete(PlaygroundRating).where(PlaygroundRating.project_id == project_id,
-                                                   PlaygroundRating.comparison_id == cid))
+    session.execute(
+        delete(PlaygroundRating).where(
+            PlaygroundRating.project_id == project_id, PlaygroundRating.comparison_id == cid
+        )
+    )
     ts = now()
     messages = [m.model_dump() for m in comparison.messages]
     for answer in comparison.answers:
-        session.add(PlaygroundRating(
-            id=new_id("rating_"), project_id=project_id, comparison_id=cid, created_at=ts,
-            messages=messages, params=comparison.params.model_dump(), model=answer.model,
-            output=answer.output, rating=answer.rating, preferred=answer.preferred,
-            completion_tokens=answer.completion_tokens, latency_ms=answer.latency_ms))
+        session.add(
+            PlaygroundRating(
+                id=new_id("rating_"),
+                project_id=project_id,
+                comparison_id=cid,
+                created_at=ts,
+                messages=messages,
+                params=comparison.params.model_dump(),
+                model=answer.model,
+                output=answer.output,
+                rating=answer.rating,
+                preferred=answer.preferred,
+                completion_tokens=answer.completion_tokens,
+                latency_ms=answer.latency_ms,
+            )
+        )
     session.flush()
     return cid
 
 
 def count(session: Session, project_id: str) -> int:
     """Comparisons rated in this project."""
-    return session.scalar(select(func.count(func.distinct(PlaygroundRating.comparison_id)))
-                          .where(PlaygroundRating.project_id == project_id)) or 0
+    return (
+        session.scalar(
+            select(func.count(func.distinct(PlaygroundRating.comparison_id))).where(
+                PlaygroundRating.project_id == project_id
+            )
+        )
+        or 0
+    )
 
 
 def preference_lines(session: Session, project_id: str) -> Iterator[dict]:
-    rows = session.scalars(select(PlaygroundRating)
-                           .where(PlaygroundRating.project_id == project_id)
-                           .order_by(PlaygroundRating.created_at, PlaygroundRating.comparison_id,
-                                     PlaygroundRating.id))
+    rows = session.scalars(
+        select(PlaygroundRating)
+        .where(PlaygroundRating.project_id == project_id)
+        .order_by(PlaygroundRating.created_at, PlaygroundRating.comparison_id, PlaygroundRating.id)
+    )
     groups: dict[str, list[PlaygroundRating]] = defaultdict(list)
     for row in rows:
         groups[row.comparison_id].append(row)
@@ -75,20 +97,29 @@ def preference_lines(session: Session, project_id: str) -> Iterator[dict]:
         for good, bad in pairs:
             if good.output == bad.output:
                 continue
-            yield {"input": {"messages": good.messages},
-                   "preferred_output": [{"role": "assistant", "content": good.output}],
-                   "non_preferred_output": [{"role": "assistant", "content": bad.output}]}
+            yield {
+                "input": {"messages": good.messages},
+                "preferred_output": [{"role": "assistant", "content": good.output}],
+                "non_preferred_output": [{"role": "assistant", "content": bad.output}],
+            }
 
 
 def export(session: Session, blobs: BlobStore, project_id: str) -> tuple[File, int]:
     """Write every preference pair of the project to a new `fine-tune` File -> (file, pairs)."""
     lines = [json.dumps(p, ensure_ascii=False) + "\n" for p in preference_lines(session, project_id)]
     if not lines:
-        raise InvalidRequest("Nothing to export yet: rate answers in the playground first (pick "
-                             "the best answer, or give thumbs up and thumbs down).",
-                             code="no_ratings")
+        raise InvalidRequest(
+            "Nothing to export yet: rate answers in the playground first (pick "
+            "the best answer, or give thumbs up and thumbs down).",
+            code="no_ratings",
+        )
     name = time.strftime("playground-preferences-%Y%m%d-%H%M%S.jsonl", time.gmtime())
     row = files_service.create_file_from_chunks(
-        session, blobs, project_id=project_id, filename=name, purpose="fine-tune",
-        chunks=[line.encode() for line in lines])
+        session,
+        blobs,
+        project_id=project_id,
+        filename=name,
+        purpose="fine-tune",
+        chunks=[line.encode() for line in lines],
+    )
     return row, len(lines)

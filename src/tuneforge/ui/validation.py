@@ -38,14 +38,27 @@ class Tokenizers:
             return self._cache[source]
 
 
-def file_report(session: Session, blobs: BlobStore, project_id: str, file_id: str, *,
-                resolver: ModelResolver, settings: Settings, tokenizers: Tokenizers, model: str,
-                n_epochs: int | None, file_param: str,
-                method: str = "supervised") -> dict[str, Any]:
+def file_report(
+    session: Session,
+    blobs: BlobStore,
+    project_id: str,
+    file_id: str,
+    *,
+    resolver: ModelResolver,
+    settings: Settings,
+    tokenizers: Tokenizers,
+    model: str,
+    n_epochs: int | None,
+    file_param: str,
+    method: str = "supervised",
+) -> dict[str, Any]:
     row = files_service.get_file(session, project_id, file_id)
     if row.purpose != "fine-tune":
-        raise InvalidRequest(f"File {file_id} has purpose '{row.purpose}'; training and "
-                             "validation files need purpose 'fine-tune'.", param=file_param)
+        raise InvalidRequest(
+            f"File {file_id} has purpose '{row.purpose}'; training and "
+            "validation files need purpose 'fine-tune'.",
+            param=file_param,
+        )
     if n_epochs is not None and not hparams.N_EPOCHS.valid(n_epochs):
         raise InvalidRequest(f"n_epochs must be {hparams.N_EPOCHS.expected}.", param="n_epochs")
     source = resolver.tokenizer_source(session, project_id, model)
@@ -59,9 +72,19 @@ def file_report(session: Session, blobs: BlobStore, project_id: str, file_id: st
         tokenizer = tokenizers.get(source)
     except (OSError, ValueError) as exc:
         raise InvalidRequest(f"Cannot load the tokenizer of {model}: {exc}", param="model") from None
-    report = validate_file(path, tokenizer=tokenizer, n_epochs=n_epochs,
-                           price_per_million_tokens=price_per_million_tokens,
-                           file_param=file_param, method=method)
-    return {"file_id": file_id, "filename": row.filename, "model": model, "ok": report.ok,
-            **report.to_dict(),
-            "price_source": f"the server's training price for {model} (TUNEFORGE_PRICES)"}
+    report = validate_file(
+        path,
+        tokenizer=tokenizer,
+        n_epochs=n_epochs,
+        price_per_million_tokens=price_per_million_tokens,
+        file_param=file_param,
+        method=method,
+    )
+    return {
+        "file_id": file_id,
+        "filename": row.filename,
+        "model": model,
+        "ok": report.ok,
+        **report.to_dict(),
+        "price_source": f"the server's training price for {model} (TUNEFORGE_PRICES)",
+    }

@@ -33,14 +33,17 @@ METRIC_KEYS = tuple(k for k in REPORTED_METRICS if k not in ("step", "total_step
 
 
 # ---- jobs list -------------------------------------------------------------------------------
-def list_jobs(session: Session, principal: Principal, *, status: str | None = None,
-              limit: int = 100) -> list[dict[str, Any]]:
+def list_jobs(
+    session: Session, principal: Principal, *, status: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
     stmt = select(Job).where(Job.project_id == principal.project_id)
     if status:
         stmt = stmt.where(Job.status == status)
     page = paginate(session, stmt, sort=[Job.created_at, Job.id], limit=limit)
-    return [{"job": jobs_service.job_to_wire(j, principal.organization_id),
-             "duration": duration(j)} for j in page.items]
+    return [
+        {"job": jobs_service.job_to_wire(j, principal.organization_id), "duration": duration(j)}
+        for j in page.items
+    ]
 
 
 def duration(job: Job) -> int | None:
@@ -54,9 +57,14 @@ def duration(job: Job) -> int | None:
 # ---- one job ---------------------------------------------------------------------------------
 # Which event marks the job entering which stage of the timeline.
 _STAGE_EVENTS = {
-    ev.VALIDATED: "queued", ev.STARTED: "running", ev.CONTINUED: "running",
-    ev.RESUMED: "queued", ev.PAUSED: "paused", ev.REQUEUED: "queued",
-    ev.COMPLETED: "succeeded", ev.CANCELLED: "cancelled",
+    ev.VALIDATED: "queued",
+    ev.STARTED: "running",
+    ev.CONTINUED: "running",
+    ev.RESUMED: "queued",
+    ev.PAUSED: "paused",
+    ev.REQUEUED: "queued",
+    ev.COMPLETED: "succeeded",
+    ev.CANCELLED: "cancelled",
 }
 
 
@@ -65,7 +73,9 @@ def timeline(session: Session, job: Job) -> list[dict[str, Any]]:
     out = [{"status": "validating_files", "at": job.created_at}]
     rows = session.execute(
         select(JobEvent.message, JobEvent.level, JobEvent.created_at)
-        .where(JobEvent.job_id == job.id, JobEvent.type == "message").order_by(JobEvent.seq))
+        .where(JobEvent.job_id == job.id, JobEvent.type == "message")
+        .order_by(JobEvent.seq)
+    )
     for message, level, at in rows:
         stage = _STAGE_EVENTS.get(message)
         if stage is None and level == "error":
@@ -77,25 +87,29 @@ def timeline(session: Session, job: Job) -> list[dict[str, Any]]:
     return out
 
 
-def job_live(session: Session, principal: Principal, job_id: str, *, after: int = 0
-             ) -> dict[str, Any]:
+def job_live(session: Session, principal: Principal, job_id: str, *, after: int = 0) -> dict[str, Any]:
     """Everything the job page refreshes: the job, events after sequence `after` (oldest first),
     the metric points among them, checkpoints, the timeline. Another project's job is a 404."""
     job = jobs_service.get_job(session, principal.project_id, job_id)
-    events = list(session.scalars(
-        select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.seq > after)
-        .order_by(JobEvent.seq).limit(LIVE_EVENTS_PAGE)))
+    events = list(
+        session.scalars(
+            select(JobEvent)
+            .where(JobEvent.job_id == job.id, JobEvent.seq > after)
+            .order_by(JobEvent.seq)
+            .limit(LIVE_EVENTS_PAGE)
+        )
+    )
     points = [metric_point(e.data) for e in events if e.type == "metrics" and e.data]
-    ckpts = session.scalars(select(JobCheckpoint).where(JobCheckpoint.job_id == job.id)
-                            .order_by(JobCheckpoint.step_number.desc()))
+    ckpts = session.scalars(
+        select(JobCheckpoint).where(JobCheckpoint.job_id == job.id).order_by(JobCheckpoint.step_number.desc())
+    )
     return {
         "job": jobs_service.job_to_wire(job, principal.organization_id).model_dump(mode="json"),
         "requested_action": job.requested_action,
         "terminal": Status(job.status) in TERMINAL,
         "duration": duration(job),
         "timeline": timeline(session, job),
-        "events": [{**jobs_service.event_to_wire(e).model_dump(mode="json"), "seq": e.seq}
-                   for e in events],
+        "events": [{**jobs_service.event_to_wire(e).model_dump(mode="json"), "seq": e.seq} for e in events],
         "next": events[-1].seq if events else after,
         "more": len(events) == LIVE_EVENTS_PAGE,
         "points": [p for p in points if p is not None],
@@ -113,21 +127,34 @@ def rerun_config(job: Job) -> dict[str, Any]:
     """The create form's prefill from a job: what was *requested* (`auto`s kept), not resolved."""
     method = job.method or {}
     hp = hparams.stored(method)
-    return {"model": job.model, "training_file": job.training_file,
-            "validation_file": job.validation_file, "method": method.get("type", "supervised"),
-            "hyperparameters": {d.name: hp.get(d.name, "auto") for d in hparams.definitions(
-                method.get("type", "supervised"))},
-            "suffix": job.suffix, "seed": job.seed, "metadata": job.metadata_ or {},
-            "integrations": job.integrations or []}
+    return {
+        "model": job.model,
+        "training_file": job.training_file,
+        "validation_file": job.validation_file,
+        "method": method.get("type", "supervised"),
+        "hyperparameters": {
+            d.name: hp.get(d.name, "auto") for d in hparams.definitions(method.get("type", "supervised"))
+        },
+        "suffix": job.suffix,
+        "seed": job.seed,
+        "metadata": job.metadata_ or {},
+        "integrations": job.integrations or [],
+    }
 
 
 # ---- the create form -------------------------------------------------------------------------
 def hyperparameter_fields() -> list[dict[str, Any]]:
     """The create form's hyperparameter inputs, one per definition (training/hparams.py), each
     marked with the methods that take it."""
-    return [{"name": d.name, "label": d.label, "help": d.help,
-             "methods": " ".join(m for m, defs in hparams.METHODS.items() if d in defs)}
-            for d in hparams.all_definitions()]
+    return [
+        {
+            "name": d.name,
+            "label": d.label,
+            "help": d.help,
+            "methods": " ".join(m for m, defs in hparams.METHODS.items() if d in defs),
+        }
+        for d in hparams.all_definitions()
+    ]
 
 
 # Training methods the form offers: (value, label), exactly those the service trains
@@ -151,7 +178,7 @@ MODEL_NOTES = {TINY_NAME: "untrained test model"}
 @dataclass(frozen=True)
 class ChatModel:
     id: str
-    kind: str            # "base" | "fine-tuned" | "checkpoint"
+    kind: str  # "base" | "fine-tuned" | "checkpoint"
     job_id: str | None = None
     created_at: int | None = None
 
@@ -162,11 +189,15 @@ class ChatModel:
 
 
 def chat_models(session: Session, principal: Principal, base_names: list[str]) -> list[ChatModel]:
-    rows = session.scalars(select(FineTunedModel)
-                           .where(FineTunedModel.project_id == principal.project_id)
-                           .order_by(FineTunedModel.created_at.desc(), FineTunedModel.id))
-    tuned = [ChatModel(r.id, "checkpoint" if ":ckpt-step-" in r.id else "fine-tuned", r.job_id,
-                       r.created_at) for r in rows]
+    rows = session.scalars(
+        select(FineTunedModel)
+        .where(FineTunedModel.project_id == principal.project_id)
+        .order_by(FineTunedModel.created_at.desc(), FineTunedModel.id)
+    )
+    tuned = [
+        ChatModel(r.id, "checkpoint" if ":ckpt-step-" in r.id else "fine-tuned", r.job_id, r.created_at)
+        for r in rows
+    ]
     return tuned + [ChatModel(name, "base") for name in base_names]
 
 
@@ -179,8 +210,11 @@ def preview(path: Path, n: int = 5, max_chars: int = 4000) -> list[dict[str, Any
             text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             if not text.strip():
                 continue
-            item: dict[str, Any] = {"line": number, "text": text[:max_chars],
-                                    "truncated": len(text) > max_chars}
+            item: dict[str, Any] = {
+                "line": number,
+                "text": text[:max_chars],
+                "truncated": len(text) > max_chars,
+            }
             try:
                 item["json"] = json.loads(text) if len(text) <= max_chars else None
             except ValueError:

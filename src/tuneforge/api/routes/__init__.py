@@ -6,5 +6,15 @@ from __future__ import annotations
 from tuneforge.api import metrics
 from tuneforge.api.routes import chat, completions, files, health, jobs, models, permissions, uploads, usage
 
-ROUTERS = [health.router, files.router, uploads.router, jobs.router, usage.router, metrics.router,
-           models.router, chat.router, completions.router, permissions.router]
+ROUTERS = [
+    health.router,
+    files.router,
+    uploads.router,
+    jobs.router,
+    usage.router,
+    metrics.router,
+    models.router,
+    chat.router,
+    completions.router,
+    permissions.router,
+]

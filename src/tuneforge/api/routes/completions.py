@@ -15,11 +15,20 @@ router = APIRouter(prefix="/v1", tags=["completions"])
 
 
 @router.post("/completions", response_model=None)
-async def create_completion(request: Request, body: CompletionRequest, auth: Auth, session: DbSession,
-                            serving: ServingDep, resolver: Resolver) -> Completion | Response:
+async def create_completion(
+    request: Request,
+    body: CompletionRequest,
+    auth: Auth,
+    session: DbSession,
+    serving: ServingDep,
+    resolver: Resolver,
+) -> Completion | Response:
     plan = await service.plan(body, session, serving, auth.project_id, resolver)
     plan.on_usage = usage_recorder(request, auth, body.model)
     if body.stream:
-        return StreamingResponse(service.stream(plan, serving), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            service.stream(plan, serving),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
     return await cancel_on_disconnect(request, service.complete(plan, serving))

@@ -21,13 +21,15 @@ router = APIRouter(prefix="/v1", tags=["files"])
 
 
 @router.post("/files")
-async def create_file(request: Request, auth: Auth, session: DbSession, settings: SettingsDep,
-                      blobs: Blobs) -> FileObject:
+async def create_file(
+    request: Request, auth: Auth, session: DbSession, settings: SettingsDep, blobs: Blobs
+) -> FileObject:
     return await receive_file(request, session, settings, blobs, project_id=auth.project_id)
 
 
-async def receive_file(request: Request, session: Session, settings: Settings, blobs: BlobStore,
-                       *, project_id: str) -> FileObject:
+async def receive_file(
+    request: Request, session: Session, settings: Settings, blobs: BlobStore, *, project_id: str
+) -> FileObject:
     """Stream a multipart upload (`file`, `purpose`, `expires_after[...]`) into a new File.
 
     Shared by POST /v1/files and the dashboard's upload, so both have the same checks and limits."""
@@ -40,25 +42,41 @@ async def receive_file(request: Request, session: Session, settings: Settings, b
 
     limit = settings.max_file_bytes
     form = await read_multipart(
-        request, file_field="file", on_file_start=early_checks,
-        writer=lambda: blobs.writer(service.BLOB_PREFIX, max_bytes=limit,
-                                    too_large=f"File is too large: the limit is {limit} bytes."))
+        request,
+        file_field="file",
+        on_file_start=early_checks,
+        writer=lambda: blobs.writer(
+            service.BLOB_PREFIX, max_bytes=limit, too_large=f"File is too large: the limit is {limit} bytes."
+        ),
+    )
     if form.blob is None:
         raise InvalidRequest("Missing required parameter: 'file'.", param="file")
     row = await run_in_threadpool(
-        service.create_uploaded_file, session, blobs, project_id=project_id,
-        purpose=form.fields.get("purpose"), filename=form.filename, blob=form.blob,
+        service.create_uploaded_file,
+        session,
+        blobs,
+        project_id=project_id,
+        purpose=form.fields.get("purpose"),
+        filename=form.filename,
+        blob=form.blob,
         expires_anchor=form.fields.get("expires_after[anchor]"),
-        expires_seconds=form.fields.get("expires_after[seconds]"))
+        expires_seconds=form.fields.get("expires_after[seconds]"),
+    )
     return service.file_to_wire(row)
 
 
 @router.get("/files")
-def list_files(auth: Auth, session: DbSession, purpose: str | None = None,
-               limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
-               order: Literal["asc", "desc"] = "desc", after: str | None = None) -> FileList:
-    page = service.list_files(session, auth.project_id, purpose=purpose, limit=limit, order=order,
-                              after=after)
+def list_files(
+    auth: Auth,
+    session: DbSession,
+    purpose: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+    order: Literal["asc", "desc"] = "desc",
+    after: str | None = None,
+) -> FileList:
+    page = service.list_files(
+        session, auth.project_id, purpose=purpose, limit=limit, order=order, after=after
+    )
     return FileList.of(page.items, page.has_more, service.file_to_wire)
 
 
@@ -76,5 +94,6 @@ def delete_file(file_id: str, auth: Auth, session: DbSession, blobs: Blobs) -> F
 @router.get("/files/{file_id}/content")
 def file_content(file_id: str, auth: Auth, session: DbSession, blobs: Blobs) -> FileResponse:
     row = service.get_file(session, auth.project_id, file_id)
-    return FileResponse(blobs.path(row.blob_key), media_type="application/octet-stream",
-                        filename=row.filename)
+    return FileResponse(
+        blobs.path(row.blob_key), media_type="application/octet-stream", filename=row.filename
+    )

@@ -25,19 +25,27 @@ def list_models(auth: Auth, session: DbSession, resolver: Resolver) -> ModelList
 
 
 @router.get("/models/{model:path}/export")
-def export_model(model: str, auth: Auth, session: DbSession, resolver: Resolver,
-                 settings: SettingsDep, format: Annotated[str, Query()],
-                 dtype: Annotated[str | None, Query()] = None,
-                 quant: Annotated[str | None, Query()] = None) -> StreamingResponse:
+def export_model(
+    model: str,
+    auth: Auth,
+    session: DbSession,
+    resolver: Resolver,
+    settings: SettingsDep,
+    format: Annotated[str, Query()],
+    dtype: Annotated[str | None, Query()] = None,
+    quant: Annotated[str | None, Query()] = None,
+) -> StreamingResponse:
     """tuneforge's extension: a fine-tuned model or checkpoint as a tar (peft | merged | gguf).
     Under /v1/models because every exportable thing is a model there (final models and
     checkpoints share that namespace); declared before `/models/{model:path}`, which would
     otherwise swallow the `/export` suffix."""
     source = export_service.source_for(session, resolver, auth.project_id, model)
-    out = export_service.build(settings, source, format, dtype, quant)   # errors before streaming
+    out = export_service.build(settings, source, format, dtype, quant)  # errors before streaming
     return StreamingResponse(
-        export_service.tar_stream(out, remove=out.parent), media_type="application/x-tar",
-        headers={"Content-Disposition": f'attachment; filename="{out.name}.tar"'})
+        export_service.tar_stream(out, remove=out.parent),
+        media_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{out.name}.tar"'},
+    )
 
 
 @router.get("/models/{model:path}")
@@ -46,8 +54,9 @@ def retrieve_model(model: str, auth: Auth, session: DbSession, resolver: Resolve
 
 
 @router.delete("/models/{model:path}")
-def delete_model(model: str, auth: Auth, session: DbSession, serving: ServingDep,
-                 resolver: Resolver) -> ModelDeleted:
+def delete_model(
+    model: str, auth: Auth, session: DbSession, serving: ServingDep, resolver: Resolver
+) -> ModelDeleted:
     return service.delete_model(session, serving, resolver, auth.project_id, model)
 
 
@@ -57,8 +66,13 @@ def usage_recorder(request: Request, auth, model: str):
     from tuneforge.services.usage import record_inference_async
 
     async def record(prompt_tokens: int, completion_tokens: int) -> None:
-        await record_inference_async(request.app.state.sessionmaker, project_id=auth.project_id,
-                                     key_id=auth.key_id, model=model, prompt_tokens=prompt_tokens,
-                                     completion_tokens=completion_tokens)
+        await record_inference_async(
+            request.app.state.sessionmaker,
+            project_id=auth.project_id,
+            key_id=auth.key_id,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
 
     return record
