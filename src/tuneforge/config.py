@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     adapter_cache_mb: int = Field(default=1024, description="LoRA adapters kept attached per base model")
     max_batch_size: int = Field(default=64, description="Sequences decoded together per model")
     max_loaded_models: int = Field(default=4, description="Base/full models kept in memory (LRU)")
+    # bf16 matmuls round differently with the batch's shape, so on CPU a greedy answer could change
+    # with its batch neighbours; fp32 keeps every answer independent of the batch. "auto" uses the
+    # measured probe (hardware.bf16_is_fast) for speed over that guarantee.
+    inference_cpu_bf16: Literal["off", "auto"] = Field(
+        default="off", description="CPU serving in bf16: off (fp32, batch-invariant) | auto (probe)"
+    )
 
     # --- jobs and workers -----------------------------------------------------------------------
     workers: int = Field(default=1, description="Workers started by `tuneforge serve` (0 = none)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import torch
 
 from tuneforge.config import Settings
 from tuneforge.inference.engine import Engine
@@ -153,3 +154,22 @@ def test_cancelled_sequence_stops_generating(engine, tiny_dir, adapters):
         return False
 
     assert run(go())
+
+
+@pytest.mark.parametrize("setting,expected", [("off", False), ("auto", True)])
+def test_cpu_bf16_serving_only_when_the_operator_asks(tmp_path, tiny_dir, monkeypatch, setting, expected):
+    # bf16 matmuls round differently with the batch's shape; fp32 (the default) keeps greedy
+    # answers batch-invariant. "auto" follows the probe, forced here so the test runs anywhere.
+    monkeypatch.setenv("TUNEFORGE_BF16", "1")
+    eng = Engine(Settings(data_dir=tmp_path, inference_device="cpu", inference_cpu_bf16=setting).resolved())
+    try:
+        t = ModelTarget("tuneforge-tiny", str(tiny_dir), str(tiny_dir))
+        p = SamplingParams(max_tokens=6, temperature=0)
+        (a, fa, _), (b, _, _) = run(complete(eng, t, p)), run(complete(eng, t, p))
+        assert a == b and fa.completion_tokens >= 1
+        worker = next(iter(eng._workers.values()))
+        assert worker.bf16_autocast is expected
+        linear = next(m for m in worker._model.modules() if isinstance(m, torch.nn.Linear))
+        assert (linear.weight.dtype == torch.bfloat16) is expected
+    finally:
+        eng.close()

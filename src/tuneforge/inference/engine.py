@@ -164,6 +164,7 @@ class Engine:
                     dtype=self.dtype,
                     adapter_budget_bytes=self._settings.adapter_cache_mb * MB,
                     max_batch=self._settings.max_batch_size,
+                    cpu_bf16=self._settings.inference_cpu_bf16 == "auto",
                 )
                 worker.start()
                 self._workers[key] = worker

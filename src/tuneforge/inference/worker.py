@@ -69,10 +69,12 @@ class ModelWorker(threading.Thread):
         dtype: torch.dtype,
         adapter_budget_bytes: int,
         max_batch: int,
+        cpu_bf16: bool = False,
     ):
         super().__init__(name=f"tuneforge-model:{source[-40:]}", daemon=True)
         self.source = source
         self.device, self.dtype = device, dtype
+        self.cpu_bf16 = cpu_bf16  # Settings.inference_cpu_bf16 == "auto": let the probe decide
         self.max_batch = max_batch
         self.adapters = AdapterLRU(adapter_budget_bytes)
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -140,7 +142,7 @@ class ModelWorker(threading.Thread):
 
     def _load(self) -> None:
         model = AutoModelForCausalLM.from_pretrained(self.source, dtype=self.dtype)
-        if self.device.type == "cpu" and self.dtype == torch.float32:
+        if self.device.type == "cpu" and self.dtype == torch.float32 and self.cpu_bf16:
             self.bf16_autocast = bf16_is_fast(self.device, *model_shape(model.config))
             if self.bf16_autocast:  # numbers as training computed them, half the bytes
                 linears_to_bf16(model)
