@@ -24,10 +24,8 @@ rejected one; margin = mean chosen minus rejected reward.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +40,6 @@ from tuneforge.training.sft import (
     MAX_GRAD_NORM,
     MICRO_BATCH_TOKENS,
     RENDER_BATCH,
-    VALID_EVALS_PER_RUN,
     Cancelled,
     SftRun,
     load_examples,
@@ -298,52 +295,20 @@ class _DpoRun(SftRun):
         if stop == StopRequest.PAUSE:
             self.pending_pause = True  # finish this pass, pause before the next step
 
-    def _loop(self) -> TrainResult:
-        spe, bs = self.steps_per_epoch, self.hp.batch_size
-        eval_every = max(2, self.total_steps // VALID_EVALS_PER_RUN)
-        self.step = self.start_step
-        while self.step < self.total_steps:
-            stop = self.reporter.stop_requested()
-            if stop == StopRequest.CANCEL:
-                return self._result("cancelled", self.step)
-            if stop == StopRequest.PAUSE or self.pending_pause:
-                self._save_state()
-                return self._result("paused", self.step)
-            epoch, i = divmod(self.step, spe)
-            order = self._epoch_order(epoch)
-            batch = [self.train_set[j] for j in order[i * bs : (i + 1) * bs]]
-            started = time.perf_counter()
-            m: dict[str, Any] = {
-                "step": self.step + 1,
-                "total_steps": self.total_steps,
-                **self._train_step(batch),
-            }
-            self.trained_tokens += sum(len(p) for p in batch)  # both sides, as validated
-            self.step += 1
-            epoch_end = self.step % spe == 0
-            if self.valid_set and (self.step % eval_every == 0 or epoch_end):
-                v = self._evaluate(self._valid_sample())
-                m.update(
-                    valid_loss=v["valid_loss"],
-                    valid_rewards_accuracy=v["valid_rewards_accuracy"],
-                    valid_rewards_margin=v["valid_rewards_margin"],
-                )
-            if self.valid_set and epoch_end:
-                v = self._evaluate(self.valid_set)
-                m.update(
-                    full_valid_loss=v["valid_loss"],
-                    full_valid_rewards_accuracy=v["valid_rewards_accuracy"],
-                    full_valid_rewards_margin=v["valid_rewards_margin"],
-                )
-            self.csv.write(m)
-            self.reporter.metrics(m)
-            hook = getattr(self.reporter, "throughput", None)
-            if hook is not None:
-                hook(sum(len(p) for p in batch), time.perf_counter() - started)
-            if epoch_end:
-                self._epoch_checkpoint(epoch + 1, m)
-                self._save_state()
-        return self._finish()
+    # SFT's loop (sft.py) with DPO's measurements: reward metrics, no epoch samples.
+    def _step_metrics(self, batch: list[Pair]) -> dict[str, float]:
+        return self._train_step(batch)
+
+    def _valid_metrics(self, examples: list[Pair], prefix: str) -> dict[str, float]:
+        v = self._evaluate(examples)
+        return {
+            f"{prefix}loss": v["valid_loss"],
+            f"{prefix}rewards_accuracy": v["valid_rewards_accuracy"],
+            f"{prefix}rewards_margin": v["valid_rewards_margin"],
+        }
+
+    def _after_epoch(self, epoch: int) -> None:
+        pass  # no sampled answers for preference pairs
 
     def _train_step(self, batch: list[Pair]) -> dict[str, float]:
         self.model.train()

@@ -338,22 +338,20 @@ class SftRun:
             order = self._epoch_order(epoch)
             batch = [self.train_set[j] for j in order[i * bs : (i + 1) * bs]]
             started = time.perf_counter()
-            loss, acc = self._train_step(batch)
+            m: dict[str, Any] = {
+                "step": self.step + 1,
+                "total_steps": self.total_steps,
+                **self._step_metrics(batch),
+            }
             # Billable tokens, as OpenAI counts them: every token of the (truncated) examples
             # processed, not only the trained labels; the validator's estimate counts the same.
             self.trained_tokens += sum(len(r) for r in batch)
             self.step += 1
             epoch_end = self.step % spe == 0
-            m: dict[str, Any] = {
-                "step": self.step,
-                "total_steps": self.total_steps,
-                "train_loss": loss,
-                "train_mean_token_accuracy": acc,
-            }
             if self.valid_set and (self.step % eval_every == 0 or epoch_end):
-                m["valid_loss"], m["valid_mean_token_accuracy"] = self._evaluate(self._valid_sample())
+                m.update(self._valid_metrics(self._valid_sample(), "valid_"))
             if self.valid_set and epoch_end:
-                m["full_valid_loss"], m["full_valid_mean_token_accuracy"] = self._evaluate(self.valid_set)
+                m.update(self._valid_metrics(self.valid_set, "full_valid_"))
             self.csv.write(m)
             self.reporter.metrics(m)
             hook = getattr(self.reporter, "throughput", None)
@@ -361,9 +359,23 @@ class SftRun:
                 hook(sum(len(r) for r in batch), time.perf_counter() - started)
             if epoch_end:
                 self._epoch_checkpoint(epoch + 1, m)
-                self._epoch_samples(epoch + 1)
+                self._after_epoch(epoch + 1)
                 self._save_state()
         return self._finish()
+
+    # --- what a method measures (DPO overrides these three) ----------------------------------
+
+    def _step_metrics(self, batch: list[Rendered]) -> dict[str, float]:
+        """One optimizer step on `batch`; its training metrics under OpenAI's names."""
+        loss, acc = self._train_step(batch)
+        return {"train_loss": loss, "train_mean_token_accuracy": acc}
+
+    def _valid_metrics(self, examples: list[Rendered], prefix: str) -> dict[str, float]:
+        loss, acc = self._evaluate(examples)
+        return {f"{prefix}loss": loss, f"{prefix}mean_token_accuracy": acc}
+
+    def _after_epoch(self, epoch: int) -> None:
+        self._epoch_samples(epoch)
 
     def _epoch_order(self, epoch: int) -> list[int]:
         # A pure function of (seed, epoch): a resumed run sees the same order without saving it.
