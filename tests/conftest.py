@@ -1,4 +1,6 @@
-"""Shared fixtures: a database URL for SQLite *and* PostgreSQL, Settings, an app client, keys.
+"""Shared fixtures: a database URL for SQLite *and* PostgreSQL, Settings, an app client, keys,
+and the blob store's backend: a local directory, or (where a test module parametrizes
+`blob_backend` with "s3") a real S3 API server (moto, one process per session on 127.0.0.1).
 
 Any test that takes `db_url` (directly or through `settings` / `app_client`) runs twice: once on
 a fresh SQLite file, once on a fresh PostgreSQL schema (dropped afterwards). PostgreSQL is at
@@ -10,6 +12,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -73,11 +79,84 @@ def db_url(request, tmp_path: Path) -> str:
     return request.getfixturevalue("pg_url")
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[str]:
+    """A real S3 API server (`python -m moto.server`) on a free 127.0.0.1 port for the session.
+
+    The standard AWS_* settings point at it in this process's environment, which boto3 reads and
+    every `tuneforge serve` / worker a test starts inherits, just as a deployment configures them."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto server did not start:\n{log.read_text()}") from None
+            time.sleep(0.1)
+    env = {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield url
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str):
+def s3_blob_url(s3_server) -> str:
+    """TUNEFORGE_BLOB_URL of a fresh bucket on the session's S3 server."""
+    import boto3
+
+    bucket = f"tf-{secrets.token_hex(6)}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/blobs"
+
+
+@pytest.fixture
+def blob_backend() -> str:
+    """"local" here; a module runs on both with `pytest.mark.parametrize("blob_backend", ["local", "s3"])`."""
+    return "local"
+
+
+@pytest.fixture
+def blob_url(request, blob_backend: str) -> str | None:
+    """Settings.blob_url for the backend under test (None: the local directory)."""
+    return request.getfixturevalue("s3_blob_url") if blob_backend == "s3" else None
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str, blob_url: str | None):
     from tuneforge.config import Settings
 
-    return Settings(data_dir=tmp_path / "data", database_url=db_url).resolved()
+    return Settings(data_dir=tmp_path / "data", database_url=db_url, blob_url=blob_url).resolved()
 
 
 @pytest.fixture

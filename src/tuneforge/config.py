@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default sqlite:///<data_dir>/tuneforge.db"
     )
+    # Files, upload parts, result files and model directories. Unset: <data_dir>/blobs. On S3 the
+    # endpoint, region and credentials are the standard AWS_* settings, read by boto3 itself.
+    blob_url: str | None = Field(default=None, description="s3://bucket/prefix; unset = local directory")
+    blob_cache_dir: Path | None = Field(
+        default=None, description="Local copies of S3 model directories; default <data_dir>/cache"
+    )
+    # Shared state of several API processes (rate limits). Unset: kept in each process's memory.
+    redis_url: str | None = Field(default=None, description="redis://host:port/db for shared rate limits")
 
     # --- HTTP -----------------------------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -56,6 +64,9 @@ class Settings(BaseSettings):
     adapter_cache_mb: int = Field(default=1024, description="LoRA adapters kept attached per base model")
     max_batch_size: int = Field(default=64, description="Sequences decoded together per model")
     max_loaded_models: int = Field(default=4, description="Base/full models kept in memory (LRU)")
+    # A model deleted through another API process leaves this one's engine within this time (its
+    # name already 404s at once: every request reads the store).
+    model_sync_seconds: float = Field(default=2.0, description="How often serving drops deleted models")
     # bf16 matmuls round differently with the batch's shape, so on CPU a greedy answer could change
     # with its batch neighbours; fp32 keeps every answer independent of the batch. "auto" uses the
     # measured probe (hardware.bf16_is_fast) for speed over that guarantee.
@@ -112,7 +123,12 @@ class Settings(BaseSettings):
         """A copy with `~` expanded and the defaults that depend on data_dir filled in."""
         data_dir = self.data_dir.expanduser().resolve()
         url = self.database_url or f"sqlite:///{data_dir / 'tuneforge.db'}"
-        return self.model_copy(update={"data_dir": data_dir, "database_url": url})
+        cache = (self.blob_cache_dir or data_dir / "cache").expanduser().resolve()
+        return self.model_copy(update={"data_dir": data_dir, "database_url": url, "blob_cache_dir": cache})
+
+    @property
+    def blob_cache(self) -> Path:
+        return self.blob_cache_dir or self.data_dir / "cache"
 
     @property
     def blobs_dir(self) -> Path:

@@ -20,7 +20,7 @@ from tuneforge.services import jobs as jobs_service
 from tuneforge.services.files import create_file_from_path
 from tuneforge.services.keys import get_or_create_project
 from tuneforge.services.resolver import ModelResolver
-from tuneforge.store.blobs import BlobStore
+from tuneforge.store.blobs import open_blobs
 from tuneforge.store.db import transaction
 
 
@@ -48,7 +48,7 @@ def project(db):
 
 @pytest.fixture
 def upload(db, settings, project, tmp_path) -> Callable[..., str]:
-    blobs = BlobStore(settings.blobs_dir)
+    blobs = open_blobs(settings)
     counter = iter(range(10**6))
 
     def make(text: str, project_id: str | None = None) -> str:

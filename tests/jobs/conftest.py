@@ -14,7 +14,7 @@ from tuneforge.services import jobs as service
 from tuneforge.services.files import create_file_from_path
 from tuneforge.services.keys import get_or_create_project
 from tuneforge.services.resolver import ModelResolver
-from tuneforge.store.blobs import BlobStore
+from tuneforge.store.blobs import BlobStore, open_blobs
 from tuneforge.store.db import transaction
 
 
@@ -33,7 +33,7 @@ def chat_lines(n: int) -> str:
 
 @pytest.fixture
 def blobs(settings) -> BlobStore:
-    return BlobStore(settings.blobs_dir)
+    return open_blobs(settings)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from sqlalchemy import update
 from tests.helpers import release, wait_held
 from tuneforge.domain.states import Status
 from tuneforge.jobs.reporter import DbReporter
+from tuneforge.store.blobs import LocalBlobStore
 from tuneforge.store.db import transaction
 from tuneforge.store.tables import Job
 from tuneforge.training.spec import StopRequest
@@ -37,6 +38,7 @@ def reporter(db, jid, job_dir, hold_at_step=2) -> DbReporter:
         model="tuneforge-tiny",
         suffix=None,
         fallback_base="tuneforge-tiny",
+        blobs=LocalBlobStore(job_dir / "blobs"),
         hold_at_step=hold_at_step,
         job_dir=job_dir,
     )

@@ -9,7 +9,7 @@ from tuneforge.ids import now
 from tuneforge.services import files, uploads
 from tuneforge.services.expiry import PART_GRACE_SECONDS, sweep_expired
 from tuneforge.services.keys import get_or_create_project
-from tuneforge.store.blobs import BlobStore
+from tuneforge.store.blobs import open_blobs
 from tuneforge.store.db import transaction
 from tuneforge.store.tables import File, Upload, UploadPart
 
@@ -25,7 +25,7 @@ def make_file(db, blobs, project_id, expires_after=None, purpose="fine-tune"):
 
 
 def test_expired_files_lose_row_and_blob_live_ones_stay(db, settings):
-    blobs = BlobStore(settings.blobs_dir)
+    blobs = open_blobs(settings)
     with transaction(db) as s:
         pid = get_or_create_project(s, "p").id
     forever = make_file(db, blobs, pid)
@@ -46,7 +46,7 @@ def test_expired_files_lose_row_and_blob_live_ones_stay(db, settings):
 
 
 def test_completed_upload_keeps_its_row_when_its_file_is_swept(db, settings):
-    blobs = BlobStore(settings.blobs_dir)
+    blobs = open_blobs(settings)
     with transaction(db) as s:
         pid = get_or_create_project(s, "p").id
         up = uploads.create_upload(
@@ -77,7 +77,7 @@ def test_completed_upload_keeps_its_row_when_its_file_is_swept(db, settings):
 
 
 def test_parts_of_cancelled_and_long_expired_uploads_are_dropped(db, settings):
-    blobs = BlobStore(settings.blobs_dir)
+    blobs = open_blobs(settings)
     with transaction(db) as s:
         pid = get_or_create_project(s, "p").id
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.services import files, keys
-from tuneforge.store.blobs import BlobStore
+from tuneforge.store.blobs import open_blobs
 from tuneforge.store.db import transaction
 from tuneforge.store.pagination import paginate
 from tuneforge.store.tables import ApiKey, File
@@ -39,7 +39,7 @@ def test_keys_are_hashed_and_scoped(db):
 
 
 def test_create_file_from_path_and_lookup(db, settings, tmp_path):
-    blobs = BlobStore(settings.blobs_dir)
+    blobs = open_blobs(settings)
     src = tmp_path / "step_metrics.csv"
     src.write_text("step,train_loss\n1,2.5\n")
     with transaction(db) as s:
@@ -59,29 +59,29 @@ def test_create_file_from_path_and_lookup(db, settings, tmp_path):
             src.stat().st_size,
             "step_metrics.csv",
         )
-        assert files.file_path(s, blobs, key.project_id, row.id).read_text() == src.read_text()
+        assert b"".join(blobs.iter_chunks(got.blob_key)) == src.read_bytes()
         with pytest.raises(NotFound, match=f"No such File object: {row.id}"):
             files.get_file(s, "proj_other", row.id)
 
 
 def test_rolled_back_file_leaves_no_blob(db, settings):
-    blobs = BlobStore(settings.blobs_dir)
+    blobs = open_blobs(settings)
     with transaction(db) as s:
         project = keys.create_key(s, "p")[0].project_id
     with pytest.raises(RuntimeError), transaction(db) as s:
         row = files.create_file_from_chunks(
             s, blobs, project_id=project, filename="a.jsonl", purpose="fine-tune", chunks=[b"{}\n"]
         )
-        path = blobs.path(row.blob_key)
-        assert path.exists()
+        key = row.blob_key
+        assert blobs.exists(key)
         raise RuntimeError("the caller failed after creating the file")
-    assert not path.exists()
+    assert not blobs.exists(key)
     with transaction(db) as s:
         assert s.scalars(select(File)).all() == []
 
 
 def test_internal_creates_check_purpose_and_format(db, settings, tmp_path):
-    blobs = BlobStore(settings.blobs_dir)
+    blobs = open_blobs(settings)
     with transaction(db) as s:
         project = keys.create_key(s, "p")[0].project_id
         with pytest.raises(InvalidRequest):
@@ -92,7 +92,7 @@ def test_internal_creates_check_purpose_and_format(db, settings, tmp_path):
             files.create_file_from_chunks(
                 s, blobs, project_id=project, filename="a.txt", purpose="fine-tune", chunks=[b"x"]
             )
-    assert [p for p in settings.blobs_dir.rglob("*") if p.is_file()] == []
+    assert blobs.keys("files") == []
 
 
 def test_paginate_is_a_total_order_with_ties(db):

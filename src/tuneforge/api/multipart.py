@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
 from tuneforge.errors import InvalidRequest, TuneforgeError
@@ -128,6 +129,8 @@ async def read_multipart(
                 for data in file_chunks:
                     out.write(data)  # type: ignore[union-attr]
                 file_chunks.clear()
+                if out is not None and out.flush_due:  # an S3 part: network I/O off the event loop
+                    await run_in_threadpool(out.flush)
             except TuneforgeError as exc:
                 error = exc
             except FormParserError:
@@ -137,7 +140,7 @@ async def read_multipart(
         if parser.state != MultipartState.END:
             raise InvalidRequest("The multipart/form-data body is incomplete (no closing boundary).")
         if out is not None:
-            form.blob = out.commit()
+            form.blob = await run_in_threadpool(out.commit)
         return form
     except ClientDisconnect:
         raise InvalidRequest("The client disconnected before the request body was complete.") from None

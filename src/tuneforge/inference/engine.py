@@ -206,6 +206,14 @@ class Engine:
         for done in events:
             done.wait(wait)
 
+    def fine_tuned_names(self) -> set[str]:
+        """The fine-tuned models in memory now (attached adapters, loaded full fine-tunes)."""
+        with self._lock:
+            names = set(self._full_names)
+            for w in self._workers.values():
+                names.update(w.loaded_adapters())
+        return names
+
     def loaded(self) -> dict[str, list[str]]:
         """Loaded models and, per model, the fine-tunes attached to it (LRU order). For tests and
         the status page."""

@@ -20,6 +20,8 @@ from tuneforge.domain import events as ev
 from tuneforge.domain import naming
 from tuneforge.domain.states import Status
 from tuneforge.ids import new_id, now
+from tuneforge.services.files import on_outcome
+from tuneforge.store.blobs import BlobStore, is_model_key
 from tuneforge.store.db import transaction
 from tuneforge.store.tables import FineTunedModel, Job, JobCheckpoint
 from tuneforge.training import hparams
@@ -54,6 +56,18 @@ def read_meta(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _same_dir(a: str, b: str) -> bool:
+    return a == b or (Path(a).is_dir() and Path(a).resolve() == Path(b).resolve())
+
+
+def drop_model_dirs(blobs: BlobStore, refs: list[str]) -> None:
+    """Remove the published directories of deleted model rows (rows written before models were
+    blobs hold the job's own path: those stay with the job)."""
+    for ref in refs:
+        if is_model_key(ref):
+            blobs.delete_dir(ref)
+
+
 HOLDING, RELEASE = "holding", "release-hold"  # files of the test-only hold, in the job's dir
 HOLD_POLL_SECONDS = 0.05
 
@@ -70,6 +84,8 @@ class DbReporter:
         model: str,
         suffix: str | None,
         fallback_base: str,
+        blobs: BlobStore,
+        loaded_base: str | None = None,
         hold_at_step: int | None = None,
         job_dir: Path | None = None,
     ):
@@ -81,6 +97,10 @@ class DbReporter:
         self._model = model
         self._suffix = suffix
         self.fallback_base = fallback_base  # what an adapter attaches to if tuneforge.json lacks it
+        # A stored model the trainer loaded from a local copy (`loaded_base`) is recorded as
+        # `fallback_base` (its blob key), which any machine can resolve; not as this machine's path.
+        self._loaded_base = loaded_base
+        self.blobs = blobs  # where checkpoints and the final model are published
         self.final_name = naming.model_name(model, project_name, suffix, job_id)
         self.total_steps: int | None = None
         self._first_step: tuple[int, float] | None = None
@@ -138,6 +158,13 @@ class DbReporter:
             time.sleep(HOLD_POLL_SECONDS)
         self._last_poll = 0.0
 
+    def base_of(self, meta: dict[str, Any]) -> str:
+        """What a model the trainer wrote attaches to, as the store should record it."""
+        base = str(meta.get("base_model") or self.fallback_base)
+        if self._loaded_base is not None and _same_dir(base, self._loaded_base):
+            return self.fallback_base
+        return base
+
     def checkpoint(self, step: int, epoch: int, path: Path, metrics: dict[str, Any]) -> None:
         final = self.total_steps is not None and step >= self.total_steps
         meta = read_meta(path)
@@ -156,6 +183,11 @@ class DbReporter:
             if existing is not None:  # re-reported after a resume: same epoch, newer metrics
                 existing.metrics = clean
                 return
+        # Published before its row exists (the row makes it servable); unpublished if the row is not.
+        key = None if final else self.blobs.put_dir(Path(path))
+        with transaction(self._factory) as s:
+            if key is not None:
+                on_outcome(s, rolled_back=lambda: self.blobs.delete_dir(key))
             name = (
                 self.final_name
                 if final
@@ -179,8 +211,8 @@ class DbReporter:
                         job_id=self.job_id,
                         checkpoint_id=ckpt.id,
                         kind=meta.get("kind", "lora"),
-                        base_model=str(meta.get("base_model") or self.fallback_base),
-                        path=str(Path(path).resolve()),
+                        base_model=self.base_of(meta),
+                        path=key,
                         created_at=now(),
                     )
                 )
@@ -195,12 +227,14 @@ class DbReporter:
             )
             if ckpt is None:
                 return
-            s.execute(
-                delete(FineTunedModel).where(
-                    FineTunedModel.checkpoint_id == ckpt.id, FineTunedModel.job_id == self.job_id
-                )
-            )
+            keys = s.scalars(
+                delete(FineTunedModel)
+                .where(FineTunedModel.checkpoint_id == ckpt.id, FineTunedModel.job_id == self.job_id)
+                .returning(FineTunedModel.path)
+            ).all()
             s.delete(ckpt)
+            # The row goes first: nobody resolves the name once its bytes start to go.
+            on_outcome(s, committed=lambda: drop_model_dirs(self.blobs, keys))
 
     def stop_requested(self) -> StopRequest | None:
         t = time.monotonic()

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import base64
 import logging
+import os
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -30,21 +32,31 @@ from tuneforge.jobs.lease import LeaseLost, fail_job
 from tuneforge.jobs.lease import owned_job as _owned_job
 from tuneforge.jobs.reporter import DbReporter, read_meta
 from tuneforge.logs import configure as configure_logging
+from tuneforge.services.files import on_outcome
 from tuneforge.services.resolver import ModelResolver
-from tuneforge.store.blobs import BlobStore
+from tuneforge.store.blobs import BlobStore, LocalBlobStore, open_blobs
 from tuneforge.store.db import make_engine, make_sessionmaker, transaction
 from tuneforge.store.tables import File, FineTunedModel, Job, JobCheckpoint, Project
 
 log = logging.getLogger("tuneforge.jobs.runner")
 
 
-def _file_path(blobs: BlobStore, s: Session, project_id: str, file_id: str | None) -> Path | None:
+def _file_path(blobs: BlobStore, s: Session, project_id: str, file_id: str | None, dest: Path) -> Path | None:
+    """The file's bytes as a local file for the trainer: the blob itself on local disk, else a
+    copy in the job's directory (`dest`), written once per run and renamed into place."""
     if file_id is None:
         return None
     row = s.scalar(select(File).where(File.id == file_id, File.project_id == project_id))
-    if row is None:
+    if row is None or not blobs.exists(row.blob_key):
         raise TuneforgeError(f"The file {file_id} no longer exists.", code="file_not_found")
-    return blobs.path(row.blob_key)
+    with blobs.local_file(row.blob_key) as path:
+        if isinstance(blobs, LocalBlobStore):
+            return path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, dest)
+        return dest
 
 
 def run_job(settings: Settings, job_id: str, owner: str) -> int:
@@ -62,13 +74,13 @@ def run_job(settings: Settings, job_id: str, owner: str) -> int:
 
 def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner: str) -> int:
     """Claimed job -> running -> trained -> its outcome, in steps that other methods reuse."""
-    blobs = BlobStore(settings.blobs_dir)
+    blobs = open_blobs(settings)
     with transaction(factory) as s:
         job = _owned_job(s, job_id, owner)
         if not _start(s, job):
             return 0
         try:
-            spec, attach_base = _build_spec(settings, s, blobs, job)
+            spec, start = _build_spec(settings, s, blobs, job)
         except TuneforgeError as exc:
             fail_job(s, job, exc.code or "invalid_request", exc.message, exc.param)
             return 0
@@ -81,13 +93,21 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
             project_name=project.name,
             model=job.model,
             suffix=job.suffix,
-            fallback_base=attach_base,
+            fallback_base=start.attach_base,
+            loaded_base=start.base_model,
+            blobs=blobs,
             job_dir=settings.jobs_dir / job.id,
             hold_at_step=settings.test_hold_at_step,
         )
     result = _train(settings, factory, job, spec, reporter, owner)
     if result is not None:
+        # The final model is published before the transaction that makes it servable.
+        final_key = (
+            None if result.status in ("cancelled", "paused") else blobs.put_dir(Path(result.final_dir))
+        )
         with transaction(factory) as s:
+            if final_key is not None:
+                on_outcome(s, rolled_back=lambda: blobs.delete_dir(final_key))
             _record_outcome(
                 s,
                 blobs,
@@ -95,6 +115,7 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
                 result,
                 reporter,
                 base64_results=settings.result_files_base64,
+                final_key=final_key,
             )
     return 0
 
@@ -132,13 +153,14 @@ def _start(s: Session, job: Job) -> bool:
 
 
 def _build_spec(settings: Settings, s: Session, blobs: BlobStore, job: Job):
-    """-> (TrainSpec, the base an adapter attaches to); TuneforgeError when an input is gone."""
+    """-> (TrainSpec, where it starts from); TuneforgeError when an input is gone."""
     from tuneforge.training import hparams
     from tuneforge.training.spec import TrainSpec
 
-    start = ModelResolver(settings).training_start(s, job)
-    training = _file_path(blobs, s, job.project_id, job.training_file)
-    validation = _file_path(blobs, s, job.project_id, job.validation_file)
+    start = ModelResolver(settings, blobs).training_start(s, job)
+    inputs = settings.jobs_dir / job.id / "inputs"
+    training = _file_path(blobs, s, job.project_id, job.training_file, inputs / "training.jsonl")
+    validation = _file_path(blobs, s, job.project_id, job.validation_file, inputs / "validation.jsonl")
     spec = TrainSpec(
         base_model=start.base_model,
         training_file=training,
@@ -149,7 +171,7 @@ def _build_spec(settings: Settings, s: Session, blobs: BlobStore, job: Job):
         method_type=job.method.get("type", "supervised"),
         hyperparameters=hparams.requested(job.method),
     )
-    return spec, start.attach_base
+    return spec, start
 
 
 def _train(
@@ -174,7 +196,14 @@ def _train(
 
 
 def _record_outcome(
-    s: Session, blobs: BlobStore, job: Job, result, reporter: DbReporter, *, base64_results: bool
+    s: Session,
+    blobs: BlobStore,
+    job: Job,
+    result,
+    reporter: DbReporter,
+    *,
+    base64_results: bool,
+    final_key: str | None = None,
 ) -> None:
     """The trainer's result -> the job's state: cancelled, requeued, paused or succeeded."""
     if result.status == "cancelled":
@@ -188,11 +217,19 @@ def _record_outcome(
         transition(job, Status.PAUSED)
         ev.add_event(s, job.id, ev.PAUSED)
     else:
-        _succeed(s, blobs, job, result, reporter, base64_results=base64_results)
+        assert final_key is not None
+        _succeed(s, blobs, job, result, reporter, final_key, base64_results=base64_results)
 
 
 def _succeed(
-    s: Session, blobs: BlobStore, job: Job, result, reporter: DbReporter, *, base64_results: bool = False
+    s: Session,
+    blobs: BlobStore,
+    job: Job,
+    result,
+    reporter: DbReporter,
+    final_key: str,
+    *,
+    base64_results: bool = False,
 ) -> None:
     from tuneforge.services.files import create_file_from_path
 
@@ -220,8 +257,8 @@ def _succeed(
             job_id=job.id,
             checkpoint_id=ckpt.id,
             kind=meta.get("kind", "lora"),
-            base_model=str(meta.get("base_model") or reporter.fallback_base),
-            path=str(final_dir),
+            base_model=reporter.base_of(meta),
+            path=final_key,
             created_at=now(),
         )
     )

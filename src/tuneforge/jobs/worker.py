@@ -40,7 +40,7 @@ from tuneforge.jobs.lease import LeaseLost, fail_job, owned_job
 from tuneforge.logs import configure as configure_logging
 from tuneforge.services import preflight
 from tuneforge.services.expiry import sweep_expired
-from tuneforge.store.blobs import BlobStore
+from tuneforge.store.blobs import open_blobs
 from tuneforge.store.db import make_engine, make_sessionmaker, migrate, transaction
 from tuneforge.store.tables import File, Job
 
@@ -78,7 +78,7 @@ class Worker:
         self.lease = self.settings.job_lease_seconds
         self.engine = make_engine(self.settings.database_url)
         self.factory: sessionmaker[Session] = make_sessionmaker(self.engine)
-        self.blobs = BlobStore(self.settings.blobs_dir)
+        self.blobs = open_blobs(self.settings)
         self.children: dict[str, _Child] = {}
 
     # ---- loop ------------------------------------------------------------------------------
@@ -151,18 +151,19 @@ class Worker:
             files = [("training_file", job.training_file)]
             if job.validation_file:
                 files.append(("validation_file", job.validation_file))
-            paths = {}
+            keys = {}
             for param, file_id in files:
                 row = s.scalar(select(File).where(File.id == file_id, File.project_id == job.project_id))
-                paths[param] = (file_id, self.blobs.path(row.blob_key) if row else None)
+                keys[param] = (file_id, row.blob_key if row else None)
         error = None
-        for param, (file_id, path) in paths.items():
-            if path is None or not path.is_file():
+        for param, (file_id, key) in keys.items():
+            if key is None or not self.blobs.exists(key):
                 error = (f"invalid_{param}", f"invalid {param}: {file_id}", param)
             else:
-                error = validate_file(
-                    path, file_param=param, method=kind
-                ).job_error() or preflight.check_file(self.settings, self.factory, job_id, param, path)
+                with self.blobs.local_file(key) as path:
+                    error = validate_file(
+                        path, file_param=param, method=kind
+                    ).job_error() or preflight.check_file(self.settings, self.factory, job_id, param, path)
             if error:
                 break
         with transaction(self.factory) as s:
@@ -178,9 +179,7 @@ class Worker:
 
     # ---- training children -------------------------------------------------------------------
     def _spawn(self, job_id: str) -> None:
-        env = dict(os.environ)
-        env["TUNEFORGE_DATA_DIR"] = str(self.settings.data_dir)
-        env["TUNEFORGE_DATABASE_URL"] = str(self.settings.database_url)
+        env = child_env(self.settings)
         # The child writes the result file: it must encode it as this worker's Settings say.
         env["TUNEFORGE_RESULT_FILES_BASE64"] = str(self.settings.result_files_base64).lower()
         if self.settings.test_hold_at_step is not None:
@@ -313,6 +312,19 @@ if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
 
 
+def child_env(settings: Settings) -> dict[str, str]:
+    """This process's environment plus the Settings a child must share with it (where the
+    database and the bytes are), however they were given here (flags, env, code)."""
+    env = dict(os.environ)
+    env["TUNEFORGE_DATA_DIR"] = str(settings.data_dir)
+    env["TUNEFORGE_DATABASE_URL"] = str(settings.database_url)
+    if settings.blob_url:
+        env["TUNEFORGE_BLOB_URL"] = settings.blob_url
+    if settings.blob_cache_dir is not None:
+        env["TUNEFORGE_BLOB_CACHE_DIR"] = str(settings.blob_cache_dir)
+    return env
+
+
 class WorkerProcesses:
     """`n` standalone worker processes, as `tuneforge serve` runs them beside the API server.
 
@@ -322,9 +334,7 @@ class WorkerProcesses:
 
     def __init__(self, settings: Settings, n: int):
         settings = settings.resolved()
-        env = dict(os.environ)
-        env["TUNEFORGE_DATA_DIR"] = str(settings.data_dir)
-        env["TUNEFORGE_DATABASE_URL"] = str(settings.database_url)
+        env = child_env(settings)
         cmd = [sys.executable, "-m", "tuneforge.jobs.worker"]
         self.procs = [subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent) for _ in range(max(0, n))]
 

@@ -28,18 +28,16 @@ CHUNK = 1 << 20
 def source_for(session: Session, resolver: ModelResolver, project_id: str, name: str) -> ExportSource:
     row = resolver.owned_fine_tuned(session, project_id, name)
     catalog = resolver.catalog(session)
-    if row is None or not Path(row.path).is_dir():
+    path = resolver.model_dir(row.path) if row is not None else None  # a local copy, from S3 if there
+    if row is None or path is None:
         raise model_not_found(name, catalog.base_names())
     job = session.get(Job, row.job_id)
-    base_source = row.base_model
-    if base_source in catalog:  # tolerate a catalog name where a source was expected
-        base_source = catalog.resolve_base(base_source).source
     return ExportSource(
         name=row.id,
-        path=Path(row.path),
+        path=path,
         kind=row.kind,
         base_name=job.model if job is not None else row.base_model,
-        base_source=base_source,
+        base_source=resolver.base_dir(row.base_model, catalog),
     )
 
 

@@ -265,11 +265,6 @@ def get_file(session: Session, project_id: str, file_id: str) -> File:
     return row
 
 
-def file_path(session: Session, blobs: BlobStore, project_id: str, file_id: str) -> Path:
-    """Where the File's bytes are on disk, for readers such as the training-data validator."""
-    return blobs.path(get_file(session, project_id, file_id).blob_key)
-
-
 def list_files(
     session: Session,
     project_id: str,

@@ -15,6 +15,7 @@ from tuneforge.errors import PermissionDenied
 from tuneforge.inference.holder import Serving
 from tuneforge.protocol.models import Model, ModelDeleted, ModelList
 from tuneforge.services.resolver import ModelResolver
+from tuneforge.store.blobs import is_model_key
 from tuneforge.store.tables import CheckpointPermission, FineTunedModel, Project
 
 
@@ -78,9 +79,34 @@ def delete_model(
                 code="model_not_deletable",
             )
         raise model_not_found(name, catalog.base_names())
+    ref = row.path
     session.execute(delete(FineTunedModel).where(FineTunedModel.id == row.id))
-    session.commit()  # gone for every process before this one unloads it
+    session.commit()  # gone for every process (each reads the row per request) before the bytes go
     engine = serving.started()
     if engine is not None:
         engine.drop(name)
+    if is_model_key(ref):  # rows from before models were blobs point into the job's own directory
+        resolver.blobs.delete_dir(ref)
     return ModelDeleted(id=name)
+
+
+def sync_deleted(session: Session, serving: Serving, resolver: ModelResolver) -> list[str]:
+    """Unload the fine-tuned models another process deleted (their names already 404 here: every
+    request reads the store); also drop their local copies. -> the names unloaded."""
+    engine = serving.started()
+    loaded = engine.fine_tuned_names() if engine is not None else set()
+    gone: list[str] = []
+    if loaded:
+        present = set(session.scalars(select(FineTunedModel.id).where(FineTunedModel.id.in_(loaded))))
+        gone = sorted(loaded - present)
+        for name in gone:
+            engine.drop(name)  # type: ignore[union-attr]
+    cached = resolver.blobs.cached_dirs()
+    if cached:
+        kept = set(session.scalars(select(FineTunedModel.path).where(FineTunedModel.path.in_(cached))))
+        kept |= set(
+            session.scalars(select(FineTunedModel.base_model).where(FineTunedModel.base_model.in_(cached)))
+        )
+        for key in set(cached) - kept:
+            resolver.blobs.forget_local(key)
+    return gone

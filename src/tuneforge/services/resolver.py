@@ -23,6 +23,7 @@ from tuneforge.catalog import BaseModelRef, Catalog, StoredBase, model_not_found
 from tuneforge.config import Settings
 from tuneforge.errors import InvalidRequest, TuneforgeError
 from tuneforge.inference.types import ModelTarget
+from tuneforge.store.blobs import BlobStore, is_model_key, open_blobs
 from tuneforge.store.tables import (
     CheckpointPermission,
     FineTunedModel,
@@ -40,9 +41,16 @@ class TrainingStart:
 
 
 class ModelResolver:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, blobs: BlobStore | None = None):
         self.settings = settings
+        self._blobs = blobs
         self._started = int(time.time())
+
+    @property
+    def blobs(self) -> BlobStore:
+        if self._blobs is None:  # only model lookups need it; catalog-only users never pay for it
+            self._blobs = open_blobs(self.settings)
+        return self._blobs
 
     # ---- base models -------------------------------------------------------------------------
     def catalog(self, session: Session | None) -> Catalog:
@@ -83,6 +91,26 @@ class ModelResolver:
             .where(FineTunedModel.id == name, CheckpointPermission.project_id == project_id)
         )
 
+    def model_dir(self, ref: str) -> Path | None:
+        """A fine-tuned model row's `path` (a blob key; a local directory in rows written before
+        models were blobs) -> its directory on this machine, or None when it is gone. Blocking:
+        on S3 the first use on a machine downloads it into the local cache."""
+        if not is_model_key(ref):
+            return Path(ref) if Path(ref).is_dir() else None
+        try:
+            return self.blobs.local_dir(ref)
+        except Exception:  # deleted or unreadable: the name does not resolve
+            return None
+
+    def base_dir(self, base: str, catalog: Catalog) -> str:
+        """What an adapter attaches to: a catalog name, a stored model's key, or a source."""
+        if base in catalog:  # tolerate a catalog name where a source was expected
+            return catalog.resolve_base(base).source
+        if is_model_key(base):  # a full fine-tune another model was trained on
+            path = self.model_dir(base)
+            return str(path) if path is not None else base
+        return base
+
     def target(self, session: Session, project_id: str, name: str) -> ModelTarget:
         """Name -> what the engine runs. Blocking: call off the event loop."""
         catalog = self.catalog(session)
@@ -90,14 +118,13 @@ class ModelResolver:
             ref = catalog.resolve_base(name)
             return ModelTarget(name=name, base_source=ref.source, tokenizer_source=ref.source)
         row = self.fine_tuned(session, project_id, name)
-        if row is None or not Path(row.path).is_dir():
+        path = self.model_dir(row.path) if row is not None else None
+        if row is None or path is None:
             raise model_not_found(name, catalog.base_names())
         if row.kind == "full":
-            return ModelTarget(name=name, base_source=row.path, tokenizer_source=row.path)
-        base = row.base_model
-        if base in catalog:  # tolerate a catalog name where a source was expected
-            base = catalog.resolve_base(base).source
-        return ModelTarget(name=name, base_source=base, tokenizer_source=row.path, adapter_path=row.path)
+            return ModelTarget(name=name, base_source=str(path), tokenizer_source=str(path))
+        base = self.base_dir(row.base_model, catalog)
+        return ModelTarget(name=name, base_source=base, tokenizer_source=str(path), adapter_path=str(path))
 
     def for_fine_tuning(self, session: Session, project_id: str, name: str) -> tuple[str, str]:
         """A job's `model` -> (model as shown, what training starts from: a base name or an `ft:`
@@ -115,8 +142,9 @@ class ModelResolver:
         catalog = self.catalog(session)
         if name.startswith("ft:"):
             row = self.fine_tuned(session, project_id, name)
-            if row is not None:
-                return row.path  # a servable model directory carries its tokenizer
+            path = self.model_dir(row.path) if row is not None else None
+            if path is not None:
+                return str(path)  # a servable model directory carries its tokenizer
         elif name in catalog:
             return catalog.resolve_base(name).source
         raise self._not_available(name, catalog)
@@ -125,13 +153,15 @@ class ModelResolver:
         """What a job's run loads: its base (a catalog name) or the `ft:` model it continues."""
         if job.base_model.startswith("ft:"):
             parent = self.fine_tuned(session, job.project_id, job.base_model)
-            if parent is None:
+            path = self.model_dir(parent.path) if parent is not None else None
+            if parent is None or path is None:
                 raise TuneforgeError(
                     f"The model {job.base_model} no longer exists.", param="model", code="model_not_available"
                 )
             if parent.kind == "lora":
-                return TrainingStart(parent.base_model, Path(parent.path), parent.base_model)
-            return TrainingStart(parent.path, None, parent.path)
+                base = self.base_dir(parent.base_model, self.catalog(session))
+                return TrainingStart(base, path, parent.base_model)
+            return TrainingStart(str(path), None, parent.path)
         catalog = self.catalog(session)
         if job.base_model not in catalog:  # removed since the job was created
             raise TuneforgeError(

@@ -11,10 +11,11 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request, Response
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from fastapi.routing import APIRoute
 
 from tuneforge.api.deps import Blobs, DbSession, Resolver
+from tuneforge.api.routes.files import download
 from tuneforge.errors import AuthenticationFailed, TuneforgeError
 from tuneforge.services import files as files_service
 from tuneforge.services import jobs as jobs_service
@@ -172,7 +173,7 @@ def file_page(
     request: Request, file_id: str, user: UiUser, session: DbSession, blobs: Blobs, resolver: Resolver
 ) -> HTMLResponse:
     row = files_service.get_file(session, user.project_id, file_id)
-    lines = views.preview(blobs.path(row.blob_key))
+    lines = views.preview(blobs.iter_chunks(row.blob_key))
     models = [views.ChatModel(name, "base") for name in resolver.catalog(session).names()]
     return render(
         request,
@@ -189,11 +190,8 @@ def file_page(
 
 
 @router.get("/files/{file_id}/download")
-def file_download(file_id: str, user: UiUser, session: DbSession, blobs: Blobs) -> FileResponse:
-    row = files_service.get_file(session, user.project_id, file_id)
-    return FileResponse(
-        blobs.path(row.blob_key), media_type="application/octet-stream", filename=row.filename
-    )
+def file_download(file_id: str, user: UiUser, session: DbSession, blobs: Blobs) -> StreamingResponse:
+    return download(blobs, files_service.get_file(session, user.project_id, file_id))
 
 
 @router.get("/playground")

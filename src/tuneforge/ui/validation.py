@@ -63,8 +63,7 @@ def file_report(
         raise InvalidRequest(f"n_epochs must be {hparams.N_EPOCHS.expected}.", param="n_epochs")
     source = resolver.tokenizer_source(session, project_id, model)
     price_per_million_tokens = pricing.quote(settings, model)
-    path = blobs.path(row.blob_key)
-    if not path.is_file():
+    if not blobs.exists(row.blob_key):
         raise NotFound(f"No such File object: {file_id}", param="id")
     from tuneforge.training.data import validate_file
 
@@ -72,14 +71,15 @@ def file_report(
         tokenizer = tokenizers.get(source)
     except (OSError, ValueError) as exc:
         raise InvalidRequest(f"Cannot load the tokenizer of {model}: {exc}", param="model") from None
-    report = validate_file(
-        path,
-        tokenizer=tokenizer,
-        n_epochs=n_epochs,
-        price_per_million_tokens=price_per_million_tokens,
-        file_param=file_param,
-        method=method,
-    )
+    with blobs.local_file(row.blob_key) as path:
+        report = validate_file(
+            path,
+            tokenizer=tokenizer,
+            n_epochs=n_epochs,
+            price_per_million_tokens=price_per_million_tokens,
+            file_param=file_param,
+            method=method,
+        )
     return {
         "file_id": file_id,
         "filename": row.filename,

@@ -8,8 +8,8 @@ events after a cursor for live updates, the models a project can chat with).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -202,11 +202,22 @@ def chat_models(session: Session, principal: Principal, base_names: list[str]) -
 
 
 # ---- files -----------------------------------------------------------------------------------
-def preview(path: Path, n: int = 5, max_chars: int = 4000) -> list[dict[str, Any]]:
-    """The first `n` non-blank lines: parsed JSON when they are JSON, else the text."""
+def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    rest = b""
+    for chunk in chunks:
+        rest += chunk
+        *lines, rest = rest.split(b"\n")
+        yield from lines
+    if rest:
+        yield rest
+
+
+def preview(chunks: Iterable[bytes], n: int = 5, max_chars: int = 4000) -> list[dict[str, Any]]:
+    """The first `n` non-blank lines of a file's bytes: parsed JSON when they are JSON, else the text."""
     out: list[dict[str, Any]] = []
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
+    it = iter(chunks)
+    try:
+        for number, raw in enumerate(_lines(it), start=1):
             text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             if not text.strip():
                 continue
@@ -222,4 +233,6 @@ def preview(path: Path, n: int = 5, max_chars: int = 4000) -> list[dict[str, Any
             out.append(item)
             if len(out) >= n:
                 break
+    finally:
+        getattr(it, "close", lambda: None)()  # a stream from S3 is released at once
     return out

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from tuneforge.api.deps import Auth, Blobs, DbSession, SettingsDep
 from tuneforge.api.multipart import read_multipart
 from tuneforge.config import Settings
-from tuneforge.errors import InvalidRequest
+from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.protocol.files import FileDeleted, FileList, FileObject
 from tuneforge.services import files as service
 from tuneforge.store.blobs import BlobStore
+from tuneforge.store.tables import File
 
 router = APIRouter(prefix="/v1", tags=["files"])
 
@@ -92,8 +94,31 @@ def delete_file(file_id: str, auth: Auth, session: DbSession, blobs: Blobs) -> F
 
 
 @router.get("/files/{file_id}/content")
-def file_content(file_id: str, auth: Auth, session: DbSession, blobs: Blobs) -> FileResponse:
-    row = service.get_file(session, auth.project_id, file_id)
-    return FileResponse(
-        blobs.path(row.blob_key), media_type="application/octet-stream", filename=row.filename
+def file_content(file_id: str, auth: Auth, session: DbSession, blobs: Blobs) -> StreamingResponse:
+    return download(blobs, service.get_file(session, auth.project_id, file_id))
+
+
+def download(blobs: BlobStore, row: File) -> StreamingResponse:
+    """The file's bytes streamed from the blob store in 1 MiB chunks (constant memory), as an
+    attachment named like the file. Shared with the dashboard's download."""
+    chunks = iter(blobs.iter_chunks(row.blob_key))
+    try:  # the first read happens here, so a vanished blob is a 404, not a broken stream
+        first = next(chunks, b"")
+    except FileNotFoundError:
+        raise NotFound(f"No such File object: {row.id}", param="id") from None
+
+    def body():
+        yield first
+        yield from chunks
+
+    quoted = quote(row.filename)
+    disposition = (
+        f'attachment; filename="{row.filename}"'
+        if quoted == row.filename
+        else f"attachment; filename*=utf-8''{quoted}"
+    )
+    return StreamingResponse(
+        body(),
+        media_type="application/octet-stream",
+        headers={"content-disposition": disposition, "content-length": str(row.bytes)},
     )
