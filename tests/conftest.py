@@ -142,7 +142,7 @@ def s3_blob_url(s3_server) -> str:
 
 @pytest.fixture
 def blob_backend() -> str:
-    """"local" here; a module runs on both with `pytest.mark.parametrize("blob_backend", ["local", "s3"])`."""
+    """ "local" here; a module runs on both with `pytest.mark.parametrize("blob_backend", ["local", "s3"])`."""
     return "local"
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.api.test_errors import assert_envelope
+from tuneforge.store.blobs import S3BlobStore, open_blobs
+
+# Every test runs on both blob backends: a local directory and a real S3 API server (moto).
+pytestmark = pytest.mark.parametrize("blob_backend", ["local", "s3"])
 
 LINE = b'{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n'
 
@@ -16,15 +20,16 @@ def upload(client, headers, name="t.jsonl", data=LINE, purpose="fine-tune", **ex
 
 
 def blob_files(settings):
-    return (
-        sorted(p for p in (settings.blobs_dir / "files").rglob("*") if p.is_file())
-        if (settings.blobs_dir / "files").exists()
-        else []
-    )
+    """The stored files' blobs, on whichever backend `settings` names."""
+    return open_blobs(settings).keys("files")
 
 
 def tmp_files(settings):
-    return list((settings.blobs_dir / "tmp").iterdir())
+    """What an unfinished write left behind: temp files locally, open multipart uploads on S3."""
+    store = open_blobs(settings)
+    if isinstance(store, S3BlobStore):
+        return store.s3.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
+    return list(store.tmp_dir.iterdir())
 
 
 def test_upload_list_retrieve_delete(app_client, auth_headers, settings):
@@ -124,7 +129,7 @@ def test_missing_file_or_purpose(app_client, auth_headers):
     assert_envelope(r, 400, param="purpose")
 
 
-def test_size_limit_is_enforced_while_streaming(tmp_path, db_url):
+def test_size_limit_is_enforced_while_streaming(tmp_path, db_url, blob_url):
     from fastapi.testclient import TestClient
 
     from tuneforge.app import create_app
@@ -132,7 +137,9 @@ def test_size_limit_is_enforced_while_streaming(tmp_path, db_url):
     from tuneforge.services.keys import create_key
     from tuneforge.store.db import transaction
 
-    settings = Settings(data_dir=tmp_path / "d", database_url=db_url, max_file_bytes=1000).resolved()
+    settings = Settings(
+        data_dir=tmp_path / "d", database_url=db_url, blob_url=blob_url, max_file_bytes=1000
+    ).resolved()
     with TestClient(create_app(settings)) as client:
         with transaction(client.app.state.sessionmaker) as s:
             headers = {"Authorization": f"Bearer {create_key(s)[1]}"}
@@ -213,7 +220,7 @@ def test_expires_after_invalid_values_name_the_param(app_client, auth_headers, s
     assert blob_files(settings) == []  # a refused upload leaves no bytes behind
 
 
-def test_server_start_sweeps_expired_files(tmp_path, db_url):
+def test_server_start_sweeps_expired_files(tmp_path, db_url, blob_url):
     from fastapi.testclient import TestClient
     from sqlalchemy import update
 
@@ -224,7 +231,7 @@ def test_server_start_sweeps_expired_files(tmp_path, db_url):
     from tuneforge.store.db import transaction
     from tuneforge.store.tables import File
 
-    settings = Settings(data_dir=tmp_path / "d", database_url=db_url).resolved()
+    settings = Settings(data_dir=tmp_path / "d", database_url=db_url, blob_url=blob_url).resolved()
     with TestClient(create_app(settings)) as client:
         with transaction(client.app.state.sessionmaker) as s:
             headers = {"Authorization": f"Bearer {create_key(s)[1]}"}
@@ -237,7 +244,7 @@ def test_server_start_sweeps_expired_files(tmp_path, db_url):
         # Expired files vanish from reads at once, before any sweep.
         assert_envelope(client.get(f"/v1/files/{gone['id']}", headers=headers), 404, param="id")
         assert [f["id"] for f in client.get("/v1/files", headers=headers).json()["data"]] == [kept["id"]]
-        assert len(blob_files(settings)) == 2  # ... but their bytes are still on disk
+        assert len(blob_files(settings)) == 2  # ... but their bytes are still stored
     with TestClient(create_app(settings)) as client:  # a restart sweeps (no worker here)
         assert len(blob_files(settings)) == 1
         assert client.get(f"/v1/files/{kept['id']}/content", headers=headers).content == LINE

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.test_errors import assert_envelope
+from tuneforge.store.blobs import open_blobs
+
+# Every test runs on both blob backends: a local directory and a real S3 API server (moto).
+pytestmark = pytest.mark.parametrize("blob_backend", ["local", "s3"])
 
 
 def create(client, headers, size, name="u.jsonl", purpose="fine-tune"):
@@ -24,8 +29,7 @@ def part(client, headers, upload_id, data):
 
 
 def part_blobs(settings):
-    root = settings.blobs_dir / "parts"
-    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    return open_blobs(settings).keys("parts")
 
 
 def test_complete_in_part_ids_order_with_md5(app_client, auth_headers, settings):
@@ -122,7 +126,7 @@ def test_create_checks(app_client, auth_headers):
     )
 
 
-def test_expiry_and_part_limit(tmp_path, db_url):
+def test_expiry_and_part_limit(tmp_path, db_url, blob_url):
     from tuneforge.app import create_app
     from tuneforge.config import Settings
     from tuneforge.services.keys import create_key
@@ -132,6 +136,7 @@ def test_expiry_and_part_limit(tmp_path, db_url):
         settings = Settings(
             data_dir=tmp_path / f"d{ttl}",
             database_url=db_url,
+            blob_url=blob_url,
             upload_ttl_seconds=ttl,
             max_part_bytes=max_part,
         ).resolved()

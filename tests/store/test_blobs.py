@@ -75,7 +75,17 @@ def test_too_large_and_abandoned_writes_leave_nothing(store):
 
 @pytest.mark.parametrize(
     "key",
-    ["../x", "files/../../x", "/etc/passwd", "files/../x", "a//b", "", "files/x y", "FILES/a", "a/b/c/d/e/f/g"],
+    [
+        "../x",
+        "files/../../x",
+        "/etc/passwd",
+        "files/../x",
+        "a//b",
+        "",
+        "files/x y",
+        "FILES/a",
+        "a/b/c/d/e/f/g",
+    ],
 )
 def test_keys_cannot_escape_root(store, key):
     with pytest.raises(ValueError):
@@ -97,9 +107,7 @@ def test_model_directory_reaches_another_process_through_its_cache(store, tmp_pa
     key = store.put_dir(src)
     assert store.dir_exists(key)
     # Another machine: its own data dir (and cache), the same store.
-    other = open_blobs(
-        Settings(data_dir=tmp_path / "other", blob_url=getattr(store, "url", None)).resolved()
-    )
+    other = open_blobs(Settings(data_dir=tmp_path / "other", blob_url=getattr(store, "url", None)).resolved())
     if isinstance(store, LocalBlobStore):
         other = store
     # Concurrent first uses download once each into a temp dir renamed into place: all agree.
@@ -111,13 +119,17 @@ def test_model_directory_reaches_another_process_through_its_cache(store, tmp_pa
         t.join()
     assert len(set(found)) == 1
     got = found[0]
-    assert (got / "adapter_model.safetensors").read_bytes() == (src / "adapter_model.safetensors").read_bytes()
+    assert (got / "adapter_model.safetensors").read_bytes() == (
+        src / "adapter_model.safetensors"
+    ).read_bytes()
     assert (got / "sub" / "tokenizer.json").read_text() == "{}"
     assert other.cached_dirs() == ([key] if isinstance(other, S3BlobStore) else [])
     store.delete_dir(key)
     assert not store.dir_exists(key)
     with pytest.raises(Exception):  # noqa: B017 - gone from the store (a fresh machine cannot load it)
-        open_blobs(Settings(data_dir=tmp_path / "third", blob_url=getattr(store, "url", None)).resolved()).local_dir(key)
+        open_blobs(
+            Settings(data_dir=tmp_path / "third", blob_url=getattr(store, "url", None)).resolved()
+        ).local_dir(key)
     other.forget_local(key)
     assert not got.exists()
 
