@@ -33,7 +33,9 @@ from tests.helpers import (
     wait_held,
     watch,
 )
+from tuneforge.config import Settings
 from tuneforge.domain import events as ev
+from tuneforge.store.blobs import open_blobs
 from tuneforge.store.db import make_engine, make_sessionmaker
 from tuneforge.store.tables import FineTunedModel
 
@@ -51,13 +53,18 @@ def ft_rows(server, db_url=None):
         engine.dispose()
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgres"])
-def test_full_flow(server_factory, request, database):
+@pytest.mark.parametrize(
+    ("database", "blobs"), [("sqlite", "local"), ("postgres", "local"), ("sqlite", "s3")]
+)
+def test_full_flow(server_factory, request, database, blobs):
     env = dict(FAST)
     db_url = None
     if database == "postgres":
         db_url = request.getfixturevalue("pg_url")
         env["TUNEFORGE_DATABASE_URL"] = db_url
+    blob_url = request.getfixturevalue("s3_blob_url") if blobs == "s3" else None
+    if blob_url:  # files, result files, checkpoints and models in a real S3 API server (moto)
+        env["TUNEFORGE_BLOB_URL"] = blob_url
     srv = server_factory(env)
     c = srv.client()
     train_id, valid_id = upload(c, jsonl(10)), upload(c, jsonl(10, offset=20), "valid.jsonl")
@@ -135,8 +142,22 @@ def test_full_flow(server_factory, request, database):
     names = {k.fine_tuned_model_checkpoint for k in ckpts}
     assert names <= set(models)
     final = models[done.fine_tuned_model]
-    assert final.kind == "lora" and (Path(final.path) / "adapter_config.json").is_file()
-    assert Path(final.path).name == "final"
+    assert final.kind == "lora" and final.path.startswith("models/")  # a published model directory
+    store = open_blobs(Settings(data_dir=srv.data_dir, blob_url=blob_url).resolved())
+    assert store.dir_exists(final.path) and all(store.dir_exists(models[n].path) for n in names)
+    if blob_url:  # the bytes live in the bucket, not on the server's disk
+        assert not (srv.data_dir / "blobs" / "models").exists()
+        assert not (srv.data_dir / "blobs" / "files").exists()
+
+    # served: the final model and an earlier checkpoint answer (loaded from the store; on S3 from
+    # the serving process's local cache, downloaded once)
+    for name in (done.fine_tuned_model, ckpts[1].fine_tuned_model_checkpoint):
+        r = c.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "What is 1 + 1?"}], max_tokens=4
+        )
+        assert r.model == name and r.choices[0].message.content is not None
+    if blob_url:
+        assert (srv.data_dir / "cache" / final.path / "adapter_config.json").is_file()
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tuneforge.api.errors import envelope
 from tuneforge.config import Settings
-from tuneforge.services.ratelimit import RateLimiter, retry_after_headers
+from tuneforge.services.ratelimit import RateLimiter, make_limiter, retry_after_headers
 
 _UNITS = {"requests": "requests per minute (RPM)", "tokens": "tokens per minute (TPM)"}
 
@@ -35,7 +36,10 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)  # unauthenticated: the 401 comes from auth
             return
         key = hashlib.sha256(secret.strip()).hexdigest()
-        refusal = self.limiter.acquire(key)
+        if self.limiter.blocking:  # shared through Redis: a round trip, off the event loop
+            refusal = await run_in_threadpool(self.limiter.acquire, key)
+        else:
+            refusal = self.limiter.acquire(key)
         if refusal is not None:
             wait = max(1, round(refusal.retry_after))
             response = envelope(
@@ -56,8 +60,9 @@ class RateLimitMiddleware:
 
 
 def install_rate_limits(app: FastAPI, settings: Settings) -> None:
-    """Mount the limiter when Settings.rate_limit_rpm / rate_limit_tpm set a limit (off by default)."""
-    limiter = RateLimiter(settings.rate_limit_rpm, settings.rate_limit_tpm)
+    """Mount the limiter when Settings.rate_limit_rpm / rate_limit_tpm set a limit (off by default);
+    shared by every API process through Redis when Settings.redis_url is set."""
+    limiter = make_limiter(settings)
     app.state.rate_limiter = limiter
     if limiter.enabled:
         app.add_middleware(RateLimitMiddleware, limiter=limiter)

@@ -60,6 +60,19 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
+def child_env(settings: Settings) -> dict[str, str]:
+    """This process's environment plus the Settings a child must share with it (where the
+    database and the bytes are), however they were given here (flags, env, code)."""
+    env = dict(os.environ)
+    env["TUNEFORGE_DATA_DIR"] = str(settings.data_dir)
+    env["TUNEFORGE_DATABASE_URL"] = str(settings.database_url)
+    if settings.blob_url:
+        env["TUNEFORGE_BLOB_URL"] = settings.blob_url
+    if settings.blob_cache_dir is not None:
+        env["TUNEFORGE_BLOB_CACHE_DIR"] = str(settings.blob_cache_dir)
+    return env
+
+
 @dataclass
 class _Child:
     job_id: str
@@ -310,19 +323,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    """This process's environment plus the Settings a child must share with it (where the
-    database and the bytes are), however they were given here (flags, env, code)."""
-    env = dict(os.environ)
-    env["TUNEFORGE_DATA_DIR"] = str(settings.data_dir)
-    env["TUNEFORGE_DATABASE_URL"] = str(settings.database_url)
-    if settings.blob_url:
-        env["TUNEFORGE_BLOB_URL"] = settings.blob_url
-    if settings.blob_cache_dir is not None:
-        env["TUNEFORGE_BLOB_CACHE_DIR"] = str(settings.blob_cache_dir)
-    return env
 
 
 class WorkerProcesses:
