@@ -1,10 +1,13 @@
 """Files API benchmark (not a test): upload throughput + server RSS growth, list/retrieve latency.
 
-Starts a real `tuneforge serve` per database (SQLite, then PostgreSQL on a fresh schema), uploads
-one large file while sampling the server's RSS, then measures p50/p99 latency of files.list and
-files.retrieve with 16 concurrent clients on loopback. Prints a Markdown section for RESULTS.md.
+Starts a real `tuneforge serve` per database (SQLite, then PostgreSQL on a fresh schema) and per
+blob backend (`--blob local|s3|both`: the local directory, and/or an S3 API server, a real `moto`
+process started here on 127.0.0.1), uploads one large file while sampling the server's peak RSS,
+downloads it back, then measures p50/p99 latency of files.list and files.retrieve with 16
+concurrent clients on loopback. Prints a Markdown section for RESULTS.md; with `--blob both` also
+the S3/local ratio of upload throughput.
 
-    make bench-files            # or: .venv/bin/python benchmarks/bench_files.py --mb 200
+    make bench-files            # or: .venv/bin/python benchmarks/bench_files.py --mb 200 --blob both
 """
 
 from __future__ import annotations
@@ -54,7 +57,45 @@ def start(data_dir: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str, d
     raise RuntimeError("server did not start")
 
 
-def upload(url: str, key: str, path: Path, pid: int) -> tuple[float, float]:
+def start_s3() -> tuple[subprocess.Popen, dict[str, str]]:
+    """A moto S3 server on a free port and the AWS_* settings (boto3 reads them) that reach it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for _ in range(600):
+        try:
+            httpx.get(env["AWS_ENDPOINT_URL"])
+            return proc, env
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("moto server did not start")
+
+
+def download(url: str, key: str, file_id: str, size: int) -> float:
+    started = time.perf_counter()
+    got = 0
+    with httpx.stream(
+        "GET", f"{url}/v1/files/{file_id}/content", headers={"Authorization": f"Bearer {key}"}, timeout=600
+    ) as r:
+        r.raise_for_status()
+        for chunk in r.iter_bytes(1 << 20):
+            got += len(chunk)
+    assert got == size, (got, size)
+    return size / MB / (time.perf_counter() - started)
+
+
+def upload(url: str, key: str, path: Path, pid: int) -> tuple[float, float, str]:
     proc = psutil.Process(pid)
     base = peak = proc.memory_info().rss
     done = threading.Event()
@@ -80,7 +121,7 @@ def upload(url: str, key: str, path: Path, pid: int) -> tuple[float, float]:
     done.set()
     t.join()
     r.raise_for_status()
-    return path.stat().st_size / MB / elapsed, (peak - base) / MB
+    return path.stat().st_size / MB / elapsed, (peak - base) / MB, r.json()["id"]
 
 
 def latency(url: str, key: str, path: str, clients: int, per_client: int) -> dict[str, float]:
@@ -105,8 +146,20 @@ def latency(url: str, key: str, path: str, clients: int, per_client: int) -> dic
     }
 
 
-def run(db: str, big: Path, args) -> dict:
+def run(db: str, blob: str, big: Path, args, s3_env: dict[str, str]) -> dict:
     env, schema = {}, None
+    if blob == "s3":
+        import boto3
+
+        bucket = f"bench-{secrets.token_hex(4)}"
+        boto3.client(
+            "s3",
+            endpoint_url=s3_env["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        ).create_bucket(Bucket=bucket)
+        env.update(s3_env, TUNEFORGE_BLOB_URL=f"s3://{bucket}/bench")
     if db == "postgresql":
         schema = f"bench_{secrets.token_hex(4)}"
         with create_engine(PG, isolation_level="AUTOCOMMIT").connect() as conn:
@@ -122,7 +175,8 @@ def run(db: str, big: Path, args) -> dict:
                 text=True,
                 check=True,
             ).stdout.splitlines()[-1]
-            mbps, rss = upload(url, key, big, proc.pid)
+            mbps, rss, big_id = upload(url, key, big, proc.pid)
+            down = download(url, key, big_id, big.stat().st_size)
             h = {"Authorization": f"Bearer {key}"}
             ids = [
                 httpx.post(
@@ -141,7 +195,7 @@ def run(db: str, big: Path, args) -> dict:
     if schema:
         with create_engine(PG, isolation_level="AUTOCOMMIT").connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    return {"db": db, "mbps": mbps, "rss": rss, "list": lst, "retrieve": ret}
+    return {"db": db, "blob": blob, "mbps": mbps, "down": down, "rss": rss, "list": lst, "retrieve": ret}
 
 
 def cpu_model() -> str:
@@ -162,7 +216,10 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--requests", type=int, default=50, help="requests per client per operation")
     ap.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    ap.add_argument("--blob", choices=["local", "s3", "both"], default="local", help="blob backend")
     args = ap.parse_args()
+    blobs = ["local", "s3"] if args.blob == "both" else [args.blob]
+    moto, s3_env = start_s3() if "s3" in blobs else (None, {})
 
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "big.jsonl"
@@ -171,7 +228,12 @@ def main() -> None:
             for _ in range(args.mb * MB // len(line)):
                 fh.write(line)
         dbs = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-        results = [run(db, big, args) for db in dbs]
+        try:
+            results = [run(db, blob, big, args, s3_env) for db in dbs for blob in blobs]
+        finally:
+            if moto is not None:
+                moto.terminate()
+                moto.wait(30)
 
     import fastapi
     import sqlalchemy
@@ -193,16 +255,25 @@ def main() -> None:
         f"{min(args.limit, args.files + 1)} files per page. Client and server share the machine.\n"
     )
     print(
-        "| database | upload MB/s | server RSS growth (MB) | list p50 / p99 (ms) | list req/s "
-        "| retrieve p50 / p99 (ms) | retrieve req/s |"
+        "| database | blobs | upload MB/s | download MB/s | server peak RSS growth (MB) "
+        "| list p50 / p99 (ms) | list req/s | retrieve p50 / p99 (ms) | retrieve req/s |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         lst, ret = r["list"], r["retrieve"]
         print(
-            f"| {r['db']} | {r['mbps']:.0f} | {r['rss']:.1f} | {lst['p50']:.1f} / {lst['p99']:.1f} "
-            f"| {lst['rps']:.0f} | {ret['p50']:.1f} / {ret['p99']:.1f} | {ret['rps']:.0f} |"
+            f"| {r['db']} | {r['blob']} | {r['mbps']:.0f} | {r['down']:.0f} | {r['rss']:.1f} "
+            f"| {lst['p50']:.1f} / {lst['p99']:.1f} | {lst['rps']:.0f} "
+            f"| {ret['p50']:.1f} / {ret['p99']:.1f} | {ret['rps']:.0f} |"
         )
+    if len(blobs) == 2:
+        for db in dbs:
+            local, s3 = (next(r for r in results if (r["db"], r["blob"]) == (db, b)) for b in blobs)
+            print(
+                f"\n{db}: S3 (moto) / local upload throughput = {s3['mbps'] / local['mbps']:.2f}x, "
+                f"download = {s3['down'] / local['down']:.2f}x; peak RSS growth {s3['rss']:.1f} MB vs "
+                f"{local['rss']:.1f} MB (S3 buffers one {8} MiB part per upload)"
+            )
 
 
 if __name__ == "__main__":
