@@ -99,8 +99,8 @@ class ModelResolver:
             return Path(ref) if Path(ref).is_dir() else None
         try:
             return self.blobs.local_dir(ref)
-        except Exception:  # deleted or unreadable: the name does not resolve
-            return None
+        except FileNotFoundError:  # deleted meanwhile: the name does not resolve (a store that
+            return None  # cannot be reached is an error, not a missing model)
 
     def base_dir(self, base: str, catalog: Catalog) -> str:
         """What an adapter attaches to: a catalog name, a stored model's key, or a source."""

@@ -386,10 +386,14 @@ class S3BlobStore(BlobStore):
         return _S3Writer(self, prefix, max_bytes, too_large)
 
     def iter_chunks(self, key: str, size: int = CHUNK) -> Iterator[bytes]:
+        return self._get(self.name(key), key, size)
+
+    def _get(self, name: str, key: str, size: int = CHUNK) -> Iterator[bytes]:
+        """An object's bytes; FileNotFoundError (not a botocore error) when it does not exist."""
         from botocore.exceptions import ClientError
 
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=self.name(key))["Body"]
+            body = self.s3.get_object(Bucket=self.bucket, Key=name)["Body"]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 raise FileNotFoundError(key) from None
@@ -456,8 +460,7 @@ class S3BlobStore(BlobStore):
         final = self.cache_dir / check_key(key)
         if final.is_dir():
             return final
-        body = self.s3.get_object(Bucket=self.bucket, Key=f"{self.name(key)}/{MANIFEST}")["Body"]
-        manifest = json.loads(body.read())
+        manifest = json.loads(b"".join(self._get(f"{self.name(key)}/{MANIFEST}", key)))
         tmp = Path(tempfile.mkdtemp(dir=self.tmp_dir, prefix="d-"))
         try:
             for entry in manifest:
