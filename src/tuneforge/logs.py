@@ -9,7 +9,7 @@ import warnings
 
 # Libraries whose INFO lines drown what an operator needs to see (e.g. alembic's plugin set-up on
 # every start); their warnings still come through.
-_QUIET = ("alembic", "httpx", "urllib3", "filelock")
+_QUIET = ("alembic", "httpx", "urllib3", "filelock", "botocore", "boto3", "s3transfer")
 # Warnings about the libraries' own future (deprecations inside transformers/peft/trl calling each
 # other) say nothing an operator can act on: they are logged at DEBUG, other warnings at WARNING.
 _LIBRARY_FUTURE = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
