@@ -77,7 +77,7 @@ def test_full_flow(server_factory, request, database, blobs):
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 5}}},
     )
     seen = [job.status]
-    done = watch(c, job.id, {"succeeded", "failed", "cancelled"}, seen=seen)
+    done = watch(c, job.id, {"succeeded", "failed", "cancelled"}, timeout=900, seen=seen)
     assert done.status == "succeeded", done.error
     assert seen[0] == "validating_files" and "running" in seen
     order = ["validating_files", "queued", "running", "succeeded"]

@@ -46,7 +46,7 @@ def test_model_deleted_through_one_server_is_gone_from_the_other_within_5s(
         training_file=upload(ca, jsonl(10)),
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 5}}},
     )
-    done = watch(ca, job.id, {"succeeded", "failed", "cancelled"})
+    done = watch(ca, job.id, {"succeeded", "failed", "cancelled"}, timeout=900)
     assert done.status == "succeeded", done.error
     model = done.fine_tuned_model
     ckpt = next(
