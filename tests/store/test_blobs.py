@@ -92,6 +92,13 @@ def test_keys_cannot_escape_root(store, key):
         store.exists(key)
 
 
+def test_fetch_gives_a_lasting_local_copy(store, tmp_path):
+    blob = store.write_chunks([b"line 1\n", b"line 2\n"], "files")
+    got = store.fetch(blob.key, tmp_path / "job" / "training.jsonl")
+    assert got.read_bytes() == b"line 1\nline 2\n"
+    assert [p.name for p in got.parent.iterdir()] == [got.name]  # no temp file left beside it
+
+
 def test_write_file_copies(store, tmp_path):
     src = tmp_path / "src.csv"
     src.write_bytes(b"step,loss\n1,2.0\n")

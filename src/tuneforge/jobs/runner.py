@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import base64
 import logging
-import os
-import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -34,7 +32,7 @@ from tuneforge.jobs.reporter import DbReporter, read_meta
 from tuneforge.logs import configure as configure_logging
 from tuneforge.services.files import on_outcome
 from tuneforge.services.resolver import ModelResolver
-from tuneforge.store.blobs import BlobStore, LocalBlobStore, open_blobs
+from tuneforge.store.blobs import BlobStore, open_blobs
 from tuneforge.store.db import make_engine, make_sessionmaker, transaction
 from tuneforge.store.tables import File, FineTunedModel, Job, JobCheckpoint, Project
 
@@ -43,20 +41,13 @@ log = logging.getLogger("tuneforge.jobs.runner")
 
 def _file_path(blobs: BlobStore, s: Session, project_id: str, file_id: str | None, dest: Path) -> Path | None:
     """The file's bytes as a local file for the trainer: the blob itself on local disk, else a
-    copy in the job's directory (`dest`), written once per run and renamed into place."""
+    copy in the job's directory (`dest`), downloaded once per run."""
     if file_id is None:
         return None
     row = s.scalar(select(File).where(File.id == file_id, File.project_id == project_id))
     if row is None or not blobs.exists(row.blob_key):
         raise TuneforgeError(f"The file {file_id} no longer exists.", code="file_not_found")
-    with blobs.local_file(row.blob_key) as path:
-        if isinstance(blobs, LocalBlobStore):
-            return path
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, dest)
-        return dest
+    return blobs.fetch(row.blob_key, dest)
 
 
 def run_job(settings: Settings, job_id: str, owner: str) -> int:

@@ -146,6 +146,20 @@ class BlobStore(abc.ABC):
     def local_file(self, key: str) -> contextlib.AbstractContextManager[Path]:
         """A local path with the blob's bytes for the duration of the block (reading only)."""
 
+    def fetch(self, key: str, dest: Path) -> Path:
+        """The blob as a local file that lasts: downloaded to `dest` (temp file + rename) where the
+        store is remote; the stored file itself where it is local."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}")
+        try:
+            with open(tmp, "wb") as fh:
+                for chunk in self.iter_chunks(key):
+                    fh.write(chunk)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest
+
     # ---- model directories -----------------------------------------------------------------
     @abc.abstractmethod
     def put_dir(self, src: Path, prefix: str = MODELS) -> str:
@@ -237,6 +251,9 @@ class LocalBlobStore(BlobStore):
     @contextlib.contextmanager
     def local_file(self, key: str) -> Iterator[Path]:
         yield self.path(key)
+
+    def fetch(self, key: str, dest: Path) -> Path:
+        return self.path(key)
 
     def put_dir(self, src: Path, prefix: str = MODELS) -> str:
         key = self.new_key(prefix)
