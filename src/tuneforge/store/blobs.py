@@ -331,8 +331,10 @@ class _S3Writer(BlobWriter):
         while len(self._buf) >= PART:
             if self._upload_id is None:
                 self._upload_id = s3.create_multipart_upload(Bucket=bucket, Key=name)["UploadId"]
-            self._send(bytes(self._buf[:PART]))
+            with memoryview(self._buf) as view:  # one copy of the part, not two
+                part = view[:PART].tobytes()
             del self._buf[:PART]
+            self._send(part)
 
     def _send(self, body: bytes) -> None:
         n = len(self._parts) + 1
