@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test test-fast lint bench-train bench-dpo bench-serve bench-files bench-jobs bench-export clean
+.PHONY: install serve test test-fast lint bench-train bench-dpo bench-serve bench-files bench-jobs bench-export bench-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ bench-jobs: install
 
 bench-export: install
 	$(BIN)/python benchmarks/bench_export.py --check
+
+# Not a test: on the GPU machine, from a fresh checkout (no venv: the machine's python3 and the
+# wheels in .whl/, prepared here by benchmarks/gpu_wheels.sh). BENCH_GPU_FLAGS=--cpu-smoke on a CPU.
+BENCH_GPU_FLAGS ?=
+bench-gpu:
+	bash benchmarks/gpu.sh $(BENCH_GPU_FLAGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
