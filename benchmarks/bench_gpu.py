@@ -61,6 +61,7 @@ import bench_train  # noqa: E402
 SEED = 1234
 H200_PEAK_FLOPS = 989e12
 WARMUP_STEPS = 3
+TRAIN_BUDGET_S = 330  # the training stages' share of gpu.sh's 8 minutes (serving takes ~2)
 
 # The published Hugging Face configs of Qwen/Qwen2.5-0.5B and Qwen/Qwen2.5-1.5B (shapes only).
 QWEN25 = {
@@ -375,14 +376,21 @@ def worker(kind: str, cfg_path: Path) -> None:
     cfg_path.with_suffix(".out.json").write_text(json.dumps(result))
 
 
-def contest(name: str, kind: str, cfg: dict, root: Path) -> dict:
+def contest(name: str, kind: str, cfg: dict, root: Path, timeout: float | None) -> dict:
     """Runs one contestant in its own process; its result (or its error) as a row."""
     path = root / f"{name.replace(' ', '_')}.json"
     path.write_text(json.dumps(dict(cfg, name=name)))
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, __file__, "--worker", kind, str(path)], capture_output=True, text=True
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", kind, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        print(f"{name}: FAILED (over its {timeout:.0f} s)", flush=True)
+        return {"name": name, "error": "timeout"}
     wall = time.perf_counter() - t0
     out = path.with_suffix(".out.json")
     if proc.returncode != 0 or not out.is_file():
@@ -561,7 +569,9 @@ def main() -> None:
             ("train lora 1.5b trl", "trl", lora),
             ("train full 0.5b ours", "ours", full),
         ):
-            result = contest(name, kind, cfg, root)
+            # On the device a stuck contestant must not eat the 8-minute run (smoke: no limit).
+            left = None if smoke else max(30.0, TRAIN_BUDGET_S - (time.perf_counter() - started))
+            result = contest(name, kind, cfg, root, left)
             method = cfg["method"]
             flops = train_flops(
                 Path(cfg["model_dir"]), method, lengths, labels, lora_n if method == "lora" else 0
