@@ -592,7 +592,7 @@ def main() -> None:
         rows.get("serve engine base c=8", {}).get("tok_s"), rows.get("serve generate c=8", {}).get("tok_s")
     )
     print(
-        f"gpu_lora_mfu={mfu:.3f} gpu_train_speedup_vs_trl={speedup:.2f} gpu_serve_speedup_vs_generate={serve:.2f}"
+        f"gpu_lora_mfu={mfu:.4g} gpu_train_speedup_vs_trl={speedup:.2f} gpu_serve_speedup_vs_generate={serve:.2f}"
     )
 
 
