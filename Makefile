@@ -60,10 +60,12 @@ bench-export: install
 	$(BIN)/python benchmarks/bench_export.py --check
 
 # Not a test: on the GPU machine, from a fresh checkout (no venv: the machine's python3 and the
-# wheels in .whl/, prepared here by benchmarks/gpu_wheels.sh). BENCH_GPU_FLAGS=--cpu-smoke on a CPU.
+# wheels in .whl/, prepared here by benchmarks/gpu_wheels.sh). On a CPU, the smoke run:
+# make bench-gpu BENCH_GPU_FLAGS=--cpu-smoke GPU_PYTHON=.venv/bin/python
 BENCH_GPU_FLAGS ?=
+GPU_PYTHON ?= python3
 bench-gpu:
-	bash benchmarks/gpu.sh $(BENCH_GPU_FLAGS)
+	PYTHON=$(GPU_PYTHON) bash benchmarks/gpu.sh $(BENCH_GPU_FLAGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
