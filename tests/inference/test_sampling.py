@@ -26,3 +26,16 @@ def test_batch_greedy_picks_what_choose_picks_and_leaves_other_rows_to_it() -> N
         token, _ = choose(logits[i], params[i], make_generator(0, torch.device("cpu")), {})
         assert picked[i] == token
     assert batch_greedy(logits[:2], [params[1], params[1]]) == [None, None]
+
+
+def test_serving_device_and_dtype_choice() -> None:
+    """CPU serves fp32 (batch-invariant greedy answers); CUDA serves bf16 where supported."""
+    from tuneforge.inference.engine import pick_device
+
+    assert pick_device("cpu") == (torch.device("cpu"), torch.float32)
+    if not torch.cuda.is_available():
+        assert pick_device("auto") == (torch.device("cpu"), torch.float32)
+    else:
+        device, dtype = pick_device("auto")
+        assert device.type == "cuda"
+        assert dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
