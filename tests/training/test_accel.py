@@ -133,30 +133,37 @@ def _losses(run_dir: Path) -> list[float]:
 def test_a_training_run_with_the_fused_loss_matches_the_plain_run(
     tiny_model_dir, tmp_path, method, monkeypatch
 ) -> None:
-    """The fused loss (the CUDA default), forced on CPU: same losses, step after step, as the
-    label-logits path, and an output layer that trains in a full fine-tune. In fp32: under bf16
+    """The fused loss (the CUDA default) and gradient checkpointing, forced on CPU: same losses,
+    step after step, as the label-logits path (an output layer that trains in a full fine-tune,
+    recomputed activations through PEFT's layers). In fp32: under bf16
     the two paths round the logits' gradient at different points (before / after the 1/n scale),
     so they agree to bf16's precision only (the bf16 unit test above)."""
     monkeypatch.setenv("TUNEFORGE_BF16", "0")
     data = write_jsonl(tmp_path / "train.jsonl", [chat(q, a) for q, a in QA])
     runs = {}
-    for fused in (False, True):
+    # (fused loss, gradient checkpointing): plain; the CUDA default; CUDA short of memory
+    variants = [(False, "off"), (True, "off")] + ([(True, "on")] if method == "lora" else [])
+    for fused, checkpointing in variants:
         spec = TrainSpec(
             base_model=str(tiny_model_dir),
             training_file=data,
-            output_dir=tmp_path / f"run-{fused}",
+            output_dir=tmp_path / f"run-{fused}-{checkpointing}",
             method=method,
             hyperparameters=Hyperparameters(n_epochs=2, batch_size=5),
             device="cpu",
             fused_loss=fused,
+            gradient_checkpointing=checkpointing,
         )
         result = train(spec, Recorder())
         assert result.status == "succeeded"
-        runs[fused] = _losses(tmp_path / f"run-{fused}")
-    assert len(runs[True]) == len(runs[False]) == 4
-    for a, b in zip(runs[False], runs[True]):
-        assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), (runs[False], runs[True])
-    assert runs[True][-1] < runs[True][0]  # it learns
+        runs[fused, checkpointing] = _losses(tmp_path / f"run-{fused}-{checkpointing}")
+    plain = runs[False, "off"]
+    assert len(plain) == 4
+    for variant, losses in runs.items():
+        assert len(losses) == 4
+        for a, b in zip(plain, losses):
+            assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), (variant, plain, losses)
+    assert runs[True, "off"][-1] < runs[True, "off"][0]  # it learns
 
 
 def test_activation_estimate_reads_a_real_config_file(tiny_model_dir) -> None:
