@@ -226,7 +226,6 @@ def _peak_gb(device: str) -> float:
 
 
 def run_ours(cfg: dict) -> dict:
-
     from tuneforge.training import train
     from tuneforge.training.spec import Hyperparameters, TrainSpec
 
@@ -288,7 +287,7 @@ def run_ours(cfg: dict) -> dict:
         "peak_gb": peak,
         "eval_loss": loss,
         "lora_params": trainable,
-        "notes": [e for e in events if e.startswith("GPU:")],
+        "notes": [e for e in events if e.startswith(("GPU:", "Training finished"))],
     }
 
 
