@@ -61,6 +61,19 @@ def test_chunked_linear_ce_with_a_frozen_output_layer_gives_only_the_hidden_grad
     torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-5)  # fp32 rounding
 
 
+def test_chunked_linear_ce_under_no_grad_gives_the_same_loss_and_no_graph() -> None:
+    torch.manual_seed(3)
+    hidden = torch.randn(30, 16)
+    weight = torch.randn(50, 16, requires_grad=True)  # a full fine-tune's output layer
+    targets = torch.randint(0, 50, (30,))
+    with torch.no_grad():  # evaluation
+        loss, correct = chunked_linear_cross_entropy(hidden, weight, targets, chunk=7)
+    ref = F.cross_entropy(hidden @ weight.detach().t(), targets, reduction="sum")
+    assert not loss.requires_grad
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-4)
+    assert int(correct) == int(((hidden @ weight.detach().t()).argmax(-1) == targets).sum())
+
+
 def test_chunked_linear_ce_in_bf16_matches_autocasts_plain_path_closely() -> None:
     # Under mixed precision the matmul runs in bf16 in both paths; softmax and sums in fp32.
     torch.manual_seed(2)

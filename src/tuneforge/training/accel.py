@@ -59,10 +59,12 @@ class _ChunkedLinearCE(torch.autograd.Function):
     softmax - onehot."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, compute_dtype, chunk):  # type: ignore[override]
+    def forward(ctx, hidden, weight, targets, compute_dtype, chunk, grads):  # type: ignore[override]
         n = hidden.shape[0]
         w = weight.to(compute_dtype)
-        want_h, want_w = hidden.requires_grad, weight.requires_grad
+        # `grads`: grad mode as the caller had it (forward itself runs without): an evaluation
+        # under no_grad computes no gradients, though a full fine-tune's weight requires them.
+        want_h, want_w = grads and hidden.requires_grad, grads and weight.requires_grad
         grad_h = torch.empty_like(hidden) if want_h else None
         acc = torch.promote_types(compute_dtype, torch.float32)  # fp32, or fp64 when given fp64
         grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want_w else None
@@ -98,7 +100,7 @@ class _ChunkedLinearCE(torch.autograd.Function):
         want_h, want_w = ctx.want
         gh = grad_h * grad_loss.to(grad_h.dtype) if want_h else None
         gw = (grad_w * grad_loss).to(ctx.weight_dtype) if want_w else None
-        return gh, gw, None, None, None
+        return gh, gw, None, None, None, None
 
 
 def chunked_linear_cross_entropy(
@@ -114,7 +116,7 @@ def chunked_linear_cross_entropy(
     Matmuls in `compute_dtype` (bf16 under mixed precision), softmax and sums in fp32."""
     dtype = compute_dtype or weight.dtype
     size = chunk or max(1, CHUNK_ELEMENTS // weight.shape[0])
-    loss, correct = _ChunkedLinearCE.apply(hidden, weight, targets, dtype, size)
+    loss, correct = _ChunkedLinearCE.apply(hidden, weight, targets, dtype, size, torch.is_grad_enabled())
     return loss, correct
 
 
