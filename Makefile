@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test test-fast lint bench-train bench-dpo bench-serve bench-files bench-jobs bench-export clean
+.PHONY: install serve test test-fast lint bench-train bench-dpo bench-serve bench-files bench-jobs bench-export bench-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,14 @@ bench-jobs: install
 
 bench-export: install
 	$(BIN)/python benchmarks/bench_export.py --check
+
+# Not a test: on the GPU machine, from a fresh checkout (no venv: the machine's python3 and the
+# wheels in .whl/, prepared here by benchmarks/gpu_wheels.sh). On a CPU, the smoke run:
+# make bench-gpu BENCH_GPU_FLAGS=--cpu-smoke GPU_PYTHON=.venv/bin/python
+BENCH_GPU_FLAGS ?=
+GPU_PYTHON ?= python3
+bench-gpu:
+	PYTHON=$(GPU_PYTHON) bash benchmarks/gpu.sh $(BENCH_GPU_FLAGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

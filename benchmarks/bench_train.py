@@ -222,14 +222,16 @@ def rendered_lengths(tokenizer, examples: list[dict], max_len: int) -> list[int]
 # --- evaluation (the same for every contestant) -------------------------------------------------
 
 
-def eval_loss(model, tokenizer, examples: list[dict], max_len: int) -> float:
+def eval_loss(model, tokenizer, examples: list[dict], max_len: int, device: str | None = None) -> float:
     """Mean cross-entropy over assistant tokens (content + terminator) of `examples`, labelled by
-    tuneforge's renderer (chat templates without generation markers, like ChatML, work too)."""
+    tuneforge's renderer (chat templates without generation markers, like ChatML, work too);
+    on `device` (default: where the model is)."""
     import torch
 
     from tuneforge.training.batches import pack
     from tuneforge.training.render import render_example
 
+    device = device or str(next(model.parameters()).device)
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
@@ -238,10 +240,14 @@ def eval_loss(model, tokenizer, examples: list[dict], max_len: int) -> float:
             for row in pack([render_example(tokenizer, example, max_len)], 1 << 30):
                 if row.n_targets == 0:
                     continue
-                logits = model(input_ids=row.input_ids, position_ids=row.position_ids).logits[0].float()
+                logits = (
+                    model(input_ids=row.input_ids.to(device), position_ids=row.position_ids.to(device))
+                    .logits[0]
+                    .float()
+                )
                 total += float(
                     torch.nn.functional.cross_entropy(
-                        logits, row.targets[0], ignore_index=-100, reduction="sum"
+                        logits, row.targets[0].to(device), ignore_index=-100, reduction="sum"
                     )
                 )
                 count += row.n_targets

@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     job_lease_seconds: int = Field(default=30, description="A worker silent this long loses its job")
     job_max_attempts: int = Field(default=3, description="Runs of one job before it fails for good")
     worker_poll_seconds: float = Field(default=1.0, description="How often an idle worker looks")
+    # GPU training speed (training/accel.py); CPU runs ignore both unless checkpointing is "on".
+    train_gradient_checkpointing: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Jobs' gradient checkpointing: auto (GPU, when memory is short) | on | off",
+    )
+    train_torch_compile: bool = Field(default=False, description="Jobs compile each decoder layer")
     # OpenAI serves step_metrics.csv base64-encoded (openai-api.md §5); off = plain CSV.
     result_files_base64: bool = Field(default=False, description="Store/serve result CSVs base64-encoded")
 

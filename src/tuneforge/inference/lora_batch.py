@@ -139,7 +139,22 @@ class BatchedLoRA:
                 if any_here
                 else None
             )
+        half = self._compute_dtype()
+        if half is not None:
+            self._dtype = half
+            for stack in self._stacks.values():
+                if stack is not None:
+                    stack.a, stack.b = stack.a.to(self._dtype), stack.b.to(self._dtype)
         self._present = present
+
+    def _compute_dtype(self) -> torch.dtype | None:
+        """On a GPU, the base model's half precision (bf16) for the stacked adapters too: PEFT
+        keeps adapter weights in fp32, and fp32 matmuls there run at a fraction of the tensor
+        cores' rate. On CPU the adapters stay as loaded (fp32), as they always were."""
+        w = self._layers[0].base_layer.weight if self._layers else None
+        if w is None or w.device.type != "cuda" or w.dtype not in (torch.bfloat16, torch.float16):
+            return None
+        return w.dtype
 
     def forward(self, layer: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if not self.enabled or "adapter_names" in kwargs:

@@ -19,6 +19,30 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     return gen
 
 
+def plain_greedy(params: SamplingParams) -> bool:
+    """Greedy with nothing per-row to apply: the batch's argmax is this row's token."""
+    return (
+        params.temperature == 0
+        and not params.logprobs
+        and not params.presence_penalty
+        and not params.frequency_penalty
+    )
+
+
+def batch_greedy(logits: torch.Tensor, params: list[SamplingParams]) -> list[int | None]:
+    """The token of every plain-greedy row of `logits` [rows, vocab] (None for the others), with
+    one argmax and one device-to-host copy for the whole batch: on a GPU, a copy per row would
+    stall the device once per sequence per step."""
+    rows = [i for i, p in enumerate(params) if plain_greedy(p)]
+    out: list[int | None] = [None] * len(params)
+    if not rows:
+        return out
+    picked = logits if len(rows) == len(params) else logits[torch.tensor(rows, device=logits.device)]
+    for i, token in zip(rows, picked.float().argmax(dim=-1).tolist()):
+        out[i] = int(token)
+    return out
+
+
 def choose(
     logits: torch.Tensor,
     params: SamplingParams,

@@ -24,7 +24,7 @@ from tuneforge.inference import kvcache
 from tuneforge.inference.adapters import AdapterLRU, adapter_bytes
 from tuneforge.inference.detok import TextStream
 from tuneforge.inference.lora_batch import BASE, BatchedLoRA
-from tuneforge.inference.sampling import choose, make_generator
+from tuneforge.inference.sampling import batch_greedy, choose, make_generator
 from tuneforge.inference.types import (
     Delta,
     Failed,
@@ -249,8 +249,9 @@ class ModelWorker(threading.Thread):
             return
         cache, mask, logits = self._prefill(ready)
         keep = []
+        greedy = batch_greedy(logits, [s.params for s in ready])
         for i, seq in enumerate(ready):
-            if self._advance(seq, logits[i]):
+            if self._advance(seq, logits[i], greedy[i]):
                 self._release(seq)  # done after one token: never joins the batch
             else:
                 keep.append(i)
@@ -317,9 +318,10 @@ class ModelWorker(threading.Thread):
         )
         self._cache, self._mask = out.past_key_values, mask
         logits = out.logits[:, -1, :].float()  # bf16 under autocast: sample in fp32
+        greedy = batch_greedy(logits, [s.params for s in seqs])
         for i, seq in enumerate(seqs):
             seq.next_pos += 1
-            if self._advance(seq, logits[i]):
+            if self._advance(seq, logits[i], greedy[i]):
                 seq.cancelled = True  # finished: leaves the batch at the next reap
         self._reap()
 
@@ -337,11 +339,15 @@ class ModelWorker(threading.Thread):
         else:
             self._running, self._cache, self._mask = [], None, None
 
-    def _advance(self, seq: Sequence, logits: torch.Tensor) -> bool:
-        """Sample this sequence's next token and report it. True when the sequence is done."""
+    def _advance(self, seq: Sequence, logits: torch.Tensor, greedy: int | None = None) -> bool:
+        """Sample this sequence's next token (`greedy`: already picked for the whole batch) and
+        report it. True when the sequence is done."""
         if seq.cancelled:
             return True
-        token, logprobs = choose(logits, seq.params, seq.generator, seq.counts)
+        if greedy is not None:
+            token, logprobs = greedy, None
+        else:
+            token, logprobs = choose(logits, seq.params, seq.generator, seq.counts)
         seq.generated += 1
         self.tokens_generated += 1
         seq.last = token

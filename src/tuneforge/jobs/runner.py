@@ -161,6 +161,8 @@ def _build_spec(settings: Settings, s: Session, blobs: BlobStore, job: Job):
         init_adapter=start.init_adapter,
         method_type=job.method.get("type", "supervised"),
         hyperparameters=hparams.requested(job.method),
+        gradient_checkpointing=settings.train_gradient_checkpointing,
+        torch_compile=settings.train_torch_compile,
     )
     return spec, start
 

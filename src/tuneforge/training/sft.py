@@ -49,6 +49,7 @@ import torch.nn.functional as F
 
 from tuneforge.errors import InvalidRequest
 from tuneforge.hardware import bf16_is_fast, linears_to_bf16, model_shape
+from tuneforge.training import accel
 from tuneforge.training import checkpoints as ckpt
 from tuneforge.training.batch_render import render_batch
 from tuneforge.training.batches import Packed, pack
@@ -260,7 +261,9 @@ class SftRun:
         # frozen linear weights are stored in bf16 (below). On CUDA a LoRA base is stored in bf16.
         cuda_bf16 = self.bf16 and self.device.type == "cuda"
         dtype = torch.bfloat16 if (cuda_bf16 and spec.method == "lora") else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(self.base_ref, dtype=dtype, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_pretrained(
+            self.base_ref, dtype=dtype, attn_implementation=accel.attn_implementation(self.device)
+        )
         if self.generation_config is not None:
             model.generation_config = self.generation_config
         if spec.method == "lora":
@@ -285,7 +288,39 @@ class SftRun:
         if self.bf16 and self.device.type == "cpu" and spec.method == "lora":
             # The frozen base, rounded to bf16 once: what autocast computes each step anyway.
             linears_to_bf16(model, skip_trainable=True)
-        return model.to(self.device)
+        model = model.to(self.device)
+        self._setup_speed(model)
+        return model
+
+    def _setup_speed(self, model) -> None:
+        """The GPU path's choices (accel.py): fused loss, gradient checkpointing, compile. Each is
+        off on CPU unless asked for, so CPU runs compute what they always did."""
+        spec = self.spec
+        self.fused_loss = None
+        if accel.use_fused_loss(self.device, spec.fused_loss):
+            self.fused_loss = accel.FusedLoss(self.device, torch.bfloat16 if self.bf16 else torch.float32)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        tokens = max(MICRO_BATCH_TOKENS, self.max_seq_len)
+        self.checkpointing = accel.want_checkpointing(
+            spec.gradient_checkpointing,
+            self.device,
+            free_bytes=accel.free_memory(self.device),
+            activations=accel.activation_bytes(self.model_config, tokens),
+            trainable_params=trainable,
+        )
+        if self.checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if spec.torch_compile:
+            accel.compile_layers(model)
+        if self.device.type == "cuda":
+            self.reporter.event(
+                f"GPU: {torch.cuda.get_device_name(self.device)}, "
+                f"{'bf16 autocast' if self.bf16 else 'fp32'}, "
+                f"attention {model.config._attn_implementation}, "
+                f"loss {self.fused_loss.kind if self.fused_loss else 'label logits'}, "
+                f"gradient checkpointing {'on' if self.checkpointing else 'off'}"
+                f"{', torch.compile' if spec.torch_compile else ''}."
+            )
 
     def _setup_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
@@ -395,6 +430,16 @@ class SftRun:
         # of a small model's FLOPs) and the fp32 loss then cost a fraction on chat data, whose
         # prompts carry no labels.
         keep = (targets != IGNORE_INDEX).nonzero().squeeze(1)
+        if self.fused_loss is not None:  # the GPU path: no logits tensor at all
+            return accel.fused_row_loss(
+                self.model,
+                ids,
+                row.position_ids.to(self.device),
+                keep,
+                targets[keep],
+                bf16=self.bf16,
+                loss=self.fused_loss,
+            )
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             # No attention mask: position resets make transformers mask per example (packing).
             logits = self.model(
@@ -556,7 +601,12 @@ class SftRun:
             )
         # The run is complete: its resumable state (optimizer moments: 2x the trained weights) goes.
         shutil.rmtree(self.out / ckpt.STATE_DIR, ignore_errors=True)
-        self.reporter.event(f"Training finished: {self.step} steps, {self.trained_tokens} trained tokens.")
+        peak = ""
+        if self.device.type == "cuda":  # what a user sizes the next job's GPU by
+            peak = f" Peak GPU memory {torch.cuda.max_memory_allocated(self.device) / 2**30:.1f} GiB."
+        self.reporter.event(
+            f"Training finished: {self.step} steps, {self.trained_tokens} trained tokens.{peak}"
+        )
         return self._result("succeeded", self.step, final)
 
     def _merged(self, adapter_dir: Path):

@@ -108,6 +108,10 @@ class TrainSpec:
     device: str | None = None  # None: cuda if available, else cpu
     # OpenAI's method.type: which trainer runs (sft.py or dpo.py); `method` above is lora | full.
     method_type: Literal["supervised", "dpo"] = "supervised"
+    # GPU speed settings (training/accel.py); none of them changes what a CPU run computes.
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"  # auto: on CUDA, when memory is short
+    torch_compile: bool = False  # compile each decoder layer (pays on long jobs only)
+    fused_loss: bool | None = None  # fused linear + cross-entropy; None: on CUDA
 
 
 class StopRequest(str, Enum):
