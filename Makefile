@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test test-fast lint bench-train bench-dpo bench-serve bench-files bench-jobs bench-export clean
+.PHONY: install serve test test-fast lint bench-train bench-dpo bench-serve bench-files bench-jobs bench-export bench-ray clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ bench-jobs: install
 
 bench-export: install
 	$(BIN)/python benchmarks/bench_export.py --check
+
+# Not a test: the same LoRA training on 1 vs 2 Ray Train workers (and one local process) on a Ray
+# head it starts on 127.0.0.1: tokens/s and scaling efficiency. BENCH_RAY_FLAGS="--model smollm2 ...".
+BENCH_RAY_FLAGS ?=
+bench-ray: install
+	$(BIN)/python benchmarks/bench_ray.py $(BENCH_RAY_FLAGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
