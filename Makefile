@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test test-fast lint bench-train bench-dpo bench-serve bench-files bench-jobs bench-export bench-gpu clean
+.PHONY: install serve test test-fast lint bench-train bench-dpo bench-serve bench-files bench-jobs bench-export bench-gpu bench-ray clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,12 @@ BENCH_GPU_FLAGS ?=
 GPU_PYTHON ?= python3
 bench-gpu:
 	PYTHON=$(GPU_PYTHON) bash benchmarks/gpu.sh $(BENCH_GPU_FLAGS)
+
+# Not a test: the same LoRA training on 1 vs 2 Ray Train workers (and one local process) on a Ray
+# head it starts on 127.0.0.1: tokens/s and scaling efficiency. BENCH_RAY_FLAGS="--model smollm2 ...".
+BENCH_RAY_FLAGS ?=
+bench-ray: install
+	$(BIN)/python benchmarks/bench_ray.py $(BENCH_RAY_FLAGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -22,6 +22,14 @@ class ModelPrice(BaseModel):
     output: float = 0.0
 
 
+class RayResources(BaseModel):
+    """What one job asks of the Ray cluster; a field left out keeps the TUNEFORGE_RAY_* default."""
+
+    workers: int | None = Field(default=None, ge=1)
+    cpus_per_worker: float | None = Field(default=None, ge=0)
+    gpus_per_worker: float | None = Field(default=None, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TUNEFORGE_", extra="ignore")
 
@@ -86,6 +94,19 @@ class Settings(BaseSettings):
         description="Jobs' gradient checkpointing: auto (GPU, when memory is short) | on | off",
     )
     train_torch_compile: bool = Field(default=False, description="Jobs compile each decoder layer")
+    # Where training runs (README "Training on a Ray cluster"): `local` = a child process of the
+    # worker (jobs/runner.py); `ray` = the same runner hands the training to Ray Train
+    # (jobs/ray_executor.py), data-parallel over `ray_workers` ranks.
+    executor: Literal["local", "ray"] = Field(default="local", description="local | ray")
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster (host:port); default $RAY_ADDRESS, else `auto`"
+    )
+    ray_workers: int = Field(default=1, ge=1, description="Ray Train workers (data-parallel ranks) per job")
+    ray_cpus_per_worker: float = Field(default=1.0, ge=0, description="CPUs each Ray Train worker asks for")
+    ray_gpus_per_worker: float = Field(default=0.0, ge=0, description="GPUs each Ray Train worker asks for")
+    # base model name (or alias) -> what its jobs ask for instead, e.g.
+    # {"my-llama": {"workers": 4, "gpus_per_worker": 1}}
+    ray_resources: dict[str, RayResources] = Field(default_factory=dict)
     # OpenAI serves step_metrics.csv base64-encoded (openai-api.md §5); off = plain CSV.
     result_files_base64: bool = Field(default=False, description="Store/serve result CSVs base64-encoded")
 

@@ -14,6 +14,10 @@ from tuneforge.domain import events as ev
 from tuneforge.domain.states import Status, transition
 from tuneforge.store.tables import Job
 
+# The runner's exit code for "the job is not finished and not mine to finish: give it back" (its
+# executor failed; it already recorded why): the worker releases the lease without a crash event.
+EXIT_GIVEN_BACK = 75  # EX_TEMPFAIL
+
 
 class LeaseLost(Exception):
     """Another worker owns the job now (our lease expired): write nothing more."""

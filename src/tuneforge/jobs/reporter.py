@@ -109,6 +109,18 @@ class DbReporter:
         self._last_eta_write = 0.0
         self._hold_at_step = hold_at_step  # Settings.test_hold_at_step (tests only)
         self._job_dir = job_dir
+        # What builds the same reporter elsewhere (a Ray worker: jobs/ray_executor.py), on its own engine.
+        self.args: dict[str, Any] = {
+            "job_id": job_id,
+            "owner": owner,
+            "project_id": project_id,
+            "project_name": project_name,
+            "model": model,
+            "suffix": suffix,
+            "fallback_base": fallback_base,
+            "hold_at_step": hold_at_step,
+            "job_dir": job_dir,
+        }
 
     # ---- Reporter protocol ---------------------------------------------------------------
     def event(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:

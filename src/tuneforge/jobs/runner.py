@@ -6,6 +6,11 @@ checkpoints, and the outcome (succeeded with the model and result file, paused, 
 failed with an error). A crash here (kill -9, OOM) leaves the job `running`; the worker sees the
 exit code and gives the job back or fails it (see worker.py), so nobody ever waits on a dead run.
 
+Where the trainer itself runs is the executor's business (executors.py: in this process, or on
+a Ray cluster); when that machinery fails (ExecutorLost) the runner records why, leaves the job
+`running` and exits with EXIT_GIVEN_BACK: the worker gives the lease back and the next claim
+resumes the job from its saved state, as after a crash.
+
 Settings come from the environment (TUNEFORGE_*), which the worker sets from its own Settings.
 """
 
@@ -26,7 +31,8 @@ from tuneforge.domain import events as ev
 from tuneforge.domain.states import Status, transition
 from tuneforge.errors import TuneforgeError
 from tuneforge.ids import new_id, now
-from tuneforge.jobs.lease import LeaseLost, fail_job
+from tuneforge.jobs.executors import ExecutorLost, executor_for
+from tuneforge.jobs.lease import EXIT_GIVEN_BACK, LeaseLost, fail_job
 from tuneforge.jobs.lease import owned_job as _owned_job
 from tuneforge.jobs.reporter import DbReporter, read_meta
 from tuneforge.logs import configure as configure_logging
@@ -71,7 +77,7 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
         if not _start(s, job):
             return 0
         try:
-            spec, start = _build_spec(settings, s, blobs, job)
+            spec, start = build_spec(settings, s, blobs, job)
         except TuneforgeError as exc:
             fail_job(s, job, exc.code or "invalid_request", exc.message, exc.param)
             return 0
@@ -90,7 +96,14 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
             job_dir=settings.jobs_dir / job.id,
             hold_at_step=settings.test_hold_at_step,
         )
-    result = _train(settings, factory, job, spec, reporter, owner)
+    try:
+        result = _train(settings, factory, job, spec, reporter, owner)
+    except ExecutorLost as exc:
+        log.warning("job %s: %s; giving it back", job_id, exc)
+        with transaction(factory) as s:
+            _owned_job(s, job_id, owner)
+            ev.add_event(s, job_id, f"{exc}; the job will resume from its last saved state", level="warn")
+        return EXIT_GIVEN_BACK
     if result is not None:
         # The final model is published before the transaction that makes it servable.
         final_key = (
@@ -143,8 +156,9 @@ def _start(s: Session, job: Job) -> bool:
     return True
 
 
-def _build_spec(settings: Settings, s: Session, blobs: BlobStore, job: Job):
-    """-> (TrainSpec, where it starts from); TuneforgeError when an input is gone."""
+def build_spec(settings: Settings, s: Session, blobs: BlobStore, job: Job):
+    """-> (TrainSpec, where it starts from); TuneforgeError when an input is gone.
+    (A Ray worker builds its own with this, on its machine: ray_executor.py.)"""
     from tuneforge.training import hparams
     from tuneforge.training.spec import TrainSpec
 
@@ -170,12 +184,12 @@ def _build_spec(settings: Settings, s: Session, blobs: BlobStore, job: Job):
 def _train(
     settings: Settings, factory: sessionmaker[Session], job: Job, spec, reporter: DbReporter, owner: str
 ):
-    """Run the trainer; its failure becomes the job's error (never a hang) and None is returned."""
-    from tuneforge.integrations.wandb import with_integrations
-    from tuneforge.training import train  # the trainer of spec.method_type (sft.py, dpo.py)
-
+    """Run the trainer; its failure becomes the job's error (never a hang) and None is returned.
+    ExecutorLost (the machinery running it failed, not the training) goes up to `_run`."""
     try:
-        return train(spec, with_integrations(settings, job, spec, reporter))  # + W&B
+        return executor_for(settings, factory).train(job, spec, reporter)
+    except ExecutorLost:
+        raise
     except Exception as exc:
         log.error("job %s failed:\n%s", job.id, traceback.format_exc())
         if isinstance(exc, TuneforgeError):

@@ -17,6 +17,7 @@ restarted worker continues where this one stopped.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -36,7 +37,7 @@ from tuneforge.domain.states import Status, transition
 from tuneforge.ids import new_id, now
 from tuneforge.integrations import outbox
 from tuneforge.jobs import queue
-from tuneforge.jobs.lease import LeaseLost, fail_job, owned_job
+from tuneforge.jobs.lease import EXIT_GIVEN_BACK, LeaseLost, fail_job, owned_job
 from tuneforge.logs import configure as configure_logging
 from tuneforge.services import preflight
 from tuneforge.services.expiry import sweep_expired
@@ -197,6 +198,14 @@ class Worker:
         env["TUNEFORGE_RESULT_FILES_BASE64"] = str(self.settings.result_files_base64).lower()
         if self.settings.test_hold_at_step is not None:
             env["TUNEFORGE_TEST_HOLD_AT_STEP"] = str(self.settings.test_hold_at_step)
+        # Where the child trains, as this worker's Settings say (executors.py).
+        for name in ("executor", "ray_workers", "ray_cpus_per_worker", "ray_gpus_per_worker"):
+            env[f"TUNEFORGE_{name.upper()}"] = str(getattr(self.settings, name))
+        env["TUNEFORGE_RAY_RESOURCES"] = json.dumps(
+            {k: v.model_dump(exclude_none=True) for k, v in self.settings.ray_resources.items()}
+        )
+        if self.settings.ray_address:
+            env["TUNEFORGE_RAY_ADDRESS"] = self.settings.ray_address
         cmd = [sys.executable, "-m", "tuneforge.jobs.runner", job_id, "--owner", self.owner]
         proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
         self.children[job_id] = _Child(job_id, proc)
@@ -251,7 +260,7 @@ class Worker:
             job = s.scalar(select(Job).where(Job.id == job_id))
             if job is None or job.lease_owner != self.owner:
                 return
-            if job.status == Status.RUNNING.value:
+            if job.status == Status.RUNNING.value and rc != EXIT_GIVEN_BACK:  # (that one said why)
                 log.warning("job %s: child exited with %s without finishing", job_id, rc)
                 ev.add_event(
                     s,

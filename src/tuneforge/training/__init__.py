@@ -17,6 +17,7 @@ _EXPORTS = {
     "ResolvedHyperparameters": "tuneforge.training.spec",
     "Reporter": "tuneforge.training.spec",
     "StopRequest": "tuneforge.training.spec",
+    "Parallel": "tuneforge.training.parallel",
     "TrainResult": "tuneforge.training.spec",
     "CHECKPOINT_META": "tuneforge.training.spec",
     "render_example": "tuneforge.training.render",
@@ -30,11 +31,12 @@ _EXPORTS = {
 __all__ = sorted([*_EXPORTS, "train", "TRAINERS"])
 
 
-def train(spec: Any, reporter: Any) -> Any:
-    """Train with the trainer of `spec.method_type` (spec.py has the contract)."""
+def train(spec: Any, reporter: Any, parallel: Any = None) -> Any:
+    """Train with the trainer of `spec.method_type` (spec.py has the contract); `parallel`: this
+    process's rank in a data-parallel run (parallel.py), None for a run of one process."""
     import importlib
 
-    return importlib.import_module(TRAINERS[spec.method_type]).train(spec, reporter)
+    return importlib.import_module(TRAINERS[spec.method_type]).train(spec, reporter, parallel)
 
 
 def __getattr__(name: str) -> Any:

@@ -161,3 +161,13 @@ class MetricsCsv:
 
     def close(self) -> None:
         self._fh.close()
+
+
+class NoMetricsCsv:
+    """Where ranks other than 0 of a data-parallel run write their metrics: nowhere."""
+
+    def write(self, m: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

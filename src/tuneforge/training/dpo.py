@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from tuneforge.errors import InvalidRequest
-from tuneforge.training import checkpoints as ckpt
 from tuneforge.training.batch_render import render_batch
 from tuneforge.training.batches import position_ids, shifted_targets
+from tuneforge.training.parallel import Parallel
 from tuneforge.training.render import IGNORE_INDEX, Rendered, audit, stop_token_ids
 from tuneforge.training.sft import (
     AUDIT_SAMPLE,
@@ -60,8 +60,8 @@ CSV_COLUMNS = (
 )
 
 
-def train(spec: TrainSpec, reporter: Reporter) -> TrainResult:
-    return _DpoRun(spec, reporter).execute()
+def train(spec: TrainSpec, reporter: Reporter | None, parallel: Parallel | None = None) -> TrainResult:
+    return _DpoRun(spec, reporter, parallel).execute()
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -193,6 +193,13 @@ class _Sums:
         self.rejected += rejected.sum().item()
         self.correct += (chosen > rejected).sum().item()
 
+    def summed(self, parallel: Parallel) -> _Sums:
+        """These sums added up over the ranks of a data-parallel run."""
+        self.n, self.loss, self.chosen, self.rejected, self.correct = parallel.sum(
+            self.n, self.loss, self.chosen, self.rejected, self.correct
+        )
+        return self
+
     def metrics(self, prefix: str) -> dict[str, float]:
         n = max(1, self.n)
         return {
@@ -237,9 +244,7 @@ class _DpoRun(SftRun):
         self._setup()
         self.beta = float(self.hp.beta)
         self.step = self.start_step
-        self.csv = ckpt.MetricsCsv(
-            self.out / "step_metrics.csv", keep_up_to=self.start_step, columns=CSV_COLUMNS
-        )
+        self.csv = self._metrics_csv(columns=CSV_COLUMNS)
         try:
             self._setup_reference()  # a cancel during its pass is a cancel like any other
             return self._loop()
@@ -268,6 +273,8 @@ class _DpoRun(SftRun):
                 )
             return
         self.reference = {"train": self._logps(self.train_set), "valid": self._logps(self.valid_set)}
+        if not self.parallel.is_main:
+            return
         tmp = path.with_name(path.name + ".tmp")
         torch.save(self.reference, tmp)
         os.replace(tmp, path)
@@ -276,11 +283,12 @@ class _DpoRun(SftRun):
     def _logps(self, pairs: list[Pair]) -> torch.Tensor:
         self.model.eval()
         out = torch.zeros(len(pairs), 2, dtype=torch.float32)
-        for row in pack_pairs(pairs, self.row_tokens):
+        for row in self.parallel.turns(pack_pairs(pairs, self.row_tokens)):
             self._poll_stop()
-            out[[p.index for p in row.pairs]] = self._pair_logps(row).float().cpu()
+            if row is not None:
+                out[[p.index for p in row.pairs]] = self._pair_logps(row).float().cpu()
         self.model.train()
-        return out
+        return self.parallel.sum_(out)  # each rank filled its rows, zeros elsewhere
 
     def _pair_logps(self, row: PairRow) -> torch.Tensor:
         return pair_logps(self.model, row, self.device, bf16=self.bf16)
@@ -313,12 +321,14 @@ class _DpoRun(SftRun):
     def _train_step(self, batch: list[Pair]) -> dict[str, float]:
         self.model.train()
         sums = _Sums()
-        for row in pack_pairs(batch, self.row_tokens):
+        for row in pack_pairs(self.parallel.share(batch), self.row_tokens):
             losses, chosen, rejected = dpo_loss(
                 self._pair_logps(row), self._reference_of(row, "train"), self.beta
             )
-            (losses.sum() / len(batch)).backward()  # the mean over the step's pairs
+            (losses.sum() / len(batch)).backward()  # the mean over the (whole) step's pairs
             sums.add(losses, chosen, rejected)
+        self.parallel.sync_grads(self.params)
+        sums.summed(self.parallel)
         torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
         self.optimizer.step()
         self.scheduler.step()
@@ -329,15 +339,17 @@ class _DpoRun(SftRun):
     def _evaluate(self, pairs: list[Pair]) -> dict[str, float]:
         self.model.eval()
         sums = _Sums()
-        for row in pack_pairs(pairs, self.row_tokens):
+        for row in self.parallel.turns(pack_pairs(pairs, self.row_tokens)):
             self._poll_stop()
-            sums.add(*dpo_loss(self._pair_logps(row), self._reference_of(row, "valid"), self.beta))
+            if row is not None:
+                sums.add(*dpo_loss(self._pair_logps(row), self._reference_of(row, "valid"), self.beta))
         self.model.train()
-        return sums.metrics("valid")
+        return sums.summed(self.parallel).metrics("valid")
 
     def _finish(self) -> TrainResult:
         result = super()._finish()
-        (self.out / REFERENCE_FILE).unlink(missing_ok=True)
+        if self.parallel.is_main:
+            (self.out / REFERENCE_FILE).unlink(missing_ok=True)
         return result
 
 

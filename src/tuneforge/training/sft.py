@@ -32,6 +32,10 @@ the model answers a few held prompts (greedy, short): an event "Epoch N samples"
 
 Optional reporter hook (duck-typed, not part of the Reporter protocol): `throughput(tokens,
 seconds)` after each step, for progress bars.
+
+Data parallel: the same run with N processes (`parallel.Parallel`: each step's batch dealt to the
+ranks, loss normalised over the whole step's label tokens, gradients summed across ranks; only
+rank 0 reports and writes) computes what one process computes on the same global batch.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from tuneforge.training import checkpoints as ckpt
 from tuneforge.training.batch_render import render_batch
 from tuneforge.training.batches import Packed, pack
 from tuneforge.training.hparams import learning_rate, resolve
+from tuneforge.training.parallel import Parallel
 from tuneforge.training.render import (
     IGNORE_INDEX,
     Rendered,
@@ -86,8 +91,9 @@ class Cancelled(Exception):
     """A stop request seen mid-step (the DPO trainer raises it too)."""
 
 
-def train(spec: TrainSpec, reporter: Reporter) -> TrainResult:
-    return SftRun(spec, reporter).execute()
+def train(spec: TrainSpec, reporter: Reporter | None, parallel: Parallel | None = None) -> TrainResult:
+    """`reporter` may be None on ranks other than 0 of a data-parallel run (they report nothing)."""
+    return SftRun(spec, reporter, parallel).execute()
 
 
 def load_examples(path: Path) -> list[tuple[int, dict]]:
@@ -146,9 +152,10 @@ def sample_prompts(examples: list[tuple[int, dict]], k: int = EPOCH_SAMPLES) -> 
 class SftRun:
     """One training run, set up in named steps (torchtune-style) that other methods reuse."""
 
-    def __init__(self, spec: TrainSpec, reporter: Reporter):
+    def __init__(self, spec: TrainSpec, reporter: Reporter | None, parallel: Parallel | None = None):
         self.spec = spec
-        self.reporter = reporter
+        self.parallel = parallel or Parallel()
+        self.reporter = self.parallel.reporter(reporter)
         self.out = Path(spec.output_dir)
         self.pending_pause = False
 
@@ -169,7 +176,7 @@ class SftRun:
         self._restore_state()
 
     def _setup_device(self) -> None:
-        torch.set_num_threads(_cpu_count())
+        torch.set_num_threads(self.parallel.threads or _cpu_count())
         self.device = torch.device(self.spec.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def _setup_tokenizer(self) -> None:
@@ -252,6 +259,8 @@ class SftRun:
             self.bf16 = bool(saved)
         else:
             self.bf16 = bf16_is_fast(self.device, *model_shape(self.model_config))
+        # Ranks on different machines could measure differently: all use rank 0's choice.
+        self.bf16 = bool(self.parallel.from_main(float(self.bf16)))
 
     def _setup_model(self):
         from transformers import AutoModelForCausalLM
@@ -350,13 +359,18 @@ class SftRun:
     def execute(self) -> TrainResult:
         self.out.mkdir(parents=True, exist_ok=True)
         self._setup()
-        self.csv = ckpt.MetricsCsv(self.out / "step_metrics.csv", keep_up_to=self.start_step)
+        self.csv = self._metrics_csv()
         try:
             return self._loop()
         except Cancelled:
             return self._result("cancelled", self.step)
         finally:
             self.csv.close()
+
+    def _metrics_csv(self, **columns: Any) -> ckpt.MetricsCsv | ckpt.NoMetricsCsv:
+        if not self.parallel.is_main:
+            return ckpt.NoMetricsCsv()
+        return ckpt.MetricsCsv(self.out / "step_metrics.csv", keep_up_to=self.start_step, **columns)
 
     def _loop(self) -> TrainResult:
         spe, bs = self.steps_per_epoch, self.hp.batch_size
@@ -455,8 +469,9 @@ class SftRun:
 
     def _train_step(self, batch: list[Rendered]) -> tuple[float, float]:
         self.model.train()
-        rows = pack(batch, max(MICRO_BATCH_TOKENS, self.max_seq_len))
-        n_tok = sum(r.n_targets for r in rows)
+        rows = pack(self.parallel.share(batch), max(MICRO_BATCH_TOKENS, self.max_seq_len))
+        # The whole step's label tokens: every rank's share counted.
+        (n_tok,) = self.parallel.sum(sum(r.n_targets for r in rows))
         total_loss, total_correct = 0.0, 0
         for row in rows:
             if row.n_targets == 0:
@@ -466,6 +481,9 @@ class SftRun:
             (loss_sum / n_tok).backward()
             total_loss += loss_sum.item()
             total_correct += correct
+        if n_tok:  # (no label anywhere: no gradient on any rank, as in one process)
+            self.parallel.sync_grads(self.params)
+        total_loss, total_correct = self.parallel.sum(total_loss, total_correct)
         torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
         self.optimizer.step()
         self.scheduler.step()
@@ -478,19 +496,20 @@ class SftRun:
     def _evaluate(self, examples: list[Rendered]) -> tuple[float, float]:
         self.model.eval()
         total_loss, total_correct, n_tok = 0.0, 0, 0
-        for row in pack(examples, max(MICRO_BATCH_TOKENS, self.max_seq_len)):
+        for row in self.parallel.turns(pack(examples, max(MICRO_BATCH_TOKENS, self.max_seq_len))):
             stop = self.reporter.stop_requested()
             if stop == StopRequest.CANCEL:
                 raise Cancelled
             if stop == StopRequest.PAUSE:
                 self.pending_pause = True  # finish this evaluation, pause before the next step
-            if row.n_targets == 0:
+            if row is None or row.n_targets == 0:
                 continue
             loss_sum, correct = self._forward(row)
             total_loss += loss_sum.item()
             total_correct += correct
             n_tok += row.n_targets
         self.model.train()
+        total_loss, total_correct, n_tok = self.parallel.sum(total_loss, total_correct, n_tok)
         return (total_loss / n_tok, total_correct / n_tok) if n_tok else (0.0, 0.0)
 
     @torch.no_grad()
@@ -498,7 +517,7 @@ class SftRun:
         """What the model answers now: greedy, short, to a few held prompts (an event the job
         page shows beside the charts). Greedy decoding draws no random numbers, so training's
         RNG stream (and a resumed run's bit identity) is untouched."""
-        if not getattr(self, "samples", None):  # a subclass's data may have none
+        if not getattr(self, "samples", None) or not self.parallel.is_main:  # (others: no one reads them)
             return
         self.model.eval()
         self.model.config.use_cache = True
@@ -550,6 +569,8 @@ class SftRun:
         }
 
     def _epoch_checkpoint(self, epoch: int, metrics: dict[str, Any]) -> None:
+        if not self.parallel.is_main:
+            return
         path = ckpt.save_servable(
             self.model,
             self.tokenizer,
@@ -564,6 +585,8 @@ class SftRun:
             self.reporter.checkpoint_removed(step, old)
 
     def _save_state(self) -> None:
+        if not self.parallel.is_main:
+            return
         ckpt.save_state(
             self.out,
             model=self.model,
@@ -582,6 +605,8 @@ class SftRun:
         )
 
     def _finish(self) -> TrainResult:
+        if not self.parallel.is_main:  # rank 0 writes the final model (and returns the result)
+            return self._result("succeeded", self.step)
         final = self.out / "final"
         metrics = getattr(self, "last_metrics", {})
         kept = ckpt.list_checkpoints(self.out)
