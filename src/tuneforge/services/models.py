@@ -80,7 +80,5 @@ def delete_model(
         raise model_not_found(name, catalog.base_names())
     session.execute(delete(FineTunedModel).where(FineTunedModel.id == row.id))
     session.commit()  # gone for every process before this one unloads it
-    engine = serving.started()
-    if engine is not None:
-        engine.drop(name)
+    serving.drop(name)
     return ModelDeleted(id=name)
