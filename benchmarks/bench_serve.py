@@ -181,7 +181,9 @@ def bench_engine(engine, name, targets, prompts_ids, c, per_client, max_tokens) 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--engine", choices=["builtin", "vllm"], default="builtin")
-    ap.add_argument("--vllm-python", default=str(Path(__file__).resolve().parents[1] / ".venv-vllm/bin/python"))
+    ap.add_argument(
+        "--vllm-python", default=str(Path(__file__).resolve().parents[1] / ".venv-vllm/bin/python")
+    )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--hidden", type=int, default=384)

@@ -90,7 +90,10 @@ def main_vllm(args) -> None:
             ),
         }
         targets["vllm"] = tuple(
-            [ModelTarget(t.name, t.base_source, t.tokenizer_source, t.adapter_path, engine="vllm") for t in ts]
+            [
+                ModelTarget(t.name, t.base_source, t.tokenizer_source, t.adapter_path, engine="vllm")
+                for t in ts
+            ]
             for ts in targets["builtin"]
         )
         from transformers import AutoTokenizer
@@ -168,7 +171,9 @@ def control_plane(vllm_url: str, model: Path, root: Path, max_tokens: int, c: in
                     for r in range(per):
                         body = {
                             "model": model_name,
-                            "messages": [{"role": "user", "content": QUESTIONS[(r * c + i) % len(QUESTIONS)]}],
+                            "messages": [
+                                {"role": "user", "content": QUESTIONS[(r * c + i) % len(QUESTIONS)]}
+                            ],
                             "max_tokens": max_tokens,
                             "temperature": 0,
                             "stream": True,
@@ -182,7 +187,8 @@ def control_plane(vllm_url: str, model: Path, root: Path, max_tokens: int, c: in
                                     continue
                                 chunk = json.loads(line[6:])
                                 if first is None and any(
-                                    (ch.get("delta") or {}).get("content") for ch in chunk.get("choices") or []
+                                    (ch.get("delta") or {}).get("content")
+                                    for ch in chunk.get("choices") or []
                                 ):
                                     first = time.perf_counter()
                                 if chunk.get("usage"):
@@ -201,7 +207,12 @@ def control_plane(vllm_url: str, model: Path, root: Path, max_tokens: int, c: in
         for _ in range(2):  # alternate, so drifting load on a shared machine hits both alike
             for name, url, model_name, headers in (
                 ("vLLM direct", f"{vllm_url}/v1/chat/completions", "base", {}),
-                ("tuneforge on vLLM", f"{server.base_url}/chat/completions", "smollm2", {"Authorization": f"Bearer {key}"}),
+                (
+                    "tuneforge on vLLM",
+                    f"{server.base_url}/chat/completions",
+                    "smollm2",
+                    {"Authorization": f"Bearer {key}"},
+                ),
             ):
                 r = asyncio.run(run(url, model_name, headers))
                 row = report(name, c, r["ttfts"], r["tokens"], r["wall"])

@@ -48,6 +48,8 @@ QUESTIONS = [
     "What do bees make?",
     "Which animal says moo?",
     "What is frozen water called?",
+    "What do you sleep in?",
+    "Which season comes after winter?",
 ]
 PROMPTS = [
     "Name three fruits.",
@@ -81,7 +83,9 @@ def smollm2_dir(smollm2_gguf, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def env(vllm_python, smollm2_dir) -> dict[str, str]:
     return {
-        "TUNEFORGE_BASE_MODELS": json.dumps({"smollm2": str(smollm2_dir), "smollm2-builtin": str(smollm2_dir)}),
+        "TUNEFORGE_BASE_MODELS": json.dumps(
+            {"smollm2": str(smollm2_dir), "smollm2-builtin": str(smollm2_dir)}
+        ),
         "TUNEFORGE_MODEL_ENGINES": json.dumps({"smollm2": "vllm"}),
         "TUNEFORGE_VLLM_COMMAND": f"{vllm_python} -m vllm.entrypoints.openai.api_server",
         "TUNEFORGE_VLLM_DTYPE": "float32",  # as the built-in engine on CPU (agreement test)
@@ -114,8 +118,9 @@ def client(server):
 
 
 @pytest.fixture(scope="module")
-def models(server, client) -> dict[str, str]:
-    """Two LoRA fine-tunes of smollm2 made by jobs: A answers every question "ALPHA.", B "BRAVO."."""
+def job_ids(server, client) -> dict[str, str]:
+    """Two LoRA jobs on smollm2 (started before vLLM is up, to overlap): A answers every question
+    "ALPHA.", B "BRAVO."."""
     out = {}
     for tag, word in (("a", "ALPHA."), ("b", "BRAVO.")):
         rows = "".join(
@@ -132,7 +137,14 @@ def models(server, client) -> dict[str, str]:
             method={"type": "supervised", "supervised": {"hyperparameters": HYPERPARAMETERS}},
         )
         out[tag] = job.id
-    for tag, job_id in out.items():
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(client, job_ids) -> dict[str, str]:
+    """The two jobs' fine-tuned models, once they succeeded."""
+    out = {}
+    for tag, job_id in job_ids.items():
         deadline = time.monotonic() + 900
         job = client.fine_tuning.jobs.retrieve(job_id)
         while job.status not in ("succeeded", "failed", "cancelled"):
@@ -176,7 +188,7 @@ def loras(url: str) -> set[str]:
     return {m["id"] for m in data if m["id"] != "base"}
 
 
-def test_a_starting_vllm_is_a_503_with_retry_after_never_a_hang(client):
+def test_a_starting_vllm_is_a_503_with_retry_after_never_a_hang(client, job_ids):
     t = time.monotonic()
     with pytest.raises(openai.InternalServerError) as err:
         ask(client, "smollm2", "Hi")
@@ -256,7 +268,9 @@ def test_two_adapters_and_the_base_batched_together_each_answer_as_their_own_mod
 
 
 def test_greedy_answers_agree_with_the_builtin_engine(server, client, models, env, tmp_path_factory):
-    builtin = start_server(server.data_dir, {**env, "TUNEFORGE_MODEL_ENGINES": "{}", "TUNEFORGE_WORKERS": "0"})
+    builtin = start_server(
+        server.data_dir, {**env, "TUNEFORGE_MODEL_ENGINES": "{}", "TUNEFORGE_WORKERS": "0"}
+    )
     try:
         bclient = builtin.client(server.create_key("default"))
         pairs = [("smollm2", "smollm2-builtin", p) for p in PROMPTS]

@@ -164,6 +164,19 @@ class VllmEngine:
                 self._adapters[srv.source][key] = _Adapter(name, target.name, srv.epoch, pins=1)
             return key, name
 
+    async def _acquire_async(self, srv: VllmServer, target: ModelTarget) -> tuple[str, str]:
+        task = asyncio.ensure_future(asyncio.to_thread(self._acquire, srv, target))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:  # the caller left while loading: unpin once it is loaded
+
+            def unpin(t: asyncio.Future) -> None:
+                if not t.cancelled() and t.exception() is None:
+                    self._release(srv, t.result()[0])
+
+            task.add_done_callback(unpin)
+            raise
+
     def _evictable(self, srv: VllmServer) -> list[str]:
         """Names to unload so that one more fits (called with the lock held): LRU, unpinned."""
         loaded = self._adapters[srv.source]
@@ -245,7 +258,7 @@ class VllmEngine:
             key = None
             model = await asyncio.to_thread(lambda: srv.served_name)
             if target.adapter_path is not None:
-                key, model = await asyncio.to_thread(self._acquire, srv, target)
+                key, model = await self._acquire_async(srv, target)
             try:
                 async for ev in self._stream(srv, target, model, prompt_ids, params):
                     yield ev
