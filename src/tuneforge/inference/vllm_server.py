@@ -12,6 +12,7 @@ Retry-After) while it is starting or restarting.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
@@ -37,6 +38,15 @@ def free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child, Linux only: SIGTERM when the thread that started it dies, so a tuneforge
+    process that is killed outright leaves no vLLM server behind."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class VllmServer:
@@ -157,7 +167,12 @@ class VllmServer:
             try:
                 with open(self._log_path, "ab") as out:
                     self._proc = subprocess.Popen(
-                        cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                        cmd,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        preexec_fn=_die_with_parent,
                     )
             except OSError as exc:
                 log.error("cannot start vLLM (%s): %s", shlex.join(cmd), exc)
