@@ -115,6 +115,13 @@ def main_vllm(args) -> None:
         srv = vengine.server(targets["vllm"][0][0])
         assert srv.wait_ready(settings.vllm_start_timeout_seconds), "vLLM did not start"
         print(f"vLLM started in {time.perf_counter() - t0:.1f}s at {srv.url}", flush=True)
+        if args.control_plane_only:
+            try:
+                cp = control_plane(srv.url, model, root, args.max_tokens)
+            finally:
+                vengine.close()
+            print(f"control_plane_ratio={cp:.2f}")
+            return
         levels = [1, 8] if args.quick else [1, 8, 32]
         per = {1: 3, 8: 1, 32: 1}
         rows: dict[tuple[str, str, int], dict] = {}

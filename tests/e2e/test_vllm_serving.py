@@ -59,9 +59,10 @@ PROMPTS = [
     "How do I boil an egg?",
     "Tell me a fact about cats.",
 ]
-# Two steps a job at a high learning rate: enough to make each adapter answer unlike the base
-# and unlike the other (what these tests check), cheap on a busy 2-core CI machine.
-HYPERPARAMETERS = {"n_epochs": 2, "batch_size": 10, "learning_rate_multiplier": 10.0}
+# One step a job at a high learning rate: enough to make each adapter answer unlike the base and
+# unlike the other (what these tests check), and cheap on a busy 2-core CI machine (more steps at
+# this rate make the model babble, and the trainer's end-of-epoch samples then run long).
+HYPERPARAMETERS = {"n_epochs": 1, "batch_size": 10, "learning_rate_multiplier": 6.0}
 
 
 @pytest.fixture(scope="module")
