@@ -269,8 +269,15 @@ def test_two_adapters_and_the_base_batched_together_each_answer_as_their_own_mod
 
 
 def test_greedy_answers_agree_with_the_builtin_engine(server, client, models, env, tmp_path_factory):
+    # Its own data dir (and log), the same database: the same models, keys and adapter files.
     builtin = start_server(
-        server.data_dir, {**env, "TUNEFORGE_MODEL_ENGINES": "{}", "TUNEFORGE_WORKERS": "0"}
+        tmp_path_factory.mktemp("tuneforge-builtin"),
+        {
+            **env,
+            "TUNEFORGE_MODEL_ENGINES": "{}",
+            "TUNEFORGE_WORKERS": "0",
+            "TUNEFORGE_DATABASE_URL": f"sqlite:///{server.data_dir / 'tuneforge.db'}",
+        },
     )
     try:
         bclient = builtin.client(server.create_key("default"))

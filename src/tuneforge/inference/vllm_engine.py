@@ -298,7 +298,7 @@ class VllmEngine:
             body["logprobs"] = p.top_logprobs
         if p.ignore_eos:
             body["ignore_eos"] = True
-        reason, completion = "stop", 0
+        reason, completion, chunks = "stop", None, 0
         try:
             async with self._client().stream("POST", f"{srv.url}/v1/completions", json=body) as resp:
                 if resp.status_code != 200:
@@ -319,6 +319,7 @@ class VllmEngine:
                         completion = int(chunk["usage"].get("completion_tokens") or 0)
                     for choice in chunk.get("choices") or []:
                         lps = _logprobs(choice.get("logprobs"), p.top_logprobs) if p.logprobs else []
+                        chunks += 1  # one a token (the count when a server sends no usage)
                         if choice.get("text") or lps:
                             yield Delta(choice.get("text") or "", lps)
                         if choice.get("finish_reason"):
@@ -326,7 +327,7 @@ class VllmEngine:
         except httpx.TransportError as exc:
             srv.mark_down()
             raise self._unavailable(target) from exc
-        yield Finished(reason, len(prompt_ids), completion)
+        yield Finished(reason, len(prompt_ids), chunks if completion is None else completion)
 
     def close(self) -> None:
         with self._lock:
