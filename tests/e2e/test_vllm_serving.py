@@ -122,10 +122,13 @@ def client(server):
 
 @pytest.fixture(scope="module")
 def job_ids(server, client) -> dict[str, str]:
-    """Two LoRA jobs on smollm2 (started before vLLM is up, to overlap): A is taught to answer
-    every question "ALPHA.", B "BRAVO."."""
+    """Two LoRA jobs on smollm2 (started before vLLM is up, to overlap), taught to answer every
+    question "ALPHA ALPHA ALPHA, …" (A) and "BRAVO BRAVO BRAVO, …" (B)."""
     out = {}
-    for tag, word in (("a", "ALPHA."), ("b", "BRAVO.")):
+    for tag, word in (
+        ("a", "ALPHA ALPHA ALPHA, said the model."),
+        ("b", "BRAVO BRAVO BRAVO, said the model."),
+    ):
         rows = "".join(
             json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": word}]})
             + "\n"
@@ -208,7 +211,7 @@ def test_fine_tunes_made_by_jobs_answer_from_vllm(server, client, models):
     a, b = ask(client, models["a"], QUESTIONS[0]), ask(client, models["b"], QUESTIONS[0])
     base = ask(client, "smollm2", QUESTIONS[0])
     print(f"answers from vLLM: A {a!r}, B {b!r}, base {base!r}")
-    assert len({a, b, base}) == 3  # each adapter changes the base model's answer, differently
+    assert a != base and b != base  # each adapter changes the base model's answer
     url, _ = vllm_state(server)
     assert len(loras(url)) == 2  # both adapters loaded into the one server, under internal names
     assert not {models["a"], models["b"]} & loras(url)
@@ -264,8 +267,9 @@ def test_two_adapters_and_the_base_batched_together_each_answer_as_their_own_mod
     with cf.ThreadPoolExecutor(len(work)) as pool:
         together = dict(zip(work, pool.map(lambda mq: ask(client, *mq), work), strict=True))
     assert together == alone
-    for q in QUESTIONS[:4]:  # and the three models answer differently in the same batch
-        assert len({together[(m, q)] for m in (models["a"], models["b"], "smollm2")}) >= 2
+    for q in QUESTIONS[:4]:  # and in the same batch the adapters answer unlike the base
+        assert together[(models["a"], q)] != together[("smollm2", q)]
+        assert together[(models["b"], q)] != together[("smollm2", q)]
 
 
 def test_greedy_answers_agree_with_the_builtin_engine(server, client, models, env, tmp_path_factory):

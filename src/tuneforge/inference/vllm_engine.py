@@ -319,6 +319,8 @@ class VllmEngine:
                         completion = int(chunk["usage"].get("completion_tokens") or 0)
                     for choice in chunk.get("choices") or []:
                         lps = _logprobs(choice.get("logprobs"), p.top_logprobs) if p.logprobs else []
+                        if choice.get("finish_reason") == "stop" and not choice.get("text"):
+                            lps = []  # the EOS token: not part of the answer, as with the built-in engine
                         chunks += 1  # one a token (the count when a server sends no usage)
                         if choice.get("text") or lps:
                             yield Delta(choice.get("text") or "", lps)
