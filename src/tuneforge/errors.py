@@ -64,3 +64,15 @@ class RateLimited(TuneforgeError):
     ):
         super().__init__(message, param=param, code=code)
         self.retry_after = retry_after
+
+
+class Unavailable(TuneforgeError):
+    """The model's engine cannot answer now (a vLLM server starting or restarting): 503 with
+    Retry-After, at once rather than a request left hanging."""
+
+    status = 503
+    type = "server_error"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = "engine_unavailable"):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after

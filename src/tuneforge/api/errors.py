@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tuneforge.errors import RateLimited, TuneforgeError
+from tuneforge.errors import RateLimited, TuneforgeError, Unavailable
 
 INVALID_JSON = (
     "We could not parse the JSON body of your request. (HINT: This likely means you "
@@ -44,7 +44,7 @@ def server_error() -> JSONResponse:
 
 async def _domain(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TuneforgeError)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, (RateLimited, Unavailable)) else None
     return envelope(exc.status, exc.message, type=exc.type, param=exc.param, code=exc.code, headers=headers)
 
 

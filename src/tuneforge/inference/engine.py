@@ -16,22 +16,16 @@ import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import torch
-from transformers import AutoTokenizer
 
 from tuneforge.config import Settings
 from tuneforge.inference.adapters import adapter_key
-from tuneforge.inference.types import Delta, Failed, Finished, ModelTarget, SamplingParams
+from tuneforge.inference.tokens import Tokenizers
+from tuneforge.inference.types import Delta, EngineError, Failed, Finished, ModelTarget, SamplingParams
 from tuneforge.inference.worker import ModelWorker, Sequence
-from tuneforge.training.render import ensure_chat_template
 
 MB = 1024 * 1024
-
-
-class EngineError(RuntimeError):
-    """Generation could not run (model failed to load, step failed, model deleted meanwhile)."""
 
 
 def pick_device(name: str) -> tuple[torch.device, torch.dtype]:
@@ -50,53 +44,19 @@ class Engine:
         self._lock = threading.Lock()
         self._workers: OrderedDict[str, ModelWorker] = OrderedDict()
         self._full_names: dict[str, str] = {}  # full fine-tune name -> its worker key
-        self._tokenizers: dict[str, tuple[Any, Any, threading.Lock]] = {}
-        self._tok_lock = threading.Lock()
+        self.tokens = Tokenizers()
 
-    # ---- tokenizing (the model's own tokenizer and chat template) -------------------------------
-    def _tokenizer(self, source: str) -> tuple[Any, Any, threading.Lock]:
-        """(encoder, decoder, encoder lock): the decoder belongs to the worker threads; Rust
-        tokenizers must not be used from two threads at once while settings change."""
-        with self._tok_lock:
-            if source not in self._tokenizers:
-                enc = AutoTokenizer.from_pretrained(source)
-                dec = AutoTokenizer.from_pretrained(source)
-                self._tokenizers[source] = (enc, dec, threading.Lock())
-            return self._tokenizers[source]
-
-    def _render_chat(self, target: ModelTarget, messages: list[dict], tools: list[dict] | None) -> list[int]:
-        enc, _, lock = self._tokenizer(target.tokenizer_source)
-        with lock:
-            ensure_chat_template(enc)  # a model without one: training's default, as trained
-            text = enc.apply_chat_template(
-                messages, tools=tools or None, add_generation_prompt=True, tokenize=False
-            )
-            return enc(text, add_special_tokens=False)["input_ids"]
-
-    def _encode(self, target: ModelTarget, text: str) -> list[int]:
-        enc, _, lock = self._tokenizer(target.tokenizer_source)
-        with lock:
-            ids = enc(text)["input_ids"]
-        # As training renders a prompt/completion prompt: the usual BOS, never a trailing EOS.
-        if ids and enc.eos_token_id is not None and ids[-1] == enc.eos_token_id:
-            ids = ids[:-1]
-        return ids
-
-    def _decode(self, target: ModelTarget, ids: list[int]) -> str:
-        enc, _, lock = self._tokenizer(target.tokenizer_source)
-        with lock:
-            return enc.decode(ids, skip_special_tokens=True)
-
+    # ---- tokenizing (inference/tokens.py: shared with the vLLM engine) ---------------------------
     async def prepare_chat(
         self, target: ModelTarget, messages: list[dict], tools: list[dict] | None = None
     ) -> list[int]:
-        return await asyncio.to_thread(self._render_chat, target, messages, tools)
+        return await self.tokens.prepare_chat(target, messages, tools)
 
     async def prepare_text(self, target: ModelTarget, text: str) -> list[int]:
-        return await asyncio.to_thread(self._encode, target, text)
+        return await self.tokens.prepare_text(target, text)
 
     async def decode(self, target: ModelTarget, ids: list[int]) -> str:
-        return await asyncio.to_thread(self._decode, target, ids)
+        return await self.tokens.decode_async(target, ids)
 
     def context_length(self, target: ModelTarget) -> int:
         """From config.json (no weights loaded); what a prompt plus completion may not exceed."""
@@ -117,7 +77,7 @@ class Engine:
         """Stream one sequence: `Delta`s, then one `Finished`. Raises EngineError on failure."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        _, dec, _ = await asyncio.to_thread(self._tokenizer, target.tokenizer_source)
+        _, dec, _ = await asyncio.to_thread(self.tokens.get, target.tokenizer_source)
 
         def emit(ev: object) -> None:
             try:

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+class EngineError(RuntimeError):
+    """Generation could not run (model failed to load, step failed, model deleted meanwhile)."""
+
+
 @dataclass(frozen=True)
 class ModelTarget:
     """What to run: a base model, optionally with one LoRA adapter attached.
@@ -12,13 +16,17 @@ class ModelTarget:
     `name` is the public model id (used to drop the model on delete). A full fine-tune is served as
     its own base (`base_source` = its directory, no adapter). The tokenizer and chat template always
     come from `tokenizer_source`: the directory saved with the model, so serving uses exactly the
-    template training used.
+    template training used. `engine` says who answers: "builtin" (inference/engine.py) or "vllm"
+    (inference/vllm_engine.py, one server per `base_source`, whose `vllm_url` is the operator's
+    server or None for one tuneforge starts).
     """
 
     name: str
     base_source: str
     tokenizer_source: str
     adapter_path: str | None = None
+    engine: str = "builtin"
+    vllm_url: str | None = None
 
 
 @dataclass(frozen=True)

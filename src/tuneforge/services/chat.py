@@ -83,7 +83,7 @@ async def plan(
             m["content"] = ""
     if req.top_logprobs and not req.logprobs:
         raise InvalidRequest("top_logprobs requires logprobs to be true.", param="top_logprobs")
-    engine = await asyncio.to_thread(serving.engine)  # the first call imports torch
+    engine = await asyncio.to_thread(serving.engine_for, target)  # the first call imports torch
     prompt_ids = await engine.prepare_chat(target, messages, tools)
     max_tokens = req.max_completion_tokens or req.max_tokens
     gen.check_context(serving, target, len(prompt_ids), max_tokens, "messages")

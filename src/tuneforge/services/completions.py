@@ -50,7 +50,7 @@ async def plan(
         raise InvalidRequest("best_of is not supported unless it equals n.", param="best_of")
     if req.suffix:
         raise InvalidRequest("suffix is not supported by this model.", param="suffix")
-    engine = await asyncio.to_thread(serving.engine)
+    engine = await asyncio.to_thread(serving.engine_for, target)
     raw: list[Any] = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
     if raw and all(isinstance(x, int) for x in raw):
         raw = [raw]  # one prompt given as token ids

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from tuneforge.errors import InvalidRequest, TuneforgeError
 from tuneforge.inference.holder import Serving
-from tuneforge.inference.types import Delta, Finished, ModelTarget, SamplingParams, TokenLogprob
+from tuneforge.inference.types import Delta, EngineError, Finished, ModelTarget, SamplingParams, TokenLogprob
 from tuneforge.services.resolver import ModelResolver
 
 
@@ -53,7 +53,7 @@ def choice_params(n: int, seed: int | None, **kw: Any) -> list[SamplingParams]:
 def check_context(
     serving: Serving, target: ModelTarget, prompt_tokens: int, max_tokens: int | None, param: str
 ) -> None:
-    limit = serving.engine().context_length(target)
+    limit = serving.engine_for(target).context_length(target)
     asked = prompt_tokens + (max_tokens or 0)
     if prompt_tokens >= limit or asked > limit:
         raise InvalidRequest(
@@ -125,10 +125,8 @@ async def merged_stream(
 async def _events(
     serving: Serving, target: ModelTarget, prompt_ids: list[int], params: SamplingParams
 ) -> AsyncIterator[Delta | Finished]:
-    from tuneforge.inference.engine import EngineError
-
     try:
-        async for ev in serving.engine().generate(target, prompt_ids, params):
+        async for ev in serving.engine_for(target).generate(target, prompt_ids, params):
             yield ev
     except EngineError as exc:
         raise GenerationFailed(str(exc)) from exc

@@ -82,9 +82,7 @@ def delete_model(
     ref = row.path
     session.execute(delete(FineTunedModel).where(FineTunedModel.id == row.id))
     session.commit()  # gone for every process (each reads the row per request) before the bytes go
-    engine = serving.started()
-    if engine is not None:
-        engine.drop(name)
+    serving.drop(name)
     if is_model_key(ref):  # rows from before models were blobs point into the job's own directory
         resolver.blobs.delete_dir(ref)
     return ModelDeleted(id=name)
@@ -93,14 +91,13 @@ def delete_model(
 def sync_deleted(session: Session, serving: Serving, resolver: ModelResolver) -> list[str]:
     """Unload the fine-tuned models another process deleted (their names already 404 here: every
     request reads the store); also drop their local copies. -> the names unloaded."""
-    engine = serving.started()
-    loaded = engine.fine_tuned_names() if engine is not None else set()
+    loaded = serving.fine_tuned_names()
     gone: list[str] = []
     if loaded:
         present = set(session.scalars(select(FineTunedModel.id).where(FineTunedModel.id.in_(loaded))))
         gone = sorted(loaded - present)
         for name in gone:
-            engine.drop(name)  # type: ignore[union-attr]
+            serving.drop(name)
     cached = resolver.blobs.cached_dirs()
     if cached:
         kept = set(session.scalars(select(FineTunedModel.path).where(FineTunedModel.path.in_(cached))))

@@ -116,15 +116,41 @@ class ModelResolver:
         catalog = self.catalog(session)
         if name in catalog:
             ref = catalog.resolve_base(name)
-            return ModelTarget(name=name, base_source=ref.source, tokenizer_source=ref.source)
+            engine, url = self._engine(catalog, (name, ref.base_name), ref.source)
+            return ModelTarget(
+                name=name, base_source=ref.source, tokenizer_source=ref.source, engine=engine, vllm_url=url
+            )
         row = self.fine_tuned(session, project_id, name)
         path = self.model_dir(row.path) if row is not None else None
         if row is None or path is None:
             raise model_not_found(name, catalog.base_names())
-        if row.kind == "full":
+        if row.kind == "full":  # its own weights: the built-in engine serves it
             return ModelTarget(name=name, base_source=str(path), tokenizer_source=str(path))
         base = self.base_dir(row.base_model, catalog)
-        return ModelTarget(name=name, base_source=base, tokenizer_source=str(path), adapter_path=str(path))
+        engine, url = self._engine(catalog, (), base)
+        return ModelTarget(
+            name=name,
+            base_source=base,
+            tokenizer_source=str(path),
+            adapter_path=str(path),
+            engine=engine,
+            vllm_url=url,
+        )
+
+    def _engine(self, catalog: Catalog, names: tuple[str, ...], source: str) -> tuple[str, str | None]:
+        """(engine, operator's vLLM URL or None) for a base model asked for by one of `names`, or
+        (a LoRA fine-tune) by its source: a base model named in `model_engines` / `vllm_urls` with
+        that source decides, else the global `engine`."""
+        s = self.settings
+        explicit: dict[str, str] = {**s.model_engines, **dict.fromkeys(s.vllm_urls, "vllm")}
+        for n in names:
+            if n in explicit:
+                return explicit[n], s.vllm_urls.get(n)
+        if not names:
+            for n, engine in explicit.items():
+                if n in catalog and catalog.resolve_base(n).source == source:
+                    return engine, s.vllm_urls.get(n)
+        return s.engine, None
 
     def for_fine_tuning(self, session: Session, project_id: str, name: str) -> tuple[str, str]:
         """A job's `model` -> (model as shown, what training starts from: a base name or an `ft:`
