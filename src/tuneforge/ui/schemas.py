@@ -46,3 +46,10 @@ class Comparison(BaseModel):
     messages: list[Message] = Field(min_length=1)
     params: Sampling = Sampling()
     answers: list[RatedAnswer] = Field(min_length=2, max_length=4)
+
+
+class PlaygroundTrain(BaseModel):
+    """The playground's one click: a DPO job on `model` from the project's ratings."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: SafeStr = Field(max_length=512)
