@@ -236,8 +236,8 @@ def test_rate_in_the_playground_train_dpo_on_the_ratings_compare(page, srv, scre
     page.fill("#user", "What is 1 + 1?")
     page.fill("#max_tokens", "8")
     page.click("#run-btn")
-    page.wait_for_function(
-        "document.querySelectorAll('[data-answer][data-done]').length == 2", timeout=120_000
+    page.wait_for_function(  # the first answer of the module's server loads the serving engine
+        "document.querySelectorAll('[data-answer][data-done]').length == 2", timeout=240_000
     )
     page.click("[data-rate-up='0']")
     page.click("[data-rate-down='1']")
@@ -263,6 +263,15 @@ def test_rate_in_the_playground_train_dpo_on_the_ratings_compare(page, srv, scre
                       {model: "tuneforge-tiny", output: `It is ${2 * i}.`, rating: -1}]})""",
             i,
         )
+    # a bad setting is the jobs API's 400, naming the field; nothing is created
+    page.fill("#train-beta", "3")
+    page.click("#train-btn")
+    page.wait_for_selector("#train-status .alert.error")
+    assert "method.dpo.hyperparameters.beta" in page.inner_text("#train-status")
+    assert client.fine_tuning.jobs.list().data == [] and client.files.list().data == []
+    page.fill("#train-beta", "0.2")
+    page.fill("#train-n_epochs", "2")
+    page.fill("#train-batch_size", "4")
     page.click("#train-btn")
     page.wait_for_selector("#train-job")
     assert page.is_disabled("#train-btn")  # one job at a time from here
@@ -280,7 +289,9 @@ def test_rate_in_the_playground_train_dpo_on_the_ratings_compare(page, srv, scre
     # what the click made, as the API shows it: a preference file and a DPO job on the rated model
     job = client.fine_tuning.jobs.retrieve(job_id)
     assert job.status == "succeeded" and job.model == "tuneforge-tiny"
-    assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.1
+    hp = job.method.dpo.hyperparameters
+    assert job.method.type == "dpo" and (hp.beta, hp.n_epochs, hp.batch_size) == (0.2, 2, 4)
+    assert m[2] == "6"  # 11 or 12 pairs, batch 4: 3 steps an epoch
     assert job.fine_tuned_model == new_model and ":playground-dpo:" in new_model
     lines = client.files.content(job.training_file).text.splitlines()
     assert len(lines) in (11, 12)  # 11, plus the hand-rated one unless both answers came out the same

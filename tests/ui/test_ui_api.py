@@ -313,9 +313,15 @@ def test_train_dpo_on_the_ratings_in_one_call(app_client, auth_headers, settings
     rate(9)
     r = app_client.post("/ui/api/playground/train", json={"model": "no-such-model"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "model_not_available"
-    assert files_and_jobs() == before  # neither refusal left a file, a blob or a job
+    r = app_client.post(
+        "/ui/api/playground/train", json={"model": "tuneforge-tiny", "hyperparameters": {"beta": 3}}
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "method.dpo.hyperparameters.beta"
+    assert files_and_jobs() == before  # no refusal left a file, a blob or a job
 
-    r = app_client.post("/ui/api/playground/train", json={"model": "tuneforge-tiny"})
+    r = app_client.post(
+        "/ui/api/playground/train", json={"model": "tuneforge-tiny", "hyperparameters": {"n_epochs": 2}}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     job, f = body["job"], body["file"]
@@ -329,7 +335,7 @@ def test_train_dpo_on_the_ratings_in_one_call(app_client, auth_headers, settings
                 "batch_size": "auto",
                 "beta": "auto",
                 "learning_rate_multiplier": "auto",
-                "n_epochs": "auto",
+                "n_epochs": 2,
             }
         },
     }

@@ -175,7 +175,9 @@ def train_on_ratings(
     body: PlaygroundTrain, user: UiUser, session: DbSession, blobs: Blobs, resolver: Resolver
 ) -> dict[str, Any]:
     """One click: the ratings as a preference file, and a DPO job on the rated model."""
-    job, row, pairs = ratings.train_dpo(session, blobs, user.project_id, body.model, resolver=resolver)
+    job, row, pairs = ratings.train_dpo(
+        session, blobs, user.project_id, body.model, body.hyperparameters, resolver=resolver
+    )
     return {
         "job": jobs_service.job_to_wire(job, user.organization_id).model_dump(mode="json"),
         "file": files_service.file_to_wire(row).model_dump(mode="json"),

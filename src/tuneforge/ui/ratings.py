@@ -18,6 +18,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -30,6 +31,7 @@ from tuneforge.services import jobs as jobs_service
 from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore
 from tuneforge.store.tables import File, Job, PlaygroundRating
+from tuneforge.training import hparams
 from tuneforge.training.data import MIN_EXAMPLES
 from tuneforge.ui.schemas import Comparison
 
@@ -124,14 +126,23 @@ def export(session: Session, blobs: BlobStore, project_id: str) -> tuple[File, i
 
 
 PLAYGROUND_SUFFIX = "playground-dpo"  # in the new model's name: ft:BASE:PROJECT:playground-dpo:ID
+HYPERPARAMETERS_PARAM = "method.dpo.hyperparameters"  # as the jobs API names them
 
 
 def train_dpo(
-    session: Session, blobs: BlobStore, project_id: str, model: str, *, resolver: ModelResolver
+    session: Session,
+    blobs: BlobStore,
+    project_id: str,
+    model: str,
+    hyperparameters: dict[str, Any] | None = None,
+    *,
+    resolver: ModelResolver,
 ) -> tuple[Job, File, int]:
     """The ratings as a new preference file and a DPO job on `model` training on it ->
-    (job, file, pairs). Too few pairs or an unknown model: a 400 before anything is written."""
+    (job, file, pairs). Too few pairs, an unknown model or a bad hyperparameter: a 400 before
+    anything is written."""
     resolver.for_fine_tuning(session, project_id, model)
+    hparams.check("dpo", hyperparameters, HYPERPARAMETERS_PARAM)
     lines = _lines(session, project_id)
     if len(lines) < MIN_EXAMPLES:
         raise InvalidRequest(
@@ -145,7 +156,7 @@ def train_dpo(
     request = CreateFineTuningJobRequest(
         model=model,
         training_file=row.id,
-        method={"type": "dpo"},
+        method={"type": "dpo", "dpo": {"hyperparameters": hyperparameters or {}}},
         suffix=PLAYGROUND_SUFFIX,
         metadata={"source": "playground"},
     )

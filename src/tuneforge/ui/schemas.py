@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,7 +49,9 @@ class Comparison(BaseModel):
 
 
 class PlaygroundTrain(BaseModel):
-    """The playground's one click: a DPO job on `model` from the project's ratings."""
+    """The playground's one click: a DPO job on `model` from the project's ratings, with
+    `hyperparameters` as `method.dpo.hyperparameters` (checked there; missing ones `auto`)."""
 
     model_config = ConfigDict(extra="forbid")
     model: SafeStr = Field(max_length=512)
+    hyperparameters: dict[str, Any] | None = None

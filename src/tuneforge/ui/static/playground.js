@@ -159,11 +159,12 @@
 
   // ---- one click: the ratings -> a DPO job on the chosen model -> old vs new side by side ----
   const trainSel = $("train-model");
+  function newJobUrl(fileId) {  // the create form, prefilled, for what the one click does not set
+    const model = (trainSel && trainSel.value) || "";
+    return `/ui/jobs/new?${new URLSearchParams({ training_file: fileId, method: "dpo", model })}`;
+  }
   if (!trainSel) return;  // no models at all
 
-  function newJobUrl(fileId) {  // the create form, prefilled, for what the one click does not set
-    return `/ui/jobs/new?${new URLSearchParams({ training_file: fileId, method: "dpo", model: trainSel.value })}`;
-  }
 
   // The models in the compare slots (fine-tuned first: SFT then DPO is the usual chain).
   function refreshTrainModels() {
@@ -236,7 +237,12 @@
     $("train-status").replaceChildren();
     $("train-btn").disabled = true;
     try {
-      const r = await TF.api("POST", "/ui/api/playground/train", { model: trainSel.value });
+      const hyperparameters = {};  // only those filled in; numbers as numbers, the server checks them
+      for (const input of document.querySelectorAll("[data-train-hp]")) {
+        const v = input.value.trim();
+        if (v) hyperparameters[input.dataset.trainHp] = v === "auto" || isNaN(Number(v)) ? v : Number(v);
+      }
+      const r = await TF.api("POST", "/ui/api/playground/train", { model: trainSel.value, hyperparameters });
       history.replaceState(null, "", `?${new URLSearchParams({ models: slots.map((s) => s.value).filter(Boolean).join(","), train_job: r.job.id })}`);
       await watch(r.job.id);
     } catch (e) {
