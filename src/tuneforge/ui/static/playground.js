@@ -226,6 +226,7 @@
       sel.value = pick[i];
     });
     refreshTrainModels();
+    trainSel.value = job.fine_tuned_model;  // another round of ratings trains on from the new model
     const again = TF.el("button", { class: "primary", id: "compare-new" }, "Compare old and new on this conversation");
     again.addEventListener("click", () => { $("user").focus(); if ($("user").value.trim()) $("run-btn").click(); });
     $("train-status").append(TF.el("div", { class: "alert ok", id: "train-done" },
