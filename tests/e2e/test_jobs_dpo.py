@@ -155,7 +155,9 @@ def test_kill_9_of_the_dpo_run_resumes_from_its_state_with_the_same_weights(serv
         )
 
     job = create()
-    child = wait_held(job_dir(srv, job.id))
+    child = wait_held(
+        job_dir(srv, job.id), timeout=900
+    )  # validation, reference pass, 12 steps: slow when loaded
     os.kill(child, signal.SIGKILL)
     wait_for(lambda: pid_gone(child), 30, "the DPO run to die")
     release(job_dir(srv, job.id))  # the next run goes past step 12

@@ -172,7 +172,9 @@ def test_first_step_is_log_2_and_the_preference_holds_on_held_out_pairs(
     assert result.hyperparameters.beta == 0.1 and rec.hp == [result.hyperparameters]
     first = rec.steps[0]
     assert first["train_loss"] == pytest.approx(math.log(2), abs=1e-3)  # policy == reference
-    assert abs(first["train_rewards_margin"]) < 1e-3
+    # policy == reference up to rounding: bf16 autocast (where hardware.py measures it faster)
+    # rounds a pair's log-probs differently in the step's rows than in the reference pass's
+    assert abs(first["train_rewards_margin"]) < 5e-3
     last = rec.steps[-1]
     assert last["train_loss"] < 0.5 * math.log(2) and last["train_rewards_accuracy"] == 1.0
     assert last["full_valid_rewards_accuracy"] == 1.0 and last["full_valid_rewards_margin"] > 0.5

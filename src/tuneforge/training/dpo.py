@@ -191,15 +191,16 @@ def _pair_row(row: list[Pair]) -> PairRow:
                 shared += [False] * len(part)
                 blocks.append([0] * len(part))
     mask = torch.zeros(len(ids), len(ids), dtype=torch.bool)
+    causal = torch.ones(max(map(len, blocks)), max(map(len, blocks)), dtype=torch.bool).tril()
     start = 0
     for block in blocks:
-        # causal, and a branch (1, 2) sees the shared prompt (0) and itself, never the other branch
-        b = torch.tensor(block)
-        end = start + len(block)
-        mask[start:end, start:end] = torch.ones(len(block), len(block), dtype=torch.bool).tril() & (
-            (b[None, :] == 0) | (b[None, :] == b[:, None])
-        )
-        start = end
+        n = len(block)
+        allowed = causal[:n, :n]
+        if block[-1]:  # a tree: a branch (1, 2) sees the shared prompt (0) and itself, not the other
+            b = torch.tensor(block)
+            allowed = allowed & ((b[None, :] == 0) | (b[None, :] == b[:, None]))
+        mask[start : start + n, start : start + n] = allowed
+        start += n
     return PairRow(
         torch.tensor([ids]),
         torch.tensor([pos]),
