@@ -8,8 +8,9 @@ model's tokenizer, fixed-seed random init), the same preference pairs, seed, bet
 learning rate, epochs and max length. The pairs: bench_train's tasks (repeat / reverse / sort /
 first words) with the right answer preferred over a corrupted one (a word dropped or swapped).
 
-- ours: `tuneforge.training.dpo.train` (reference log-probs once up front, packed chosen+rejected
-  pairs with per-sequence position_ids; bf16 autocast where native)
+- ours: `tuneforge.training.dpo.train` (reference log-probs once up front; a pair is one forward
+  over its shared prompt once plus both outputs, a 4-D mask keeping the sides apart; logits only
+  at labelled positions; bf16 autocast where native)
 - trl_default: `DPOTrainer` with its defaults apart from the shared settings (PEFT: the reference
   is the adapter-disabled model, computed in every step; padded batches; bf16 where supported)
 

@@ -192,3 +192,67 @@ def test_server_commands(rt, tmp_path):
         server.stop()
         if server.proc.returncode not in (0, -15):
             print(server.log())
+
+
+@pytest.mark.slow  # a DPO job trains through the server's worker
+def test_jobs_create_dpo(rt, tmp_path):
+    """`jobs create --method dpo --beta X`: the job echoes method dpo and beta, trains on
+    preference pairs (DPO needs nothing beyond the runtime dependencies) and succeeds; a bad beta is
+    a usage error or the server's 400 naming the field, and creates nothing."""
+    run = rt["run"]
+    help_text = run("jobs", "create", "--help").stdout
+    assert "--method" in help_text and "--beta" in help_text and "dpo" in help_text
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "input": {"messages": [{"role": "user", "content": f"What is {i} + {i}?"}]},
+                    "preferred_output": [{"role": "assistant", "content": f"It is {2 * i}."}],
+                    "non_preferred_output": [{"role": "assistant", "content": "No idea."}],
+                }
+            )
+            + "\n"
+            for i in range(10)
+        )
+    )
+    data_dir = tmp_path / "data"
+    server = start_server(
+        data_dir,
+        {"TUNEFORGE_WORKERS": "1", "TUNEFORGE_WORKER_POLL_SECONDS": "0.2"},
+        tuneforge=str(rt["script"]),
+        base_env=rt["env"],
+    )
+    try:
+        key = run("keys", "create", "--project", "default", env={"TUNEFORGE_DATA_DIR": str(data_dir)})
+        auth = {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": key.stdout.splitlines()[-1]}
+
+        def srv(*args: str, check: bool = True):
+            return run(*args, check=check, env=auth)
+
+        file_id = srv("files", "upload", str(prefs)).stdout.strip().splitlines()[-1]
+        create = ("jobs", "create", "--model", "tuneforge-tiny", "--training-file", file_id)
+        bad = srv(*create, "--method", "dpo", "--beta", "3", check=False)
+        assert bad.returncode == 1 and "error 400" in bad.stderr
+        assert "method.dpo.hyperparameters.beta" in bad.stderr
+        # beta is DPO's: the supervised method refuses it by name
+        sft = srv(*create, "--beta", "0.2", check=False)
+        assert sft.returncode == 1 and "Unknown hyperparameter 'beta'" in sft.stderr
+        typo = srv(*create, "--method", "dpo", "--beta", "high", check=False)
+        assert typo.returncode == 2 and "--beta" in typo.stderr
+        assert json.loads(srv("jobs", "list", "--json").stdout) == []  # nothing was created
+
+        job = json.loads(
+            srv(*create, "--method", "dpo", "--beta", "0.25", "--n-epochs", "1", "--batch-size", "5").stdout
+        )
+        requested = {"batch_size": 5, "beta": 0.25, "learning_rate_multiplier": "auto", "n_epochs": 1}
+        assert job["method"]["type"] == "dpo" and job["method"]["dpo"]["hyperparameters"] == requested
+        followed = srv("jobs", "follow", job["id"])
+        assert "fine_tuned_model: ft:tuneforge-tiny:default:" in followed.stdout, followed.stdout
+        done = json.loads(srv("jobs", "get", job["id"], "--json").stdout)
+        assert done["status"] == "succeeded"
+        assert done["method"]["dpo"]["hyperparameters"] == {**requested, "learning_rate_multiplier": 1.0}
+    finally:
+        server.stop()
+        if server.proc.returncode not in (0, -15):
+            print(server.log())

@@ -1,17 +1,23 @@
 """DPO jobs through a real `tuneforge serve` and the openai SDK: SFT then DPO on the SFT model (the
 flow OpenAI recommends), the DPO job object, metrics, checkpoints and result file, serving the
-DPO model; bad parameters and bad preference files."""
+DPO model; bad parameters and bad preference files; kill -9 of the DPO run mid-training (held at
+a known step, tests/helpers.py) resumes from its saved state with the same final weights."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
+import signal
 
 import openai
 import pytest
+import torch
+from safetensors.torch import load_file
 
-from tests.e2e.test_jobs_training import FAST, jsonl, upload, watch
+from tests.e2e.test_jobs_training import FAST, ft_rows, job_dir, jsonl, messages_in_order, upload, watch
+from tests.helpers import FINISHED, hold_env, pid_gone, release, wait_for, wait_held
 
 pytestmark = pytest.mark.slow
 
@@ -130,3 +136,56 @@ def test_bad_beta_and_mismatched_or_bad_files(srv):
     assert "Line 1: this is supervised (SFT) data" in done["sft file to dpo"].error.message
     assert "method dpo" in done["dpo file to sft"].error.message
     assert "Line 7: non_preferred_output is identical" in done["identical pair"].error.message
+
+
+def test_kill_9_of_the_dpo_run_resumes_from_its_state_with_the_same_weights(server_factory):
+    """The training child of a DPO job dies (SIGKILL, as the OOM killer would) in its second
+    epoch: the worker runs it again from the state saved after epoch 1 and the kept reference
+    log-probs, and it ends with exactly the weights of a run that was never interrupted."""
+    srv = server_factory(hold_env(12))  # held after step 12 of 20: past epoch 1's saved state
+    c = srv.client()
+    train_id = upload(c, pairs(10), "prefs.jsonl")
+
+    def create():
+        return c.fine_tuning.jobs.create(
+            model="tuneforge-tiny",
+            training_file=train_id,
+            seed=7,
+            method={"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 2, "batch_size": 1, "beta": 0.2}}},
+        )
+
+    job = create()
+    child = wait_held(
+        job_dir(srv, job.id), timeout=900
+    )  # validation, reference pass, 12 steps: slow when loaded
+    os.kill(child, signal.SIGKILL)
+    wait_for(lambda: pid_gone(child), 30, "the DPO run to die")
+    release(job_dir(srv, job.id))  # the next run goes past step 12
+    done = watch(c, job.id, FINISHED)
+    assert done.status == "succeeded", done.error
+
+    log = messages_in_order(c, job.id)
+    messages = [m for _, m, _ in log]
+    assert any(m.startswith("The training process stopped unexpectedly (exit code -9") for m in messages)
+    resumed_at = next(
+        i for i, m in enumerate(messages) if m.startswith("Resuming the job from its last saved state")
+    )
+    # the second run replayed from the state after step 10, not from step 1
+    assert [s for k, _, s in log[:resumed_at] if k == "metrics"] == list(range(1, 13))
+    assert [s for k, _, s in log[resumed_at:] if k == "metrics"] == list(range(11, 21))
+    assert "Resuming from step 10/20." in messages[resumed_at:]
+    assert len(c.fine_tuning.jobs.checkpoints.list(job.id).data) == 2
+    assert not (job_dir(srv, job.id) / "dpo_reference.pt").exists()  # removed when done
+
+    # the same job, never interrupted
+    whole = create()
+    release(job_dir(srv, whole.id))
+    whole = watch(c, whole.id, FINISHED)
+    assert whole.status == "succeeded", whole.error
+    assert whole.trained_tokens == done.trained_tokens
+    rows = ft_rows(srv)
+    a, b = (
+        load_file(os.path.join(rows[j.fine_tuned_model].path, "adapter_model.safetensors"))
+        for j in (done, whole)
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

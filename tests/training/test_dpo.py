@@ -172,7 +172,9 @@ def test_first_step_is_log_2_and_the_preference_holds_on_held_out_pairs(
     assert result.hyperparameters.beta == 0.1 and rec.hp == [result.hyperparameters]
     first = rec.steps[0]
     assert first["train_loss"] == pytest.approx(math.log(2), abs=1e-3)  # policy == reference
-    assert abs(first["train_rewards_margin"]) < 1e-3
+    # policy == reference up to rounding: bf16 autocast (where hardware.py measures it faster)
+    # rounds a pair's log-probs differently in the step's rows than in the reference pass's
+    assert abs(first["train_rewards_margin"]) < 5e-3
     last = rec.steps[-1]
     assert last["train_loss"] < 0.5 * math.log(2) and last["train_rewards_accuracy"] == 1.0
     assert last["full_valid_rewards_accuracy"] == 1.0 and last["full_valid_rewards_margin"] > 0.5
@@ -282,6 +284,40 @@ def test_cancel_stops_and_a_bad_pair_names_its_line(tiny_model_dir, data, tmp_pa
     assert err.value.message.startswith("Line 4: ") and "preferred_output" in err.value.message
 
 
+def test_the_shared_prompt_is_computed_once_and_each_side_scores_as_if_alone(
+    tiny_model_dir, tiny_tokenizer, tmp_path
+) -> None:
+    """The tree layout (prompt once, both outputs on it) gives every side the log-probs it has as a
+    sequence of its own, in a row of several pairs."""
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.training.batches import shifted_targets
+    from tuneforge.training.render import IGNORE_INDEX
+
+    examples = [pair(w) for w in WORDS[:3]]
+    examples[1]["input"]["messages"] = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi."},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Tell me about river."},
+    ]
+    examples[2]["non_preferred_output"][0]["content"] = "No."
+    pairs = load_pairs(tiny_tokenizer, write_jsonl(tmp_path / "p.jsonl", examples), 2048)
+    (row,) = pack_pairs(pairs, 8192)
+    shared = int(row.shared.sum())
+    assert shared > 0 and row.input_ids.shape[1] == sum(len(p) for p in pairs) - shared
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
+    with torch.no_grad():
+        tree = pair_logps(model, row, torch.device("cpu"))
+        for k, p in enumerate(pairs):
+            for side, r in enumerate((p.chosen, p.rejected)):
+                logits = model(input_ids=torch.tensor([r.input_ids])).logits[0]
+                targets = torch.tensor(shifted_targets(r))
+                keep = targets != IGNORE_INDEX
+                alone = torch.log_softmax(logits[keep], -1).gather(1, targets[keep, None]).sum()
+                assert tree[k, side].item() == pytest.approx(alone.item(), abs=1e-4), (k, side)
+
+
 @pytest.mark.parametrize("name", ["llama3", "qwen2.5", "qwen3", "gemma3", "mistral", "smollm2", "phi3"])
 def test_each_side_trains_only_its_output_turn_with_the_terminator(tiny_model_dir, tmp_path, name) -> None:
     """Multi-turn input (an earlier assistant turn, masked) and per-turn templates (Qwen3, Phi-3
@@ -308,4 +344,7 @@ def test_each_side_trains_only_its_output_turn_with_the_terminator(tiny_model_di
         trained = [t for t in side.labels if t != IGNORE_INDEX]
         assert tok.decode(trained) == family.turn.format(answer)
     (row,) = pack_pairs([p], 8192)
-    assert row.sequence.max().item() == 1 and row.input_ids.shape[1] == len(p)
+    # one-sequence renderings share their prompt (computed once); per-turn ones share nothing
+    shared = int(row.shared.sum())
+    assert (shared > 0) == (p.chosen.seq_lens is None and p.rejected.seq_lens is None)
+    assert row.sequence.max().item() == 1 and row.input_ids.shape[1] == len(p) - shared

@@ -225,22 +225,36 @@ def test_train_watch_playground_rate_export(page, srv, screenshots, tmp_path):
 
 
 def test_rate_in_the_playground_train_dpo_on_the_ratings_compare(page, srv, screenshots):
-    """Close the loop: ratings -> exported preference file -> a DPO job from the playground's
-    button (the form prefilled with method dpo and beta) -> the new model beside the old one."""
-    sign_in(page, srv, srv.create_key("default"))
+    """Close the loop in one click: ratings -> "Train DPO on these ratings" -> a DPO job on the
+    rated model, its progress on the playground -> the new model beside the old one."""
+    key = srv.create_key("dpo-loop")
+    client = srv.client(key)
+    sign_in(page, srv, key)
     page.goto(srv.root_url + "/ui/playground?models=tuneforge-tiny,tuneforge-tiny")
+    assert page.input_value("#train-model") == "tuneforge-tiny"
     # one comparison rated by hand ...
     page.fill("#user", "What is 1 + 1?")
     page.fill("#max_tokens", "8")
     page.click("#run-btn")
-    page.wait_for_function(
-        "document.querySelectorAll('[data-answer][data-done]').length == 2", timeout=120_000
+    page.wait_for_function(  # the first answer of the module's server loads the serving engine
+        "document.querySelectorAll('[data-answer][data-done]').length == 2", timeout=240_000
     )
     page.click("[data-rate-up='0']")
     page.click("[data-rate-down='1']")
     page.click("#save-rating")
     page.wait_for_function("document.getElementById('save-status').textContent == 'Saved.'")
-    # ... and eleven more through the same endpoint the page uses (DPO needs at least 10 pairs)
+
+    # too few pairs: the server's 400 is on the page, and nothing was created
+    page.click("#train-btn")
+    page.wait_for_selector("#train-status .alert.error")
+    assert re.search(
+        r"DPO needs at least 10 preference pairs; your ratings make [01]\.", page.inner_text("#train-status")
+    )
+    assert page.is_enabled("#train-btn")
+    assert client.fine_tuning.jobs.list().data == [] and client.files.list().data == []
+    shot(page, screenshots, "13-playground-train-dpo-too-few")
+
+    # ... and eleven more through the same endpoint the page uses
     for i in range(2, 13):
         page.evaluate(
             """(i) => TF.api("POST", "/ui/api/playground/ratings", {
@@ -249,46 +263,68 @@ def test_rate_in_the_playground_train_dpo_on_the_ratings_compare(page, srv, scre
                       {model: "tuneforge-tiny", output: `It is ${2 * i}.`, rating: -1}]})""",
             i,
         )
-    page.click("#export-btn")
-    page.wait_for_selector("#train-dpo")
-    shot(page, screenshots, "13-playground-train-dpo")
+    # a bad setting is the jobs API's 400, naming the field; nothing is created
+    page.fill("#train-beta", "3")
+    page.click("#train-btn")
+    page.wait_for_selector("#train-status .alert.error")
+    assert "method.dpo.hyperparameters.beta" in page.inner_text("#train-status")
+    assert client.fine_tuning.jobs.list().data == [] and client.files.list().data == []
+    page.fill("#train-beta", "0.2")
+    page.fill("#train-n_epochs", "2")
+    page.fill("#train-batch_size", "4")
+    page.click("#train-btn")
+    page.wait_for_selector("#train-job")
+    assert page.is_disabled("#train-btn")  # one job at a time from here
+    job_id = page.get_attribute("#train-job", "data-job")
+    assert f"train_job={job_id}" in page.url  # a reload keeps following it
+    page.wait_for_selector("#train-job[data-status=running]", timeout=120_000)
+    shot(page, screenshots, "14-playground-dpo-training")
+    page.wait_for_selector("#train-done", timeout=240_000)
+    progress = page.inner_text("#train-progress")
+    m = re.match(r"succeeded · step (\d+) of (\d+) · loss [\d.]+ · reward accuracy ([\d.]+)$", progress)
+    assert m and m[1] == m[2], progress
+    new_model = page.inner_text("#train-new-model")
+    shot(page, screenshots, "15-playground-dpo-done")
 
-    page.click("#train-dpo")
+    # what the click made, as the API shows it: a preference file and a DPO job on the rated model
+    job = client.fine_tuning.jobs.retrieve(job_id)
+    assert job.status == "succeeded" and job.model == "tuneforge-tiny"
+    hp = job.method.dpo.hyperparameters
+    assert job.method.type == "dpo" and (hp.beta, hp.n_epochs, hp.batch_size) == (0.2, 2, 4)
+    assert m[2] == "6"  # 11 or 12 pairs, batch 4: 3 steps an epoch
+    assert job.fine_tuned_model == new_model and ":playground-dpo:" in new_model
+    lines = client.files.content(job.training_file).text.splitlines()
+    assert len(lines) in (11, 12)  # 11, plus the hand-rated one unless both answers came out the same
+    assert all(set(json.loads(x)) == {"input", "preferred_output", "non_preferred_output"} for x in lines)
+    # the training moved the preference: the last step's pairs mostly prefer the preferred side
+    assert float(m[3]) > 0.5
+
+    # compare right there: old and new pre-selected, the same conversation run on both
+    assert page.input_value("#model-0") == "tuneforge-tiny" and page.input_value("#model-1") == new_model
+    assert page.input_value("#model-2") == "" and page.input_value("#train-model") == new_model
+    page.click("#compare-new")
+    page.wait_for_function(
+        "document.querySelectorAll('[data-answer][data-done]').length == 2", timeout=120_000
+    )
+    assert page.locator("[data-answer] h3").all_inner_texts() == ["tuneforge-tiny", new_model]
+    assert all("tokens" in t for t in page.locator("[data-stats]").all_inner_texts())
+    shot(page, screenshots, "16-playground-compare-dpo")
+
+    # a reload of the page still shows the job's outcome and the same pair of models
+    page.reload()
+    page.wait_for_selector("#train-done", timeout=60_000)
+    assert page.input_value("#model-1") == new_model
+
+    # "more options…": the same ratings, exported, in the create form prefilled for DPO
+    page.click("#train-options")
     page.wait_for_url(re.compile(r"/ui/jobs/new\?"))
-    assert page.input_value("#method") == "dpo" and page.input_value("#model") == "tuneforge-tiny"
+    assert page.input_value("#method") == "dpo" and page.input_value("#model") == new_model
     assert page.locator("#beta-field").is_visible()
     page.click("#check-data")
     page.wait_for_selector("[data-report-ok='1']", timeout=90_000)  # checked as preference pairs
-    # 11 pairs, plus the hand-rated one unless both answers came out the same (no pair then)
     assert re.search(r"Training file: 1[12] examples, format preference", page.inner_text("#report"))
     page.fill("#beta", "3")
     page.click("#create-job")
     page.wait_for_selector("#form-error .alert")
     assert "method.dpo.hyperparameters.beta" in page.inner_text("#form-error")
-    page.fill("#beta", "0.2")
-    page.fill("#n_epochs", "2")
-    page.fill("#batch_size", "6")
-    shot(page, screenshots, "14-new-dpo-job")
-    page.click("#create-job")
-    page.wait_for_url(re.compile(r"/ui/jobs/ftjob-"))
-
-    page.wait_for_selector("body[data-status=succeeded]", timeout=240_000)
-    page.wait_for_selector("body[data-settled='1']")
-    assert int(page.get_attribute("body", "data-points")) == 4
-    assert page.inner_text("#acc-title") == "Reward accuracy (DPO)"
-    assert page.locator("td[data-hp=beta]").inner_text() == "0.2"
-    drawn = page.evaluate("() => Chart.getChart('acc-chart').data.datasets[0].data.length")
-    assert drawn == 4
-    ft_model = page.inner_text("#ft-model")
-    shot(page, screenshots, "15-dpo-job-succeeded")
-
-    page.click("#btn-playground")
-    page.wait_for_url(re.compile(r"/ui/playground"))
-    assert page.input_value("#model-0") == "tuneforge-tiny" and page.input_value("#model-1") == ft_model
-    page.fill("#user", "What is 5 + 5?")
-    page.fill("#max_tokens", "8")
-    page.click("#run-btn")
-    page.wait_for_function(
-        "document.querySelectorAll('[data-answer][data-done]').length == 2", timeout=120_000
-    )
-    shot(page, screenshots, "16-playground-compare-dpo")
+    assert len(client.fine_tuning.jobs.list().data) == 1

@@ -60,6 +60,7 @@ def test_root_redirects_and_pages_need_sign_in(app_client):
         ("GET", "/ui/api/jobs/ftjob-x/live"),
         ("POST", "/ui/api/jobs"),
         ("POST", "/ui/api/playground/export"),
+        ("POST", "/ui/api/playground/train"),
         ("DELETE", "/ui/api/files/f"),
         ("POST", "/ui/api/playground/ratings"),
         ("POST", "/ui/api/playground/chat"),
@@ -280,6 +281,67 @@ def test_ratings_export_a_dpo_file(app_client, auth_headers):
             "non_preferred_output": [{"role": "assistant", "content": "no"}],
         },
     ]
+
+
+def test_train_dpo_on_the_ratings_in_one_call(app_client, auth_headers, settings):
+    """The playground's one click: the ratings become a preference File and a DPO job on the
+    chosen model; too few pairs or an unknown model is a 400 that writes nothing."""
+    sign_in(app_client, new_secret(app_client))
+
+    def rate(i: int) -> None:
+        answers = [
+            {"model": "tuneforge-tiny", "output": f"It is {2 * i}. Cheers.", "rating": 1},
+            {"model": "tuneforge-tiny", "output": f"It is {2 * i}.", "rating": -1},
+        ]
+        messages = [{"role": "user", "content": f"What is {i} + {i}?"}]
+        r = app_client.post("/ui/api/playground/ratings", json={"messages": messages, "answers": answers})
+        assert r.status_code == 200, r.text
+
+    def files_and_jobs() -> tuple[list, list, list]:
+        files = app_client.get("/v1/files", headers=auth_headers).json()["data"]
+        jobs = app_client.get("/v1/fine_tuning/jobs", headers=auth_headers).json()["data"]
+        return files, jobs, sorted(p.name for p in settings.blobs_dir.rglob("*") if p.is_file())
+
+    for i in range(9):
+        rate(i)
+    before = files_and_jobs()
+    r = app_client.post("/ui/api/playground/train", json={"model": "tuneforge-tiny"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_n_examples" and err["param"] == "ratings"
+    assert "at least 10 preference pairs; your ratings make 9" in err["message"]
+    rate(9)
+    r = app_client.post("/ui/api/playground/train", json={"model": "no-such-model"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "model_not_available"
+    r = app_client.post(
+        "/ui/api/playground/train", json={"model": "tuneforge-tiny", "hyperparameters": {"beta": 3}}
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "method.dpo.hyperparameters.beta"
+    assert files_and_jobs() == before  # no refusal left a file, a blob or a job
+
+    r = app_client.post(
+        "/ui/api/playground/train", json={"model": "tuneforge-tiny", "hyperparameters": {"n_epochs": 2}}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    job, f = body["job"], body["file"]
+    assert body["pairs"] == 10 and f["purpose"] == "fine-tune"
+    assert job["status"] == "validating_files" and job["model"] == "tuneforge-tiny"
+    assert job["training_file"] == f["id"] and job["metadata"] == {"source": "playground"}
+    assert job["method"] == {
+        "type": "dpo",
+        "dpo": {
+            "hyperparameters": {
+                "batch_size": "auto",
+                "beta": "auto",
+                "learning_rate_multiplier": "auto",
+                "n_epochs": 2,
+            }
+        },
+    }
+    assert app_client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=auth_headers).json()["id"] == job["id"]
+    content = app_client.get(f"/v1/files/{f['id']}/content", headers=auth_headers).text
+    assert len(content.splitlines()) == 10 and '"preferred_output"' in content
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -34,38 +37,76 @@ def _hp_help(d: hparams.Hyperparameter) -> str:
     return f"'auto' or {d.expected}. {d.help}"
 
 
+def _hyperparameter_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Adds one `--NAME` option per hyperparameter of any method (training/hparams.py: a new one
+    there is a new option here) and hands those given to `command` as `hyperparameters`."""
+    defs = hparams.all_definitions()
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        given: dict[str, Any] = {}
+        for d in defs:
+            value = kwargs.pop(d.name)
+            if value is None:
+                continue
+            try:
+                given[d.name] = hparams.AUTO if value == hparams.AUTO else d.type(value)
+            except ValueError:
+                raise typer.BadParameter(
+                    f"{value!r}: expected 'auto' or {d.expected}", param_hint=f"--{d.name.replace('_', '-')}"
+                ) from None
+        command(**kwargs, hyperparameters=given)
+
+    sig = inspect.signature(command, eval_str=True)
+    options = [
+        inspect.Parameter(
+            d.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                str | None, typer.Option(help=_hp_help(d), rich_help_panel="Hyperparameters")
+            ],
+        )
+        for d in defs
+    ]
+    params = [p for p in sig.parameters.values() if p.name != "hyperparameters"]
+    # keyword-only: after the others in the signature, shown after them in --help
+    wrapper.__signature__ = sig.replace(parameters=params + options)  # type: ignore[attr-defined]
+    return wrapper
+
+
 @jobs_app.command("create")
+@_hyperparameter_options
 def create(
     model: Annotated[str, typer.Option(help="Base model, alias, or an ft: model to continue")],
     training_file: Annotated[str, typer.Option(help="File id (purpose fine-tune)")],
+    method: Annotated[
+        str,
+        typer.Option(
+            help=f"{' or '.join(hparams.METHODS)}: dpo trains on preference pairs "
+            "(input, preferred_output, non_preferred_output)"
+        ),
+    ] = "supervised",
     validation_file: Annotated[str | None, typer.Option()] = None,
-    n_epochs: Annotated[str | None, typer.Option(help=_hp_help(hparams.N_EPOCHS))] = None,
-    batch_size: Annotated[str | None, typer.Option(help=_hp_help(hparams.BATCH_SIZE))] = None,
-    learning_rate_multiplier: Annotated[
-        str | None, typer.Option(help=_hp_help(hparams.LEARNING_RATE_MULTIPLIER))
-    ] = None,
     suffix: Annotated[str | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     metadata: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
     follow_job: Annotated[bool, typer.Option("--follow", help="Then follow it live")] = False,
     base_url: BaseUrl = None,
     api_key: ApiKey = None,
+    *,
+    hyperparameters: dict[str, Any],
 ) -> None:
-    """Create a fine-tuning job (method supervised) and print it."""
-    given = {
-        "n_epochs": n_epochs,
-        "batch_size": batch_size,
-        "learning_rate_multiplier": learning_rate_multiplier,
-    }
-    hp = {
-        d.name: "auto" if given[d.name] == "auto" else d.type(given[d.name])
-        for d in hparams.definitions("supervised")
-        if given.get(d.name) is not None
-    }
+    """Create a fine-tuning job and print it. Hyperparameters not given are 'auto'; one that
+    the method does not take is the server's 400."""
+    if method not in hparams.METHODS:
+        raise typer.BadParameter(
+            f"{method!r}: expected {' or '.join(hparams.METHODS)}", param_hint="--method"
+        )
     body: dict[str, Any] = {
         "model": model,
         "training_file": training_file,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+        "method": hparams.method_object(method, hyperparameters),
     }
     for key, value in (("validation_file", validation_file), ("suffix", suffix), ("seed", seed)):
         if value is not None:

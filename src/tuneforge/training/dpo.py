@@ -14,7 +14,9 @@ resumed or recovered run uses the same reference), so no second model sits in me
 
 Each pair is rendered as two chat examples (`data.preference_sides`) by the same renderer as SFT:
 the label mask covers only the output turn, its terminator included. Chosen and rejected sides
-are packed together, each with its own position_ids, so a pair costs one packed forward.
+are packed together as a tree (their shared prompt once, then each output on it: `PairRow`), so a
+pair costs one forward over prompt + both outputs, and logits are computed at labelled positions
+only.
 
 Per-step metrics (events, step_metrics.csv, W&B) carry TRL's rewards: rewards = beta x (policy -
 reference) log-probabilities of each side; accuracy = share of pairs whose chosen reward beats the
@@ -115,12 +117,19 @@ def load_pairs(
 
 @dataclass
 class PairRow:
-    """Pairs packed into one row: chosen then rejected, each with positions from 0."""
+    """Pairs packed into one row. A pair whose sides are one sequence each is laid out as a tree:
+    the prompt the two sides share once, then the chosen branch, then the rejected branch, each
+    branch continuing the prompt's positions and attending to the prompt and to itself only. So
+    the prompt costs one forward instead of two, and every token sees exactly the context it has
+    in its own side: the log-probs are those of two separate sequences. (Sides of several
+    sequences, templates rendered per turn, are laid out side by side, sharing nothing.)"""
 
     input_ids: torch.Tensor  # [1, T]
     position_ids: torch.Tensor  # [1, T]
+    attention_mask: torch.Tensor  # [1, 1, T, T] bool: who attends to whom
     targets: torch.Tensor  # [T]: next token where trained, else IGNORE_INDEX
-    sequence: torch.Tensor  # [T]: 2k for pair k's chosen tokens, 2k + 1 for its rejected
+    sequence: torch.Tensor  # [T]: 2k for pair k's chosen tokens and shared prompt, 2k + 1 for its rejected
+    shared: torch.Tensor  # [T] bool: pair k's shared prompt (a trained one counts for both sides)
     pairs: list[Pair]
 
 
@@ -129,13 +138,28 @@ def pack_pairs(pairs: list[Pair], max_tokens: int) -> list[PairRow]:
     rows: list[list[Pair]] = []
     size = 0
     for pair in pairs:
-        if rows and size + len(pair) <= max_tokens:
+        n = len(pair) - _shared_len(pair)
+        if rows and size + n <= max_tokens:
             rows[-1].append(pair)
-            size += len(pair)
+            size += n
         else:
             rows.append([pair])
-            size = len(pair)
+            size = n
     return [_pair_row(row) for row in rows]
+
+
+def _shared_len(pair: Pair) -> int:
+    """Leading tokens both sides can share: their common prefix but its last token, whose target
+    (the first token that differs) is each side's own. 0 for sides of several sequences."""
+    c, r = pair.chosen, pair.rejected
+    if c.seq_lens is not None or r.seq_lens is not None:
+        return 0
+    n = 0
+    for a, b, la, lb in zip(c.input_ids, r.input_ids, c.labels, r.labels, strict=False):
+        if a != b or la != lb:
+            break
+        n += 1
+    return max(0, n - 1)
 
 
 def _pair_row(row: list[Pair]) -> PairRow:
@@ -143,13 +167,49 @@ def _pair_row(row: list[Pair]) -> PairRow:
     pos: list[int] = []
     tgt: list[int] = []
     seq: list[int] = []
+    shared: list[bool] = []
+    blocks: list[list[int]] = []  # per group of tokens that attend to each other: branch of each
     for k, pair in enumerate(row):
+        n = _shared_len(pair)
+        if n:
+            c_pos, c_tgt = position_ids(pair.chosen), shifted_targets(pair.chosen)
+            r_pos, r_tgt = position_ids(pair.rejected), shifted_targets(pair.rejected)
+            ids += pair.chosen.input_ids + pair.rejected.input_ids[n:]
+            pos += c_pos + r_pos[n:]
+            tgt += c_tgt + r_tgt[n:]
+            lc, lr = len(pair.chosen) - n, len(pair.rejected) - n
+            seq += [2 * k] * (n + lc) + [2 * k + 1] * lr
+            shared += [True] * n + [False] * (lc + lr)
+            blocks.append([0] * n + [1] * lc + [2] * lr)
+            continue
         for side, r in enumerate((pair.chosen, pair.rejected)):
-            ids += r.input_ids
-            pos += position_ids(r)  # restarts at each sequence (templates rendered per turn)
-            tgt += shifted_targets(r)
-            seq += [2 * k + side] * len(r.input_ids)
-    return PairRow(torch.tensor([ids]), torch.tensor([pos]), torch.tensor(tgt), torch.tensor(seq), row)
+            for part in r.sequences():  # each its own context, positions from 0
+                ids += part.input_ids
+                pos += list(range(len(part)))
+                tgt += shifted_targets(part)
+                seq += [2 * k + side] * len(part)
+                shared += [False] * len(part)
+                blocks.append([0] * len(part))
+    mask = torch.zeros(len(ids), len(ids), dtype=torch.bool)
+    causal = torch.ones(max(map(len, blocks)), max(map(len, blocks)), dtype=torch.bool).tril()
+    start = 0
+    for block in blocks:
+        n = len(block)
+        allowed = causal[:n, :n]
+        if block[-1]:  # a tree: a branch (1, 2) sees the shared prompt (0) and itself, not the other
+            b = torch.tensor(block)
+            allowed = allowed & ((b[None, :] == 0) | (b[None, :] == b[:, None]))
+        mask[start : start + n, start : start + n] = allowed
+        start += n
+    return PairRow(
+        torch.tensor([ids]),
+        torch.tensor([pos]),
+        mask[None, None],
+        torch.tensor(tgt),
+        torch.tensor(seq),
+        torch.tensor(shared),
+        row,
+    )
 
 
 # --- the objective ------------------------------------------------------------------------------
@@ -166,17 +226,25 @@ def dpo_loss(policy: torch.Tensor, reference: torch.Tensor, beta: float):
 
 def pair_logps(model, row: PairRow, device: torch.device, *, bf16: bool = False) -> torch.Tensor:
     """[pairs, 2] summed log-probs of each side's trained tokens under `model` (one forward)."""
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        # No attention mask: position resets make transformers mask per sequence (packing).
-        logits = model(
-            input_ids=row.input_ids.to(device), position_ids=row.position_ids.to(device), use_cache=False
-        ).logits[0]
     targets = row.targets.to(device)
-    token_logps = -F.cross_entropy(
-        logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="none"
-    )  # 0 where not trained
+    # Logits only where a target exists (the output turns): the output layer and the fp32
+    # log-softmax then cost a fraction of the whole row's.
+    keep = (targets != IGNORE_INDEX).nonzero().squeeze(1)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(
+            input_ids=row.input_ids.to(device),
+            position_ids=row.position_ids.to(device),
+            attention_mask=row.attention_mask.to(device),
+            use_cache=False,
+            logits_to_keep=keep,
+        ).logits[0]
+    token_logps = -F.cross_entropy(logits.float(), targets[keep], reduction="none")
+    sequence, shared = row.sequence.to(device)[keep], row.shared.to(device)[keep]
     sums = torch.zeros(2 * len(row.pairs), device=device, dtype=token_logps.dtype)
-    return sums.index_add(0, row.sequence.to(device), token_logps).view(-1, 2)
+    sums = sums.index_add(0, sequence, token_logps)
+    if bool(shared.any()):  # a trained token of a shared prompt is in both sides
+        sums = sums.index_add(0, sequence[shared] + 1, token_logps[shared])
+    return sums.view(-1, 2)
 
 
 class _Sums:

@@ -21,7 +21,7 @@ from tuneforge.services import files as files_service
 from tuneforge.services import jobs as jobs_service
 from tuneforge.ui import ratings, views
 from tuneforge.ui.auth import UiUser
-from tuneforge.ui.schemas import Comparison, PlaygroundChat
+from tuneforge.ui.schemas import Comparison, PlaygroundChat, PlaygroundTrain
 from tuneforge.ui.validation import Tokenizers, file_report
 
 router = APIRouter(prefix="/ui/api", include_in_schema=False)
@@ -168,3 +168,18 @@ def save_ratings(body: Comparison, user: UiUser, session: DbSession) -> dict[str
 def export_ratings(user: UiUser, session: DbSession, blobs: Blobs) -> dict[str, Any]:
     row, pairs = ratings.export(session, blobs, user.project_id)
     return {"file": files_service.file_to_wire(row).model_dump(mode="json"), "pairs": pairs}
+
+
+@router.post("/playground/train")
+def train_on_ratings(
+    body: PlaygroundTrain, user: UiUser, session: DbSession, blobs: Blobs, resolver: Resolver
+) -> dict[str, Any]:
+    """One click: the ratings as a preference file, and a DPO job on the rated model."""
+    job, row, pairs = ratings.train_dpo(
+        session, blobs, user.project_id, body.model, body.hyperparameters, resolver=resolver
+    )
+    return {
+        "job": jobs_service.job_to_wire(job, user.organization_id).model_dump(mode="json"),
+        "file": files_service.file_to_wire(row).model_dump(mode="json"),
+        "pairs": pairs,
+    }

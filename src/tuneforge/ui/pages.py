@@ -209,5 +209,9 @@ def playground_page(
             "models": available,
             "chosen": chosen,
             "rated": ratings.count(session, user.project_id),
+            # the one-click DPO job's settings (all `auto` unless filled in)
+            "dpo_hyperparameters": [
+                f for f in views.hyperparameter_fields() if "dpo" in f["methods"].split()
+            ],
         },
     )

@@ -5,6 +5,9 @@ The export is OpenAI's preference format (openai-api.md §7.3), one pair per lin
 "non_preferred_output": [{"role": "assistant", "content": ...}]}`, saved as a File with purpose
 `fine-tune` through services/files.py, so it is listed, downloaded and used like any upload.
 
+`train_dpo` is the playground's one click: that export, then a DPO job on the rated model training
+on it (the same `create_job` as POST /v1/fine_tuning/jobs, every hyperparameter `auto`).
+
 Pairs: a picked favourite is preferred over every other answer; without a favourite, each
 thumbs-up answer is preferred over each thumbs-down one. Identical texts make no pair.
 """
@@ -15,15 +18,21 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import InvalidRequest
 from tuneforge.ids import new_id, now
+from tuneforge.protocol.fine_tuning import CreateFineTuningJobRequest
 from tuneforge.services import files as files_service
+from tuneforge.services import jobs as jobs_service
+from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore
-from tuneforge.store.tables import File, PlaygroundRating
+from tuneforge.store.tables import File, Job, PlaygroundRating
+from tuneforge.training import hparams
+from tuneforge.training.data import MIN_EXAMPLES
 from tuneforge.ui.schemas import Comparison
 
 
@@ -106,15 +115,66 @@ def preference_lines(session: Session, project_id: str) -> Iterator[dict]:
 
 def export(session: Session, blobs: BlobStore, project_id: str) -> tuple[File, int]:
     """Write every preference pair of the project to a new `fine-tune` File -> (file, pairs)."""
-    lines = [json.dumps(p, ensure_ascii=False) + "\n" for p in preference_lines(session, project_id)]
+    lines = _lines(session, project_id)
     if not lines:
         raise InvalidRequest(
             "Nothing to export yet: rate answers in the playground first (pick "
             "the best answer, or give thumbs up and thumbs down).",
             code="no_ratings",
         )
+    return _write(session, blobs, project_id, lines), len(lines)
+
+
+PLAYGROUND_SUFFIX = "playground-dpo"  # in the new model's name: ft:BASE:PROJECT:playground-dpo:ID
+HYPERPARAMETERS_PARAM = "method.dpo.hyperparameters"  # as the jobs API names them
+
+
+def train_dpo(
+    session: Session,
+    blobs: BlobStore,
+    project_id: str,
+    model: str,
+    hyperparameters: dict[str, Any] | None = None,
+    *,
+    resolver: ModelResolver,
+) -> tuple[Job, File, int]:
+    """The ratings as a new preference file and a DPO job on `model` training on it ->
+    (job, file, pairs). Too few pairs, an unknown model or a bad hyperparameter: a 400 before
+    anything is written."""
+    resolver.for_fine_tuning(session, project_id, model)
+    hparams.check("dpo", hyperparameters, HYPERPARAMETERS_PARAM)
+    lines = _lines(session, project_id)
+    if len(lines) < MIN_EXAMPLES:
+        raise InvalidRequest(
+            f"DPO needs at least {MIN_EXAMPLES} preference pairs; your ratings make {len(lines)}. "
+            "Rate more comparisons (pick the best answer, or give thumbs up and thumbs down), "
+            "then train.",
+            param="ratings",
+            code="invalid_n_examples",
+        )
+    row = _write(session, blobs, project_id, lines)
+    request = CreateFineTuningJobRequest(
+        model=model,
+        training_file=row.id,
+        method={"type": "dpo", "dpo": {"hyperparameters": hyperparameters or {}}},
+        suffix=PLAYGROUND_SUFFIX,
+        metadata={"source": "playground"},
+    )
+    try:
+        job = jobs_service.create_job(session, project_id, request, resolver=resolver)
+    except Exception:
+        blobs.delete(row.blob_key)  # the File row goes with the request's rollback
+        raise
+    return job, row, len(lines)
+
+
+def _lines(session: Session, project_id: str) -> list[str]:
+    return [json.dumps(p, ensure_ascii=False) + "\n" for p in preference_lines(session, project_id)]
+
+
+def _write(session: Session, blobs: BlobStore, project_id: str, lines: list[str]) -> File:
     name = time.strftime("playground-preferences-%Y%m%d-%H%M%S.jsonl", time.gmtime())
-    row = files_service.create_file_from_chunks(
+    return files_service.create_file_from_chunks(
         session,
         blobs,
         project_id=project_id,
@@ -122,4 +182,3 @@ def export(session: Session, blobs: BlobStore, project_id: str) -> tuple[File, i
         purpose="fine-tune",
         chunks=[line.encode() for line in lines],
     )
-    return row, len(lines)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,3 +46,12 @@ class Comparison(BaseModel):
     messages: list[Message] = Field(min_length=1)
     params: Sampling = Sampling()
     answers: list[RatedAnswer] = Field(min_length=2, max_length=4)
+
+
+class PlaygroundTrain(BaseModel):
+    """The playground's one click: a DPO job on `model` from the project's ratings, with
+    `hyperparameters` as `method.dpo.hyperparameters` (checked there; missing ones `auto`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: SafeStr = Field(max_length=512)
+    hyperparameters: dict[str, Any] | None = None

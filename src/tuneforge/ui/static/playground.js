@@ -153,10 +153,114 @@
         `Exported ${r.pairs} preference pair(s) to `,
         TF.el("a", { href: `/ui/files/${r.file.id}`, "data-export-file": r.file.id }, r.file.filename),
         " (purpose fine-tune) — it is in Files. ",
-        // DPO on the first compared model from these ratings; its job page compares old and new
-        TF.el("a", { class: "btn", id: "train-dpo", href: `/ui/jobs/new?${new URLSearchParams({
-          training_file: r.file.id, method: "dpo", model: (current && current.answers[0].model) || slots[0].value })}` },
-          "Train DPO on these ratings")));
+        TF.el("a", { class: "btn", id: "train-dpo", href: newJobUrl(r.file.id) }, "New DPO job from this file…")));
     } catch (e) { TF.showError(box, e.message); }
   });
+
+  // ---- one click: the ratings -> a DPO job on the chosen model -> old vs new side by side ----
+  const trainSel = $("train-model");
+  function newJobUrl(fileId) {  // the create form, prefilled, for what the one click does not set
+    const model = (trainSel && trainSel.value) || "";
+    return `/ui/jobs/new?${new URLSearchParams({ training_file: fileId, method: "dpo", model })}`;
+  }
+  if (!trainSel) return;  // no models at all
+
+
+  // The models in the compare slots (fine-tuned first: SFT then DPO is the usual chain).
+  function refreshTrainModels() {
+    const picked = [...new Set(slots.map((s) => s.value).filter(Boolean))];
+    const keep = trainSel.value;
+    const ordered = [...picked.filter((m) => m.startsWith("ft:")), ...picked.filter((m) => !m.startsWith("ft:"))];
+    trainSel.replaceChildren(...ordered.map((m) => TF.el("option", { value: m }, m)));
+    if (ordered.includes(keep)) trainSel.value = keep;
+    $("train-btn").disabled = !ordered.length || watching;
+  }
+  slots.forEach((s) => s.addEventListener("change", refreshTrainModels));
+
+  let watching = false;
+  function showTraining(job, live) {
+    const last = live && live.points.length ? live.points[live.points.length - 1] : null;
+    const total = live && [...live.events].reverse().map((e) => e.data && e.data.total_steps).find(Boolean);
+    const step = last ? last.step : 0;
+    const parts = [`${job.status.replace("_", " ")}`];
+    if (last) parts.push(`step ${step}${total ? ` of ${total}` : ""}`, `loss ${TF.fix(last.train_loss, 3)}`);
+    if (last && last.train_rewards_accuracy !== undefined) parts.push(`reward accuracy ${TF.fix(last.train_rewards_accuracy, 2)}`);
+    const bar = TF.el("div", { class: "progress" }, TF.el("div", { style: `width:${total ? Math.round(100 * step / total) : 0}%` }));
+    $("train-status").replaceChildren(TF.el("div", { class: "alert", id: "train-job", "data-job": job.id, "data-status": job.status },
+      "DPO job ", TF.el("a", { href: `/ui/jobs/${job.id}` }, job.id), ` on ${job.model}: `,
+      TF.el("b", { id: "train-progress", text: parts.join(" · ") }), bar));
+  }
+
+  // Poll the job (the job page's own live endpoint) until it ends.
+  async function watch(jobId) {
+    watching = true;
+    $("train-btn").disabled = true;
+    let after = 0, live = null;
+    const points = [], events = [];
+    try {
+      for (;;) {
+        live = await TF.api("GET", `/ui/api/jobs/${jobId}/live?after=${after}`);
+        points.push(...live.points); events.push(...live.events);
+        after = live.next;
+        showTraining(live.job, { points, events });
+        if (live.terminal && !live.more) break;
+        if (!live.more) await new Promise((r) => setTimeout(r, 1000));
+      }
+    } catch (e) {
+      TF.showError($("train-status"), e.message);
+      return;
+    } finally {
+      watching = false;
+      refreshTrainModels();
+    }
+    const job = live.job;
+    if (job.status !== "succeeded") {
+      const why = job.error ? `${job.error.code}: ${job.error.message}` : `The job was ${job.status}.`;
+      $("train-status").append(TF.el("div", { class: "alert error", role: "alert", id: "train-error", text: why }));
+      return;
+    }
+    // the old model beside the new one, in the compare below
+    const pick = [job.model, job.fine_tuned_model, "", ""];
+    slots.forEach((sel, i) => {
+      if (pick[i] && ![...sel.options].some((o) => o.value === pick[i])) sel.append(TF.el("option", { value: pick[i] }, pick[i]));
+      sel.value = pick[i];
+    });
+    refreshTrainModels();
+    trainSel.value = job.fine_tuned_model;  // another round of ratings trains on from the new model
+    const again = TF.el("button", { class: "primary", id: "compare-new" }, "Compare old and new on this conversation");
+    again.addEventListener("click", () => { $("user").focus(); if ($("user").value.trim()) $("run-btn").click(); });
+    $("train-status").append(TF.el("div", { class: "alert ok", id: "train-done" },
+      "Trained ", TF.el("b", { class: "mono", id: "train-new-model", text: job.fine_tuned_model }),
+      ". The compare below now holds the old model and the new one. ", again));
+  }
+
+  $("train-btn").addEventListener("click", async () => {
+    $("train-status").replaceChildren();
+    $("train-btn").disabled = true;
+    try {
+      const hyperparameters = {};  // only those filled in; numbers as numbers, the server checks them
+      for (const input of document.querySelectorAll("[data-train-hp]")) {
+        const v = input.value.trim();
+        if (v) hyperparameters[input.dataset.trainHp] = v === "auto" || isNaN(Number(v)) ? v : Number(v);
+      }
+      const r = await TF.api("POST", "/ui/api/playground/train", { model: trainSel.value, hyperparameters });
+      history.replaceState(null, "", `?${new URLSearchParams({ models: slots.map((s) => s.value).filter(Boolean).join(","), train_job: r.job.id })}`);
+      await watch(r.job.id);
+    } catch (e) {
+      TF.showError($("train-status"), e.message);
+      $("train-btn").disabled = false;
+    }
+  });
+
+  $("train-options").addEventListener("click", async (ev) => {
+    ev.preventDefault();
+    try {
+      const r = await TF.api("POST", "/ui/api/playground/export");
+      location.href = newJobUrl(r.file.id);
+    } catch (e) { TF.showError($("train-status"), e.message); }
+  });
+
+  refreshTrainModels();
+  const resume = new URLSearchParams(location.search).get("train_job");  // a reload keeps watching
+  if (resume) watch(resume);
 })();
