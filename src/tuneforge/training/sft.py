@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from tuneforge.errors import InvalidRequest
 from tuneforge.hardware import bf16_is_fast, linears_to_bf16, model_shape
-from tuneforge.training import accel
+from tuneforge.training import accel, attention
 from tuneforge.training import checkpoints as ckpt
 from tuneforge.training.batch_render import render_batch
 from tuneforge.training.batches import Packed, pack
@@ -169,7 +169,7 @@ class SftRun:
         self._restore_state()
 
     def _setup_device(self) -> None:
-        torch.set_num_threads(_cpu_count())
+        torch.set_num_threads(self.spec.threads or _cpu_count())
         self.device = torch.device(self.spec.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def _setup_tokenizer(self) -> None:
@@ -261,8 +261,11 @@ class SftRun:
         # frozen linear weights are stored in bf16 (below). On CUDA a LoRA base is stored in bf16.
         cuda_bf16 = self.bf16 and self.device.type == "cuda"
         dtype = torch.bfloat16 if (cuda_bf16 and spec.method == "lora") else torch.float32
+        impl = accel.attn_implementation(self.device)
+        # sdpa, with packed rows attending per sequence (attention.py); FlashAttention is varlen already
+        self.packed_attention = impl == "sdpa"
         model = AutoModelForCausalLM.from_pretrained(
-            self.base_ref, dtype=dtype, attn_implementation=accel.attn_implementation(self.device)
+            self.base_ref, dtype=dtype, attn_implementation=attention.register() if self.packed_attention else impl
         )
         if self.generation_config is not None:
             model.generation_config = self.generation_config
@@ -440,13 +443,16 @@ class SftRun:
                 bf16=self.bf16,
                 loss=self.fused_loss,
             )
+        # No attention mask: each packed sequence attends to itself (attention.py, or
+        # FlashAttention's varlen path from the position resets).
+        bounds = {"cu_seq_lens_q": attention.cu_seq_lens(row.lengths)} if self.packed_attention else {}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            # No attention mask: position resets make transformers mask per example (packing).
             logits = self.model(
                 input_ids=ids,
                 position_ids=row.position_ids.to(self.device),
                 use_cache=False,
                 logits_to_keep=keep,
+                **bounds,
             ).logits[0]
         kept = targets[keep]
         loss_sum = F.cross_entropy(logits.float(), kept, reduction="sum")
