@@ -455,7 +455,8 @@ class SftRun:
                 **bounds,
             ).logits[0]
         kept = targets[keep]
-        loss_sum = F.cross_entropy(logits.float(), kept, reduction="sum")
+        logits = logits.float()  # the loss in fp32 (and argmax: ~3x faster than on bf16 on CPU)
+        loss_sum = F.cross_entropy(logits, kept, reduction="sum")
         correct = (logits.argmax(-1) == kept).sum().item()
         return loss_sum, correct
 
