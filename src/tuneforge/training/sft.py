@@ -265,7 +265,9 @@ class SftRun:
         # sdpa, with packed rows attending per sequence (attention.py); FlashAttention is varlen already
         self.packed_attention = impl == "sdpa"
         model = AutoModelForCausalLM.from_pretrained(
-            self.base_ref, dtype=dtype, attn_implementation=attention.register() if self.packed_attention else impl
+            self.base_ref,
+            dtype=dtype,
+            attn_implementation=attention.register() if self.packed_attention else impl,
         )
         if self.generation_config is not None:
             model.generation_config = self.generation_config
