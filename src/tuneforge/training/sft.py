@@ -435,6 +435,9 @@ class SftRun:
         # of a small model's FLOPs) and the fp32 loss then cost a fraction on chat data, whose
         # prompts carry no labels.
         keep = (targets != IGNORE_INDEX).nonzero().squeeze(1)
+        # No attention mask: each packed sequence attends to itself (attention.py, or
+        # FlashAttention's varlen path from the position resets).
+        bounds = {"cu_seq_lens_q": attention.cu_seq_lens(row.lengths)} if self.packed_attention else {}
         if self.fused_loss is not None:  # the GPU path: no logits tensor at all
             return accel.fused_row_loss(
                 self.model,
@@ -444,10 +447,8 @@ class SftRun:
                 targets[keep],
                 bf16=self.bf16,
                 loss=self.fused_loss,
+                **bounds,
             )
-        # No attention mask: each packed sequence attends to itself (attention.py, or
-        # FlashAttention's varlen path from the position resets).
-        bounds = {"cu_seq_lens_q": attention.cu_seq_lens(row.lengths)} if self.packed_attention else {}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model(
                 input_ids=ids,
