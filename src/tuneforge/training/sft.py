@@ -20,7 +20,8 @@ AMX Xeon: the ops autocast leaves alone ran in bf16 without native kernels); onl
 linear weights are stored in bf16, which is what autocast rounds them to for each matmul anyway
 (`hardware.linears_to_bf16`), minus a cast per step and half their memory. Full fine-tuning keeps
 fp32 master weights. A resumed run keeps the precision it started with. Logits are computed only at label positions.
-Packing beats padding (padded bf16 batches: sdpa falls back to a slow path with a padding mask).
+Packing beats padding (padded bf16 batches: sdpa falls back to a slow path with a padding mask);
+a packed row attends per sequence (attention.py), not through a T x T block-diagonal mask.
 Determinism on CPU: seeded RNG, a fixed thread count (all CPUs this process may use), no
 data-dependent kernels.
 
