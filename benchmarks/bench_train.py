@@ -618,7 +618,7 @@ def main() -> None:
         )
         print(
             f"matmul peak at {args.threads} threads (2048x2048): fp32 {peak['fp32']:.0f} GFLOP/s, "
-            f"bf16 {peak['bf16']:.0f} GFLOP/s (per CPU-second of a thread: fp32 {peak['fp32_cpu']:.0f}, "
+            f"bf16 {peak['bf16']:.0f} GFLOP/s (per CPU-second: fp32 {peak['fp32_cpu']:.0f}, "
             f"bf16 {peak['bf16_cpu']:.0f})",
             flush=True,
         )
@@ -704,7 +704,7 @@ def _collect(
     r["peak_share"] = r["gflop_s"] / peaks[dtype]
     # per CPU-second, against the peak per CPU-second: the share while this run had the CPUs
     # (steadier under load; exact with --threads 1, OpenMP spin-waits count with more)
-    r["peak_share_cpu"] = flops / (r["cpu_seconds"] / threads) / 1e9 / peaks[f"{dtype}_cpu"]
+    r["peak_share_cpu"] = flops / r["cpu_seconds"] / 1e9 / peaks[f"{dtype}_cpu"]
     r["load"] = f"{started[1]:.1f}->{os.getloadavg()[0]:.1f}"
     print(f"{name}: done in {time.perf_counter() - started[0]:.0f}s (load average {r['load']})", flush=True)
 
