@@ -14,9 +14,13 @@ so peak memory (RSS high-water mark) does not mix.
 - ours: `tuneforge.training.train` (LoRA by default; `--method full`)
 - trl_default: `SFTTrainer` with its defaults (bf16 autocast, gradient checkpointing, padding,
   loss on every token) except the shared settings above
-- trl_tuned: `SFTTrainer` with packing (best-fit decreasing, padding-free with per-example
-  position_ids), no gradient checkpointing, bf16 autocast, loss on assistant tokens only where the
-  chat template has generation markers (TRL needs them; SmolLM2's ChatML has none)
+- trl_tuned: what a TRL user tunes for speed on CPU: `padding_free=True` (each step's examples
+  flattened into one row with per-example position_ids, `max_length=None` as TRL requires without
+  packing), no gradient checkpointing, bf16 autocast; loss on assistant tokens only where TRL can
+  get generation markers (it cannot patch SmolLM2's ChatML). Not `packing=True`: TRL's packing
+  makes the batch size count packed 1024-token rows, so a step would hold ~13x the examples (a
+  different training run), and its 8192-token rows pay a full 8192² attention on CPU sdpa, which
+  is why the packed configuration did not finish in earlier runs
 
 Timed section: from handing the files/model path to the trainer until training and its evaluation
 are done (our `train()` loads, tokenizes, trains, validates and checkpoints; for TRL the SFTTrainer
@@ -29,12 +33,14 @@ tuneforge's renderer labels them (it finds assistant spans by rendering, so temp
 generation markers work too), in fp32. Train loss is each trainer's own last logged value (TRL
 defaults average over every token, so it is not comparable to the others).
 
-Model FLOP/s as a share of this machine's peak: the peak is measured in the same run (best of
-bf16 and fp32 2048x2048 matmuls at the benchmark's thread count, `hardware.matmul_peak_gflops`).
-Model FLOPs are the work the step needs, the same for every contestant: per token 2N forward + 2N
-input gradients (+ 2N weight gradients for a full fine-tune), N = the non-embedding parameters;
-the output layer (V x d) the same, on the label positions only; attention scores and LoRA's own
-small matmuls are not counted. Load average is printed before and after each run.
+Model FLOP/s as a share of this machine's peak: the peak is measured in the same run (2048x2048
+matmuls at the benchmark's thread count, `hardware.matmul_peak_gflops`), and each run is divided
+by the peak of the dtype its matmuls ran in (bf16 autocast or fp32). Model FLOPs are the work the
+step needs, the same for every contestant (`model_flops`): per token 4 N_matmul (forward + input
+gradients of the frozen linear layers; 6 N for a full fine-tune) + 6 N_lora (the adapters train);
+the output layer (V x d) likewise, on the label positions only; causal attention 6 d_attn L per
+token per layer over each example's own length L. Load average is printed before and after each
+run.
 
 Also measures the validator's throughput (MB/s) on a generated 100 MB file, with and without token
 statistics. The LAST line printed is
@@ -193,20 +199,38 @@ def prepare_model(spec: str, workdir: Path, hidden: int, layers: int) -> tuple[P
     return path, str(path)
 
 
-def model_flops(model_dir: Path, method: str, tokens: int, label_tokens: int) -> float:
-    """The step's necessary work (see the module docstring), for `tokens` / `label_tokens`."""
+def model_flops(
+    model_dir: Path, method: str, lengths: list[int], label_tokens: int, lora_rank: int, epochs: int = 1
+) -> dict[str, float]:
+    """The training run's necessary work (see the module docstring): every example's tokens
+    (`lengths`) and label tokens, times `epochs`. -> {"total", "matmul", "lora", "head", "attention"}."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(model_dir)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    emb = model.get_input_embeddings().weight.numel()
-    out = model.get_output_embeddings().weight.numel()
-    total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
-    body = total - emb - (0 if out is None or config.tie_word_embeddings else out)
-    passes = 6 if method == "full" else 4
-    return passes * body * tokens + passes * out * label_tokens
+    head = model.get_output_embeddings()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head]
+    n_matmul = sum(m.weight.numel() for m in linears)
+    n_lora = sum(lora_rank * (m.in_features + m.out_features) for m in linears)  # all-linear
+    text = config.get_text_config(decoder=True)
+    heads = text.num_attention_heads
+    d_attn = heads * (getattr(text, "head_dim", None) or text.hidden_size // heads)
+    tokens = sum(lengths)
+    if method == "full":
+        parts = {"matmul": 6 * n_matmul * tokens, "lora": 0.0, "head": 6 * head.weight.numel() * label_tokens}
+    else:
+        parts = {
+            "matmul": 4 * n_matmul * tokens,
+            "lora": 6 * n_lora * tokens,
+            "head": 4 * head.weight.numel() * label_tokens,
+        }
+    # causal: forward 2 d L² per layer (scores and values, half the square), backward twice that
+    parts["attention"] = 6 * d_attn * text.num_hidden_layers * sum(n * n for n in lengths)
+    parts = {k: v * epochs for k, v in parts.items()}
+    parts["total"] = sum(parts.values())
+    return parts
 
 
 def rendered_lengths(tokenizer, examples: list[dict], max_len: int) -> list[int]:
@@ -311,6 +335,7 @@ def run_ours(cfg: dict) -> dict:
         lora_dropout=0.0,
         max_seq_len=cfg["max_len"],
         device="cpu",
+        threads=cfg["threads"],
     )
     reporter = Collect()
     t0, c0 = time.perf_counter(), _cpu_seconds()
@@ -318,9 +343,16 @@ def run_ours(cfg: dict) -> dict:
     seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     assert result.status == "succeeded", result
     model, tokenizer = _load_servable(Path(result.final_dir))
+    from transformers import AutoConfig
+
+    from tuneforge.hardware import bf16_is_fast, model_shape
+
+    # the trainer's own decision (the cached probe at this thread count)
+    bf16 = bf16_is_fast("cpu", *model_shape(AutoConfig.from_pretrained(cfg["model_dir"])))
     return {
         "seconds": seconds,
         "cpu_seconds": cpu,
+        "bf16": bool(bf16),
         "train_loss": reporter.last.get("train_loss"),
         "trainer_eval_loss": reporter.full_valid_loss,
         "eval_loss": eval_loss(model, tokenizer, read_jsonl(Path(cfg["eval"])), cfg["max_len"]),
@@ -378,13 +410,20 @@ def run_trl(cfg: dict, tuned: bool) -> dict:
         dataloader_num_workers=0,
     )
     if tuned:
-        markers = "{% generation %}" in (tokenizer.chat_template or "")
+        try:
+            from trl.chat_template_utils import get_training_chat_template
+
+            markers = "{% generation %}" in (tokenizer.chat_template or "") or bool(
+                get_training_chat_template(tokenizer)
+            )
+        except (ImportError, ValueError):  # TRL cannot add generation markers to this template
+            markers = False
         args.update(
-            packing=True,
-            packing_strategy="bfd",
             padding_free=True,
+            max_length=None,  # TRL requires it without packing; every example fits (max_len)
             assistant_only_loss=markers,
             gradient_checkpointing=False,
+            bf16=True,
         )
     peft_config = None
     if cfg["method"] == "lora":
@@ -412,6 +451,7 @@ def run_trl(cfg: dict, tuned: bool) -> dict:
     return {
         "seconds": seconds,
         "cpu_seconds": cpu,
+        "bf16": bool(trainer.args.bf16),
         "train_loss": losses[-1] if losses else None,
         "trainer_eval_loss": trainer_eval,
         "eval_loss": eval_loss(model, tokenizer, eval_rows, cfg["max_len"]),
@@ -547,9 +587,11 @@ def main() -> None:
         lengths = rendered_lengths(tokenizer, train_rows, args.max_len)
         tokens = sum(lengths) * args.epochs
         labels = label_tokens(tokenizer, train_rows, args.max_len) * args.epochs
-        flops = model_flops(model_dir, args.method, tokens, labels)
+        work = model_flops(
+            model_dir, args.method, lengths, labels // args.epochs, args.lora_rank, args.epochs
+        )
+        flops = work["total"]
         peak = matmul_peak_gflops(args.threads)
-        peak_best = max(peak.values())
         cfg = {
             "workdir": str(workdir),
             "model_dir": str(model_dir),
@@ -569,12 +611,15 @@ def main() -> None:
             f"batch={args.batch_size} epochs={args.epochs} threads={args.threads}; {args.examples} "
             f"train examples, tokens/example min={min(lengths)} median="
             f"{sorted(lengths)[len(lengths) // 2]} max={max(lengths)}, {tokens} non-pad tokens, "
-            f"{labels} label tokens, {flops / 1e12:.2f} model TFLOP",
+            f"{labels} label tokens, {flops / 1e12:.2f} model TFLOP ("
+            + ", ".join(f"{k} {v / flops:.0%}" for k, v in work.items() if k != "total")
+            + ")",
             flush=True,
         )
         print(
             f"matmul peak at {args.threads} threads (2048x2048): fp32 {peak['fp32']:.0f} GFLOP/s, "
-            f"bf16 {peak['bf16']:.0f} GFLOP/s",
+            f"bf16 {peak['bf16']:.0f} GFLOP/s (per CPU-second: fp32 {peak['fp32_cpu']:.0f}, "
+            f"bf16 {peak['bf16_cpu']:.0f})",
             flush=True,
         )
 
@@ -592,25 +637,25 @@ def main() -> None:
             )
             if not args.parallel:
                 _collect(
-                    name, procs[name], started[name], workdir, tokens, flops, peak_best, results, args.threads
+                    name, procs[name], started[name], workdir, tokens, flops, peak, results, args.threads
                 )
         if args.parallel:
             for name in names:
                 _collect(
-                    name, procs[name], started[name], workdir, tokens, flops, peak_best, results, args.threads
+                    name, procs[name], started[name], workdir, tokens, flops, peak, results, args.threads
                 )
 
         validator = bench_validator(workdir, model_dir, args.validator_mb) if args.validator_mb else None
 
     print()
     print(
-        f"{'run':<12} {'tok/s':>8} {'tok/CPU-s':>9} {'seconds':>8} {'peak RSS MB':>12} {'GFLOP/s':>8} {'of peak':>8} "
+        f"{'run':<12} {'dtype':>5} {'tok/s':>8} {'tok/CPU-s':>9} {'seconds':>8} {'peak RSS MB':>12} {'GFLOP/s':>8} {'of peak':>8} "
         f"{'(CPU-s)':>8} "
         f"{'train loss':>11} {'eval loss':>10} {'trainer eval':>13} {'load':>10}"
     )
     for name, r in results.items():
         print(
-            f"{name:<12} {r['tok_s']:>8.1f} {r['tok_cpu_s']:>9.1f} {r['seconds']:>8.1f} {r['peak_rss_mb']:>12.0f} "
+            f"{name:<12} {'bf16' if r.get('bf16') else 'fp32':>5} {r['tok_s']:>8.1f} {r['tok_cpu_s']:>9.1f} {r['seconds']:>8.1f} {r['peak_rss_mb']:>12.0f} "
             f"{r['gflop_s']:>8.1f} {r['peak_share']:>8.1%} {r['peak_share_cpu']:>8.1%} {_fmt(r['train_loss']):>11} "
             f"{_fmt(r['eval_loss']):>10} {_fmt(r['trainer_eval_loss']):>13} {r['load']:>10}"
         )
@@ -642,7 +687,7 @@ def _collect(
     workdir: Path,
     tokens: int,
     flops: float,
-    peak: float,
+    peaks: dict[str, float],
     results: dict,
     threads: int,
 ) -> None:
@@ -655,9 +700,11 @@ def _collect(
     r["tok_s"] = tokens / r["seconds"]
     r["tok_cpu_s"] = tokens / r["cpu_seconds"]
     r["gflop_s"] = flops / r["seconds"] / 1e9
-    r["peak_share"] = r["gflop_s"] / peak
-    # per CPU-second: the share of the peak while this run had the CPUs (steadier under load)
-    r["peak_share_cpu"] = flops / (r["cpu_seconds"] / threads) / 1e9 / peak
+    dtype = "bf16" if r.get("bf16") else "fp32"  # the dtype its matmuls ran in
+    r["peak_share"] = r["gflop_s"] / peaks[dtype]
+    # per CPU-second, against the peak per CPU-second: the share while this run had the CPUs
+    # (steadier under load; exact with --threads 1, OpenMP spin-waits count with more)
+    r["peak_share_cpu"] = flops / r["cpu_seconds"] / 1e9 / peaks[f"{dtype}_cpu"]
     r["load"] = f"{started[1]:.1f}->{os.getloadavg()[0]:.1f}"
     print(f"{name}: done in {time.perf_counter() - started[0]:.0f}s (load average {r['load']})", flush=True)
 

@@ -177,6 +177,7 @@ def build_spec(settings: Settings, s: Session, blobs: BlobStore, job: Job):
         hyperparameters=hparams.requested(job.method),
         gradient_checkpointing=settings.train_gradient_checkpointing,
         torch_compile=settings.train_torch_compile,
+        threads=settings.train_threads,
     )
     return spec, start
 

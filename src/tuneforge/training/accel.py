@@ -157,14 +157,17 @@ class FusedLoss:
 
 
 def fused_row_loss(
-    model, input_ids, position_ids, keep, targets, *, bf16: bool, loss: FusedLoss
+    model, input_ids, position_ids, keep, targets, *, bf16: bool, loss: FusedLoss, **model_kwargs: Any
 ) -> tuple[torch.Tensor, int]:
     """What sft's `_forward` computes — (summed CE, correct count) at the `keep` positions of a
     packed row — without the output layer's logits: the decoder's hidden states at those positions
-    go through the fused loss with the output layer's weight."""
+    go through the fused loss with the output layer's weight. `model_kwargs`: the row's sequence
+    boundaries for attention.py."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     with torch.autocast(input_ids.device.type, dtype=torch.bfloat16, enabled=bf16):
-        hidden = base.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+        hidden = base.get_decoder()(
+            input_ids=input_ids, position_ids=position_ids, use_cache=False, **model_kwargs
+        )
     h = hidden.last_hidden_state[0].index_select(0, keep)
     head = base.get_output_embeddings()
     if getattr(head, "bias", None) is not None:

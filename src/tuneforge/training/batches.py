@@ -26,6 +26,7 @@ class Packed:
     targets: torch.Tensor  # [1, T]: the next token where trained, else IGNORE_INDEX
     n_targets: int
     n_tokens: int
+    lengths: list[int]  # the packed sequences' lengths, in order (attention.py's boundaries)
 
 
 def shifted_targets(r: Rendered) -> list[int]:
@@ -70,4 +71,5 @@ def _row(row: list[Rendered]) -> Packed:
         pos += position_ids(r)
         tgt += shifted_targets(r)
     n = sum(1 for t in tgt if t != IGNORE_INDEX)
-    return Packed(torch.tensor([ids]), torch.tensor([pos]), torch.tensor([tgt]), n, len(ids))
+    lengths = [len(r) for r in row]
+    return Packed(torch.tensor([ids]), torch.tensor([pos]), torch.tensor([tgt]), n, len(ids), lengths)

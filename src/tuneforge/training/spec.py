@@ -106,6 +106,7 @@ class TrainSpec:
     # (base_model is then that adapter's base); for a full fine-tune, pass its dir as base_model.
     init_adapter: Path | None = None
     device: str | None = None  # None: cuda if available, else cpu
+    threads: int | None = None  # CPU threads (torch); None: every CPU this process may use
     # OpenAI's method.type: which trainer runs (sft.py or dpo.py); `method` above is lora | full.
     method_type: Literal["supervised", "dpo"] = "supervised"
     # GPU speed settings (training/accel.py); none of them changes what a CPU run computes.
