@@ -10,18 +10,16 @@ blocks the event loop; leaving the loop early (a client that went away) cancels 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import torch
 
 from tuneforge.config import Settings
 from tuneforge.inference.adapters import adapter_key
-from tuneforge.inference.tokens import Tokenizers
+from tuneforge.inference.tokens import Tokenizers, TokenizingEngine
 from tuneforge.inference.types import Delta, EngineError, Failed, Finished, ModelTarget, SamplingParams
 from tuneforge.inference.worker import ModelWorker, Sequence
 
@@ -37,7 +35,7 @@ def pick_device(name: str) -> tuple[torch.device, torch.dtype]:
     return device, torch.float32
 
 
-class Engine:
+class Engine(TokenizingEngine):
     def __init__(self, settings: Settings):
         self._settings = settings
         self.device, self.dtype = pick_device(settings.inference_device)
@@ -45,30 +43,6 @@ class Engine:
         self._workers: OrderedDict[str, ModelWorker] = OrderedDict()
         self._full_names: dict[str, str] = {}  # full fine-tune name -> its worker key
         self.tokens = Tokenizers()
-
-    # ---- tokenizing (inference/tokens.py: shared with the vLLM engine) ---------------------------
-    async def prepare_chat(
-        self, target: ModelTarget, messages: list[dict], tools: list[dict] | None = None
-    ) -> list[int]:
-        return await self.tokens.prepare_chat(target, messages, tools)
-
-    async def prepare_text(self, target: ModelTarget, text: str) -> list[int]:
-        return await self.tokens.prepare_text(target, text)
-
-    async def decode(self, target: ModelTarget, ids: list[int]) -> str:
-        return await self.tokens.decode_async(target, ids)
-
-    def context_length(self, target: ModelTarget) -> int:
-        """From config.json (no weights loaded); what a prompt plus completion may not exceed."""
-        cfg_path = Path(target.base_source) / "config.json"
-        if cfg_path.is_file():
-            cfg = json.loads(cfg_path.read_text())
-            cfg = cfg.get("text_config", cfg)
-            return int(cfg.get("max_position_embeddings") or 2048)
-        from transformers import AutoConfig
-
-        cfg = AutoConfig.from_pretrained(target.base_source).get_text_config(decoder=True)
-        return int(getattr(cfg, "max_position_embeddings", 0) or 2048)
 
     # ---- generation ----------------------------------------------------------------------------
     async def generate(

@@ -7,7 +7,9 @@ template saved with it (the one training used), whichever engine answers.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+from pathlib import Path
 from typing import Any
 
 from tuneforge.inference.types import ModelTarget
@@ -64,3 +66,32 @@ class Tokenizers:
 
     async def decode_async(self, target: ModelTarget, ids: list[int]) -> str:
         return await asyncio.to_thread(self.decode, target, ids)
+
+
+class TokenizingEngine:
+    """What both engines answer alike: prompts -> token ids, ids -> text, and the context length."""
+
+    tokens: Tokenizers
+
+    async def prepare_chat(
+        self, target: ModelTarget, messages: list[dict], tools: list[dict] | None = None
+    ) -> list[int]:
+        return await self.tokens.prepare_chat(target, messages, tools)
+
+    async def prepare_text(self, target: ModelTarget, text: str) -> list[int]:
+        return await self.tokens.prepare_text(target, text)
+
+    async def decode(self, target: ModelTarget, ids: list[int]) -> str:
+        return await self.tokens.decode_async(target, ids)
+
+    def context_length(self, target: ModelTarget) -> int:
+        """From config.json (no weights loaded); what a prompt plus completion may not exceed."""
+        cfg_path = Path(target.base_source) / "config.json"
+        if cfg_path.is_file():
+            cfg = json.loads(cfg_path.read_text())
+            cfg = cfg.get("text_config", cfg)
+            return int(cfg.get("max_position_embeddings") or 2048)
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(target.base_source).get_text_config(decoder=True)
+        return int(getattr(cfg, "max_position_embeddings", 0) or 2048)

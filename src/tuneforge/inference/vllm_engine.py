@@ -27,7 +27,6 @@ import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,7 +34,7 @@ import httpx
 from tuneforge.config import Settings
 from tuneforge.errors import Unavailable
 from tuneforge.inference.adapters import adapter_key
-from tuneforge.inference.tokens import Tokenizers
+from tuneforge.inference.tokens import Tokenizers, TokenizingEngine
 from tuneforge.inference.types import (
     Delta,
     EngineError,
@@ -59,7 +58,7 @@ class _Adapter:
     pins: int = 0
 
 
-class VllmEngine:
+class VllmEngine(TokenizingEngine):
     def __init__(self, settings: Settings, tokens: Tokenizers | None = None):
         self._settings = settings
         self.tokens = tokens or Tokenizers()
@@ -101,25 +100,8 @@ class VllmEngine:
         with self._lock:
             return dict(self._servers)
 
-    # ---- tokenizing ------------------------------------------------------------------------------
-    async def prepare_chat(
-        self, target: ModelTarget, messages: list[dict], tools: list[dict] | None = None
-    ) -> list[int]:
-        return await self.tokens.prepare_chat(target, messages, tools)
-
-    async def prepare_text(self, target: ModelTarget, text: str) -> list[int]:
-        return await self.tokens.prepare_text(target, text)
-
-    async def decode(self, target: ModelTarget, ids: list[int]) -> str:
-        return await self.tokens.decode_async(target, ids)
-
     def context_length(self, target: ModelTarget) -> int:
-        cfg_path = Path(target.base_source) / "config.json"
-        limit = 2048
-        if cfg_path.is_file():
-            cfg = json.loads(cfg_path.read_text())
-            cfg = cfg.get("text_config", cfg)
-            limit = int(cfg.get("max_position_embeddings") or limit)
+        limit = super().context_length(target)
         if self._settings.vllm_max_model_len:
             limit = min(limit, self._settings.vllm_max_model_len)
         return limit
