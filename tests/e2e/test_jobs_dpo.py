@@ -18,6 +18,8 @@ from safetensors.torch import load_file
 
 from tests.e2e.test_jobs_training import FAST, ft_rows, job_dir, jsonl, messages_in_order, upload, watch
 from tests.helpers import FINISHED, hold_env, pid_gone, release, wait_for, wait_held
+from tuneforge.config import Settings
+from tuneforge.store.blobs import open_blobs
 
 pytestmark = pytest.mark.slow
 
@@ -184,8 +186,9 @@ def test_kill_9_of_the_dpo_run_resumes_from_its_state_with_the_same_weights(serv
     assert whole.status == "succeeded", whole.error
     assert whole.trained_tokens == done.trained_tokens
     rows = ft_rows(srv)
+    blobs = open_blobs(Settings(data_dir=srv.data_dir).resolved())  # a model's path is its blob key
     a, b = (
-        load_file(os.path.join(rows[j.fine_tuned_model].path, "adapter_model.safetensors"))
+        load_file(str(blobs.local_dir(rows[j.fine_tuned_model].path) / "adapter_model.safetensors"))
         for j in (done, whole)
     )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
