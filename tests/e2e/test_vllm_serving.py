@@ -273,9 +273,11 @@ def test_two_adapters_and_the_base_batched_together_each_answer_as_their_own_mod
 
 
 def test_greedy_answers_agree_with_the_builtin_engine(server, client, models, env, tmp_path_factory):
-    # Its own data dir (and log), the same database: the same models, keys and adapter files.
+    # Its own data dir (and log), the same database and blobs: the same models, keys and adapter files.
+    data_dir = tmp_path_factory.mktemp("tuneforge-builtin")
+    (data_dir / "blobs").symlink_to(server.data_dir / "blobs", target_is_directory=True)
     builtin = start_server(
-        tmp_path_factory.mktemp("tuneforge-builtin"),
+        data_dir,
         {
             **env,
             "TUNEFORGE_MODEL_ENGINES": "{}",
