@@ -120,6 +120,10 @@ def test_two_ranks_train_what_one_process_does(tiny_model_dir, tmp_path, monkeyp
         for a, b in zip(steps_one, two["steps"]):
             assert a.keys() == b.keys(), a["step"]  # validation at the same steps
             for key, value in a.items():
+                if key.endswith("rewards_accuracy") and a["step"] == 1:
+                    # policy == reference: every reward is 0 up to rounding, so the accuracy only
+                    # counts which side rounded up (the rewards themselves are compared below)
+                    continue
                 assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-6), (kind, a["step"], key)
         wa = load_file(str(result_one.final_dir / "adapter_model.safetensors"))
         wb = load_file(str(tmp_path / f"two-{kind}" / "final" / "adapter_model.safetensors"))
