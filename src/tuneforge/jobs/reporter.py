@@ -20,6 +20,7 @@ from tuneforge.domain import events as ev
 from tuneforge.domain import naming
 from tuneforge.domain.states import Status
 from tuneforge.ids import new_id, now
+from tuneforge.jobs import job_state
 from tuneforge.services.files import on_outcome
 from tuneforge.store.blobs import BlobStore, is_model_key
 from tuneforge.store.db import transaction
@@ -247,6 +248,13 @@ class DbReporter:
             s.delete(ckpt)
             # The row goes first: nobody resolves the name once its bytes start to go.
             on_outcome(s, committed=lambda: drop_model_dirs(self.blobs, keys))
+
+    def state_saved(self, output_dir: Path, step: int) -> None:
+        """The trainer saved its resumable state: published where another machine can resume
+        the job (a remote blob store), else left where it is (job_state.py)."""
+        job_state.publish(
+            self.blobs, self._factory, job_id=self.job_id, owner=self._owner, output_dir=output_dir, step=step
+        )
 
     def stop_requested(self) -> StopRequest | None:
         t = time.monotonic()
