@@ -8,6 +8,7 @@ events, metrics and checkpoints appear live through the API, and a checkpoint be
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -48,6 +49,7 @@ METRIC_KEYS = (
     "full_valid_rewards_margin",
 )
 POLL_SECONDS = 1.0
+log = logging.getLogger("tuneforge.jobs.reporter")
 
 
 def read_meta(path: Path) -> dict[str, Any]:
@@ -252,9 +254,22 @@ class DbReporter:
     def state_saved(self, output_dir: Path, step: int) -> None:
         """The trainer saved its resumable state: published where another machine can resume
         the job (a remote blob store), else left where it is (job_state.py)."""
-        job_state.publish(
-            self.blobs, self._factory, job_id=self.job_id, owner=self._owner, output_dir=output_dir, step=step
-        )
+        try:
+            job_state.publish(
+                self.blobs,
+                self._factory,
+                job_id=self.job_id,
+                owner=self._owner,
+                output_dir=output_dir,
+                step=step,
+            )
+        except Exception as exc:  # noqa: BLE001  the store is down: train on, resumable here only
+            log.warning("job %s: publishing the state of step %d failed", self.job_id, step, exc_info=True)
+            self.event(
+                f"The saved state of step {step} could not be copied to the blob store "
+                f"({type(exc).__name__}: {exc}); only this machine can resume from it",
+                level="warn",
+            )
 
     def stop_requested(self) -> StopRequest | None:
         t = time.monotonic()

@@ -109,10 +109,12 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
     if trained is not None:
         # The final model was published where it was written, before the transaction that
         # makes it servable; it goes again if that transaction does not commit.
-        final_key = trained.final_key
+        final_key, results = trained.final_key, trained.results_blob
         with transaction(factory) as s:
             if final_key is not None:
                 on_outcome(s, rolled_back=lambda: blobs.delete_dir(final_key))
+            if results is not None:
+                on_outcome(s, rolled_back=lambda: blobs.delete(results.key))
             _record_outcome(s, blobs, _owned_job(s, job_id, owner), trained, reporter)
     return 0
 
