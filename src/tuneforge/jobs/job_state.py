@@ -45,7 +45,7 @@ from tuneforge.training.spec import RESUME_FILES
 log = logging.getLogger("tuneforge.jobs.job_state")
 
 PREFIX = "states"  # blob keys of published states
-STATE, METRICS = RESUME_FILES[0], RESUME_FILES[1]
+STATE = RESUME_FILES[0]
 LOCK = ".state.lock"
 
 
@@ -80,6 +80,7 @@ def publish(
                 rolled_back=lambda: blobs.delete_dir(key),
             )
     except LeaseLost:
+        blobs.delete_dir(key)
         log.warning("job %s: lease lost; its state of step %d is not published", job_id, step)
 
 
