@@ -8,7 +8,9 @@ never sees a half-written blob: locally a temp file is fsynced and renamed; on S
 multipart upload) only exists once it is complete. Model directories are published the same way
 (a temp dir renamed; on S3 a manifest written last) and read from local disk: `local_dir(key)` is
 the directory itself locally, a download cache on S3 (downloaded once per key and machine, into a
-temp dir renamed into place, so concurrent processes never see a partial copy).
+temp dir renamed into place, so concurrent processes never see a partial copy); that cache can
+be capped (`trim_cache`: least recently used first). `fetch_dir(key, dest)` is a download the
+caller owns (a job's saved state, moved into its job directory: jobs/job_state.py).
 """
 
 from __future__ import annotations
@@ -566,7 +568,7 @@ class S3BlobStore(BlobStore):
     def trim_cache(
         self, max_bytes: int, *, keep: Collection[str] = (), idle_s: float = CACHE_IDLE_SECONDS
     ) -> list[str]:
-        found = []
+        found: list[tuple[float, str, int]] = []  # (last used, key, bytes)
         for key in self.cached_dirs():
             path = self.cache_dir / key
             try:
@@ -575,7 +577,7 @@ class S3BlobStore(BlobStore):
             except FileNotFoundError:  # forgotten meanwhile by another process
                 continue
         total = sum(size for _used, _key, size in found)
-        cutoff, dropped = time.time() - idle_s, []
+        cutoff, dropped = time.time() - idle_s, list[str]()
         for used, key, size in sorted(found):  # least recently used first
             if total <= max_bytes:
                 break
