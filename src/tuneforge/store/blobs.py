@@ -577,7 +577,8 @@ class S3BlobStore(BlobStore):
             except FileNotFoundError:  # forgotten meanwhile by another process
                 continue
         total = sum(size for _used, _key, size in found)
-        cutoff, dropped = time.time() - idle_s, list[str]()
+        cutoff = time.time() - idle_s
+        dropped: list[str] = []
         for used, key, size in sorted(found):  # least recently used first
             if total <= max_bytes:
                 break
