@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     blob_cache_dir: Path | None = Field(
         default=None, description="Local copies of S3 model directories; default <data_dir>/cache"
     )
+    blob_cache_max_mb: int = Field(
+        default=0, ge=0, description="Cap on those copies: least recently used unloaded ones go (0 = none)"
+    )
     # Shared state of several API processes (rate limits). Unset: kept in each process's memory.
     redis_url: str | None = Field(default=None, description="redis://host:port/db for shared rate limits")
 

@@ -3,7 +3,9 @@
 - a job whose training child keeps dying (SIGKILL, as the OOM killer would) fails after
   `job_max_attempts` runs with a clear error and the matching error event, never left `running`;
 - SIGTERM to a worker mid-training saves the job's state and puts it back in the queue, and a new
-  worker resumes it from the saved step, not from step 1.
+  worker resumes it from the saved step, not from step 1;
+- with the bytes in S3, a job whose worker's machine died (kill -9) resumes from its saved state
+  on a worker with another data dir (another machine), which downloads that state.
 """
 
 from __future__ import annotations
@@ -187,3 +189,39 @@ def test_worker_stopping_before_a_recovered_run_starts_requeues_it(settings, db,
     assert events(db, jid)[-1].message == (
         "The worker stopped; the job saved its state and is back in the queue"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("blob_backend", ["s3"])
+def test_a_worker_on_another_machine_resumes_from_the_state_in_the_bucket(
+    settings, db, create, upload, tmp_path, blob_backend
+):
+    # 10 examples, batch 5, 2 epochs: 4 steps, the state of step 2 published at the first
+    # epoch's end; held after step 3, when machine a dies.
+    jid = create(
+        training_file=upload(chat_lines(10)),
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 5}}},
+    )
+    a, b = tmp_path / "machine-a", tmp_path / "machine-b"
+    machine = {"TUNEFORGE_BLOB_URL": str(settings.blob_url), **hold_env(3)}
+    worker = worker_proc(settings, {**machine, "TUNEFORGE_DATA_DIR": str(a)})
+    try:
+        wait_held(a / "jobs" / jid)
+        assert job_row(db, jid).state_step == 2
+        worker.kill()
+        worker.wait()
+        (b / "jobs" / jid).mkdir(parents=True)
+        (b / "jobs" / jid / "release-hold").touch()  # machine b's run goes past the hold
+        worker = worker_proc(settings, {**machine, "TUNEFORGE_DATA_DIR": str(b)})
+        wait_for(
+            lambda: job_row(db, jid).status in ("succeeded", "failed", "cancelled"), 240, "the job to finish"
+        )
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(60)
+    job = job_row(db, jid)
+    assert job.status == "succeeded", job.error
+    assert "Resuming from step 2/4." in [e.message for e in events(db, jid)]
+    assert metric_steps(db, jid) == [1, 2, 3, 3, 4]
+    assert (job.state_key, job.state_step) == (None, None)  # over: its state left the bucket

@@ -149,3 +149,40 @@ def test_sweep_removes_only_old_temp_files(tmp_path):
     os.utime(old, (time.time() - 2 * 24 * 3600,) * 2)
     assert store.sweep_tmp() == 1
     assert not old.exists() and fresh.exists()
+
+
+def test_cache_cap_drops_the_least_recently_used_copies_not_in_use(store, tmp_path):
+    keys = []
+    for i in range(3):
+        src = tmp_path / f"m{i}"
+        src.mkdir()
+        (src / "adapter_model.safetensors").write_bytes(os.urandom(1000))
+        keys.append(store.put_dir(src))
+    if isinstance(store, LocalBlobStore):  # the stored directories themselves: nothing to drop
+        assert store.trim_cache(0, idle_s=0) == []
+        return
+    machine = open_blobs(Settings(data_dir=tmp_path / "machine", blob_url=store.url).resolved())
+    for age, key in zip((500, 400, 300), keys):  # last used 500, 400 and 300 s ago
+        path = machine.local_dir(key)
+        os.utime(path, (time.time() - age,) * 2)
+    # Room for two: the least recently used one that is not in use goes (keys[0] is loaded).
+    assert machine.trim_cache(2500, keep={keys[0]}) == [keys[1]]
+    assert sorted(machine.cached_dirs()) == sorted([keys[0], keys[2]])
+    # A copy used a moment ago (another process may be loading it) stays, whatever the cap.
+    assert machine.local_dir(keys[1]).is_dir()  # downloaded again, and used now
+    assert machine.trim_cache(0, keep={keys[0]}) == [keys[2]]
+    assert sorted(machine.cached_dirs()) == sorted([keys[0], keys[1]])
+
+
+def test_fetch_dir_downloads_a_directory_that_is_the_callers(store, tmp_path):
+    src = tmp_path / "state"
+    (src / "state").mkdir(parents=True)
+    (src / "state" / "optimizer.pt").write_bytes(b"moments")
+    key = store.put_dir(src, "states")
+    got = store.fetch_dir(key, tmp_path / "job" / ".restore-1")
+    assert (got / "state" / "optimizer.pt").read_bytes() == b"moments"
+    if isinstance(store, S3BlobStore):  # a copy of its own, outside the model cache
+        assert got == tmp_path / "job" / ".restore-1" and store.cached_dirs() == []
+        assert not [p for p in (tmp_path / "job").iterdir() if p != got]
+    else:  # the stored directory itself: nothing copied
+        assert got == store.local_dir(key)

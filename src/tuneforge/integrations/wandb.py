@@ -101,6 +101,11 @@ class WandbReporter:
     def checkpoint_removed(self, step: int, path: Path) -> None:
         self._inner.checkpoint_removed(step, path)
 
+    def state_saved(self, output_dir: Path, step: int) -> None:  # optional hook: passed on
+        hook = getattr(self._inner, "state_saved", None)
+        if hook is not None:
+            hook(output_dir, step)
+
     def stop_requested(self) -> StopRequest | None:
         return self._inner.stop_requested()
 

@@ -14,6 +14,11 @@ from `DbReporter.args`, on its own engine): the database is reachable from the c
 checkpoint and stop poll through the driver would be a second path for the same rows, with its
 own failure modes. The other ranks report nothing; rank 0 broadcasts stop requests each step.
 
+Bytes: no disk is assumed shared with the runner. Every rank brings the job's saved state to its
+machine when it was saved elsewhere (job_state.restore, in build_spec); rank 0 publishes each state
+it saves (the reporter's state_saved hook) and, at the end, the final model and result file
+(executors.publish), and returns their keys: the runner only records them.
+
 Failures: a training error (bad data, a bug, out of memory) ends `fit` with the rank's own
 exception, which fails the job exactly as in local mode. A Ray worker or node that died, a peer
 gone mid-collective, a controller failure: `ExecutorLost`, so the job is given back and resumes
@@ -38,7 +43,7 @@ from tuneforge.config import RayResources, Settings
 from tuneforge.domain import naming
 from tuneforge.errors import TuneforgeError
 from tuneforge.ids import new_id
-from tuneforge.jobs.executors import ExecutorLost
+from tuneforge.jobs.executors import ExecutorLost, Trained, publish
 from tuneforge.jobs.reporter import DbReporter
 from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.tables import Job
@@ -84,7 +89,7 @@ class RayExecutor:
         self.settings = settings
         self.factory = factory
 
-    def train(self, job: Job, spec: TrainSpec, reporter: DbReporter) -> TrainResult:
+    def train(self, job: Job, spec: TrainSpec, reporter: DbReporter) -> Trained:
         from ray.train import FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -142,7 +147,7 @@ class RayExecutor:
         except Exception as exc:  # noqa: BLE001  (ConnectionError, or a bad address)
             raise ExecutorLost(f"Could not reach the Ray cluster at {address}: {exc}") from exc
 
-    def _fit(self, trainer: Callable[[], Any], spec: TrainSpec, reporter: DbReporter) -> TrainResult:
+    def _fit(self, trainer: Callable[[], Any], spec: TrainSpec, reporter: DbReporter) -> Trained:
         """Connect and run trainer().fit() in a thread, while this thread watches: a cluster not
         reached within CONNECT_TIMEOUT_SECONDS is ExecutorLost (ray.init can wait for minutes);
         rank 0 acts on a stop request within a step, and a run that has not ended
@@ -182,20 +187,22 @@ class RayExecutor:
                     "stopping without them",
                     level="warn",
                 )
-                return TrainResult(  # (the runner reads only the status of a stopped run)
-                    status="cancelled" if stop.value == "cancel" else "paused",
-                    trained_tokens=0,
-                    steps=0,
-                    total_steps=0,
-                    hyperparameters=ResolvedHyperparameters(),
-                    final_dir=None,
-                    metrics_csv=spec.output_dir / "step_metrics.csv",
+                return Trained(  # (the runner reads only the status of a stopped run)
+                    TrainResult(
+                        status="cancelled" if stop.value == "cancel" else "paused",
+                        trained_tokens=0,
+                        steps=0,
+                        total_steps=0,
+                        hyperparameters=ResolvedHyperparameters(),
+                        final_dir=None,
+                        metrics_csv=spec.output_dir / "step_metrics.csv",
+                    )
                 )
         if "error" in box:
             error = box["error"]
             raise error if isinstance(error, ExecutorLost) else failure_of(error)
-        result: TrainResult = box["result"].return_value
-        return result
+        trained: Trained = box["result"].return_value
+        return trained
 
 
 def failure_of(exc: BaseException) -> BaseException:
@@ -231,9 +238,10 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _train_on_ray_worker(config: dict[str, Any]) -> TrainResult:
-    """One rank of the job's run (runs in a Ray Train worker process): rank 0's result is fit()'s
-    return value."""
+def _train_on_ray_worker(config: dict[str, Any]) -> Trained:
+    """One rank of the job's run (runs in a Ray Train worker process). Every rank brings the
+    job's saved state to its machine (build_spec), when it was saved elsewhere; rank 0 publishes
+    the final model it wrote from here, and its Trained is fit()'s return value."""
     import ray.train
     import ray.train.torch
 
@@ -257,15 +265,11 @@ def _train_on_ray_worker(config: dict[str, Any]) -> TrainResult:
                 raise TuneforgeError("The job no longer exists.", code="job_not_found")
             spec, start = build_spec(settings, s, blobs, job)
         spec = dataclasses.replace(spec, device=str(ray.train.torch.get_device()))
-        reporter = None
+        reporter = db_reporter = None
         if parallel.is_main:
-            reporter = with_integrations(
-                settings,
-                job,
-                spec,
-                DbReporter(factory, blobs=blobs, loaded_base=start.base_model, **config["reporter"]),
-            )
+            db_reporter = DbReporter(factory, blobs=blobs, loaded_base=start.base_model, **config["reporter"])
+            reporter = with_integrations(settings, job, spec, db_reporter)
         result: TrainResult = train(spec, reporter, parallel)
-        return result
+        return Trained(result) if db_reporter is None else publish(settings, db_reporter, result)
     finally:
         engine.dispose()

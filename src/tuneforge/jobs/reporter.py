@@ -8,6 +8,7 @@ events, metrics and checkpoints appear live through the API, and a checkpoint be
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from tuneforge.domain import events as ev
 from tuneforge.domain import naming
 from tuneforge.domain.states import Status
 from tuneforge.ids import new_id, now
+from tuneforge.jobs import job_state
 from tuneforge.services.files import on_outcome
 from tuneforge.store.blobs import BlobStore, is_model_key
 from tuneforge.store.db import transaction
@@ -47,6 +49,7 @@ METRIC_KEYS = (
     "full_valid_rewards_margin",
 )
 POLL_SECONDS = 1.0
+log = logging.getLogger("tuneforge.jobs.reporter")
 
 
 def read_meta(path: Path) -> dict[str, Any]:
@@ -247,6 +250,26 @@ class DbReporter:
             s.delete(ckpt)
             # The row goes first: nobody resolves the name once its bytes start to go.
             on_outcome(s, committed=lambda: drop_model_dirs(self.blobs, keys))
+
+    def state_saved(self, output_dir: Path, step: int) -> None:
+        """The trainer saved its resumable state: published where another machine can resume
+        the job (a remote blob store), else left where it is (job_state.py)."""
+        try:
+            job_state.publish(
+                self.blobs,
+                self._factory,
+                job_id=self.job_id,
+                owner=self._owner,
+                output_dir=output_dir,
+                step=step,
+            )
+        except Exception as exc:  # noqa: BLE001  the store is down: train on, resumable here only
+            log.warning("job %s: publishing the state of step %d failed", self.job_id, step, exc_info=True)
+            self.event(
+                f"The saved state of step {step} could not be copied to the blob store "
+                f"({type(exc).__name__}: {exc}); only this machine can resume from it",
+                level="warn",
+            )
 
     def stop_requested(self) -> StopRequest | None:
         t = time.monotonic()

@@ -17,7 +17,6 @@ Settings come from the environment (TUNEFORGE_*), which the worker sets from its
 from __future__ import annotations
 
 import argparse
-import base64
 import logging
 import sys
 import traceback
@@ -31,10 +30,11 @@ from tuneforge.domain import events as ev
 from tuneforge.domain.states import Status, transition
 from tuneforge.errors import TuneforgeError
 from tuneforge.ids import new_id, now
-from tuneforge.jobs.executors import ExecutorLost, executor_for
+from tuneforge.jobs import job_state
+from tuneforge.jobs.executors import ExecutorLost, Trained, executor_for
 from tuneforge.jobs.lease import EXIT_GIVEN_BACK, LeaseLost, fail_job
 from tuneforge.jobs.lease import owned_job as _owned_job
-from tuneforge.jobs.reporter import DbReporter, read_meta
+from tuneforge.jobs.reporter import DbReporter
 from tuneforge.logs import configure as configure_logging
 from tuneforge.services.files import on_outcome
 from tuneforge.services.resolver import ModelResolver
@@ -77,9 +77,11 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
         if not _start(s, job):
             return 0
         try:
-            spec, start = build_spec(settings, s, blobs, job)
+            # With Ray the state is brought where the ranks train, not to this driver.
+            spec, start = build_spec(settings, s, blobs, job, restore_state=settings.executor == "local")
         except TuneforgeError as exc:
             fail_job(s, job, exc.code or "invalid_request", exc.message, exc.param)
+            job_state.drop(s, blobs, job)
             return 0
         project = s.get(Project, job.project_id)
         reporter = DbReporter(
@@ -97,30 +99,23 @@ def _run(settings: Settings, factory: sessionmaker[Session], job_id: str, owner:
             hold_at_step=settings.test_hold_at_step,
         )
     try:
-        result = _train(settings, factory, job, spec, reporter, owner)
+        trained = _train(settings, factory, job, spec, reporter, owner, blobs)
     except ExecutorLost as exc:
         log.warning("job %s: %s; giving it back", job_id, exc)
         with transaction(factory) as s:
             _owned_job(s, job_id, owner)
             ev.add_event(s, job_id, f"{exc}; the job will resume from its last saved state", level="warn")
         return EXIT_GIVEN_BACK
-    if result is not None:
-        # The final model is published before the transaction that makes it servable.
-        final_key = (
-            None if result.status in ("cancelled", "paused") else blobs.put_dir(Path(result.final_dir))
-        )
+    if trained is not None:
+        # The final model was published where it was written, before the transaction that
+        # makes it servable; it goes again if that transaction does not commit.
+        final_key, results = trained.final_key, trained.results_blob
         with transaction(factory) as s:
             if final_key is not None:
                 on_outcome(s, rolled_back=lambda: blobs.delete_dir(final_key))
-            _record_outcome(
-                s,
-                blobs,
-                _owned_job(s, job_id, owner),
-                result,
-                reporter,
-                base64_results=settings.result_files_base64,
-                final_key=final_key,
-            )
+            if results is not None:
+                on_outcome(s, rolled_back=lambda: blobs.delete(results.key))
+            _record_outcome(s, blobs, _owned_job(s, job_id, owner), trained, reporter)
     return 0
 
 
@@ -156,13 +151,16 @@ def _start(s: Session, job: Job) -> bool:
     return True
 
 
-def build_spec(settings: Settings, s: Session, blobs: BlobStore, job: Job):
-    """-> (TrainSpec, where it starts from); TuneforgeError when an input is gone.
+def build_spec(settings: Settings, s: Session, blobs: BlobStore, job: Job, *, restore_state: bool = True):
+    """-> (TrainSpec, where it starts from); TuneforgeError when an input is gone. With
+    `restore_state`, the job's saved state is brought here first when it was saved elsewhere.
     (A Ray worker builds its own with this, on its machine: ray_executor.py.)"""
     from tuneforge.training import hparams
     from tuneforge.training.spec import TrainSpec
 
     start = ModelResolver(settings, blobs).training_start(s, job)
+    if restore_state and job_state.restore(s, blobs, job, settings.jobs_dir / job.id):
+        log.info("job %s: its state of step %s was downloaded from the blob store", job.id, job.state_step)
     inputs = settings.jobs_dir / job.id / "inputs"
     training = _file_path(blobs, s, job.project_id, job.training_file, inputs / "training.jsonl")
     validation = _file_path(blobs, s, job.project_id, job.validation_file, inputs / "validation.jsonl")
@@ -183,8 +181,14 @@ def build_spec(settings: Settings, s: Session, blobs: BlobStore, job: Job):
 
 
 def _train(
-    settings: Settings, factory: sessionmaker[Session], job: Job, spec, reporter: DbReporter, owner: str
-):
+    settings: Settings,
+    factory: sessionmaker[Session],
+    job: Job,
+    spec,
+    reporter: DbReporter,
+    owner: str,
+    blobs: BlobStore,
+) -> Trained | None:
     """Run the trainer; its failure becomes the job's error (never a hang) and None is returned.
     ExecutorLost (the machinery running it failed, not the training) goes up to `_run`."""
     try:
@@ -199,24 +203,19 @@ def _train(
             code, param = "training_failed", None
             message = f"The job failed during training: {type(exc).__name__}: {exc}"
         with transaction(factory) as s:
-            fail_job(s, _owned_job(s, job.id, owner), code, message, param)
+            failed = _owned_job(s, job.id, owner)
+            fail_job(s, failed, code, message, param)
+            job_state.drop(s, blobs, failed)
         return None
 
 
-def _record_outcome(
-    s: Session,
-    blobs: BlobStore,
-    job: Job,
-    result,
-    reporter: DbReporter,
-    *,
-    base64_results: bool,
-    final_key: str | None = None,
-) -> None:
+def _record_outcome(s: Session, blobs: BlobStore, job: Job, trained: Trained, reporter: DbReporter) -> None:
     """The trainer's result -> the job's state: cancelled, requeued, paused or succeeded."""
+    result = trained.result
     if result.status == "cancelled":
         transition(job, Status.CANCELLED)
         ev.add_event(s, job.id, ev.CANCELLED, level="warn")
+        job_state.drop(s, blobs, job)
     elif result.status == "paused" and job.requested_action == "requeue":
         transition(job, Status.QUEUED)  # the worker stopped: the next claim continues
         job.attempts = 0
@@ -225,25 +224,16 @@ def _record_outcome(
         transition(job, Status.PAUSED)
         ev.add_event(s, job.id, ev.PAUSED)
     else:
-        assert final_key is not None
-        _succeed(s, blobs, job, result, reporter, final_key, base64_results=base64_results)
+        _succeed(s, blobs, job, trained, reporter)
+        job_state.drop(s, blobs, job)
 
 
-def _succeed(
-    s: Session,
-    blobs: BlobStore,
-    job: Job,
-    result,
-    reporter: DbReporter,
-    final_key: str,
-    *,
-    base64_results: bool = False,
-) -> None:
-    from tuneforge.services.files import create_file_from_path
+def _succeed(s: Session, blobs: BlobStore, job: Job, trained: Trained, reporter: DbReporter) -> None:
+    from tuneforge.services.files import create_file_from_blob
 
+    assert trained.final_key is not None and trained.results_blob is not None
+    result, meta = trained.result, trained.final_meta
     name = reporter.final_name
-    final_dir = Path(result.final_dir).resolve()
-    meta = read_meta(final_dir)
     ckpt = s.scalar(
         select(JobCheckpoint).where(JobCheckpoint.job_id == job.id, JobCheckpoint.step_number == result.steps)
     )
@@ -265,18 +255,19 @@ def _succeed(
             job_id=job.id,
             checkpoint_id=ckpt.id,
             kind=meta.get("kind", "lora"),
-            base_model=reporter.base_of(meta),
-            path=final_key,
+            # (resolved where the model was written: the base's local path there means nothing here)
+            base_model=trained.base_model or reporter.base_of(meta),
+            path=trained.final_key,
             created_at=now(),
         )
     )
-    src = Path(result.metrics_csv)
-    if base64_results:  # OpenAI's quirk: the file's content is the base64 of the CSV
-        encoded = src.with_name(src.name + ".b64")
-        encoded.write_bytes(base64.b64encode(src.read_bytes()))
-        src = encoded
-    results = create_file_from_path(
-        s, blobs, project_id=job.project_id, filename="step_metrics.csv", purpose="fine-tune-results", src=src
+    results = create_file_from_blob(
+        s,
+        blobs,
+        project_id=job.project_id,
+        filename="step_metrics.csv",
+        purpose="fine-tune-results",
+        blob=trained.results_blob,
     )
     ev.add_event(s, job.id, ev.model_created(name))
     ev.add_event(s, job.id, ev.COMPLETED)

@@ -36,7 +36,7 @@ from tuneforge.domain import events as ev
 from tuneforge.domain.states import Status, transition
 from tuneforge.ids import new_id, now
 from tuneforge.integrations import outbox
-from tuneforge.jobs import queue
+from tuneforge.jobs import job_state, queue
 from tuneforge.jobs.lease import EXIT_GIVEN_BACK, LeaseLost, fail_job, owned_job
 from tuneforge.logs import configure as configure_logging
 from tuneforge.services import preflight
@@ -130,6 +130,7 @@ class Worker:
     def _sweep_expired(self) -> None:
         try:
             sweep_expired(self.factory, self.blobs)
+            job_state.sweep_ended(self.factory, self.blobs)  # states of jobs that ended elsewhere
         except Exception:  # housekeeping: never the reason a worker stops training
             log.exception("expiry sweep failed; will retry")
 
@@ -285,6 +286,7 @@ class Worker:
                 f"The job failed after {runs} attempts: the process running it stopped "
                 "unexpectedly each time.",
             )
+            job_state.drop(s, self.blobs, job)
 
     # ---- shutdown ----------------------------------------------------------------------------
     def shutdown(self) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from tuneforge.catalog import model_not_found
+from tuneforge.config import MB
 from tuneforge.errors import PermissionDenied
 from tuneforge.inference.holder import Serving
 from tuneforge.protocol.models import Model, ModelDeleted, ModelList
@@ -90,7 +91,8 @@ def delete_model(
 
 def sync_deleted(session: Session, serving: Serving, resolver: ModelResolver) -> list[str]:
     """Unload the fine-tuned models another process deleted (their names already 404 here: every
-    request reads the store); also drop their local copies. -> the names unloaded."""
+    request reads the store); also drop their local copies, and past Settings.blob_cache_max_mb the
+    least recently used copies of models this engine has not loaded. -> the names unloaded."""
     loaded = serving.fine_tuned_names()
     gone: list[str] = []
     if loaded:
@@ -106,4 +108,12 @@ def sync_deleted(session: Session, serving: Serving, resolver: ModelResolver) ->
         )
         for key in set(cached) - kept:
             resolver.blobs.forget_local(key)
+        limit = resolver.settings.blob_cache_max_mb
+        if limit:  # over the cap: the least recently used copies that this engine has not loaded
+            in_use = loaded - set(gone)
+            keep = set(session.scalars(select(FineTunedModel.path).where(FineTunedModel.id.in_(in_use))))
+            keep |= set(
+                session.scalars(select(FineTunedModel.base_model).where(FineTunedModel.id.in_(in_use)))
+            )
+            resolver.blobs.trim_cache(limit * MB, keep=keep)
     return gone

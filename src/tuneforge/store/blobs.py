@@ -8,7 +8,9 @@ never sees a half-written blob: locally a temp file is fsynced and renamed; on S
 multipart upload) only exists once it is complete. Model directories are published the same way
 (a temp dir renamed; on S3 a manifest written last) and read from local disk: `local_dir(key)` is
 the directory itself locally, a download cache on S3 (downloaded once per key and machine, into a
-temp dir renamed into place, so concurrent processes never see a partial copy).
+temp dir renamed into place, so concurrent processes never see a partial copy); that cache can
+be capped (`trim_cache`: least recently used first). `fetch_dir(key, dest)` is a download the
+caller owns (a job's saved state, moved into its job directory: jobs/job_state.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,9 @@ PART = 8 * CHUNK  # S3 multipart part size (S3's minimum is 5 MiB): memory per u
 _KEY = re.compile(r"^[a-z0-9_-]{1,64}(/[a-z0-9_-]{1,64}){0,4}$")
 MODELS = "models"  # the key prefix of model directories
 MANIFEST = "manifest.json"  # a model directory on S3: its file list, written last
+# A local copy used this recently may be being loaded by another process of this machine (the
+# cache is shared): the cache size cap never removes it.
+CACHE_IDLE_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,10 @@ class BlobWriter(abc.ABC):
 
 class BlobStore(abc.ABC):
     """What every caller uses; see the module docstring."""
+
+    # Whether the bytes live off this machine (S3): only then does a job's resumable state need
+    # copying out of its local directory for another machine to resume it (jobs/job_state.py).
+    remote = False
 
     @staticmethod
     def new_key(prefix: str = "b") -> str:
@@ -170,6 +179,12 @@ class BlobStore(abc.ABC):
         """The directory's files on local disk (downloaded once per key on S3)."""
 
     @abc.abstractmethod
+    def fetch_dir(self, key: str, dest: Path) -> Path:
+        """The directory's files as a local directory that lasts and is the caller's to move:
+        downloaded into `dest` (a temp dir renamed) where the store is remote; the stored
+        directory itself where it is local (not to be moved)."""
+
+    @abc.abstractmethod
     def delete_dir(self, key: str) -> None: ...
 
     @abc.abstractmethod
@@ -185,6 +200,14 @@ class BlobStore(abc.ABC):
 
     def forget_local(self, key: str) -> None:  # noqa: B027 - nothing to forget locally
         """Drop this machine's copy of a model directory (the stored one stays)."""
+
+    def trim_cache(
+        self, max_bytes: int, *, keep: Collection[str] = (), idle_s: float = CACHE_IDLE_SECONDS
+    ) -> list[str]:
+        """Drop this machine's least recently used model copies until they fit in `max_bytes`,
+        never one in `keep` (in use here) nor one used in the last `idle_s`; -> the keys dropped
+        (a later use downloads it again). Nothing to drop where the store is local."""
+        return []
 
 
 # ---- local directory ---------------------------------------------------------------------------
@@ -281,6 +304,9 @@ class LocalBlobStore(BlobStore):
             raise FileNotFoundError(f"no model directory {key}")
         return path
 
+    def fetch_dir(self, key: str, dest: Path) -> Path:
+        return self.local_dir(key)
+
     def dir_exists(self, key: str) -> bool:
         return self.path(key).is_dir()
 
@@ -376,6 +402,8 @@ class S3BlobStore(BlobStore):
     """Objects under `s3://bucket/prefix/<key>`. Endpoint, region and credentials come from the
     standard AWS settings (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, ...), read by
     boto3 itself. `cache_dir` holds downloaded model directories and temporary copies of files."""
+
+    remote = True
 
     def __init__(self, url: str, cache_dir: Path):
         import boto3
@@ -477,10 +505,22 @@ class S3BlobStore(BlobStore):
 
     def local_dir(self, key: str) -> Path:
         final = self.cache_dir / check_key(key)
-        if final.is_dir():
-            return final
+        if not final.is_dir():
+            self._download_dir(key, final, self.tmp_dir)
+        with contextlib.suppress(FileNotFoundError):  # its mtime: when it was last used (trim_cache)
+            os.utime(final)
+        return final
+
+    def fetch_dir(self, key: str, dest: Path) -> Path:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return self._download_dir(key, dest, dest.parent)
+
+    def _download_dir(self, key: str, final: Path, tmp_parent: Path) -> Path:
+        """The directory's files into `final`, through a temp dir (in `tmp_parent`, on the same
+        disk) renamed into place: a reader never sees a partial copy; a copy another process put
+        there first wins."""
         manifest = json.loads(b"".join(self._get(f"{self.name(key)}/{MANIFEST}", key)))
-        tmp = Path(tempfile.mkdtemp(dir=self.tmp_dir, prefix="d-"))
+        tmp = Path(tempfile.mkdtemp(dir=tmp_parent, prefix=f".{final.name}.d-"))
         try:
             for entry in manifest:
                 rel = entry["path"]
@@ -524,6 +564,30 @@ class S3BlobStore(BlobStore):
             with contextlib.suppress(FileNotFoundError):
                 os.rename(cached, gone)
                 shutil.rmtree(gone, ignore_errors=True)
+
+    def trim_cache(
+        self, max_bytes: int, *, keep: Collection[str] = (), idle_s: float = CACHE_IDLE_SECONDS
+    ) -> list[str]:
+        found: list[tuple[float, str, int]] = []  # (last used, key, bytes)
+        for key in self.cached_dirs():
+            path = self.cache_dir / key
+            try:
+                size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+                found.append((path.stat().st_mtime, key, size))
+            except FileNotFoundError:  # forgotten meanwhile by another process
+                continue
+        total = sum(size for _used, _key, size in found)
+        cutoff = time.time() - idle_s
+        dropped: list[str] = []
+        for used, key, size in sorted(found):  # least recently used first
+            if total <= max_bytes:
+                break
+            if key in keep or used > cutoff:
+                continue
+            self.forget_local(key)
+            total -= size
+            dropped.append(key)
+        return dropped
 
     def sweep_tmp(self, older_than_s: float = 24 * 3600) -> int:
         cutoff, removed = time.time() - older_than_s, 0

@@ -128,6 +128,10 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[int | None] = mapped_column(BigInteger)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # the resumable state published to a remote blob store (jobs/job_state.py): its blob key and
+    # step, so that a run on another machine resumes from it; None with a local blob store
+    state_key: Mapped[str | None] = mapped_column(String(256))
+    state_step: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[int] = mapped_column(BigInteger)
     __table_args__ = (
         Index("ix_jobs_project_created", "project_id", "created_at", "id"),

@@ -171,6 +171,11 @@ class RankReporter:
         if hook is not None:
             hook(tokens, seconds)
 
+    def state_saved(self, output_dir: Path, step: int) -> None:
+        hook = getattr(self._inner, "state_saved", None)
+        if hook is not None:
+            hook(output_dir, step)
+
     def stop_requested(self) -> StopRequest | None:
         code = _STOPS.index(self._inner.stop_requested()) if self._inner is not None else 0
         return _STOPS[int(self._parallel.from_main(code))]

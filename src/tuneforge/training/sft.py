@@ -31,8 +31,9 @@ another method (DPO) or a distributed run overrides one step, not a long method.
 the model answers a few held prompts (greedy, short): an event "Epoch N samples" whose data is
 {"epoch", "samples": [{"prompt", "expected", "answer"}]}.
 
-Optional reporter hook (duck-typed, not part of the Reporter protocol): `throughput(tokens,
-seconds)` after each step, for progress bars.
+Optional reporter hooks (duck-typed, not part of the Reporter protocol): `throughput(tokens,
+seconds)` after each step, for progress bars; `state_saved(output_dir, step)` after state/ is
+written, for a job to publish it where another machine can resume (jobs/job_state.py).
 
 Data parallel: the same run with N processes (`parallel.Parallel`: each step's batch dealt to the
 ranks, loss normalised over the whole step's label tokens, gradients summed across ranks; only
@@ -615,6 +616,9 @@ class SftRun:
                 "bf16": self.bf16,
             },
         )
+        hook = getattr(self.reporter, "state_saved", None)
+        if hook is not None:
+            hook(self.out, self.step)
 
     def _finish(self) -> TrainResult:
         if not self.parallel.is_main:  # rank 0 writes the final model (and returns the result)

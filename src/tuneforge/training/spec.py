@@ -9,6 +9,7 @@ On-disk layout under `TrainSpec.output_dir` (stable: jobs and serving rely on it
     checkpoints/step-000012/  one servable model per kept epoch (see CHECKPOINT_META)
     final/                    the finished model, same layout as a checkpoint
     step_metrics.csv          step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy
+    dpo_reference.pt          DPO only: the reference log-probs, computed once per run
 
 A servable model directory holds either a PEFT adapter (adapter_config.json +
 adapter_model.safetensors) or full weights (config.json + model.safetensors), the tokenizer files
@@ -26,6 +27,10 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 CHECKPOINT_META = "tuneforge.json"
+# What a resumed run reads back from `output_dir` (the rest of it is written anew): state/, the
+# metrics rows so far, and DPO's reference log-probs (training/dpo.py). A job's state is published
+# from these where another machine may resume it (jobs/job_state.py).
+RESUME_FILES = ("state", "step_metrics.csv", "dpo_reference.pt")
 
 Auto = Literal["auto"]
 
