@@ -40,7 +40,7 @@ from tuneforge.services.files import on_outcome
 from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore, open_blobs
 from tuneforge.store.db import make_engine, make_sessionmaker, transaction
-from tuneforge.store.tables import File, FineTunedModel, Job, JobCheckpoint, Project
+from tuneforge.store.tables import File, Job, JobCheckpoint, Project
 
 log = logging.getLogger("tuneforge.jobs.runner")
 
@@ -258,18 +258,7 @@ def _succeed(
             metrics={"step": float(result.steps), **metrics},
         )
         s.add(ckpt)
-    s.add(
-        FineTunedModel(
-            id=name,
-            project_id=job.project_id,
-            job_id=job.id,
-            checkpoint_id=ckpt.id,
-            kind=meta.get("kind", "lora"),
-            base_model=reporter.base_of(meta),
-            path=final_key,
-            created_at=now(),
-        )
-    )
+    s.add(reporter.model_row(name, ckpt.id, meta, final_key))
     src = Path(result.metrics_csv)
     if base64_results:  # OpenAI's quirk: the file's content is the base64 of the CSV
         encoded = src.with_name(src.name + ".b64")
