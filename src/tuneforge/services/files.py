@@ -172,34 +172,6 @@ def expires_after_or_default(purpose: str, expires_after: int | None) -> int | N
     return expires_after
 
 
-def create_file_from_blob(
-    session: Session,
-    blobs: BlobStore,
-    *,
-    project_id: str,
-    filename: str,
-    purpose: str,
-    blob: Blob,
-    expires_at: int | None = None,
-    expires_after: int | None = None,
-) -> File:
-    """Publish an already-written blob as a File. If that fails or the transaction rolls back, the
-    blob goes too.
-
-    `expires_after` (seconds, anchored at the File's own `created_at`) wins over `expires_at`.
-    """
-    with publishing(session, lambda: blobs.delete(blob.key)):
-        return add_file_row(
-            session,
-            project_id=project_id,
-            filename=filename,
-            purpose=purpose,
-            blob=blob,
-            expires_at=expires_at,
-            expires_after=expires_after,
-        )
-
-
 def add_file_row(
     session: Session,
     *,
@@ -210,7 +182,11 @@ def add_file_row(
     expires_at: int | None = None,
     expires_after: int | None = None,
 ) -> File:
-    """The File row of a written blob (inside `publishing`, which owns the blob if this fails)."""
+    """The File row that publishes a written blob; call it inside `publishing`, which removes the
+    blob if this fails or rolls back.
+
+    `expires_after` (seconds, anchored at the File's own `created_at`) wins over `expires_at`.
+    """
     filename = sanitize_filename(filename)
     check_purpose(purpose, allowed=ALL_PURPOSES)
     check_filename(purpose, filename)
@@ -291,15 +267,16 @@ def _write_and_publish(
     """A File of the bytes `write` stores; its purpose and name are checked before any are written."""
     check_purpose(purpose, allowed=ALL_PURPOSES)
     check_filename(purpose, sanitize_filename(filename))
-    return create_file_from_blob(
-        session,
-        blobs,
-        project_id=project_id,
-        filename=filename,
-        purpose=purpose,
-        blob=write(),
-        expires_at=expires_at,
-    )
+    blob = write()
+    with publishing(session, lambda: blobs.delete(blob.key)):
+        return add_file_row(
+            session,
+            project_id=project_id,
+            filename=filename,
+            purpose=purpose,
+            blob=blob,
+            expires_at=expires_at,
+        )
 
 
 def _live(stmt: Select[Any], project_id: str) -> Select[Any]:
