@@ -1,7 +1,7 @@
 """What the training benchmarks (bench_train, bench_dpo, bench_gpu) share: each contestant runs in
 a process of its own (the script again, as a worker), so peak memory does not mix; the worker's
-config and result are JSON files; its peak RSS and CPU time; a reporter that only listens; the
-JSONL data files; the commit measured.
+config and result are JSON files; its peak RSS and CPU time; a reporter that only listens; what
+every TRL contestant sets alike (LoRA, logging); the JSONL data files; the commit measured.
 
 The benchmarks folder is not a package: a script puts its own folder on sys.path and imports this.
 """
@@ -124,3 +124,26 @@ def write_result(out: Path, result: dict) -> None:
     """A worker's end: its result, with the process's peak RSS, where `collect` reads it."""
     result["peak_rss_mb"] = peak_rss_mb()
     out.write_text(json.dumps(result))
+
+
+# --- TRL contestants ----------------------------------------------------------------------------
+
+# What every TRL contestant's config sets beside the compared settings: no reporting or saving,
+# the loss logged every step (its last value is the run's train loss), data loaded in-process.
+TRL_QUIET: dict[str, Any] = dict(report_to=[], save_strategy="no", logging_steps=1, dataloader_num_workers=0)
+
+
+def trl_lora(rank: int) -> Any:
+    """The LoRA every TRL contestant trains, as ours does: rank r, alpha 2r, no dropout, every
+    linear layer."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=rank, lora_alpha=rank * 2, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
+    )
+
+
+def last_loss(trainer: Any) -> float | None:
+    """A transformers Trainer's last logged training loss."""
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return losses[-1] if losses else None

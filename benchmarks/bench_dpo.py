@@ -34,7 +34,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import Listener, collect, read_jsonl, spawn, worker_config, write_result  # noqa: E402
+from _harness import (  # noqa: E402  (the benchmarks folder is not a package)
+    TRL_QUIET,
+    Listener,
+    collect,
+    last_loss,
+    read_jsonl,
+    spawn,
+    trl_lora,
+    worker_config,
+    write_result,
+)
 from bench_train import SEED, SYSTEMS, _task, build_model, environment  # noqa: E402
 
 
@@ -128,7 +138,6 @@ def run_ours(cfg: dict) -> dict:
 
 def run_trl(cfg: dict) -> dict:
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
@@ -149,18 +158,8 @@ def run_trl(cfg: dict) -> dict:
         beta=cfg["beta"],
         seed=SEED,
         max_length=cfg["max_len"],
-        report_to=[],
         use_cpu=True,
-        save_strategy="no",
-        logging_steps=1,
-        dataloader_num_workers=0,
-    )
-    peft_config = LoraConfig(
-        r=cfg["lora_rank"],
-        lora_alpha=cfg["lora_rank"] * 2,
-        lora_dropout=0.0,
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
+        **TRL_QUIET,
     )
     t0 = time.perf_counter()
     trainer = DPOTrainer(
@@ -168,14 +167,13 @@ def run_trl(cfg: dict) -> dict:
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=trl_lora(cfg["lora_rank"]),
     )
     trainer.train()
     seconds = time.perf_counter() - t0
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {
         "seconds": seconds,
-        "train_loss": losses[-1] if losses else None,
+        "train_loss": last_loss(trainer),
         **_accuracy(cfg, trainer.model.float().eval(), tokenizer),
     }
 

@@ -56,12 +56,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_serve  # noqa: E402  (the benchmarks folder is not a package)
 import bench_train  # noqa: E402
 from _harness import (  # noqa: E402
+    TRL_QUIET,
     Listener,
     collect,
     git_commit,
     peak_rss_mb,
     read_jsonl,
     spawn,
+    trl_lora,
     worker_config,
     write_result,
 )
@@ -282,23 +284,20 @@ def run_ours(cfg: dict) -> dict:
 
 
 def _lora_params(cfg: dict) -> int:
-    """Trainable LoRA weights for r=16 on all linear layers (counted on a meta model)."""
+    """Trainable LoRA weights for r=16 on all linear layers, as trained (counted on a meta model)."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cfg["model_dir"]))
-    peft_model = get_peft_model(
-        model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
-    )
+    peft_model = get_peft_model(model, trl_lora(16))
     return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
 
 
 def run_trl(cfg: dict) -> dict:
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -325,17 +324,12 @@ def run_trl(cfg: dict) -> dict:
             learning_rate=cfg["lr"],
             seed=SEED,
             max_length=cfg["max_len"],
-            report_to=[],
             use_cpu=not cuda,
-            save_strategy="no",
-            logging_steps=1,
-            dataloader_num_workers=0,
+            **TRL_QUIET,
         ),
         train_dataset=Dataset.from_list(read_jsonl(Path(cfg["train"]))),
         processing_class=tokenizer,
-        peft_config=LoraConfig(
-            r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
-        ),
+        peft_config=trl_lora(16),
         callbacks=[StepTimer()],
     )
     trainer.train()

@@ -63,12 +63,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import (  # noqa: E402  (the benchmarks folder is not a package)
+    TRL_QUIET,
     Listener,
     collect,
     cpu_seconds,
     git_commit,
+    last_loss,
     read_jsonl,
     spawn,
+    trl_lora,
     worker_config,
     write_result,
 )
@@ -362,7 +365,6 @@ def _load_servable(path: Path):
 
 def run_trl(cfg: dict, tuned: bool) -> dict:
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
@@ -377,11 +379,8 @@ def run_trl(cfg: dict, tuned: bool) -> dict:
         learning_rate=cfg["lr"],
         seed=SEED,
         max_length=cfg["max_len"],
-        report_to=[],
         use_cpu=True,
-        save_strategy="no",
-        logging_steps=1,
-        dataloader_num_workers=0,
+        **TRL_QUIET,
     )
     if tuned:
         try:
@@ -399,15 +398,7 @@ def run_trl(cfg: dict, tuned: bool) -> dict:
             gradient_checkpointing=False,
             bf16=True,
         )
-    peft_config = None
-    if cfg["method"] == "lora":
-        peft_config = LoraConfig(
-            r=cfg["lora_rank"],
-            lora_alpha=cfg["lora_rank"] * 2,
-            lora_dropout=0.0,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
+    peft_config = trl_lora(cfg["lora_rank"]) if cfg["method"] == "lora" else None
     t0, c0 = time.perf_counter(), cpu_seconds()
     trainer = SFTTrainer(
         model=cfg["model_dir"],
@@ -420,13 +411,12 @@ def run_trl(cfg: dict, tuned: bool) -> dict:
     trainer.train()
     trainer_eval = trainer.evaluate()["eval_loss"]
     seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     model = trainer.model.float()
     return {
         "seconds": seconds,
         "cpu_seconds": cpu,
         "bf16": bool(trainer.args.bf16),
-        "train_loss": losses[-1] if losses else None,
+        "train_loss": last_loss(trainer),
         "trainer_eval_loss": trainer_eval,
         "eval_loss": eval_loss(model, tokenizer, eval_rows, cfg["max_len"]),
     }
