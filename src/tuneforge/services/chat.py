@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import InvalidRequest
-from tuneforge.ids import new_id, now
+from tuneforge.ids import new_id
 from tuneforge.inference.holder import Serving
 from tuneforge.inference.types import Delta, TokenLogprob
 from tuneforge.protocol.chat import (
@@ -77,18 +77,16 @@ async def plan(
     prompt_ids = await engine.prepare_chat(target, messages, tools)
     max_tokens = req.max_completion_tokens or req.max_tokens
     gen.check_context(serving, target, len(prompt_ids), max_tokens, "messages")
-    return ChatPlan(
-        id=new_id("chatcmpl-"),
-        created=now(),
-        model=req.model,
-        target=target,
+    return ChatPlan.of(
+        req,
+        "chatcmpl-",
+        target,
         prompt_ids=prompt_ids,
         params=gen.choice_params(
             req, max_tokens=max_tokens, logprobs=bool(req.logprobs), top_logprobs=req.top_logprobs or 0
         ),
         tools=bool(req.tools),
         logprobs=bool(req.logprobs),
-        include_usage=bool(req.stream_options and req.stream_options.include_usage),
     )
 
 

@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import InvalidRequest
-from tuneforge.ids import new_id, now
 from tuneforge.inference.holder import Serving
 from tuneforge.inference.types import Delta, TokenLogprob
 from tuneforge.protocol.chat import Usage
@@ -55,18 +54,16 @@ async def plan(
         if not prompts[-1][1]:
             raise InvalidRequest("prompt must not be empty.", param="prompt")
         gen.check_context(serving, target, len(prompts[-1][1]), req.max_tokens, "prompt")
-    return CompletionPlan(
-        id=new_id("cmpl-"),
-        created=now(),
-        model=req.model,
-        target=target,
+    return CompletionPlan.of(
+        req,
+        "cmpl-",
+        target,
         prompts=prompts,
         params=gen.choice_params(
             req, max_tokens=req.max_tokens, logprobs=req.logprobs is not None, top_logprobs=req.logprobs or 0
         ),
         echo=bool(req.echo),
         logprobs=req.logprobs,
-        include_usage=bool(req.stream_options and req.stream_options.include_usage),
     )
 
 

@@ -9,11 +9,12 @@ import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import InvalidRequest, TuneforgeError
+from tuneforge.ids import new_id, now
 from tuneforge.inference.holder import Serving
 from tuneforge.inference.types import Delta, EngineError, Finished, ModelTarget, SamplingParams, TokenLogprob
 from tuneforge.protocol.chat import ChatCompletionRequest, Usage
@@ -43,6 +44,24 @@ class Plan:
     # Called once with (prompt_tokens, completion_tokens) when the answer is complete (usage
     # accounting); set by the caller.
     on_usage: Callable[[int, int], Awaitable[None]] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        req: ChatCompletionRequest | CompletionRequest,
+        id_prefix: str,
+        target: ModelTarget,
+        **fields: Any,
+    ) -> Self:
+        """The plan of `req` for `target`, with a new id; `fields`: the rest (the endpoint's own)."""
+        return cls(
+            id=new_id(id_prefix),
+            created=now(),
+            model=req.model,
+            target=target,
+            include_usage=bool(req.stream_options and req.stream_options.include_usage),
+            **fields,
+        )
 
     async def settle(self, prompt_tokens: int, completion_tokens: int) -> Usage:
         """The answer is complete: its usage recorded (`on_usage`), and as the wire object."""
