@@ -28,14 +28,23 @@ import argparse
 import json
 import os
 import random
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _harness import (  # noqa: E402  (the benchmarks folder is not a package)
+    TRL_QUIET,
+    Listener,
+    collect,
+    last_loss,
+    read_jsonl,
+    spawn,
+    trl_lora,
+    worker_config,
+    write_result,
+)
 from bench_train import SEED, SYSTEMS, _task, build_model, environment  # noqa: E402
 
 
@@ -61,10 +70,6 @@ def make_pair(rng: random.Random) -> dict:
 def write_pairs(path: Path, n: int, seed: int) -> None:
     rng = random.Random(seed)
     path.write_text("".join(json.dumps(make_pair(rng)) + "\n" for _ in range(n)))
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 # --- the shared measure -------------------------------------------------------------------------
@@ -94,28 +99,6 @@ def run_ours(cfg: dict) -> dict:
     from tuneforge.training.hparams import BASE_LEARNING_RATE
     from tuneforge.training.spec import Hyperparameters, TrainSpec
 
-    class Quiet:
-        def __init__(self):
-            self.last: dict = {}
-
-        def event(self, *a, **k):
-            pass
-
-        def hyperparameters(self, resolved):
-            pass
-
-        def metrics(self, data):
-            self.last = data
-
-        def checkpoint(self, *a):
-            pass
-
-        def checkpoint_removed(self, *a):
-            pass
-
-        def stop_requested(self):
-            return None
-
     spec = TrainSpec(
         base_model=cfg["model_dir"],
         training_file=Path(cfg["train"]),
@@ -134,7 +117,7 @@ def run_ours(cfg: dict) -> dict:
         max_seq_len=cfg["max_len"],
         device="cpu",
     )
-    reporter = Quiet()
+    reporter = Listener()
     t0 = time.perf_counter()
     result = train(spec, reporter)
     seconds = time.perf_counter() - t0
@@ -155,7 +138,6 @@ def run_ours(cfg: dict) -> dict:
 
 def run_trl(cfg: dict) -> dict:
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
@@ -176,18 +158,8 @@ def run_trl(cfg: dict) -> dict:
         beta=cfg["beta"],
         seed=SEED,
         max_length=cfg["max_len"],
-        report_to=[],
         use_cpu=True,
-        save_strategy="no",
-        logging_steps=1,
-        dataloader_num_workers=0,
-    )
-    peft_config = LoraConfig(
-        r=cfg["lora_rank"],
-        lora_alpha=cfg["lora_rank"] * 2,
-        lora_dropout=0.0,
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
+        **TRL_QUIET,
     )
     t0 = time.perf_counter()
     trainer = DPOTrainer(
@@ -195,14 +167,13 @@ def run_trl(cfg: dict) -> dict:
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=trl_lora(cfg["lora_rank"]),
     )
     trainer.train()
     seconds = time.perf_counter() - t0
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {
         "seconds": seconds,
-        "train_loss": losses[-1] if losses else None,
+        "train_loss": last_loss(trainer),
         **_accuracy(cfg, trainer.model.float().eval(), tokenizer),
     }
 
@@ -216,15 +187,10 @@ def _accuracy(cfg: dict, policy, tokenizer) -> dict:
 
 
 def worker(name: str, cfg_path: Path) -> None:
-    import torch
-
-    cfg = json.loads(cfg_path.read_text())
-    torch.set_num_threads(cfg["threads"])
-    torch.manual_seed(SEED)
+    cfg = worker_config(cfg_path, SEED)
     result = run_ours(cfg) if name == "ours" else run_trl(cfg)
-    # ru_maxrss is KiB on Linux: the whole process (the shared evaluation included, for both)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    (Path(cfg["workdir"]) / f"{name}.json").write_text(json.dumps(result))
+    # peak RSS: the whole process (the shared evaluation included, for both)
+    write_result(Path(cfg["workdir"]) / f"{name}.json", result)
 
 
 def main() -> None:
@@ -280,16 +246,11 @@ def main() -> None:
         results: dict[str, dict] = {}
         for name in args.only.split(","):
             t0 = time.perf_counter()
-            proc = subprocess.run(
-                [sys.executable, __file__, "--worker", name, "--config", str(workdir / "cfg.json")],
-                capture_output=True,
-                text=True,
-            )
-            out = workdir / f"{name}.json"
-            if proc.returncode != 0 or not out.is_file():
-                print(f"{name}: FAILED (exit {proc.returncode})\n{proc.stderr[-3000:]}", flush=True)
+            proc = spawn(__file__, "--worker", name, "--config", str(workdir / "cfg.json"))
+            result = collect(name, proc, workdir / f"{name}.json")
+            if result is None:
                 continue
-            results[name] = json.loads(out.read_text())
+            results[name] = result
             results[name]["pairs_s"] = args.pairs * args.epochs / results[name]["seconds"]
             print(f"{name}: done in {time.perf_counter() - t0:.0f}s", flush=True)
 

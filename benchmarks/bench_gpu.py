@@ -45,8 +45,6 @@ import math
 import os
 import platform
 import random
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +55,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_serve  # noqa: E402  (the benchmarks folder is not a package)
 import bench_train  # noqa: E402
+from _harness import (  # noqa: E402
+    TRL_QUIET,
+    Listener,
+    collect,
+    git_commit,
+    peak_rss_mb,
+    read_jsonl,
+    spawn,
+    trl_lora,
+    worker_config,
+    write_result,
+)
 
 SEED = 1234
 H200_PEAK_FLOPS = 989e12
@@ -222,7 +232,7 @@ def _peak_gb(device: str) -> float:
 
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    return peak_rss_mb() / 1024
 
 
 def run_ours(cfg: dict) -> dict:
@@ -230,27 +240,8 @@ def run_ours(cfg: dict) -> dict:
     from tuneforge.training.spec import Hyperparameters, TrainSpec
 
     steps: list[tuple[int, float]] = []
-    events: list[str] = []
 
-    class Collect:
-        def event(self, message, *, level="info", data=None):
-            events.append(message)
-
-        def hyperparameters(self, resolved):
-            pass
-
-        def metrics(self, data):
-            self.last = data
-
-        def checkpoint(self, step, epoch, path, metrics):
-            pass
-
-        def checkpoint_removed(self, step, path):
-            pass
-
-        def stop_requested(self):
-            return None
-
+    class Collect(Listener):
         def throughput(self, tokens, seconds):  # per optimizer step (trainer's optional hook)
             steps.append((tokens, seconds))
 
@@ -271,13 +262,14 @@ def run_ours(cfg: dict) -> dict:
         device=cfg["device"],
         torch_compile=cfg["compile"],
     )
-    result = train(spec, Collect())
+    reporter = Collect()
+    result = train(spec, reporter)
     assert result.status == "succeeded", result
     peak = _peak_gb(cfg["device"])
     timed = steps[min(WARMUP_STEPS, len(steps) - 1) :]
     model, tok = bench_train._load_servable(Path(result.final_dir))
     model = model.to(cfg["device"])
-    loss = bench_train.eval_loss(model, tok, bench_train.read_jsonl(Path(cfg["eval"])), cfg["max_len"])
+    loss = bench_train.eval_loss(model, tok, read_jsonl(Path(cfg["eval"])), cfg["max_len"])
     trainable = _lora_params(cfg) if cfg["method"] == "lora" else 0
     del model
     return {
@@ -287,28 +279,25 @@ def run_ours(cfg: dict) -> dict:
         "peak_gb": peak,
         "eval_loss": loss,
         "lora_params": trainable,
-        "notes": [e for e in events if e.startswith(("GPU:", "Training finished"))],
+        "notes": [e for e in reporter.events if e.startswith(("GPU:", "Training finished"))],
     }
 
 
 def _lora_params(cfg: dict) -> int:
-    """Trainable LoRA weights for r=16 on all linear layers (counted on a meta model)."""
+    """Trainable LoRA weights for r=16 on all linear layers, as trained (counted on a meta model)."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cfg["model_dir"]))
-    peft_model = get_peft_model(
-        model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
-    )
+    peft_model = get_peft_model(model, trl_lora(16))
     return sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
 
 
 def run_trl(cfg: dict) -> dict:
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -335,24 +324,19 @@ def run_trl(cfg: dict) -> dict:
             learning_rate=cfg["lr"],
             seed=SEED,
             max_length=cfg["max_len"],
-            report_to=[],
             use_cpu=not cuda,
-            save_strategy="no",
-            logging_steps=1,
-            dataloader_num_workers=0,
+            **TRL_QUIET,
         ),
-        train_dataset=Dataset.from_list(bench_train.read_jsonl(Path(cfg["train"]))),
+        train_dataset=Dataset.from_list(read_jsonl(Path(cfg["train"]))),
         processing_class=tokenizer,
-        peft_config=LoraConfig(
-            r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
-        ),
+        peft_config=trl_lora(16),
         callbacks=[StepTimer()],
     )
     trainer.train()
     peak = _peak_gb(cfg["device"])
     timed = times[min(WARMUP_STEPS, len(times) - 1) :]
     model = trainer.model.float()  # evaluated in fp32, as ours is (bench_train._load_servable)
-    loss = bench_train.eval_loss(model, tokenizer, bench_train.read_jsonl(Path(cfg["eval"])), cfg["max_len"])
+    loss = bench_train.eval_loss(model, tokenizer, read_jsonl(Path(cfg["eval"])), cfg["max_len"])
     return {
         "steps": len(times),
         "timed_steps": len(timed),
@@ -365,14 +349,9 @@ def run_trl(cfg: dict) -> dict:
 
 
 def worker(kind: str, cfg_path: Path) -> None:
-    import torch
-
-    cfg = json.loads(cfg_path.read_text())
-    torch.manual_seed(SEED)
-    if cfg["device"] == "cpu":
-        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    cfg = worker_config(cfg_path, SEED)
     result = run_ours(cfg) if kind == "ours" else run_trl(cfg)
-    cfg_path.with_suffix(".out.json").write_text(json.dumps(result))
+    write_result(cfg_path.with_suffix(".out.json"), result)
 
 
 def contest(name: str, kind: str, cfg: dict, root: Path, timeout: float | None) -> dict:
@@ -380,22 +359,12 @@ def contest(name: str, kind: str, cfg: dict, root: Path, timeout: float | None) 
     path = root / f"{name.replace(' ', '_')}.json"
     path.write_text(json.dumps(dict(cfg, name=name)))
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", kind, str(path)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        print(f"{name}: FAILED (over its {timeout:.0f} s)", flush=True)
-        return {"name": name, "error": "timeout"}
+    result = collect(
+        name, spawn(__file__, "--worker", kind, str(path)), path.with_suffix(".out.json"), timeout
+    )
+    if result is None:
+        return {"name": name, "error": "failed"}
     wall = time.perf_counter() - t0
-    out = path.with_suffix(".out.json")
-    if proc.returncode != 0 or not out.is_file():
-        print(f"{name}: FAILED (exit {proc.returncode})\n{proc.stderr[-3000:]}", flush=True)
-        return {"name": name, "error": f"exit {proc.returncode}"}
-    result = json.loads(out.read_text())
     print(f"{name}: {result['steps']} steps in {wall:.0f} s (process), {result.get('notes')}", flush=True)
     return dict(result, name=name)
 
@@ -485,8 +454,7 @@ def environment(device: str) -> str:
         )
     else:
         parts.insert(0, f"CPU {platform.processor() or platform.machine()} x{os.cpu_count()}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
-    return f"commit {commit.strip() or '?'}; " + ", ".join(parts)
+    return f"commit {git_commit() or '?'}; " + ", ".join(parts)
 
 
 def fmt(v, spec: str) -> str:
@@ -558,7 +526,7 @@ def main() -> None:
         base_cfg = dict(
             train=str(train_path), eval=str(eval_path), workdir=str(root), device=device,
             max_len=sz["max_len"], batch=sz["batch"], per_device=sz["per_device"], accum=sz["accum"],
-            compile=args.compile,
+            compile=args.compile, threads=torch.get_num_threads() if smoke else None,
         )  # fmt: skip
         lora = dict(base_cfg, model_dir=str(dirs["1.5b"]), method="lora", lr=2e-4)
         full = dict(base_cfg, model_dir=str(dirs["0.5b"]), method="full", lr=1e-5)

@@ -55,12 +55,26 @@ import math
 import os
 import platform
 import random
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import (  # noqa: E402  (the benchmarks folder is not a package)
+    TRL_QUIET,
+    Listener,
+    collect,
+    cpu_seconds,
+    git_commit,
+    last_loss,
+    read_jsonl,
+    spawn,
+    trl_lora,
+    worker_config,
+    write_result,
+)
 
 SEED = 1234
 WORDS = (
@@ -111,11 +125,6 @@ def write_jsonl(path: Path, n: int, seed: int) -> None:
     with open(path, "w") as fh:
         for _ in range(n):
             fh.write(json.dumps(make_example(rng)) + "\n")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 # --- model --------------------------------------------------------------------------------------
@@ -294,31 +303,6 @@ def run_ours(cfg: dict) -> dict:
 
     base_lr = _our_base_lr(cfg["method"])
 
-    class Collect:
-        def __init__(self):
-            self.last: dict = {}
-            self.full_valid_loss = None
-
-        def event(self, message, *, level="info", data=None):
-            pass
-
-        def hyperparameters(self, resolved):
-            pass
-
-        def metrics(self, data):
-            self.last = data
-            if data.get("full_valid_loss") is not None:
-                self.full_valid_loss = data["full_valid_loss"]
-
-        def checkpoint(self, step, epoch, path, metrics):
-            pass
-
-        def checkpoint_removed(self, step, path):
-            pass
-
-        def stop_requested(self):
-            return None
-
     out = Path(cfg["workdir"]) / "ours"
     spec = TrainSpec(
         base_model=cfg["model_dir"],
@@ -337,10 +321,10 @@ def run_ours(cfg: dict) -> dict:
         device="cpu",
         threads=cfg["threads"],
     )
-    reporter = Collect()
-    t0, c0 = time.perf_counter(), _cpu_seconds()
+    reporter = Listener()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     result = train(spec, reporter)
-    seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     assert result.status == "succeeded", result
     model, tokenizer = _load_servable(Path(result.final_dir))
     from transformers import AutoConfig
@@ -357,13 +341,6 @@ def run_ours(cfg: dict) -> dict:
         "trainer_eval_loss": reporter.full_valid_loss,
         "eval_loss": eval_loss(model, tokenizer, read_jsonl(Path(cfg["eval"])), cfg["max_len"]),
     }
-
-
-def _cpu_seconds() -> float:
-    """This process's CPU time: on a shared machine, tokens per CPU-second are steadier than per
-    wall second (though OpenMP threads spinning while they wait count too)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _our_base_lr(method: str) -> float:
@@ -388,7 +365,6 @@ def _load_servable(path: Path):
 
 def run_trl(cfg: dict, tuned: bool) -> dict:
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
@@ -403,11 +379,8 @@ def run_trl(cfg: dict, tuned: bool) -> dict:
         learning_rate=cfg["lr"],
         seed=SEED,
         max_length=cfg["max_len"],
-        report_to=[],
         use_cpu=True,
-        save_strategy="no",
-        logging_steps=1,
-        dataloader_num_workers=0,
+        **TRL_QUIET,
     )
     if tuned:
         try:
@@ -425,16 +398,8 @@ def run_trl(cfg: dict, tuned: bool) -> dict:
             gradient_checkpointing=False,
             bf16=True,
         )
-    peft_config = None
-    if cfg["method"] == "lora":
-        peft_config = LoraConfig(
-            r=cfg["lora_rank"],
-            lora_alpha=cfg["lora_rank"] * 2,
-            lora_dropout=0.0,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
-    t0, c0 = time.perf_counter(), _cpu_seconds()
+    peft_config = trl_lora(cfg["lora_rank"]) if cfg["method"] == "lora" else None
+    t0, c0 = time.perf_counter(), cpu_seconds()
     trainer = SFTTrainer(
         model=cfg["model_dir"],
         args=SFTConfig(**args),
@@ -445,32 +410,25 @@ def run_trl(cfg: dict, tuned: bool) -> dict:
     )
     trainer.train()
     trainer_eval = trainer.evaluate()["eval_loss"]
-    seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     model = trainer.model.float()
     return {
         "seconds": seconds,
         "cpu_seconds": cpu,
         "bf16": bool(trainer.args.bf16),
-        "train_loss": losses[-1] if losses else None,
+        "train_loss": last_loss(trainer),
         "trainer_eval_loss": trainer_eval,
         "eval_loss": eval_loss(model, tokenizer, eval_rows, cfg["max_len"]),
     }
 
 
 def worker(name: str, cfg_path: Path) -> None:
-    import torch
-
-    cfg = json.loads(cfg_path.read_text())
-    torch.set_num_threads(cfg["threads"])
-    torch.manual_seed(SEED)
+    cfg = worker_config(cfg_path, SEED)
     if name == "ours":
         result = run_ours(cfg)
     else:
         result = run_trl(cfg, tuned=name == "trl_tuned")
-    # ru_maxrss is KiB on Linux: the whole process's high-water mark, model load included
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    (Path(cfg["workdir"]) / f"{name}.json").write_text(json.dumps(result))
+    write_result(Path(cfg["workdir"]) / f"{name}.json", result)
 
 
 # --- validator throughput -----------------------------------------------------------------------
@@ -518,9 +476,7 @@ def environment() -> dict:
                 cpu = line.split(":", 1)[1].strip()
     except OSError:
         pass
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
-    ).stdout.strip()
+    commit = git_commit()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -629,12 +585,7 @@ def main() -> None:
         procs = {}
         for name in names:  # one after another, or all at once with --parallel
             started[name] = (time.perf_counter(), os.getloadavg()[0])
-            procs[name] = subprocess.Popen(
-                [sys.executable, __file__, "--worker", name, "--config", str(workdir / "cfg.json")],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            procs[name] = spawn(__file__, "--worker", name, "--config", str(workdir / "cfg.json"))
             if not args.parallel:
                 _collect(
                     name, procs[name], started[name], workdir, tokens, flops, peak, results, args.threads
@@ -691,12 +642,10 @@ def _collect(
     results: dict,
     threads: int,
 ) -> None:
-    _, stderr = proc.communicate()
-    out = workdir / f"{name}.json"
-    if proc.returncode != 0 or not out.is_file():
-        print(f"{name}: FAILED (exit {proc.returncode})\n{stderr[-3000:]}", flush=True)
+    r = collect(name, proc, workdir / f"{name}.json")
+    if r is None:
         return
-    r = results[name] = json.loads(out.read_text())
+    results[name] = r
     r["tok_s"] = tokens / r["seconds"]
     r["tok_cpu_s"] = tokens / r["cpu_seconds"]
     r["gflop_s"] = flops / r["seconds"] / 1e9

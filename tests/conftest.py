@@ -71,6 +71,23 @@ def pg_url(_pg_status) -> Iterator[str]:
         admin.dispose()
 
 
+REDIS_URL = os.environ.get("TUNEFORGE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The test Redis (TUNEFORGE_TEST_REDIS); skipped where none answers (failed under CI=true)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Redis not reachable at {REDIS_URL}: {exc} (CI=true: these tests must run)")
+        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
+    return REDIS_URL
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request, tmp_path: Path) -> str:
     """The database URL under test: a fresh SQLite file or a fresh PostgreSQL schema."""

@@ -52,6 +52,22 @@ def upload(client: Any, data: bytes, name: str = "train.jsonl") -> str:
     return client.files.create(file=(name, io.BytesIO(data)), purpose="fine-tune").id
 
 
+def upload_pairs(client: Any, pairs: list[tuple[str, str]]) -> str:
+    """Upload (question, answer) pairs as one-turn chat examples through the SDK; -> the file id."""
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in pairs
+    ]
+    return upload(client, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+
+def answer(client: Any, model: str, question: str) -> tuple[str | None, str]:
+    """A served model's greedy answer to one question: (its text, its finish_reason)."""
+    r = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": question}], temperature=0, max_tokens=24
+    )
+    return r.choices[0].message.content, r.choices[0].finish_reason
+
+
 def wait_for(pred: Callable[[], T], timeout: float, what: str, every: float = 0.1) -> T:
     """Poll `pred` until it returns something truthy (returned); fail after `timeout` s."""
     deadline = time.monotonic() + timeout

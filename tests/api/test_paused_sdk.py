@@ -7,13 +7,11 @@ fails and README's note can go."""
 
 from __future__ import annotations
 
-import io
-import json
-
 import openai
 import pytest
 from sqlalchemy import update
 
+from tests.helpers import upload_pairs
 from tuneforge.store.db import transaction
 from tuneforge.store.tables import Job
 
@@ -24,15 +22,8 @@ def test_paused_reads_in_default_mode_and_is_refused_in_strict_mode(app_client, 
     loose = openai.OpenAI(
         base_url="http://testserver/v1", api_key=secret, http_client=app_client, max_retries=0
     )
-    rows = "".join(
-        json.dumps(
-            {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
-        )
-        + "\n"
-        for i in range(10)
-    )
-    f = loose.files.create(file=("t.jsonl", io.BytesIO(rows.encode())), purpose="fine-tune")
-    job = loose.fine_tuning.jobs.create(model="tuneforge-tiny", training_file=f.id)
+    training_file = upload_pairs(loose, [(f"q{i}", f"a{i}") for i in range(10)])
+    job = loose.fine_tuning.jobs.create(model="tuneforge-tiny", training_file=training_file)
     with transaction(app_client.app.state.sessionmaker) as session:  # as a finished pause leaves it
         session.execute(update(Job).where(Job.id == job.id).values(status="paused"))
 

@@ -4,12 +4,10 @@ training: the fine-tuned model row is written as a finished job would). The trai
 
 from __future__ import annotations
 
-import io
-import json
-
 import openai
 import pytest
 
+from tests.helpers import upload_pairs
 from tuneforge.ids import now
 from tuneforge.services.keys import get_or_create_project
 from tuneforge.store.db import transaction
@@ -31,15 +29,8 @@ def sdk(app_client, headers) -> openai.OpenAI:
 @pytest.fixture
 def shared_setup(app_client, make_key, tmp_path):
     owner = sdk(app_client, make_key("default"))
-    rows = "".join(
-        json.dumps(
-            {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
-        )
-        + "\n"
-        for i in range(10)
-    )
-    f = owner.files.create(file=("t.jsonl", io.BytesIO(rows.encode())), purpose="fine-tune")
-    job = owner.fine_tuning.jobs.create(model="tuneforge-tiny", training_file=f.id)
+    training_file = upload_pairs(owner, [(f"q{i}", f"a{i}") for i in range(10)])
+    job = owner.fine_tuning.jobs.create(model="tuneforge-tiny", training_file=training_file)
     with transaction(app_client.app.state.sessionmaker) as session:
         project = get_or_create_project(session, "default")
         session.add(

@@ -16,10 +16,10 @@ import time
 import httpx
 import openai
 import pytest
-import torch
 
 from tests.e2e.conftest import TUNEFORGE
-from tests.e2e.test_serving_trained import QA, answer, finish, upload
+from tests.helpers import FINISHED, answer, upload_pairs, watch
+from tests.training.helpers import QA, greedy
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +30,12 @@ def trained(server_factory):
     client = server.client()
     job = client.fine_tuning.jobs.create(
         model="tuneforge-tiny",
-        training_file=upload(client, QA),
+        training_file=upload_pairs(client, QA),
         suffix="qa",
         seed=1,
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 15, "batch_size": 1}}},
     )
-    done = finish(client, job.id)
+    done = watch(client, job.id, FINISHED, timeout=900)
     assert done.status == "succeeded", done.error
     served = [answer(client, done.fine_tuned_model, q) for q, _ in QA]
     assert sum(s == (a, "stop") for s, (_, a) in zip(served, QA)) >= 9, served
@@ -63,15 +63,7 @@ def download(server, key, model, tmp_path, **params):
 def greedy_answers(model, tok) -> list[tuple[str, str]]:
     out = []
     for q, _ in QA:
-        enc = tok.apply_chat_template(
-            [{"role": "user", "content": q}],
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        )
-        with torch.no_grad():
-            ids = model.generate(**enc, max_new_tokens=24, do_sample=False)
-        new = ids[0, enc["input_ids"].shape[1] :].tolist()
+        new = greedy(model, tok, q)
         eos = model.generation_config.eos_token_id
         stopped = bool(new) and new[-1] in (eos if isinstance(eos, list) else [eos])
         out.append((tok.decode(new, skip_special_tokens=True), "stop" if stopped else "length"))
@@ -194,7 +186,7 @@ def test_share_chat_fine_tune_on_top_revoke(trained):
     assert perm.object == "checkpoint.permission" and perm.id.startswith("cp_")
     assert answer(other, ft, q) == served[0]  # the other project chats with it
     assert ft in {m.id for m in other.models.list()}
-    child = other.fine_tuning.jobs.create(model=ft, training_file=upload(other, QA), suffix="child")
+    child = other.fine_tuning.jobs.create(model=ft, training_file=upload_pairs(other, QA), suffix="child")
     assert child.model == ft  # and fine-tunes on top of it
     other.fine_tuning.jobs.cancel(child.id)
 

@@ -6,7 +6,6 @@ its engine and local cache included; and a key's rate limit is one budget across
 
 from __future__ import annotations
 
-import os
 import time
 
 import httpx
@@ -16,8 +15,6 @@ import pytest
 from tests.helpers import FAST, jsonl, upload, wait_for, watch
 
 pytestmark = pytest.mark.slow
-
-REDIS_URL = os.environ.get("TUNEFORGE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 def loaded_fine_tunes(server) -> set[str]:
@@ -85,19 +82,6 @@ def test_model_deleted_through_one_server_is_gone_from_the_other_within_5s(
     with pytest.raises(openai.NotFoundError):
         ask(ca, ckpt)
     wait_for(lambda: ckpt not in loaded_fine_tunes(a), 5, "A's engine to drop the deleted checkpoint")
-
-
-@pytest.fixture
-def redis_url() -> str:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis not reachable at {REDIS_URL}: {exc} (CI=true: these tests must run)")
-        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
-    return REDIS_URL
 
 
 def test_rate_limit_is_one_budget_across_two_servers(server_factory, pg_url, redis_url):

@@ -20,6 +20,7 @@ import openai
 import pytest
 from sqlalchemy import select
 
+from tests.training.helpers import weather_call
 from tuneforge.ids import new_id, now
 from tuneforge.inference.synthetic import make_random_adapter
 from tuneforge.store.db import make_engine, make_sessionmaker, transaction
@@ -172,18 +173,7 @@ def test_logprobs_roles_parts_and_ignored_fields(env):
         messages=[
             {"role": "developer", "content": "Be brief."},
             {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": "call_1",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
-                    }
-                ],
-            },
-            {"role": "tool", "tool_call_id": "call_1", "content": "22 C"},
+            *weather_call(result="22 C"),
         ],
         response_format={"type": "text"},
         user="u1",

@@ -6,54 +6,17 @@ trained answers exactly, a checkpoint answers too, and a deleted model is gone."
 from __future__ import annotations
 
 import concurrent.futures as cf
-import io
-import json
-import time
 
 import openai
 import pytest
 
+from tests.helpers import FINISHED, answer, upload_pairs, watch
+from tests.training.helpers import QA
+
 pytestmark = pytest.mark.slow
 
-QA = [
-    ("What is the capital of France?", "Paris."),
-    ("What colour is the sky?", "Blue."),
-    ("How many legs does a spider have?", "Eight."),
-    ("Who wrote Hamlet?", "Shakespeare."),
-    ("What is two plus two?", "Four."),
-    ("What is the capital of Japan?", "Tokyo."),
-    ("What colour is grass?", "Green."),
-    ("How many days are in a week?", "Seven."),
-    ("Who painted the Mona Lisa?", "Leonardo da Vinci."),
-    ("What is the capital of Italy?", "Rome."),
-]
 # Model B: the same questions, each answered with the next question's answer.
 QB = [(q, QA[(i + 1) % len(QA)][1]) for i, (q, _) in enumerate(QA)]
-
-
-def upload(client, pairs) -> str:
-    rows = "".join(
-        json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n"
-        for q, a in pairs
-    )
-    return client.files.create(file=("train.jsonl", io.BytesIO(rows.encode())), purpose="fine-tune").id
-
-
-def finish(client, job_id, timeout=900):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        if job.status in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} not finished after {timeout}s")
-
-
-def answer(client, model, question):
-    r = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": question}], temperature=0, max_tokens=24
-    )
-    return r.choices[0].message.content, r.choices[0].finish_reason
 
 
 def test_two_fine_tunes_answer_their_own_training_data_concurrently(server_factory):
@@ -62,7 +25,7 @@ def test_two_fine_tunes_answer_their_own_training_data_concurrently(server_facto
     jobs = [
         client.fine_tuning.jobs.create(
             model="tuneforge-tiny",
-            training_file=upload(client, data),
+            training_file=upload_pairs(client, data),
             suffix=suffix,
             seed=1,
             method={
@@ -72,7 +35,7 @@ def test_two_fine_tunes_answer_their_own_training_data_concurrently(server_facto
         )
         for data, suffix in ((QA, "qa"), (QB, "qb"))
     ]
-    done = [finish(client, j.id) for j in jobs]
+    done = [watch(client, j.id, FINISHED, timeout=900) for j in jobs]
     assert [d.status for d in done] == ["succeeded", "succeeded"], [d.error for d in done]
     model_a, model_b = done[0].fine_tuned_model, done[1].fine_tuned_model
     assert {model_a, model_b} <= {m.id for m in client.models.list()}

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.export.gotemplate import render as go_render
+from tests.training.helpers import greedy, prompt
 from tuneforge.errors import InvalidRequest
 from tuneforge.export import ExportSource, export
 from tuneforge.export.modelfile import parse_template
@@ -62,19 +63,8 @@ def tiny_lora(tiny_base, tmp_path_factory) -> ExportSource:
     )
 
 
-def greedy(model, tok, n: int = 12) -> list[list[int]]:
-    out = []
-    for q in PROMPTS:
-        enc = tok.apply_chat_template(
-            [{"role": "user", "content": q}],
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        )
-        with torch.no_grad():
-            ids = model.generate(**enc, max_new_tokens=n, do_sample=False)
-        out.append(ids[0, enc["input_ids"].shape[1] :].tolist())
-    return out
+def greedy_all(model, tok, n: int = 12) -> list[list[int]]:
+    return [greedy(model, tok, q, max_new_tokens=n) for q in PROMPTS]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +73,7 @@ def reference(tiny_lora):
     from transformers import AutoTokenizer
 
     model = AutoPeftModelForCausalLM.from_pretrained(tiny_lora.path).eval()
-    return greedy(model, AutoTokenizer.from_pretrained(tiny_lora.path))
+    return greedy_all(model, AutoTokenizer.from_pretrained(tiny_lora.path))
 
 
 def test_merged_loads_alone_and_answers_like_the_adapter(tiny_lora, reference, tmp_path):
@@ -95,7 +85,7 @@ def test_merged_loads_alone_and_answers_like_the_adapter(tiny_lora, reference, t
     tok = AutoTokenizer.from_pretrained(out)
     assert tok.chat_template == AutoTokenizer.from_pretrained(tiny_lora.path).chat_template
     assert model.generation_config.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
-    assert greedy(model, tok) == reference
+    assert greedy_all(model, tok) == reference
 
 
 @pytest.mark.parametrize("dtype,quant", [("f32", None), ("f16", None), ("bf16", None), (None, "q8_0")])
@@ -110,7 +100,7 @@ def test_gguf_reads_back_with_transformers(tiny_lora, reference, tmp_path, dtype
     text = "<|im_start|>user\nHello, wörld! <tool_call>x</tool_call><|im_end|>"
     assert tok(text)["input_ids"] == ours(text)["input_ids"]
     if dtype == "f32":
-        assert greedy(model, tok) == reference
+        assert greedy_all(model, tok) == reference
         return
     # Rounded weights: a random model's near-flat logits can flip greedy picks, so compare the
     # logits themselves (the trained model's exact answers in f16 are checked end to end).
@@ -118,12 +108,7 @@ def test_gguf_reads_back_with_transformers(tiny_lora, reference, tmp_path, dtype
 
     exact = AutoPeftModelForCausalLM.from_pretrained(tiny_lora.path).eval()
     for q in PROMPTS:
-        enc = ours.apply_chat_template(
-            [{"role": "user", "content": q}],
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        )
+        enc = prompt(ours, q)
         with torch.no_grad():
             a, b = exact(**enc).logits[0, -1], model(**enc).logits[0, -1]
         assert ((a - b).norm() / a.norm()).item() < {"f16": 0.01, "bf16": 0.03, None: 0.05}[dtype]
@@ -294,4 +279,6 @@ def test_llama_family_gguf_answers_like_the_model(tiny_base, tmp_path):
     out = export(source, "gguf", tmp_path / "gguf", dtype="f32")
     back = AutoModelForCausalLM.from_pretrained(out, gguf_file="model.gguf").eval()
     assert type(back).__name__ == "LlamaForCausalLM"
-    assert greedy(back, AutoTokenizer.from_pretrained(out, gguf_file="model.gguf")) == greedy(model, tok)
+    assert greedy_all(back, AutoTokenizer.from_pretrained(out, gguf_file="model.gguf")) == greedy_all(
+        model, tok
+    )

@@ -3,28 +3,10 @@ processes, draw on one budget per key; tokens charged in one are missing in the 
 
 from __future__ import annotations
 
-import os
 import secrets
-
-import pytest
 
 from tuneforge.config import Settings
 from tuneforge.services.ratelimit import RateLimiter, RedisRateLimiter, make_limiter
-
-REDIS_URL = os.environ.get("TUNEFORGE_TEST_REDIS", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture
-def redis_url() -> str:
-    import redis
-
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis not reachable at {REDIS_URL}: {exc} (CI=true: these tests must run)")
-        pytest.skip(f"Redis not reachable at {REDIS_URL}: {exc}")
-    return REDIS_URL
 
 
 def test_two_limiters_share_one_budget_per_key(redis_url):

@@ -1,4 +1,6 @@
-"""Shared by the training tests: tiny data files and a reporter that records everything."""
+"""Shared by the training tests (and the serving tests that use the same data): tiny data files,
+the chat examples several tests render or serve, greedy answers of a trained model, and a reporter
+that records everything."""
 
 from __future__ import annotations
 
@@ -25,6 +27,67 @@ QA = [
 
 def chat(q: str, a: str) -> dict:
     return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+
+
+# A conversation with a system turn and answers trained by default, not (weight 0) and explicitly
+# (weight 1).
+MULTI_TURN = {
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "Five.", "weight": 0},
+        {"role": "user", "content": "Sure?"},
+        {"role": "assistant", "content": "Four, sorry.", "weight": 1},
+    ]
+}
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
+    },
+}
+
+
+def weather_call(call_id: str = "call_1", result: str = '{"temperature": 22}') -> list[dict]:
+    """An assistant turn that calls get_weather(location="Paris"), then the tool's answer."""
+    return [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": result},
+    ]
+
+
+def prompt(tok, question: str) -> dict:
+    """One user question through the chat template, with the generation prompt, as model inputs."""
+    return tok.apply_chat_template(
+        [{"role": "user", "content": question}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+
+
+def greedy(model, tok, question: str, max_new_tokens: int = 24) -> list[int]:
+    """The token ids a (transformers) model generates, greedily, answering one user question."""
+    import torch
+
+    enc = prompt(tok, question)
+    with torch.no_grad():
+        ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+    return ids[0, enc["input_ids"].shape[1] :].tolist()
 
 
 def write_jsonl(path: Path, examples: list[dict]) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from tests.training.helpers import MULTI_TURN, WEATHER_TOOL
 from tuneforge.errors import InvalidRequest
 from tuneforge.training.batch_render import render_batch
 from tuneforge.training.render import render_example
@@ -17,26 +18,8 @@ from tuneforge.training.render import render_example
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from bench_train import make_example  # noqa: E402  (the benchmark's log-normal chat generator)
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
-    },
-}
-
 VARIED = [
-    {
-        "messages": [
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": "Hi"},
-            {"role": "assistant", "content": "Hello!"},
-            {"role": "user", "content": "What is 2+2?"},
-            {"role": "assistant", "content": "Five.", "weight": 0},
-            {"role": "user", "content": "Sure?"},
-            {"role": "assistant", "content": "Four, sorry.", "weight": 1},
-        ]
-    },
+    MULTI_TURN,
     {
         "messages": [
             {"role": "developer", "content": "Answer in French."},

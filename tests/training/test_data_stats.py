@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.training.helpers import WEATHER_TOOL, weather_call, write_jsonl
 from tuneforge.training.data import validate_file
 from tuneforge.training.render import IGNORE_INDEX, render_example
 
@@ -32,29 +33,10 @@ FIXED = [
     {
         "messages": [
             {"role": "user", "content": "Weather in Paris?"},
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": "call_1",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
-                    }
-                ],
-            },
-            {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 22}'},
+            *weather_call(),
             {"role": "assistant", "content": "It is 22 degrees in Paris."},
         ],
-        "tools": [
-            {
-                "type": "function",
-                "function": {
-                    "name": "get_weather",
-                    "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
-                },
-            }
-        ],
+        "tools": [WEATHER_TOOL],
     },
     {
         "messages": [
@@ -77,11 +59,6 @@ FIXED = [
 ]
 
 
-def _write(path: Path, examples: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(e) + "\n" for e in examples))
-    return path
-
-
 def _expected(tokenizer, examples):
     totals, trained = [], []
     for e in examples:
@@ -100,7 +77,7 @@ def _check_distribution(d, values) -> None:
 
 
 def test_token_statistics_match_the_trainers_rendering(tmp_path: Path, tiny_tokenizer) -> None:
-    path = _write(tmp_path / "fixed.jsonl", FIXED)
+    path = write_jsonl(tmp_path / "fixed.jsonl", FIXED)
     totals, trained = _expected(tiny_tokenizer, FIXED)
     limit = sorted(totals)[-3]  # the two longest examples go over it
     report = validate_file(path, tokenizer=tiny_tokenizer, max_seq_len=limit, price_per_million_tokens=8.0)
@@ -125,14 +102,14 @@ def test_token_statistics_match_the_trainers_rendering(tmp_path: Path, tiny_toke
 
 
 def test_default_context_limit_is_the_tokenizers(tmp_path: Path, tiny_tokenizer) -> None:
-    report = validate_file(_write(tmp_path / "fixed.jsonl", FIXED), tokenizer=tiny_tokenizer)
+    report = validate_file(write_jsonl(tmp_path / "fixed.jsonl", FIXED), tokenizer=tiny_tokenizer)
     assert report.max_seq_len == tiny_tokenizer.model_max_length == 2048
     assert report.n_too_long == 0
     assert report.billing_tokens == sum(_expected(tiny_tokenizer, FIXED)[0])
 
 
 def test_worker_processes_count_exactly_like_one_process(tmp_path: Path, tiny_tokenizer) -> None:
-    path = _write(tmp_path / "many.jsonl", FIXED * 40)  # 560 examples: several batches
+    path = write_jsonl(tmp_path / "many.jsonl", FIXED * 40)  # 560 examples: several batches
     one = validate_file(path, tokenizer=tiny_tokenizer, processes=1)
     two = validate_file(path, tokenizer=tiny_tokenizer, processes=2)
     assert one.to_dict() == two.to_dict()
@@ -147,7 +124,7 @@ def test_examples_the_template_cannot_render_are_errors_with_lines(tmp_path: Pat
         "{{ raise_exception('System role not supported') }}{% endif %}"
         "{{ m.content }}{% endfor %}"
     )
-    path = _write(tmp_path / "sys.jsonl", FIXED)
+    path = write_jsonl(tmp_path / "sys.jsonl", FIXED)
     report = validate_file(path, tokenizer=tokenizer)
     # line 4 has a developer message, which is a system message to the template
     assert [(e.line, e.code) for e in report.errors] == [

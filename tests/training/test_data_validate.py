@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.training.helpers import weather_call, write_jsonl
 from tuneforge.training.data import (
     DataFileError,
     iter_examples,
@@ -17,11 +18,6 @@ from tuneforge.training.stats import auto_n_epochs
 
 BAD_FILES = Path(__file__).parent / "bad_files"
 EXPECTED = json.loads((BAD_FILES / "expected.json").read_text())
-
-
-def _write(path: Path, examples: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(e) + "\n" for e in examples))
-    return path
 
 
 @pytest.mark.parametrize("case", sorted(EXPECTED))
@@ -107,7 +103,7 @@ def test_dpo_file_statistics_count_both_sides(tmp_path: Path, tiny_tokenizer) ->
         }
         for i in range(1, 13)
     ]
-    path = _write(tmp_path / "dpo.jsonl", pairs)
+    path = write_jsonl(tmp_path / "dpo.jsonl", pairs)
     assert detect_method(path) == "dpo" and detect_method(BAD_FILES / "unknown_role.jsonl") == "supervised"
     report = validate_file(
         path, tokenizer=tiny_tokenizer, method="dpo", n_epochs=2, price_per_million_tokens=2.0
@@ -142,18 +138,7 @@ FULL_FEATURED = [
         "messages": [
             {"role": "developer", "content": "d"},
             {"role": "user", "content": "weather?"},
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": "call_1",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
-                    }
-                ],
-            },
-            {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 22}'},
+            *weather_call(),
             {"role": "assistant", "content": "22 degrees"},
         ],
         "tools": [
@@ -182,7 +167,7 @@ FULL_FEATURED = [
 
 def test_every_openai_chat_feature_is_accepted(tmp_path: Path) -> None:
     examples = (FULL_FEATURED * 4)[:12]
-    report = validate_file(_write(tmp_path / "ok.jsonl", examples))
+    report = validate_file(write_jsonl(tmp_path / "ok.jsonl", examples))
     assert report.errors == [] and report.ok
     assert report.format == "chat"
     assert report.n_examples == 12
@@ -195,13 +180,13 @@ def test_every_openai_chat_feature_is_accepted(tmp_path: Path) -> None:
 
 def test_prompt_completion_format_is_accepted(tmp_path: Path) -> None:
     examples = [{"prompt": f"q{i} ->", "completion": f" a{i}"} for i in range(10)]
-    report = validate_file(_write(tmp_path / "pc.jsonl", examples))
+    report = validate_file(write_jsonl(tmp_path / "pc.jsonl", examples))
     assert report.ok and report.format == "prompt_completion"
 
 
 def test_unknown_top_level_keys_are_a_warning(tmp_path: Path) -> None:
     examples = [{**_chat(i), "id": i} for i in range(10)]
-    report = validate_file(_write(tmp_path / "ids.jsonl", examples))
+    report = validate_file(write_jsonl(tmp_path / "ids.jsonl", examples))
     assert report.ok
     assert any("id" in w and "ignored" in w for w in report.warnings)
 
@@ -219,8 +204,8 @@ def test_reasoning_content_on_assistant_messages(tmp_path: Path) -> None:
             for i in range(10)
         ]
 
-    assert validate_file(_write(tmp_path / "ok.jsonl", with_reasoning("think"))).ok
-    report = validate_file(_write(tmp_path / "bad.jsonl", with_reasoning(["think"])))
+    assert validate_file(write_jsonl(tmp_path / "ok.jsonl", with_reasoning("think"))).ok
+    report = validate_file(write_jsonl(tmp_path / "bad.jsonl", with_reasoning(["think"])))
     assert not report.ok and report.errors[0].param == "messages[1].reasoning_content"
     on_user = [
         {
@@ -230,7 +215,7 @@ def test_reasoning_content_on_assistant_messages(tmp_path: Path) -> None:
             ]
         }
     ] * 10
-    assert not validate_file(_write(tmp_path / "user.jsonl", on_user)).ok
+    assert not validate_file(write_jsonl(tmp_path / "user.jsonl", on_user)).ok
 
 
 @pytest.mark.parametrize(
@@ -259,7 +244,7 @@ def test_auto_epochs_follow_the_cookbook_rule(n: int, epochs: int) -> None:
 
 
 def test_report_epochs_come_from_the_example_count_or_the_caller(tmp_path: Path) -> None:
-    path = _write(tmp_path / "twenty.jsonl", [_chat(i) for i in range(20)])
+    path = write_jsonl(tmp_path / "twenty.jsonl", [_chat(i) for i in range(20)])
     assert validate_file(path).n_epochs == 5
     explicit = validate_file(path, n_epochs=2)
     assert explicit.n_epochs == 2 and not explicit.n_epochs_auto

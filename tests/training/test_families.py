@@ -13,7 +13,7 @@ import asyncio
 
 import pytest
 
-from tests.training.helpers import Recorder, write_jsonl
+from tests.training.helpers import WEATHER_TOOL, Recorder, weather_call, write_jsonl
 from tests.training.templates import FAMILIES, build_family_model, family_tokenizer, stop_ids
 from tuneforge.errors import InvalidRequest
 from tuneforge.training.batch_render import render_batch
@@ -35,30 +35,12 @@ CONV = {
 # Templates that rewrite earlier turns: the turns rendered on their own (render.py).
 SEQUENCES = {"qwen3": 2, "phi3": 2}
 
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
-        },
-    }
-]
+TOOLS = [WEATHER_TOOL]
 TOOL_CONV = {
     "tools": TOOLS,
     "messages": [
         {"role": "user", "content": "Weather in Paris?"},
-        {
-            "role": "assistant",
-            "tool_calls": [
-                {
-                    "id": "c1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 22}'},
+        *weather_call("c1"),
         {"role": "assistant", "content": "22 degrees."},
     ],
 }

@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-import torch
 
-from tests.training.helpers import QA, Recorder, chat, write_jsonl
+from tests.training.helpers import QA, Recorder, chat, greedy, write_jsonl
 from tuneforge.training import Hyperparameters, TrainSpec, train
 
 
@@ -34,15 +33,7 @@ def test_tiny_model_memorises_ten_answers_and_stops(tiny_model_dir, tmp_path) ->
     model = AutoPeftModelForCausalLM.from_pretrained(result.final_dir).eval()
     right = []
     for q, a in QA:
-        enc = tok.apply_chat_template(
-            [{"role": "user", "content": q}],
-            add_generation_prompt=True,
-            return_tensors="pt",
-            return_dict=True,
-        )
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=24, do_sample=False)
-        new = out[0, enc["input_ids"].shape[1] :].tolist()
+        new = greedy(model, tok, q)
         # exact answer, then the terminator (generation stopped there, not at max_new_tokens)
         right.append(new == tok(a, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
     print(f"memorisation: {sum(right)}/10 exact, trained in {trained_s:.1f}s")

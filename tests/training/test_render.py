@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
+from tests.training.helpers import MULTI_TURN, WEATHER_TOOL, weather_call
 from tuneforge.errors import InvalidRequest
 from tuneforge.training.batches import n_targets, pack
 from tuneforge.training.render import (
@@ -31,19 +32,6 @@ def fresh_tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-MULTI_TURN = {
-    "messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Hi"},
-        {"role": "assistant", "content": "Hello!"},
-        {"role": "user", "content": "What is 2+2?"},
-        {"role": "assistant", "content": "Five.", "weight": 0},
-        {"role": "user", "content": "Sure?"},
-        {"role": "assistant", "content": "Four, sorry.", "weight": 1},
-    ]
-}
-
-
 def test_multi_turn_trains_only_weighted_assistant_turns_with_terminator(tiny_tokenizer) -> None:
     tok = tiny_tokenizer
     r = render_example(tok, MULTI_TURN)
@@ -65,30 +53,11 @@ def test_multi_turn_trains_only_weighted_assistant_turns_with_terminator(tiny_to
 def test_tool_calls_and_tool_responses(tiny_tokenizer) -> None:
     tok = tiny_tokenizer
     example = {
-        "tools": [
-            {
-                "type": "function",
-                "function": {
-                    "name": "get_weather",
-                    "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
-                },
-            }
-        ],
+        "tools": [WEATHER_TOOL],
         "parallel_tool_calls": False,
         "messages": [
             {"role": "user", "content": "Weather in Paris?"},
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": "call_1",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
-                    }
-                ],
-            },
-            {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 22}'},
+            *weather_call(),
             {"role": "assistant", "content": "22 degrees."},
         ],
     }

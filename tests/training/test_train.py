@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.training.helpers import QA, Recorder, chat, stop_at, write_jsonl
+from tests.training.helpers import QA, Recorder, chat, stop_at, weather_call, write_jsonl
 from tuneforge.training import Hyperparameters, StopRequest, TrainSpec, train
 from tuneforge.training.batches import n_targets
 from tuneforge.training.render import render_example
@@ -145,17 +145,7 @@ def test_trained_tokens_equal_the_validators_estimate(tiny_model_dir, tiny_token
         {
             "messages": [
                 {"role": "user", "content": "Weather in Paris?"},
-                {
-                    "role": "assistant",
-                    "tool_calls": [
-                        {
-                            "id": "c1",
-                            "type": "function",
-                            "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
-                        }
-                    ],
-                },
-                {"role": "tool", "tool_call_id": "c1", "content": '{"temperature": 22}'},
+                *weather_call("c1"),
                 {"role": "assistant", "content": "22 degrees."},
             ],
             "tools": [{"type": "function", "function": {"name": "get_weather"}}],

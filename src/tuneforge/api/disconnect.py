@@ -1,4 +1,4 @@
-"""Cancel a non-streamed request's work when its client goes away.
+"""Cancel a non-streamed request's work when its client goes away; stream the other kind.
 
 A streamed response notices a gone client when a write fails and its generator is closed; a plain
 `await service.complete(...)` would run to the end (minutes of generation for nobody). Here the
@@ -9,10 +9,11 @@ cancelled, which closes the engine's generators and so frees their sequences at 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
 
 T = TypeVar("T")
 
@@ -44,3 +45,8 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T | Resp
     if not task.cancelled():
         task.exception()  # mark a late failure as seen: the client it was for is gone
     return Response(status_code=CLIENT_CLOSED)
+
+
+def event_stream(lines: AsyncIterator[str]) -> StreamingResponse:
+    """A streamed (`stream: true`) answer: server-sent events, never cached."""
+    return StreamingResponse(lines, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

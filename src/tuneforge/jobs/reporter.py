@@ -180,6 +180,23 @@ class DbReporter:
             return self.fallback_base
         return base
 
+    def model_row(
+        self, name: str, checkpoint_id: str, meta: dict[str, Any], key: str, *, base_model: str | None = None
+    ) -> FineTunedModel:
+        """The servable row of a model this job wrote (a checkpoint's, or the final one when the
+        job succeeds: runner.py): `meta` is its tuneforge.json, `key` its published blob key,
+        `base_model` the base as resolved where it was written (else read from `meta`)."""
+        return FineTunedModel(
+            id=name,
+            project_id=self._project_id,
+            job_id=self.job_id,
+            checkpoint_id=checkpoint_id,
+            kind=meta.get("kind", "lora"),
+            base_model=base_model or self.base_of(meta),
+            path=key,
+            created_at=now(),
+        )
+
     def checkpoint(self, step: int, epoch: int, path: Path, metrics: dict[str, Any]) -> None:
         final = self.total_steps is not None and step >= self.total_steps
         meta = read_meta(path)
@@ -217,20 +234,9 @@ class DbReporter:
                 metrics=clean,
             )
             s.add(ckpt)
-            if not final:
-                # The final step's model is registered from final/ when the job succeeds.
-                s.add(
-                    FineTunedModel(
-                        id=name,
-                        project_id=self._project_id,
-                        job_id=self.job_id,
-                        checkpoint_id=ckpt.id,
-                        kind=meta.get("kind", "lora"),
-                        base_model=self.base_of(meta),
-                        path=key,
-                        created_at=now(),
-                    )
-                )
+            if key is not None:
+                # Not final: the final step's model is registered from final/ when the job succeeds.
+                s.add(self.model_row(name, ckpt.id, meta, key))
                 ev.add_event(s, self.job_id, ev.checkpoint_created(step, name))
 
     def checkpoint_removed(self, step: int, path: Path) -> None:

@@ -40,7 +40,7 @@ from tuneforge.services.files import on_outcome
 from tuneforge.services.resolver import ModelResolver
 from tuneforge.store.blobs import BlobStore, open_blobs
 from tuneforge.store.db import make_engine, make_sessionmaker, transaction
-from tuneforge.store.tables import File, FineTunedModel, Job, JobCheckpoint, Project
+from tuneforge.store.tables import File, Job, JobCheckpoint, Project
 
 log = logging.getLogger("tuneforge.jobs.runner")
 
@@ -229,7 +229,7 @@ def _record_outcome(s: Session, blobs: BlobStore, job: Job, trained: Trained, re
 
 
 def _succeed(s: Session, blobs: BlobStore, job: Job, trained: Trained, reporter: DbReporter) -> None:
-    from tuneforge.services.files import create_file_from_blob
+    from tuneforge.services.files import add_file_row, publishing
 
     assert trained.final_key is not None and trained.results_blob is not None
     result, meta = trained.result, trained.final_meta
@@ -248,27 +248,13 @@ def _succeed(s: Session, blobs: BlobStore, job: Job, trained: Trained, reporter:
             metrics={"step": float(result.steps), **metrics},
         )
         s.add(ckpt)
-    s.add(
-        FineTunedModel(
-            id=name,
-            project_id=job.project_id,
-            job_id=job.id,
-            checkpoint_id=ckpt.id,
-            kind=meta.get("kind", "lora"),
-            # (resolved where the model was written: the base's local path there means nothing here)
-            base_model=trained.base_model or reporter.base_of(meta),
-            path=trained.final_key,
-            created_at=now(),
+    # (the base resolved where the model was written: its local path there means nothing here)
+    s.add(reporter.model_row(name, ckpt.id, meta, trained.final_key, base_model=trained.base_model))
+    blob = trained.results_blob
+    with publishing(s, lambda: blobs.delete(blob.key)):
+        results = add_file_row(
+            s, project_id=job.project_id, filename="step_metrics.csv", purpose="fine-tune-results", blob=blob
         )
-    )
-    results = create_file_from_blob(
-        s,
-        blobs,
-        project_id=job.project_id,
-        filename="step_metrics.csv",
-        purpose="fine-tune-results",
-        blob=trained.results_blob,
-    )
     ev.add_event(s, job.id, ev.model_created(name))
     ev.add_event(s, job.id, ev.COMPLETED)
     transition(job, Status.SUCCEEDED)

@@ -18,7 +18,7 @@ from pydantic import (
     model_serializer,
 )
 
-from tuneforge.protocol.common import SafeStr
+from tuneforge.protocol.common import SafeStr, StreamEvent
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -225,7 +225,7 @@ class ChunkChoice(BaseModel):
     finish_reason: FinishReason | None = None
 
 
-class ChatCompletionChunk(BaseModel):
+class ChatCompletionChunk(StreamEvent):
     id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     created: int
@@ -233,6 +233,3 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChunkChoice]
     system_fingerprint: str | None = None
     usage: Usage | None = None
-
-    def sse(self) -> str:
-        return f"data: {self.model_dump_json()}\n\n"

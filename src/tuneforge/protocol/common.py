@@ -1,4 +1,5 @@
-"""Wire shapes shared by every endpoint: the error envelope and the cursor list envelope."""
+"""Wire shapes shared by every endpoint: the error envelope, the cursor list envelope, and an
+event of a streamed response."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ def _no_nul(value: str) -> str:
 
 # A string field that may reach the database: use it in every request model.
 SafeStr = Annotated[str, AfterValidator(_no_nul)]
+
+
+class StreamEvent(BaseModel):
+    """A wire object that a streamed response (`stream: true`) sends as one server-sent event."""
+
+    def sse(self) -> str:
+        return f"data: {self.model_dump_json()}\n\n"
 
 
 class ErrorBody(BaseModel):

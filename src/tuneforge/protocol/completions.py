@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneforge.protocol.chat import Stop, StreamOptions, Usage
-from tuneforge.protocol.common import SafeStr
+from tuneforge.protocol.common import SafeStr, StreamEvent
 
 Prompt = SafeStr | list[SafeStr] | list[int] | list[list[int]]
 
@@ -47,7 +47,7 @@ class CompletionChoice(BaseModel):
     finish_reason: Literal["stop", "length", "content_filter"] | None
 
 
-class Completion(BaseModel):
+class Completion(StreamEvent):
     id: str
     object: Literal["text_completion"] = "text_completion"
     created: int
@@ -55,6 +55,3 @@ class Completion(BaseModel):
     choices: list[CompletionChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = None
-
-    def sse(self) -> str:
-        return f"data: {self.model_dump_json()}\n\n"

@@ -9,18 +9,17 @@ because a tool call can only be recognised once its block is complete.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import InvalidRequest
-from tuneforge.ids import new_id, now
+from tuneforge.ids import new_id
 from tuneforge.inference.holder import Serving
-from tuneforge.inference.types import Delta, ModelTarget, SamplingParams, TokenLogprob
+from tuneforge.inference.types import Delta, TokenLogprob
 from tuneforge.protocol.chat import (
     AssistantMessage,
     ChatCompletion,
@@ -48,20 +47,11 @@ FINGERPRINT = "fp_tuneforge"
 _TOOL_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
 
-@dataclass
-class ChatPlan:
-    id: str
-    created: int
-    model: str
-    target: ModelTarget
+@dataclass(kw_only=True)
+class ChatPlan(gen.Plan):
     prompt_ids: list[int]
-    params: list[SamplingParams]
     tools: bool
     logprobs: bool
-    include_usage: bool
-    # Called once with (prompt_tokens, completion_tokens) when the answer is complete (usage
-    # accounting); set by the caller.
-    on_usage: Callable[[int, int], Awaitable[None]] | None = None
 
 
 async def plan(
@@ -83,32 +73,20 @@ async def plan(
             m["content"] = ""
     if req.top_logprobs and not req.logprobs:
         raise InvalidRequest("top_logprobs requires logprobs to be true.", param="top_logprobs")
-    engine = await asyncio.to_thread(serving.engine_for, target)  # the first call imports torch
+    engine = await gen.engine(serving, target)
     prompt_ids = await engine.prepare_chat(target, messages, tools)
     max_tokens = req.max_completion_tokens or req.max_tokens
     gen.check_context(serving, target, len(prompt_ids), max_tokens, "messages")
-    params = gen.choice_params(
-        req.n or 1,
-        req.seed,
-        max_tokens=max_tokens,
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        presence_penalty=req.presence_penalty or 0.0,
-        frequency_penalty=req.frequency_penalty or 0.0,
-        stop=gen.stops(req.stop),
-        logprobs=bool(req.logprobs),
-        top_logprobs=req.top_logprobs or 0,
-    )
-    return ChatPlan(
-        id=new_id("chatcmpl-"),
-        created=now(),
-        model=req.model,
-        target=target,
+    return ChatPlan.of(
+        req,
+        "chatcmpl-",
+        target,
         prompt_ids=prompt_ids,
-        params=params,
+        params=gen.choice_params(
+            req, max_tokens=max_tokens, logprobs=bool(req.logprobs), top_logprobs=req.top_logprobs or 0
+        ),
         tools=bool(req.tools),
         logprobs=bool(req.logprobs),
-        include_usage=bool(req.stream_options and req.stream_options.include_usage),
     )
 
 
@@ -125,20 +103,22 @@ async def complete(p: ChatPlan, serving: Serving) -> ChatCompletion:
                 finish_reason="tool_calls" if calls else r.finish_reason,
             )
         )
-    completion = sum(r.completion_tokens for r in results)
-    if p.on_usage is not None:
-        await p.on_usage(len(p.prompt_ids), completion)
+    usage = await p.settle(len(p.prompt_ids), sum(r.completion_tokens for r in results))
     return ChatCompletion(
         id=p.id,
         created=p.created,
         model=p.model,
         choices=choices,
-        usage=_usage(len(p.prompt_ids), completion),
+        usage=usage,
         system_fingerprint=FINGERPRINT,
     )
 
 
-async def stream(p: ChatPlan, serving: Serving) -> AsyncIterator[str]:
+def stream(p: ChatPlan, serving: Serving) -> AsyncIterator[str]:
+    return gen.sse(_chunks(p, serving))
+
+
+async def _chunks(p: ChatPlan, serving: Serving) -> AsyncGenerator[str, None]:
     def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
         return ChatCompletionChunk(
             id=p.id,
@@ -153,61 +133,56 @@ async def stream(p: ChatPlan, serving: Serving) -> AsyncIterator[str]:
         i: [] for i in range(len(p.params))
     }  # text held back per choice (tools only)
     completion = 0
-    try:
-        for i in range(len(p.params)):
-            yield chunk([ChunkChoice(index=i, delta=ChunkDelta(role="assistant", content=""))])
-        async for i, ev in gen.merged_stream(serving, p.target, p.prompt_ids, p.params):
-            if isinstance(ev, Delta):
-                if p.tools:
-                    held[i].append(ev.text)
-                    continue
-                if ev.text or ev.logprobs:
-                    yield chunk(
-                        [
-                            ChunkChoice(
-                                index=i,
-                                delta=ChunkDelta(content=ev.text),
-                                logprobs=_logprobs(ev.logprobs) if p.logprobs else None,
-                            )
-                        ]
-                    )
-                continue
-            completion += ev.completion_tokens
-            reason = ev.reason
+    for i in range(len(p.params)):
+        yield chunk([ChunkChoice(index=i, delta=ChunkDelta(role="assistant", content=""))])
+    async for i, ev in gen.merged_stream(serving, p.target, p.prompt_ids, p.params):
+        if isinstance(ev, Delta):
             if p.tools:
-                content, calls = split_tool_calls("".join(held[i]))
-                if content:
-                    yield chunk([ChunkChoice(index=i, delta=ChunkDelta(content=content))])
-                if calls:
-                    reason = "tool_calls"
-                    yield chunk(
-                        [
-                            ChunkChoice(
-                                index=i,
-                                delta=ChunkDelta(
-                                    tool_calls=[
-                                        ToolCallDelta(
-                                            index=j,
-                                            id=c.id,
-                                            type="function",
-                                            function=ToolCallDeltaFunction(
-                                                name=c.function.name, arguments=c.function.arguments
-                                            ),
-                                        )
-                                        for j, c in enumerate(calls)
-                                    ]
-                                ),
-                            )
-                        ]
-                    )
-            yield chunk([ChunkChoice(index=i, delta=ChunkDelta(), finish_reason=reason)])
-        if p.on_usage is not None:
-            await p.on_usage(len(p.prompt_ids), completion)
-        if p.include_usage:
-            yield chunk([], usage=_usage(len(p.prompt_ids), completion))
-    except Exception as exc:
-        yield gen.error_line(exc)
-    yield gen.DONE
+                held[i].append(ev.text)
+                continue
+            if ev.text or ev.logprobs:
+                yield chunk(
+                    [
+                        ChunkChoice(
+                            index=i,
+                            delta=ChunkDelta(content=ev.text),
+                            logprobs=_logprobs(ev.logprobs) if p.logprobs else None,
+                        )
+                    ]
+                )
+            continue
+        completion += ev.completion_tokens
+        reason = ev.reason
+        if p.tools:
+            content, calls = split_tool_calls("".join(held[i]))
+            if content:
+                yield chunk([ChunkChoice(index=i, delta=ChunkDelta(content=content))])
+            if calls:
+                reason = "tool_calls"
+                yield chunk(
+                    [
+                        ChunkChoice(
+                            index=i,
+                            delta=ChunkDelta(
+                                tool_calls=[
+                                    ToolCallDelta(
+                                        index=j,
+                                        id=c.id,
+                                        type="function",
+                                        function=ToolCallDeltaFunction(
+                                            name=c.function.name, arguments=c.function.arguments
+                                        ),
+                                    )
+                                    for j, c in enumerate(calls)
+                                ]
+                            ),
+                        )
+                    ]
+                )
+        yield chunk([ChunkChoice(index=i, delta=ChunkDelta(), finish_reason=reason)])
+    usage = await p.settle(len(p.prompt_ids), completion)
+    if p.include_usage:
+        yield chunk([], usage=usage)
 
 
 def split_tool_calls(text: str) -> tuple[str | None, list[ToolCallOut]]:
@@ -243,7 +218,3 @@ def _logprobs(lps: list[TokenLogprob]) -> ChoiceLogprobs:
             for lp in lps
         ]
     )
-
-
-def _usage(prompt: int, completion: int) -> Usage:
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)

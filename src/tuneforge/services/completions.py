@@ -4,17 +4,15 @@ tokenizer's usual BOS, no EOS). Choices are ordered prompt by prompt, `n` per pr
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from tuneforge.errors import InvalidRequest
-from tuneforge.ids import new_id, now
 from tuneforge.inference.holder import Serving
-from tuneforge.inference.types import Delta, ModelTarget, SamplingParams, TokenLogprob
+from tuneforge.inference.types import Delta, TokenLogprob
 from tuneforge.protocol.chat import Usage
 from tuneforge.protocol.completions import (
     Completion,
@@ -26,20 +24,11 @@ from tuneforge.services import generation as gen
 from tuneforge.services.resolver import ModelResolver
 
 
-@dataclass
-class CompletionPlan:
-    id: str
-    created: int
-    model: str
-    target: ModelTarget
-    prompts: list[tuple[str, list[int]]]  # (text to echo, token ids)
-    params: list[SamplingParams]  # per choice of one prompt
+@dataclass(kw_only=True)
+class CompletionPlan(gen.Plan):
+    prompts: list[tuple[str, list[int]]]  # (text to echo, token ids); `params` are one prompt's
     echo: bool
     logprobs: int | None
-    include_usage: bool
-    # Called once with (prompt_tokens, completion_tokens) when the answer is complete (usage
-    # accounting); set by the caller.
-    on_usage: Callable[[int, int], Awaitable[None]] | None = None
 
 
 async def plan(
@@ -50,7 +39,7 @@ async def plan(
         raise InvalidRequest("best_of is not supported unless it equals n.", param="best_of")
     if req.suffix:
         raise InvalidRequest("suffix is not supported by this model.", param="suffix")
-    engine = await asyncio.to_thread(serving.engine_for, target)
+    engine = await gen.engine(serving, target)
     raw: list[Any] = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
     if raw and all(isinstance(x, int) for x in raw):
         raw = [raw]  # one prompt given as token ids
@@ -65,28 +54,16 @@ async def plan(
         if not prompts[-1][1]:
             raise InvalidRequest("prompt must not be empty.", param="prompt")
         gen.check_context(serving, target, len(prompts[-1][1]), req.max_tokens, "prompt")
-    params = gen.choice_params(
-        req.n or 1,
-        req.seed,
-        max_tokens=req.max_tokens,
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        presence_penalty=req.presence_penalty or 0.0,
-        frequency_penalty=req.frequency_penalty or 0.0,
-        stop=gen.stops(req.stop),
-        logprobs=req.logprobs is not None,
-        top_logprobs=req.logprobs or 0,
-    )
-    return CompletionPlan(
-        id=new_id("cmpl-"),
-        created=now(),
-        model=req.model,
-        target=target,
+    return CompletionPlan.of(
+        req,
+        "cmpl-",
+        target,
         prompts=prompts,
-        params=params,
+        params=gen.choice_params(
+            req, max_tokens=req.max_tokens, logprobs=req.logprobs is not None, top_logprobs=req.logprobs or 0
+        ),
         echo=bool(req.echo),
         logprobs=req.logprobs,
-        include_usage=bool(req.stream_options and req.stream_options.include_usage),
     )
 
 
@@ -113,50 +90,42 @@ async def complete(p: CompletionPlan, serving: Serving) -> Completion:
                     finish_reason=r.finish_reason,
                 )
             )
-    prompt_tokens = sum(len(ids) for _, ids in p.prompts)
-    if p.on_usage is not None:
-        await p.on_usage(prompt_tokens, completion)
-    return Completion(
-        id=p.id, created=p.created, model=p.model, choices=choices, usage=_usage(prompt_tokens, completion)
-    )
+    usage = await p.settle(sum(len(ids) for _, ids in p.prompts), completion)
+    return Completion(id=p.id, created=p.created, model=p.model, choices=choices, usage=usage)
 
 
-async def stream(p: CompletionPlan, serving: Serving) -> AsyncIterator[str]:
+def stream(p: CompletionPlan, serving: Serving) -> AsyncIterator[str]:
+    return gen.sse(_chunks(p, serving))
+
+
+async def _chunks(p: CompletionPlan, serving: Serving) -> AsyncGenerator[str, None]:
     def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> str:
         return Completion(id=p.id, created=p.created, model=p.model, choices=choices, usage=usage).sse()
 
     completion, n = 0, len(p.params)
     offsets: dict[int, int] = {}
-    try:
-        for k, (text, ids) in enumerate(p.prompts):
-            if p.echo:
-                for i in range(n):
-                    offsets[k * n + i] = len(text)
-                    yield chunk([CompletionChoice(index=k * n + i, text=text, finish_reason=None)])
-            if not _generates(p):
-                for i in range(n):
-                    yield chunk([CompletionChoice(index=k * n + i, text="", finish_reason="length")])
-                continue
-            async for index, ev in gen.merged_stream(serving, p.target, ids, p.params, first_index=k * n):
-                if isinstance(ev, Delta):
-                    lp = None
-                    if p.logprobs is not None:
-                        lp = _logprobs(ev.logprobs, offsets.get(index, 0))
-                    offsets[index] = offsets.get(index, 0) + len(ev.text)
-                    yield chunk(
-                        [CompletionChoice(index=index, text=ev.text, logprobs=lp, finish_reason=None)]
-                    )
-                else:
-                    completion += ev.completion_tokens
-                    yield chunk([CompletionChoice(index=index, text="", finish_reason=ev.reason)])
-        prompt_tokens = sum(len(ids) for _, ids in p.prompts)
-        if p.on_usage is not None:
-            await p.on_usage(prompt_tokens, completion)
-        if p.include_usage:
-            yield chunk([], usage=_usage(prompt_tokens, completion))
-    except Exception as exc:
-        yield gen.error_line(exc)
-    yield gen.DONE
+    for k, (text, ids) in enumerate(p.prompts):
+        if p.echo:
+            for i in range(n):
+                offsets[k * n + i] = len(text)
+                yield chunk([CompletionChoice(index=k * n + i, text=text, finish_reason=None)])
+        if not _generates(p):
+            for i in range(n):
+                yield chunk([CompletionChoice(index=k * n + i, text="", finish_reason="length")])
+            continue
+        async for index, ev in gen.merged_stream(serving, p.target, ids, p.params, first_index=k * n):
+            if isinstance(ev, Delta):
+                lp = None
+                if p.logprobs is not None:
+                    lp = _logprobs(ev.logprobs, offsets.get(index, 0))
+                offsets[index] = offsets.get(index, 0) + len(ev.text)
+                yield chunk([CompletionChoice(index=index, text=ev.text, logprobs=lp, finish_reason=None)])
+            else:
+                completion += ev.completion_tokens
+                yield chunk([CompletionChoice(index=index, text="", finish_reason=ev.reason)])
+    usage = await p.settle(sum(len(ids) for _, ids in p.prompts), completion)
+    if p.include_usage:
+        yield chunk([], usage=usage)
 
 
 def _logprobs(lps: list[TokenLogprob], offset: int) -> CompletionLogprobs:
@@ -168,7 +137,3 @@ def _logprobs(lps: list[TokenLogprob], offset: int) -> CompletionLogprobs:
         out.text_offset.append(offset)
         offset += len(lp.token)
     return out
-
-
-def _usage(prompt: int, completion: int) -> Usage:
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,19 @@ def on_outcome(
     pending.append((committed, rolled_back))
 
 
+@contextmanager
+def publishing(session: Session, delete: Callable[[], None]) -> Iterator[None]:
+    """The block writes the row that makes a freshly written blob visible; the blob is removed
+    (`delete`) if the block fails (at once) or the transaction rolls back later. So no failed
+    request leaves bytes that no row points at."""
+    on_outcome(session, rolled_back=delete)
+    try:
+        yield
+    except BaseException:
+        delete()
+        raise
+
+
 def sanitize_filename(name: str | None) -> str:
     """The basename the client gave, fit for display. Storage never uses it (blob keys are ours)."""
     name = unicodedata.normalize("NFC", name or "")
@@ -158,9 +172,8 @@ def expires_after_or_default(purpose: str, expires_after: int | None) -> int | N
     return expires_after
 
 
-def create_file_from_blob(
+def add_file_row(
     session: Session,
-    blobs: BlobStore,
     *,
     project_id: str,
     filename: str,
@@ -169,11 +182,11 @@ def create_file_from_blob(
     expires_at: int | None = None,
     expires_after: int | None = None,
 ) -> File:
-    """Publish an already-written blob as a File. If the transaction rolls back, the blob goes too.
+    """The File row that publishes a written blob; call it inside `publishing`, which removes the
+    blob if this fails or rolls back.
 
     `expires_after` (seconds, anchored at the File's own `created_at`) wins over `expires_at`.
     """
-    on_outcome(session, rolled_back=lambda: blobs.delete(blob.key))
     filename = sanitize_filename(filename)
     check_purpose(purpose, allowed=ALL_PURPOSES)
     check_filename(purpose, filename)
@@ -208,16 +221,13 @@ def create_file_from_chunks(
     expires_at: int | None = None,
     max_bytes: int | None = None,
 ) -> File:
-    check_purpose(purpose, allowed=ALL_PURPOSES)
-    check_filename(purpose, sanitize_filename(filename))
-    blob = blobs.write_chunks(chunks, BLOB_PREFIX, max_bytes=max_bytes)
-    return create_file_from_blob(
+    return _write_and_publish(
         session,
         blobs,
+        lambda: blobs.write_chunks(chunks, BLOB_PREFIX, max_bytes=max_bytes),
         project_id=project_id,
         filename=filename,
         purpose=purpose,
-        blob=blob,
         expires_at=expires_at,
     )
 
@@ -233,18 +243,40 @@ def create_file_from_path(
     expires_at: int | None = None,
 ) -> File:
     """Copy `src` into the blob store and register it (e.g. a job's step_metrics.csv)."""
-    check_purpose(purpose, allowed=ALL_PURPOSES)
-    check_filename(purpose, sanitize_filename(filename))
-    blob = blobs.write_file(Path(src), BLOB_PREFIX)
-    return create_file_from_blob(
+    return _write_and_publish(
         session,
         blobs,
+        lambda: blobs.write_file(Path(src), BLOB_PREFIX),
         project_id=project_id,
         filename=filename,
         purpose=purpose,
-        blob=blob,
         expires_at=expires_at,
     )
+
+
+def _write_and_publish(
+    session: Session,
+    blobs: BlobStore,
+    write: Callable[[], Blob],
+    *,
+    project_id: str,
+    filename: str,
+    purpose: str,
+    expires_at: int | None,
+) -> File:
+    """A File of the bytes `write` stores; its purpose and name are checked before any are written."""
+    check_purpose(purpose, allowed=ALL_PURPOSES)
+    check_filename(purpose, sanitize_filename(filename))
+    blob = write()
+    with publishing(session, lambda: blobs.delete(blob.key)):
+        return add_file_row(
+            session,
+            project_id=project_id,
+            filename=filename,
+            purpose=purpose,
+            blob=blob,
+            expires_at=expires_at,
+        )
 
 
 def _live(stmt: Select[Any], project_id: str) -> Select[Any]:
@@ -312,19 +344,15 @@ def create_uploaded_file(
     expires_seconds: str | None = None,
 ) -> File:
     """Publish a client's `POST /v1/files` upload; the blob is removed if anything is refused."""
-    try:
+    with publishing(session, lambda: blobs.delete(blob.key)):
         check_new_upload(purpose, filename)
         assert purpose is not None
         seconds = parse_expires_after(expires_anchor, expires_seconds)
-        return create_file_from_blob(
+        return add_file_row(
             session,
-            blobs,
             project_id=project_id,
             filename=filename or "file",
             purpose=purpose,
             blob=blob,
             expires_after=expires_after_or_default(purpose, seconds),
         )
-    except BaseException:
-        blobs.delete(blob.key)
-        raise

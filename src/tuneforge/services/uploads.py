@@ -14,7 +14,7 @@ from tuneforge.errors import InvalidRequest, NotFound
 from tuneforge.ids import new_id, now
 from tuneforge.protocol.uploads import UploadObject
 from tuneforge.services import files as files_service
-from tuneforge.services.files import on_outcome
+from tuneforge.services.files import on_outcome, publishing
 from tuneforge.store.blobs import Blob, BlobStore
 from tuneforge.store.tables import File, Upload, UploadPart
 
@@ -98,7 +98,7 @@ def check_can_add_part(session: Session, project_id: str, upload_id: str) -> Upl
 def add_part(
     session: Session, blobs: BlobStore, *, project_id: str, upload_id: str, blob: Blob
 ) -> UploadPart:
-    try:
+    with publishing(session, lambda: blobs.delete(blob.key)):
         upload = get_upload(session, project_id, upload_id)
         _require_pending(upload)  # again: it may have been cancelled while the part streamed in
         part = UploadPart(
@@ -106,10 +106,6 @@ def add_part(
         )
         session.add(part)
         session.flush()
-    except BaseException:
-        blobs.delete(blob.key)
-        raise
-    on_outcome(session, rolled_back=lambda: blobs.delete(blob.key))
     return part
 
 
@@ -150,22 +146,21 @@ def complete_upload(
     # Assemble before touching the row: on SQLite a write would hold the lock for the whole copy.
     chunks = (chunk for pid in part_ids for chunk in blobs.iter_chunks(parts[pid].blob_key))
     blob = blobs.write_chunks(chunks, files_service.BLOB_PREFIX)
-    if md5 is not None and md5.lower() != blob.md5:
-        blobs.delete(blob.key)
-        raise InvalidRequest(
-            f"The md5 checksum of the assembled file ({blob.md5}) does not match the md5 given ({md5}).",
-            param="md5",
+    with publishing(session, lambda: blobs.delete(blob.key)):
+        if md5 is not None and md5.lower() != blob.md5:
+            raise InvalidRequest(
+                f"The md5 checksum of the assembled file ({blob.md5}) does not match the md5 given ({md5}).",
+                param="md5",
+            )
+        lifetime = files_service.expires_after_or_default(upload.purpose, upload.file_expires_after)
+        file = files_service.add_file_row(
+            session,
+            project_id=project_id,
+            filename=upload.filename,
+            purpose=upload.purpose,
+            blob=blob,
+            expires_after=lifetime,
         )
-    lifetime = files_service.expires_after_or_default(upload.purpose, upload.file_expires_after)
-    file = files_service.create_file_from_blob(
-        session,
-        blobs,
-        project_id=project_id,
-        filename=upload.filename,
-        purpose=upload.purpose,
-        blob=blob,
-        expires_after=lifetime,
-    )
     # The conditional update makes two concurrent completes produce exactly one File.
     result = session.execute(
         update(Upload)

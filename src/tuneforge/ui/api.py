@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from tuneforge.api.deps import Blobs, DbSession, Resolver, ServingDep, SettingsDep
+from tuneforge.api.disconnect import event_stream
 from tuneforge.api.routes.files import receive_file
 from tuneforge.errors import InvalidRequest
 from tuneforge.protocol.files import FileDeleted, FileObject
@@ -150,11 +151,7 @@ async def playground_chat(
         stream_options={"include_usage": True},
     )
     plan = await chat_service.plan(req, session, serving, user.project_id, resolver)
-    return StreamingResponse(
-        chat_service.stream(plan, serving),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache"},
-    )
+    return event_stream(chat_service.stream(plan, serving))
 
 
 # ---- playground ratings ----------------------------------------------------------------------

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 
 from tuneforge.api.deps import Auth, DbSession, Resolver, ServingDep
-from tuneforge.api.disconnect import cancel_on_disconnect
+from tuneforge.api.disconnect import cancel_on_disconnect, event_stream
 from tuneforge.api.routes.models import usage_recorder
 from tuneforge.protocol.chat import ChatCompletion, ChatCompletionRequest
 from tuneforge.services import chat as service
@@ -26,9 +25,5 @@ async def create_chat_completion(
     plan = await service.plan(body, session, serving, auth.project_id, resolver)
     plan.on_usage = usage_recorder(request, auth, body.model)
     if body.stream:
-        return StreamingResponse(
-            service.stream(plan, serving),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache"},
-        )
+        return event_stream(service.stream(plan, serving))
     return await cancel_on_disconnect(request, service.complete(plan, serving))
