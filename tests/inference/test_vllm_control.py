@@ -1,6 +1,7 @@
 """The vLLM engine's control plane without vLLM itself (fast; tests/e2e/test_vllm_serving.py runs
 the real server): which engine a model name gets, and a server that is not up is a 503 with
-Retry-After at once, and is stopped with the app."""
+Retry-After at once, and is stopped with the app; full fine-tunes' own servers are bounded (LRU)
+and stopped when deleted."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import sys
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tuneforge.config import Settings
@@ -96,3 +98,66 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as fh:  # a zombie has exited
         return fh.read().split()[2] != "Z"
+
+
+def test_full_fine_tunes_get_servers_of_their_own_at_most_n_lru_stopped_when_deleted(tmp_path):
+    # "vLLM" processes that never become healthy: what is checked is which ones run.
+    from tuneforge.errors import Unavailable
+    from tuneforge.inference.types import ModelTarget
+    from tuneforge.inference.vllm_engine import VllmEngine
+
+    never = f"{sys.executable} -c 'import time; time.sleep(600)'"
+    engine = VllmEngine(_settings(tmp_path, vllm_command=never, vllm_max_full_servers=2))
+    targets = [
+        ModelTarget(
+            f"ft:m:p:full{i}:x",
+            str(tmp_path / f"full{i}"),
+            str(tmp_path / f"full{i}"),
+            None,
+            "vllm",
+            None,
+            True,
+        )
+        for i in range(4)
+    ]
+    try:
+        pids = []
+        for t in targets[:2]:
+            srv = engine.server(t)
+            srv.start()
+            pids.append(_wait_pid(srv))
+        engine.server(targets[0])  # used again: targets[1] is now the least recently used
+        engine.server(targets[2]).start()  # a third: the LRU one is stopped
+        assert list(engine.own_servers().values()) == [targets[0].name, targets[2].name]
+        _wait_gone(pids[1])
+        assert _alive(pids[0])
+
+        busy = engine.server(targets[0])
+        busy.active = 1  # answering a request: never stopped for room
+        engine.server(targets[2]).active = 1
+        with pytest.raises(Unavailable):
+            engine.server(targets[3])
+        assert _alive(pids[0])
+        busy.active = 0
+
+        engine.drop(targets[0].name)  # deleted: its server stops with it
+        assert not _alive(pids[0])
+        assert list(engine.own_servers().values()) == [targets[2].name]
+        assert [s.server for s in engine.stats()] == [targets[2].name]
+    finally:
+        engine.close()
+
+
+def _wait_pid(srv) -> int:
+    deadline = time.monotonic() + 30
+    while srv.pid is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return srv.pid
+
+
+def _wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + 30
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"pid {pid} still running"
+        time.sleep(0.1)

@@ -64,6 +64,7 @@ class Serving:
         names = self._engine.fine_tuned_names() if self._engine is not None else set()
         if self._vllm is not None:
             names |= {n for loaded in self._vllm.loaded().values() for n in loaded}
+            names |= set(self._vllm.own_servers().values())
         return names
 
     def drop(self, model_name: str) -> None:
