@@ -161,3 +161,68 @@ def _wait_gone(pid: int) -> None:
     while _alive(pid):
         assert time.monotonic() < deadline, f"pid {pid} still running"
         time.sleep(0.1)
+
+
+def test_a_full_fine_tune_of_a_vllm_base_gets_its_own_server_or_the_builtin_engine(tmp_path):
+    from sqlalchemy import select
+
+    from tuneforge.ids import new_id, now
+    from tuneforge.services.keys import create_key
+    from tuneforge.store.db import make_engine, make_sessionmaker, migrate, transaction
+    from tuneforge.store.tables import FineTunedModel, Job, Project
+
+    base, full, lora = tmp_path / "base", tmp_path / "full", tmp_path / "lora"
+    for d in (base, full, lora):
+        d.mkdir()
+    db = make_engine(f"sqlite:///{tmp_path / 'tuneforge.db'}")
+    migrate(db)
+    factory = make_sessionmaker(db)
+    with transaction(factory) as s:
+        create_key(s, "default")
+        pid = s.scalar(select(Project.id).where(Project.name == "default"))
+        job = Job(
+            id=new_id("ftjob-"),
+            project_id=pid,
+            status="succeeded",
+            model="m",
+            base_model=str(base),
+            training_file="file-x",
+            method={},
+            seed=0,
+            created_at=now(),
+            updated_at=now(),
+            result_files=[],
+        )
+        s.add(job)
+        s.flush()
+        for name, kind, path in (("ft:m:full", "full", full), ("ft:m:lora", "lora", lora)):
+            s.add(
+                FineTunedModel(
+                    id=name,
+                    project_id=pid,
+                    job_id=job.id,
+                    checkpoint_id=None,
+                    kind=kind,
+                    base_model=str(base),
+                    path=str(path),
+                    created_at=now(),
+                )
+            )
+    try:
+        with factory() as s:
+            bases = {"m": str(base)}
+            own = ModelResolver(_settings(tmp_path, base_models=bases, model_engines={"m": "vllm"}))
+            t = own.target(s, pid, "ft:m:full")
+            assert (t.engine, t.own_server, t.base_source, t.adapter_path) == ("vllm", True, str(full), None)
+            t = own.target(s, pid, "ft:m:lora")  # an adapter still goes into the base's server
+            assert (t.engine, t.own_server, t.base_source) == ("vllm", False, str(base))
+
+            builtin = ModelResolver(
+                _settings(tmp_path, base_models=bases, model_engines={"m": "vllm"}, vllm_full="builtin")
+            )
+            t = builtin.target(s, pid, "ft:m:full")
+            assert (t.engine, t.own_server, t.base_source) == ("builtin", False, str(full))
+            t = ModelResolver(_settings(tmp_path, base_models=bases)).target(s, pid, "ft:m:full")
+            assert (t.engine, t.own_server) == ("builtin", False)  # a built-in base: as before
+    finally:
+        db.dispose()
