@@ -96,8 +96,11 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    with open(f"/proc/{pid}/stat") as fh:  # a zombie has exited
-        return fh.read().split()[2] != "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as fh:  # a zombie has exited
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:  # reaped meanwhile
+        return False
 
 
 def test_full_fine_tunes_get_servers_of_their_own_at_most_n_lru_stopped_when_deleted(tmp_path):

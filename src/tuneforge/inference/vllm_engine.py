@@ -30,7 +30,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -337,7 +337,7 @@ class VllmEngine(TokenizingEngine):
 
     async def _generate(
         self, srv: VllmServer, target: ModelTarget, prompt_ids: list[int], params: SamplingParams
-    ) -> AsyncIterator[Delta | Finished]:
+    ) -> AsyncGenerator[Delta | Finished, None]:
         for attempt in (1, 2):
             key = None
             model = await asyncio.to_thread(lambda: srv.served_name)
@@ -363,7 +363,7 @@ class VllmEngine(TokenizingEngine):
 
     async def _stream(
         self, srv: VllmServer, target: ModelTarget, model: str, prompt_ids: list[int], p: SamplingParams
-    ) -> AsyncIterator[Delta | Finished]:
+    ) -> AsyncGenerator[Delta | Finished, None]:
         body: dict[str, Any] = {
             "model": model,
             "prompt": list(prompt_ids),
