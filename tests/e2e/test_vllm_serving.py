@@ -321,6 +321,7 @@ COUNT = [{"role": "user", "content": "Count from 1 to 1000, separated by commas.
 
 
 def test_a_client_that_leaves_a_stream_aborts_its_vllm_request(server, client):
+    wait_answering(client, "smollm2")
     url, _ = vllm_state(server)
 
     def running() -> float:
@@ -340,8 +341,9 @@ def test_a_client_that_leaves_a_stream_aborts_its_vllm_request(server, client):
             headers={"Authorization": f"Bearer {client.api_key}"},
         ) as r:
             assert r.status_code == 200
-            chunks = 0
-            for line in r.iter_lines():
+            # (Kept in a variable: a line iterator that is dropped closes the connection.)
+            lines, chunks = r.iter_lines(), 0
+            for line in lines:
                 chunks += line.startswith("data: ")
                 if chunks == 6:
                     break
