@@ -347,7 +347,7 @@ def test_a_client_that_leaves_a_stream_aborts_its_vllm_request(server, client):
                 chunks += line.startswith("data: ")
                 if chunks == 6:
                     break
-            # Still generating when the client leaves (vLLM's gauge may lag its first tokens).
+            # Still generating when the client leaves.
             assert wait_until(lambda: running() == 1, 10), "vLLM is not generating the request"
     left = time.monotonic()
     assert wait_until(lambda: running() == 0, 10), "vLLM still generating 10 s after the client left"
