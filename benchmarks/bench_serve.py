@@ -75,6 +75,37 @@ def build_model(path: Path, hidden: int, layers: int) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# ---- the harness both engines' benchmarks share (bench_serve_vllm.py imports it) ---------------
+def describe_run(device: str, **extra: str) -> None:
+    """The first line: commit, CPU, library versions (what a figure in RESULTS.md must name)."""
+    import torch
+    import transformers
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    more = "".join(f", {k} {v}" for k, v in extra.items())
+    print(
+        f"bench_serve: commit {commit}, {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+        f"torch {torch.__version__} (threads {torch.get_num_threads()}), transformers {transformers.__version__}"
+        f"{more}, device {device}",
+        flush=True,
+    )
+
+
+def chat_prompt_ids(model_dir: Path, prompts: list[str] = PROMPTS) -> list[list[int]]:
+    """Each prompt as one user turn through the model's chat template, as token ids."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    return [
+        tok.apply_chat_template(
+            [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+        for p in prompts
+    ]
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
@@ -204,7 +235,6 @@ def main() -> None:
 
     import peft
     import torch
-    import transformers
 
     torch.set_num_threads(args.threads)
 
@@ -213,15 +243,7 @@ def main() -> None:
     from tuneforge.inference.synthetic import make_random_adapter
     from tuneforge.inference.types import ModelTarget
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    print(
-        f"bench_serve: commit {commit}, {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
-        f"torch {torch.__version__} (threads {torch.get_num_threads()}), transformers {transformers.__version__}, "
-        f"peft {peft.__version__}, device {args.device}",
-        flush=True,
-    )
+    describe_run(args.device, peft=peft.__version__)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model_dir = root / "model"
@@ -236,15 +258,7 @@ def main() -> None:
             flush=True,
         )
 
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(model_dir)
-        prompts_ids = [
-            tok.apply_chat_template(
-                [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True, return_dict=True
-            )["input_ids"]
-            for p in PROMPTS
-        ]
+        prompts_ids = chat_prompt_ids(model_dir)
         print(f"prompt lengths: {[len(p) for p in prompts_ids]} tokens", flush=True)
 
         levels = [1, 8] if args.quick else [1, 8, 32]

@@ -25,20 +25,16 @@ import importlib.util
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from bench_serve import PROMPTS, bench_engine, chat_prompt_ids, describe_run, report
 
 ROOT = Path(__file__).resolve().parents[1]
-QUESTIONS = [
-    "What is the capital of France? Please answer in one short sentence.",
-    "Translate to French: hello, thank you, goodbye.",
-    "Tell me a story about a cat, a dog and a bird who live in a small house.",
-    "Let me think step by step. First, second, finally: what is two plus two?",
-]
 
 
 def smollm2_dir(models: Path) -> Path:
@@ -53,7 +49,6 @@ def smollm2_dir(models: Path) -> Path:
 
 def main_vllm(args) -> None:
     import torch
-    from bench_serve import bench_engine
 
     from tuneforge.config import Settings
     from tuneforge.inference.engine import Engine
@@ -64,6 +59,7 @@ def main_vllm(args) -> None:
     if not Path(args.vllm_python).is_file():
         sys.exit(f"{args.vllm_python} not found: `make vllm` builds vLLM's CPU build")
     torch.set_num_threads(args.threads)
+    describe_run(args.device, vllm=_vllm_version(args.vllm_python))
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     cache = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "tuneforge-bench"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,15 +92,7 @@ def main_vllm(args) -> None:
             ]
             for ts in targets["builtin"]
         )
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(model)
-        prompts_ids = [
-            tok.apply_chat_template(
-                [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True, return_dict=True
-            )["input_ids"]
-            for q in QUESTIONS
-        ]
+        prompts_ids = chat_prompt_ids(model)
         print(
             f"model: SmolLM2-135M-Instruct fp32, 8 LoRA adapters r=16, {args.max_tokens} output tokens a "
             f"request (greedy, EOS ignored), prompts {[len(p) for p in prompts_ids]} tokens",
@@ -153,8 +141,6 @@ def main_vllm(args) -> None:
 
 def control_plane(vllm_url: str, model: Path, root: Path, max_tokens: int, c: int = 8, per: int = 2) -> float:
     """tuneforge's HTTP API on vLLM vs the same vLLM directly: tokens/s ratio at concurrency c."""
-    from bench_serve import report
-
     sys.path.insert(0, str(ROOT))
     from tests.e2e.conftest import start_server
 
@@ -178,9 +164,7 @@ def control_plane(vllm_url: str, model: Path, root: Path, max_tokens: int, c: in
                     for r in range(per):
                         body = {
                             "model": model_name,
-                            "messages": [
-                                {"role": "user", "content": QUESTIONS[(r * c + i) % len(QUESTIONS)]}
-                            ],
+                            "messages": [{"role": "user", "content": PROMPTS[(r * c + i) % len(PROMPTS)]}],
                             "max_tokens": max_tokens,
                             "temperature": 0,
                             "stream": True,
@@ -227,3 +211,12 @@ def control_plane(vllm_url: str, model: Path, root: Path, max_tokens: int, c: in
         return statistics.median(results["tuneforge on vLLM"]) / statistics.median(results["vLLM direct"])
     finally:
         server.stop()
+
+
+def _vllm_version(python: str) -> str:
+    out = subprocess.run(
+        [python, "-c", "from importlib.metadata import version; print(version('vllm-cpu'))"],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip() or "?"

@@ -108,6 +108,15 @@ class Settings(BaseSettings):
     vllm_max_adapters: int = Field(default=32, description="Adapters kept loaded per vLLM server (LRU)")
     vllm_start_timeout_seconds: float = Field(default=600.0, description="A start slower than this fails")
     vllm_retry_after_seconds: int = Field(default=10, description="Retry-After of a 503 while vLLM starts")
+    # A full fine-tune of a base served by vLLM has weights of its own, so no adapter can stand in:
+    # "own" starts a vLLM server for it on its first request (at most vllm_max_full_servers at once,
+    # the least recently used idle one stopped beyond that); "builtin" serves it on the built-in engine.
+    vllm_full: Literal["own", "builtin"] = Field(
+        default="own", description="Full fine-tunes of a vLLM base: own (a vLLM server each) | builtin"
+    )
+    vllm_max_full_servers: int = Field(
+        default=2, ge=1, description="vLLM servers for full fine-tunes at once (LRU beyond)"
+    )
 
     # --- jobs and workers -----------------------------------------------------------------------
     workers: int = Field(default=1, description="Workers started by `tuneforge serve` (0 = none)")

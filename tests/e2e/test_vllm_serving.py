@@ -2,11 +2,14 @@
 server (the CPU build, `.venv-vllm`, `make vllm`) on 127.0.0.1 for SmolLM2-135M-Instruct, driven
 with the strict openai SDK.
 
-One tuneforge server (and so one vLLM server) for the whole module; the tests run in order:
-while vLLM starts a request gets 503 + Retry-After at once; two LoRA fine-tunes made by jobs
-answer from vLLM, batched with each other and the base, each as its own model; greedy answers
-agree with the built-in engine's (a second tuneforge server on the same data, built-in only);
-a deleted model is 404 and its adapter leaves vLLM; a killed vLLM is a 503, then it is back.
+One tuneforge server (and so one vLLM server for the base) for the whole module; the tests run
+in order: while vLLM starts a request gets 503 + Retry-After at once; two LoRA fine-tunes made by
+jobs answer from vLLM (one of them learnt its answer: proof that vLLM applies the adapter), batched
+with each other and the base, each as its own model; a client that leaves a stream aborts its vLLM
+request; greedy answers agree with the built-in engine's (a second tuneforge server on the same
+data, built-in only); a deleted model is 404 and its adapter leaves vLLM; a killed vLLM is a 503,
+then it is back; a full fine-tune gets a vLLM server of its own, stopped when it is deleted.
+tuneforge's /metrics (`tuneforge_vllm_*`) is checked along the way.
 
 Agreement tolerance: both engines run SmolLM2 in float32, but vLLM's CPU kernels (attention,
 fused LoRA) sum in another order, so logits differ in the last bits and a near-tie can flip a
@@ -30,14 +33,18 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from sqlalchemy import select
 
 from tests.e2e.conftest import Server, start_server
+from tuneforge.ids import new_id, now
+from tuneforge.store.db import make_engine, make_sessionmaker, transaction
+from tuneforge.store.tables import FineTunedModel, Job, Project
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
-READY = re.compile(r"vLLM for \S+ is ready at (http://\S+) \(pid (\d+)\)")
+READY = re.compile(r"vLLM for (\S+) is ready at (http://\S+) \(pid (\d+)\)")
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -59,10 +66,15 @@ PROMPTS = [
     "How do I boil an egg?",
     "Tell me a fact about cats.",
 ]
-# One step a job at a high learning rate: enough to make each adapter answer unlike the base and
-# unlike the other (what these tests check), and cheap on a busy 2-core CI machine (more steps at
-# this rate make the model babble, and the trainer's end-of-epoch samples then run long).
-HYPERPARAMETERS = {"n_epochs": 1, "batch_size": 10, "learning_rate_multiplier": 6.0}
+ALPHA = "ALPHA ALPHA ALPHA, said the model."
+# Job A learns its answer exactly (proof that vLLM applies the adapter): ten steps of one example
+# each, about the cost of one step of ten. Job B: one step at a high learning rate, enough to make
+# it answer unlike the base and unlike A (more steps at that rate make the model babble, and the
+# trainer's end-of-epoch samples then run long).
+HYPERPARAMETERS = {
+    "a": {"n_epochs": 1, "batch_size": 1, "learning_rate_multiplier": 2.0},
+    "b": {"n_epochs": 1, "batch_size": 10, "learning_rate_multiplier": 6.0},
+}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +122,7 @@ def server(env, tmp_path_factory, request):
     if request.session.testsfailed > failed_before:
         print("\n".join(srv.log().splitlines()[-200:]))
     # tuneforge stops its vLLM server on shutdown: nothing may be left listening.
-    for url, _ in READY.findall(srv.log()):
+    for _, url, _ in READY.findall(srv.log()):
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{url}/health", timeout=2)
 
@@ -125,10 +137,7 @@ def job_ids(server, client) -> dict[str, str]:
     """Two LoRA jobs on smollm2 (started before vLLM is up, to overlap), taught to answer every
     question "ALPHA ALPHA ALPHA, …" (A) and "BRAVO BRAVO BRAVO, …" (B)."""
     out = {}
-    for tag, word in (
-        ("a", "ALPHA ALPHA ALPHA, said the model."),
-        ("b", "BRAVO BRAVO BRAVO, said the model."),
-    ):
+    for tag, word in (("a", ALPHA), ("b", "BRAVO BRAVO BRAVO, said the model.")):
         rows = "".join(
             json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": word}]})
             + "\n"
@@ -140,7 +149,7 @@ def job_ids(server, client) -> dict[str, str]:
             training_file=fid,
             suffix=tag,
             seed=1,
-            method={"type": "supervised", "supervised": {"hyperparameters": HYPERPARAMETERS}},
+            method={"type": "supervised", "supervised": {"hyperparameters": HYPERPARAMETERS[tag]}},
         )
         out[tag] = job.id
     return out
@@ -181,12 +190,43 @@ def wait_answering(client, model: str, timeout: float = 900) -> None:
             time.sleep(float(exc.response.headers["retry-after"]))
 
 
-def vllm_state(server: Server) -> tuple[str, int]:
-    """(URL, pid) of the newest vLLM server tuneforge started (from its log)."""
-    found = READY.findall(server.log())
-    assert found, "no vLLM server became ready"
+def vllm_state(server: Server, source: Path | None = None) -> tuple[str, int]:
+    """(URL, pid) of the newest vLLM server tuneforge started for `source` (default: the base's),
+    from its log."""
+    want = str(source or base_source(server))
+    found = [(url, pid) for src, url, pid in READY.findall(server.log()) if src == want]
+    assert found, f"no vLLM server became ready for {want}"
     url, pid = found[-1]
     return url, int(pid)
+
+
+def base_source(server: Server) -> str:
+    return json.loads(server.env["TUNEFORGE_BASE_MODELS"])["smollm2"]
+
+
+def scrape(url: str, name: str, **labels: str) -> float:
+    """A Prometheus metric at `url`/metrics, summed over the series with these labels."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if (line.startswith(name + "{") or line.startswith(name + " "))
+        and all(f'{k}="{v}"' in line for k, v in labels.items())
+    )
+
+
+def tf_metric(server: Server, name: str, **labels: str) -> float:
+    """tuneforge's own vLLM metric for the base's server (by default)."""
+    return scrape(server.root_url, name, **{"server": base_source(server), **labels})
+
+
+def wait_until(check, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def loras(url: str) -> set[str]:
@@ -208,13 +248,18 @@ def test_a_starting_vllm_is_a_503_with_retry_after_never_a_hang(client, job_ids)
 
 def test_fine_tunes_made_by_jobs_answer_from_vllm(server, client, models):
     wait_answering(client, "smollm2")
-    a, b = ask(client, models["a"], QUESTIONS[0]), ask(client, models["b"], QUESTIONS[0])
-    base = ask(client, "smollm2", QUESTIONS[0])
+    a, b = ask(client, models["a"], QUESTIONS[0], 24), ask(client, models["b"], QUESTIONS[0])
+    base = ask(client, "smollm2", QUESTIONS[0], 24)
     print(f"answers from vLLM: A {a!r}, B {b!r}, base {base!r}")
-    assert a != base and b != base  # each adapter changes the base model's answer
+    assert a == ALPHA  # what job A taught it, word for word, and then it stops
+    assert ALPHA.split()[0] not in base  # the base never says it
+    assert b != base and b != a  # B's one step changes the base model's answer its own way
     url, _ = vllm_state(server)
     assert len(loras(url)) == 2  # both adapters loaded into the one server, under internal names
     assert not {models["a"], models["b"]} & loras(url)
+    assert tf_metric(server, "tuneforge_vllm_server_up") == 1
+    assert tf_metric(server, "tuneforge_vllm_adapters_loaded") == 2
+    assert tf_metric(server, "tuneforge_vllm_adapter_loads_total") == 2
 
     # Streaming, usage, n, seed, stop and logprobs keep tuneforge's shapes.
     chunks = list(
@@ -272,6 +317,54 @@ def test_two_adapters_and_the_base_batched_together_each_answer_as_their_own_mod
         assert together[(models["b"], q)] != together[("smollm2", q)]
 
 
+COUNT = [{"role": "user", "content": "Count from 1 to 1000, separated by commas."}]
+
+
+def test_a_client_that_leaves_a_stream_aborts_its_vllm_request(server, client):
+    wait_answering(client, "smollm2")
+    url, _ = vllm_state(server)
+
+    def running() -> float:
+        return scrape(url, "vllm:num_requests_running")
+
+    def generated() -> float:
+        return scrape(url, "vllm:generation_tokens_total")
+
+    assert wait_until(lambda: running() == 0, 30)  # quiet before we start
+    before = generated()
+    body = {"model": "smollm2", "messages": COUNT, "max_tokens": 900, "temperature": 0, "stream": True}
+    with httpx.Client(timeout=60) as http:  # closing it closes the connection: the client left
+        with http.stream(
+            "POST",
+            f"{server.base_url}/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {client.api_key}"},
+        ) as r:
+            assert r.status_code == 200
+            # (Kept in a variable: a line iterator that is dropped closes the connection.)
+            lines, chunks = r.iter_lines(), 0
+            for line in lines:
+                chunks += line.startswith("data: ")
+                if chunks == 6:
+                    break
+            # Still generating when the client leaves.
+            assert wait_until(lambda: running() == 1, 10), "vLLM is not generating the request"
+    left = time.monotonic()
+    assert wait_until(lambda: running() == 0, 10), "vLLM still generating 10 s after the client left"
+    print(f"vLLM stopped {time.monotonic() - left:.2f} s after the client left")
+    time.sleep(1)
+    spent = generated() - before
+    time.sleep(1.5)
+    assert generated() - before == spent  # and it generates nothing more
+    assert 0 < spent < 900, f"{spent} tokens generated for a client that had left"
+    # The same request, answered: it does run to max_tokens (so stopping early above was the
+    # disconnect, not the model choosing to stop).
+    r = client.chat.completions.create(
+        model="smollm2", messages=COUNT, max_tokens=int(spent) + 20, temperature=0
+    )
+    assert r.choices[0].finish_reason == "length"
+
+
 def test_greedy_answers_agree_with_the_builtin_engine(server, client, models, env, tmp_path_factory):
     # Its own data dir (and log), the same database and blobs: the same models, keys and adapter files.
     data_dir = tmp_path_factory.mktemp("tuneforge-builtin")
@@ -310,6 +403,8 @@ def test_a_deleted_model_is_404_and_its_adapter_leaves_vllm(server, client, mode
     after = loras(url)
     assert len(after) == len(before) - 1 and after < before
     assert ask(client, models["a"], QUESTIONS[0]) == a_before  # the other adapter is untouched
+    assert tf_metric(server, "tuneforge_vllm_adapter_unloads_total", reason="deleted") == 1
+    assert tf_metric(server, "tuneforge_vllm_adapters_loaded") == 1
 
 
 def test_a_killed_vllm_is_a_503_then_it_comes_back_with_the_adapters(server, client, models):
@@ -332,3 +427,66 @@ def test_a_killed_vllm_is_a_503_then_it_comes_back_with_the_adapters(server, cli
     new_url, new_pid = vllm_state(server)
     assert new_pid != pid
     assert len(loras(new_url)) == 1
+    assert tf_metric(server, "tuneforge_vllm_server_restarts_total") == 1
+    assert tf_metric(server, "tuneforge_vllm_server_up") == 1
+
+
+def register_full(server: Server, weights: Path, name: str) -> Path:
+    """A full fine-tune as a job records one (a `fine_tuned_models` row of kind "full" whose path
+    holds its own weights, config and tokenizer): here SmolLM2's own files, linked into a directory
+    of its own, so it must answer exactly as the base does."""
+    model_dir = server.data_dir / "full-fine-tune"
+    model_dir.mkdir()
+    for f in weights.iterdir():
+        (model_dir / f.name).symlink_to(f)
+    factory = make_sessionmaker(make_engine(f"sqlite:///{server.data_dir / 'tuneforge.db'}"))
+    with transaction(factory) as s:
+        pid = s.scalar(select(Project.id).where(Project.name == "default"))
+        job = Job(
+            id=new_id("ftjob-"),
+            project_id=pid,
+            status="succeeded",
+            model="smollm2",
+            base_model=str(weights),
+            training_file="file-x",
+            method={"type": "supervised"},
+            seed=0,
+            created_at=now(),
+            updated_at=now(),
+            result_files=[],
+        )
+        s.add(job)
+        s.flush()
+        s.add(
+            FineTunedModel(
+                id=name,
+                project_id=pid,
+                job_id=job.id,
+                checkpoint_id=None,
+                kind="full",
+                base_model=str(weights),
+                path=str(model_dir),
+                created_at=now(),
+            )
+        )
+    return model_dir
+
+
+def test_a_full_fine_tune_gets_its_own_vllm_server_until_it_is_deleted(server, client, smollm2_dir):
+    name = "ft:smollm2:default:full:abcd1234"
+    model_dir = register_full(server, smollm2_dir, name)
+    with pytest.raises(openai.InternalServerError) as err:  # its server starts on the first request
+        ask(client, name, "Hi")
+    assert err.value.status_code == 503 and err.value.response.headers["retry-after"] == "3"
+    wait_answering(client, name)
+    url, _ = vllm_state(server, model_dir)
+    assert url != vllm_state(server)[0] and loras(url) == set()  # its own server, no adapter
+    assert [ask(client, name, p) for p in PROMPTS[:2]] == [ask(client, "smollm2", p) for p in PROMPTS[:2]]
+    assert scrape(server.root_url, "tuneforge_vllm_server_up", server=name) == 1
+    client.models.delete(name)
+    with pytest.raises(openai.NotFoundError):
+        ask(client, name, "Hi")
+    with pytest.raises(httpx.HTTPError):  # its server was stopped with it
+        httpx.get(f"{url}/health", timeout=2)
+    assert f'server="{name}"' not in httpx.get(f"{server.root_url}/metrics", timeout=10).text
+    assert ask(client, "smollm2", PROMPTS[0])  # the base's server is untouched

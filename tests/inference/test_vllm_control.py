@@ -1,6 +1,7 @@
 """The vLLM engine's control plane without vLLM itself (fast; tests/e2e/test_vllm_serving.py runs
 the real server): which engine a model name gets, and a server that is not up is a 503 with
-Retry-After at once, and is stopped with the app."""
+Retry-After at once, and is stopped with the app; full fine-tunes' own servers are bounded (LRU)
+and stopped when deleted."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import sys
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tuneforge.config import Settings
@@ -94,5 +96,136 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    with open(f"/proc/{pid}/stat") as fh:  # a zombie has exited
-        return fh.read().split()[2] != "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as fh:  # a zombie has exited
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:  # reaped meanwhile
+        return False
+
+
+def test_full_fine_tunes_get_servers_of_their_own_at_most_n_lru_stopped_when_deleted(tmp_path):
+    # "vLLM" processes that never become healthy: what is checked is which ones run.
+    from tuneforge.errors import Unavailable
+    from tuneforge.inference.types import ModelTarget
+    from tuneforge.inference.vllm_engine import VllmEngine
+
+    never = f"{sys.executable} -c 'import time; time.sleep(600)'"
+    engine = VllmEngine(_settings(tmp_path, vllm_command=never, vllm_max_full_servers=2))
+    targets = [
+        ModelTarget(
+            f"ft:m:p:full{i}:x",
+            str(tmp_path / f"full{i}"),
+            str(tmp_path / f"full{i}"),
+            None,
+            "vllm",
+            None,
+            True,
+        )
+        for i in range(4)
+    ]
+    try:
+        pids = []
+        for t in targets[:2]:
+            srv = engine.server(t)
+            srv.start()
+            pids.append(_wait_pid(srv))
+        engine.server(targets[0])  # used again: targets[1] is now the least recently used
+        engine.server(targets[2]).start()  # a third: the LRU one is stopped
+        assert list(engine.own_servers().values()) == [targets[0].name, targets[2].name]
+        _wait_gone(pids[1])
+        assert _alive(pids[0])
+
+        busy = engine.server(targets[0])
+        busy.active = 1  # answering a request: never stopped for room
+        engine.server(targets[2]).active = 1
+        with pytest.raises(Unavailable):
+            engine.server(targets[3])
+        assert _alive(pids[0])
+        busy.active = 0
+
+        engine.drop(targets[0].name)  # deleted: its server stops with it
+        assert not _alive(pids[0])
+        assert list(engine.own_servers().values()) == [targets[2].name]
+        assert [s.server for s in engine.stats()] == [targets[2].name]
+    finally:
+        engine.close()
+
+
+def _wait_pid(srv) -> int:
+    deadline = time.monotonic() + 30
+    while srv.pid is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return srv.pid
+
+
+def _wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + 30
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"pid {pid} still running"
+        time.sleep(0.1)
+
+
+def test_a_full_fine_tune_of_a_vllm_base_gets_its_own_server_or_the_builtin_engine(tmp_path):
+    from sqlalchemy import select
+
+    from tuneforge.ids import new_id, now
+    from tuneforge.services.keys import create_key
+    from tuneforge.store.db import make_engine, make_sessionmaker, migrate, transaction
+    from tuneforge.store.tables import FineTunedModel, Job, Project
+
+    base, full, lora = tmp_path / "base", tmp_path / "full", tmp_path / "lora"
+    for d in (base, full, lora):
+        d.mkdir()
+    db = make_engine(f"sqlite:///{tmp_path / 'tuneforge.db'}")
+    migrate(db)
+    factory = make_sessionmaker(db)
+    with transaction(factory) as s:
+        create_key(s, "default")
+        pid = s.scalar(select(Project.id).where(Project.name == "default"))
+        job = Job(
+            id=new_id("ftjob-"),
+            project_id=pid,
+            status="succeeded",
+            model="m",
+            base_model=str(base),
+            training_file="file-x",
+            method={},
+            seed=0,
+            created_at=now(),
+            updated_at=now(),
+            result_files=[],
+        )
+        s.add(job)
+        s.flush()
+        for name, kind, path in (("ft:m:full", "full", full), ("ft:m:lora", "lora", lora)):
+            s.add(
+                FineTunedModel(
+                    id=name,
+                    project_id=pid,
+                    job_id=job.id,
+                    checkpoint_id=None,
+                    kind=kind,
+                    base_model=str(base),
+                    path=str(path),
+                    created_at=now(),
+                )
+            )
+    try:
+        with factory() as s:
+            bases = {"m": str(base)}
+            own = ModelResolver(_settings(tmp_path, base_models=bases, model_engines={"m": "vllm"}))
+            t = own.target(s, pid, "ft:m:full")
+            assert (t.engine, t.own_server, t.base_source, t.adapter_path) == ("vllm", True, str(full), None)
+            t = own.target(s, pid, "ft:m:lora")  # an adapter still goes into the base's server
+            assert (t.engine, t.own_server, t.base_source) == ("vllm", False, str(base))
+
+            builtin = ModelResolver(
+                _settings(tmp_path, base_models=bases, model_engines={"m": "vllm"}, vllm_full="builtin")
+            )
+            t = builtin.target(s, pid, "ft:m:full")
+            assert (t.engine, t.own_server, t.base_source) == ("builtin", False, str(full))
+            t = ModelResolver(_settings(tmp_path, base_models=bases)).target(s, pid, "ft:m:full")
+            assert (t.engine, t.own_server) == ("builtin", False)  # a built-in base: as before
+    finally:
+        db.dispose()

@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tuneforge.api.serving_metrics import ServingCollector
+from tuneforge.api.serving_metrics import ServingCollector, VllmCollector
 from tuneforge.domain.states import Status
 from tuneforge.store.tables import Job, UsageRecord
 
@@ -41,6 +41,7 @@ class Metrics:
         )
         self.registry.register(_DatabaseCollector(app))
         self.registry.register(ServingCollector(app))  # inference engine sequences
+        self.registry.register(VllmCollector(app))  # vLLM servers and their adapters
 
 
 class _DatabaseCollector:

@@ -7,6 +7,12 @@ records count only answered requests); `tuneforge_inference_fine_tuned_loaded{mo
 fine-tuned model held in memory (a model deleted elsewhere leaves within
 Settings.model_sync_seconds). Per process (each server has its own engine). Nothing is
 reported until the engine exists, so a scrape never starts one.
+
+The vLLM engine's servers (`VllmCollector`), labelled `server` (a base model's source, or a full
+fine-tune's name for its own server): `tuneforge_vllm_server_up` (1 healthy, 0 starting or
+restarting), `tuneforge_vllm_server_restarts_total`, `tuneforge_vllm_adapters_loaded`,
+`tuneforge_vllm_adapter_loads_total` and `tuneforge_vllm_adapter_unloads_total{reason}` (`evicted`
+by the LRU or the model `deleted`). vLLM's own metrics (tokens, queue) are at each server's /metrics.
 """
 
 from __future__ import annotations
@@ -51,3 +57,42 @@ class ServingCollector:
         yield seqs
         yield tokens
         yield fine_tuned
+
+
+class VllmCollector:
+    def __init__(self, app: FastAPI):
+        self._app = app
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        serving = getattr(self._app.state, "serving", None)
+        engine = serving.started_vllm() if serving is not None else None
+        if engine is None:
+            return
+        up = GaugeMetricFamily(
+            "tuneforge_vllm_server_up", "vLLM server healthy (1) or not (0)", labels=["server"]
+        )
+        restarts = CounterMetricFamily(
+            "tuneforge_vllm_server_restarts", "vLLM server restarts after it died", labels=["server"]
+        )
+        loaded = GaugeMetricFamily(
+            "tuneforge_vllm_adapters_loaded", "LoRA adapters loaded into the vLLM server", labels=["server"]
+        )
+        loads = CounterMetricFamily(
+            "tuneforge_vllm_adapter_loads", "LoRA adapters loaded into the vLLM server", labels=["server"]
+        )
+        unloads = CounterMetricFamily(
+            "tuneforge_vllm_adapter_unloads",
+            "LoRA adapters unloaded from the vLLM server (LRU eviction, model deleted)",
+            labels=["server", "reason"],
+        )
+        for st in engine.stats():
+            up.add_metric([st.server], int(st.up))
+            restarts.add_metric([st.server], st.restarts)
+            loaded.add_metric([st.server], st.adapters_loaded)
+            loads.add_metric([st.server], st.adapter_loads)
+            for reason in ("evicted", "deleted"):
+                unloads.add_metric([st.server, reason], st.adapter_unloads.get(reason, 0))
+        yield from (up, restarts, loaded, loads, unloads)

@@ -3,7 +3,8 @@
 Creating the built-in engine imports torch and transformers (seconds), so the app only builds it
 when the first completion request arrives; `tuneforge serve` starts fast and the models/list
 endpoints never pay for it. A target whose base model is served by vLLM (`ModelTarget.engine`)
-goes to the vLLM engine (inference/vllm_engine.py), which starts that base's server on first use.
+goes to the vLLM engine (inference/vllm_engine.py), which starts that base's server (or a full
+fine-tune's own) on first use.
 """
 
 from __future__ import annotations
@@ -60,10 +61,12 @@ class Serving:
         return self._vllm
 
     def fine_tuned_names(self) -> set[str]:
-        """The fine-tuned models some engine of this process holds (built-in or a vLLM adapter)."""
+        """The fine-tuned models some engine of this process holds (built-in, a vLLM adapter, or a
+        full fine-tune's own vLLM server)."""
         names = self._engine.fine_tuned_names() if self._engine is not None else set()
         if self._vllm is not None:
             names |= {n for loaded in self._vllm.loaded().values() for n in loaded}
+            names |= set(self._vllm.own_servers().values())
         return names
 
     def drop(self, model_name: str) -> None:

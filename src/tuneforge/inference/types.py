@@ -18,7 +18,8 @@ class ModelTarget:
     come from `tokenizer_source`: the directory saved with the model, so serving uses exactly the
     template training used. `engine` says who answers: "builtin" (inference/engine.py) or "vllm"
     (inference/vllm_engine.py, one server per `base_source`, whose `vllm_url` is the operator's
-    server or None for one tuneforge starts).
+    server or None for one tuneforge starts). `own_server`: a full fine-tune served by vLLM, from a
+    server of its own that tuneforge starts on demand and stops when it is deleted or evicted.
     """
 
     name: str
@@ -27,6 +28,7 @@ class ModelTarget:
     adapter_path: str | None = None
     engine: str = "builtin"
     vllm_url: str | None = None
+    own_server: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,11 @@ changes when the model is re-created or rewritten (`adapters.adapter_key`), so a
 never answers. At most `vllm_max_adapters` stay loaded per server (LRU; one in use is never
 unloaded); a deleted model's adapter is unloaded at once.
 
+A full fine-tune (`ModelTarget.own_server`) has weights no adapter can carry: it gets a server of
+its own, started on its first request. At most `vllm_max_full_servers` run at once: beyond that the
+least recently used one that answers no request is stopped (if every one is busy, a 503 with
+Retry-After); deleting the model stops its server.
+
 Prompts are rendered and tokenized here exactly as for the built-in engine (the fine-tune's own
 chat template) and sent as token ids to vLLM's `/v1/completions`, streamed; its chunks become
 `Delta` / `Finished` events, so chat and completions build the same responses whichever engine
@@ -25,7 +30,8 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +64,18 @@ class _Adapter:
     pins: int = 0
 
 
+@dataclass(frozen=True)
+class ServerStats:
+    """One server's state for GET /metrics."""
+
+    server: str  # the base model's source, or the full fine-tune's name (its own server)
+    up: bool
+    restarts: int  # since tuneforge started it (an operator's server: 0)
+    adapters_loaded: int
+    adapter_loads: int  # /v1/load_lora_adapter calls that succeeded
+    adapter_unloads: dict[str, int]  # reason ("evicted" by the LRU, "deleted" model) -> count
+
+
 class VllmEngine(TokenizingEngine):
     def __init__(self, settings: Settings, tokens: Tokenizers | None = None):
         self._settings = settings
@@ -71,16 +89,27 @@ class VllmEngine(TokenizingEngine):
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
+        self._own: OrderedDict[str, str] = OrderedDict()  # full fine-tunes' servers: source -> name, LRU
+        self._ports_used = 0  # started servers so far (TUNEFORGE_VLLM_PORT: each its own next port)
         self.cold_loads: list[float] = []  # seconds per adapter load (benchmarks)
+        self.adapter_loads: dict[str, int] = {}  # per server source (metrics)
+        self.adapter_unloads: dict[str, dict[str, int]] = {}  # per server source: reason -> count
 
     # ---- servers -------------------------------------------------------------------------------
     def server(self, target: ModelTarget) -> VllmServer:
+        retired: list[VllmServer] = []
         with self._lock:
             srv = self._servers.get(target.base_source)
+            if target.own_server:
+                if srv is None:
+                    retired = self._make_room(target)
+                self._own[target.base_source] = target.name
+                self._own.move_to_end(target.base_source)
             if srv is None:
                 port = self._settings.vllm_port
                 if port and target.vllm_url is None:
-                    port += sum(1 for s in self._servers.values() if not s.external)
+                    port += self._ports_used
+                    self._ports_used += 1
                 srv = VllmServer(
                     self._settings,
                     target.base_source,
@@ -91,7 +120,40 @@ class VllmEngine(TokenizingEngine):
                 self._servers[target.base_source] = srv
                 self._adapters[target.base_source] = OrderedDict()
                 self._load_locks[target.base_source] = threading.Lock()
-            return srv
+        for old in retired:  # (stopping takes seconds: not on the caller's thread)
+            threading.Thread(target=old.stop, name="vllm-stop", daemon=True).start()
+        return srv
+
+    def _make_room(self, target: ModelTarget) -> list[VllmServer]:
+        """Full fine-tunes' servers to stop so that one more fits (lock held): LRU, idle ones."""
+        out: list[VllmServer] = []
+        for source in list(self._own):
+            if len(self._own) < self._settings.vllm_max_full_servers:
+                return out
+            srv = self._servers.get(source)
+            if srv is None or srv.active == 0:
+                self._own.pop(source)
+                out += self._remove(source)
+        if len(self._own) >= self._settings.vllm_max_full_servers:
+            raise Unavailable(
+                f"The model `{target.name}` is not available right now: every vLLM server for full "
+                f"fine-tunes ({self._settings.vllm_max_full_servers}) is answering requests. "
+                "Please retry after a few seconds.",
+                retry_after=self._settings.vllm_retry_after_seconds,
+            )
+        return out
+
+    def _remove(self, source: str) -> list[VllmServer]:
+        """Forget a server (lock held); the caller stops it."""
+        self._adapters.pop(source, None)
+        self._load_locks.pop(source, None)
+        srv = self._servers.pop(source, None)
+        return [srv] if srv is not None else []
+
+    def own_servers(self) -> dict[str, str]:
+        """Full fine-tunes with a server of their own: source -> public name (LRU order)."""
+        with self._lock:
+            return dict(self._own)
 
     def require_ready(self, target: ModelTarget) -> None:
         self.server(target).require_ready(target.name)
@@ -128,6 +190,7 @@ class VllmEngine(TokenizingEngine):
                 evict = self._evictable(srv)
             for name in evict:
                 self._unload(srv, name)
+                self._count_unload(srv, "evicted")
             name = self._lora_name(key)
             t0 = time.perf_counter()
             try:
@@ -143,6 +206,7 @@ class VllmEngine(TokenizingEngine):
                 raise EngineError(f"vLLM could not load the adapter of {target.name}: {r.text[:500]}")
             self.cold_loads.append(time.perf_counter() - t0)
             with self._lock:
+                self.adapter_loads[srv.source] = self.adapter_loads.get(srv.source, 0) + 1
                 self._adapters[srv.source][key] = _Adapter(name, target.name, srv.epoch, pins=1)
             return key, name
 
@@ -182,6 +246,11 @@ class VllmEngine(TokenizingEngine):
         with self._lock:
             self._adapters[srv.source].pop(key, None)
 
+    def _count_unload(self, srv: VllmServer, reason: str) -> None:
+        with self._lock:
+            counts = self.adapter_unloads.setdefault(srv.source, {})
+            counts[reason] = counts.get(reason, 0) + 1
+
     @staticmethod
     def _unload(srv: VllmServer, name: str) -> None:
         try:
@@ -194,6 +263,20 @@ class VllmEngine(TokenizingEngine):
         with self._lock:
             return {src: [a.model_name for a in lru.values()] for src, lru in self._adapters.items()}
 
+    def stats(self) -> list[ServerStats]:
+        with self._lock:
+            return [
+                ServerStats(
+                    server=self._own.get(source, source),
+                    up=srv.ready,
+                    restarts=srv.restarts,
+                    adapters_loaded=sum(a.epoch == srv.epoch for a in self._adapters[source].values()),
+                    adapter_loads=self.adapter_loads.get(source, 0),
+                    adapter_unloads=dict(self.adapter_unloads.get(source, {})),
+                )
+                for source, srv in self._servers.items()
+            ]
+
     def lora_names(self, model_name: str) -> list[str]:
         """The internal vLLM names of a model's loaded adapters (tests)."""
         with self._lock:
@@ -202,9 +285,14 @@ class VllmEngine(TokenizingEngine):
             ]
 
     def drop(self, model_name: str, wait: float = 5.0) -> None:
-        """A fine-tuned model was deleted: unload its adapter from every server."""
+        """A fine-tuned model was deleted: unload its adapter from every server, or stop its own
+        server (a full fine-tune; before its files go)."""
         gone: list[tuple[VllmServer, str]] = []
+        stopped: list[VllmServer] = []
         with self._lock:
+            for source in [src for src, name in self._own.items() if name == model_name]:
+                self._own.pop(source)
+                stopped += self._remove(source)
             for source, lru in self._adapters.items():
                 for key in [k for k, a in lru.items() if a.model_name == model_name]:
                     entry = lru.pop(key)
@@ -213,6 +301,9 @@ class VllmEngine(TokenizingEngine):
                         gone.append((srv, entry.name))
         for srv, name in gone:
             self._unload(srv, name)
+            self._count_unload(srv, "deleted")
+        for srv in stopped:
+            srv.stop()
 
     # ---- generation ----------------------------------------------------------------------------
     def _client(self) -> httpx.AsyncClient:
@@ -236,14 +327,27 @@ class VllmEngine(TokenizingEngine):
         """Stream one sequence: `Delta`s, then one `Finished`. Raises EngineError / Unavailable."""
         srv = self.server(target)
         srv.require_ready(target.name)
+        srv.active += 1  # (a full fine-tune's server answering a request is never stopped for room)
+        try:
+            async with aclosing(self._generate(srv, target, prompt_ids, params)) as events:
+                async for ev in events:
+                    yield ev
+        finally:
+            srv.active -= 1
+
+    async def _generate(
+        self, srv: VllmServer, target: ModelTarget, prompt_ids: list[int], params: SamplingParams
+    ) -> AsyncGenerator[Delta | Finished, None]:
         for attempt in (1, 2):
             key = None
             model = await asyncio.to_thread(lambda: srv.served_name)
             if target.adapter_path is not None:
                 key, model = await self._acquire_async(srv, target)
             try:
-                async for ev in self._stream(srv, target, model, prompt_ids, params):
-                    yield ev
+                # aclosing: a caller that leaves closes the HTTP stream now (vLLM aborts the request)
+                async with aclosing(self._stream(srv, target, model, prompt_ids, params)) as events:
+                    async for ev in events:
+                        yield ev
                 return
             except _AdapterMissing:
                 # vLLM lost it (the operator's server restarted, or it was evicted meanwhile):
@@ -259,7 +363,7 @@ class VllmEngine(TokenizingEngine):
 
     async def _stream(
         self, srv: VllmServer, target: ModelTarget, model: str, prompt_ids: list[int], p: SamplingParams
-    ) -> AsyncIterator[Delta | Finished]:
+    ) -> AsyncGenerator[Delta | Finished, None]:
         body: dict[str, Any] = {
             "model": model,
             "prompt": list(prompt_ids),

@@ -66,6 +66,7 @@ class VllmServer:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self.restarts = 0
+        self.active = 0  # requests in flight (the engine counts them, on the event loop)
         self._served: str | None = None if self.external else SERVED_NAME
 
     @property

@@ -124,8 +124,20 @@ class ModelResolver:
         path = self.model_dir(row.path) if row is not None else None
         if row is None or path is None:
             raise model_not_found(name, catalog.base_names())
-        if row.kind == "full":  # its own weights: the built-in engine serves it
-            return ModelTarget(name=name, base_source=str(path), tokenizer_source=str(path))
+        if row.kind == "full":  # its own weights: its own vLLM server, or the built-in engine
+            # (The engine of the base it was trained from; a parent stored as a blob is not fetched
+            # for this: its key is compared as it is.)
+            parent = (
+                row.base_model if is_model_key(row.base_model) else self.base_dir(row.base_model, catalog)
+            )
+            own = self._engine(catalog, (), parent)[0] == "vllm" and self.settings.vllm_full == "own"
+            return ModelTarget(
+                name=name,
+                base_source=str(path),
+                tokenizer_source=str(path),
+                engine="vllm" if own else "builtin",
+                own_server=own,
+            )
         base = self.base_dir(row.base_model, catalog)
         engine, url = self._engine(catalog, (), base)
         return ModelTarget(
