@@ -165,16 +165,17 @@ class Sharded(Parallel):
         from tuneforge.training.fsdp import local_numel
 
         if self.stored is None:
+            params = [p for g in optimizer.param_groups for p in g["params"]]  # (always the shards)
             moments = [
                 t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t) and t.dim()
             ]
             self.stored = {
-                "params": local_numel(model.parameters()),
-                "params_total": sum(p.numel() for p in model.parameters()),
+                "params": local_numel(params),
+                "params_total": sum(p.numel() for p in params),
                 "optimizer": local_numel(moments),
                 "bytes": sum(
                     (t.to_local() if hasattr(t, "to_local") else t).untyped_storage().nbytes()
-                    for t in [*model.parameters(), *moments]
+                    for t in [*params, *moments]
                 ),
             }
         return super().full_state(model, optimizer)

@@ -365,9 +365,9 @@ class _DpoRun(SftRun):
 
     def _filler(self) -> PairRow:
         """(sharded) A row for a forward without work of its own: the shortest pair."""
-        if not hasattr(self, "_filler_row"):
-            self._filler_row = pack_pairs([min(self.train_set, key=len)], self.row_tokens)[0]
-        return self._filler_row
+        if not hasattr(self, "_filler_pair"):
+            self._filler_pair = pack_pairs([min(self.train_set, key=len)], self.row_tokens)[0]
+        return self._filler_pair
 
     def _reference_of(self, row: PairRow, split: str) -> torch.Tensor:
         return self.reference[split][[p.index for p in row.pairs]].to(self.device)

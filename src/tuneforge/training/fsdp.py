@@ -159,18 +159,3 @@ def clip_grad_norm_(params: list[torch.nn.Parameter], max_norm: float) -> torch.
         total = total.full_tensor()
     torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
     return total
-
-
-def stop_with_main(parallel: Any, stop_ids: set[int]) -> Any:
-    """A generate() stopping criterion for sampling from a sharded model: every rank runs each
-    forward (each layer's weights are gathered from all of them), so all must stop together; they
-    stop when rank 0's last token is a stop token (its decision broadcast)."""
-    from transformers import StoppingCriteria
-
-    class StopWithMain(StoppingCriteria):
-        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-            done = all(int(t) in stop_ids for t in input_ids[:, -1].tolist())
-            done = bool(parallel.from_main(float(done)))
-            return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
-
-    return StopWithMain()

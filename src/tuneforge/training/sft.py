@@ -599,9 +599,12 @@ class SftRun:
                         attention_mask=torch.ones_like(ids),
                         max_new_tokens=SAMPLE_MAX_TOKENS,
                         do_sample=False,
+                        eos_token_id=stops or None,
                         pad_token_id=pad,
                         use_cache=True,
-                        **self._sample_stop(stops),
+                        # sharded: each forward gathers layers from every rank, so a rank whose
+                        # answer ended keeps running forwards until all have (HF's ZeRO-3 mode)
+                        synced_gpus=sharded,
                     )
                 answer = self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
                 rows.append(
@@ -611,19 +614,6 @@ class SftRun:
             self.model.config.use_cache = False
             self.model.train()
         self.reporter.event(f"Epoch {epoch} samples", data={"epoch": epoch, "samples": rows})
-
-    def _sample_stop(self, stops: list[int]) -> dict[str, Any]:
-        if not self.parallel.sharded:
-            return {"eos_token_id": stops or None}
-        from transformers import StoppingCriteriaList
-
-        from tuneforge.training.fsdp import stop_with_main
-
-        # every rank stops where rank 0's answer does (and its stop token ends it, as eos would)
-        return {
-            "eos_token_id": None,
-            "stopping_criteria": StoppingCriteriaList([stop_with_main(self.parallel, set(stops))]),
-        }
 
     # --- saving -------------------------------------------------------------------------------
 
