@@ -310,3 +310,37 @@ def test_two_sharded_ranks_train_what_one_process_does_and_resume_exactly(
     w_resumed, w_straight = final_weights(tmp_path / "two-paused"), final_weights(tmp_path / "two-sft")
     for name in w_straight:
         assert torch.equal(w_resumed[name], w_straight[name]), name
+
+
+def test_tuneforge_train_under_torchrun_shards_a_full_fine_tune(tiny_model_dir, tmp_path):
+    """`torchrun --nproc-per-node 2 tuneforge train --method full`: two ranks (gloo), sharded;
+    rank 0 alone reports and writes an ordinary model dir."""
+    import os
+    import subprocess
+    import sys
+
+    from transformers import AutoModelForCausalLM
+
+    data = write_jsonl(tmp_path / "train.jsonl", [chat(q, a) for q, a in QA])
+    tuneforge = Path(sys.executable).parent / "tuneforge"
+    env = {
+        **os.environ,
+        "TUNEFORGE_DATA_DIR": str(tmp_path / "data"),
+        "TUNEFORGE_BF16": "0",
+        "COLUMNS": "200",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2"]
+        + ["--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(tuneforge), "train"]
+        + ["--model", str(tiny_model_dir), "--training-file", str(data), "--method", "full"]
+        + ["--n-epochs", "1", "--batch-size", "4", "--output", str(tmp_path / "run")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Sharded (FSDP) over 2 ranks" in out.stderr and out.stderr.count("succeeded: 3/3 steps") == 1
+    final = tmp_path / "run" / "final"
+    assert json.loads((final / "tuneforge.json").read_text())["kind"] == "full"
+    assert AutoModelForCausalLM.from_pretrained(final).config.architectures == ["Qwen2ForCausalLM"]
