@@ -173,7 +173,7 @@ class Parallel:
         if self.world == 1:
             return value
         t = torch.tensor([value], dtype=torch.float64, device=self._device())
-        self._collective(dist.all_reduce, t, op=dist.ReduceOp.MAX)
+        self._collective(lambda x: dist.all_reduce(x, op=dist.ReduceOp.MAX), t)
         return float(t.item())
 
     def from_main(self, value: float) -> float:
