@@ -14,6 +14,7 @@ and DPO, in fp32:
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import socket
 from pathlib import Path
@@ -189,6 +190,7 @@ def _sharded_ranks(rank: int, world: int, port: int, runs: list[tuple[str, Train
     from tests.training.helpers import stop_at
     from tuneforge.training.spec import StopRequest
 
+    faulthandler.dump_traceback_later(240, exit=True)  # a rank stuck in a collective: its stack, then out
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         for name, spec, pause_at in runs:
