@@ -131,6 +131,11 @@ class Settings(BaseSettings):
         description="Jobs' gradient checkpointing: auto (GPU, when memory is short) | on | off",
     )
     train_torch_compile: bool = Field(default=False, description="Jobs compile each decoder layer")
+    # OpenAI's API has no LoRA/full switch, so it is the operator's, per base model (name or alias
+    # as jobs name it): its jobs train every weight (sharded over Ray workers: `ray_sharding`).
+    full_fine_tune_models: list[str] = Field(
+        default_factory=list, description="Base models whose jobs train every weight instead of LoRA"
+    )
     # Where training runs (README "Training on a Ray cluster"): `local` = a child process of the
     # worker (jobs/runner.py); `ray` = the same runner hands the training to Ray Train
     # (jobs/ray_executor.py), data-parallel over `ray_workers` ranks.

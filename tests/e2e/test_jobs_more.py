@@ -136,3 +136,24 @@ def test_result_file_base64_when_configured(server_factory):
     assert meta.bytes == len(raw)
     rows = list(csv.reader(io.StringIO(base64.b64decode(raw, validate=True).decode())))
     assert rows[0] == HEADER and [int(r[0]) for r in rows[1:]] == [1, 2]
+
+
+def test_a_base_listed_for_full_fine_tuning_trains_every_weight(server_factory):
+    # OpenAI's API has no LoRA/full switch: the operator's setting decides, per base model.
+    from tuneforge.config import Settings
+    from tuneforge.store.blobs import open_blobs
+
+    srv = server_factory({**FAST, "TUNEFORGE_FULL_FINE_TUNE_MODELS": '["tuneforge-tiny"]'})
+    c = srv.client()
+    job = create(c, "tuneforge-tiny", upload(c, jsonl(10)), epochs=1, batch_size=5)
+    done = watch(c, job.id, FINISHED)
+    assert done.status == "succeeded", done.error
+    row = ft_rows(srv)[done.fine_tuned_model]
+    assert row.kind == "full"
+    model_dir = open_blobs(Settings(data_dir=srv.data_dir).resolved()).local_dir(row.path)
+    assert (model_dir / "model.safetensors").is_file()  # its own weights, not an adapter
+    assert not (model_dir / "adapter_config.json").exists()
+    r = c.chat.completions.create(
+        model=done.fine_tuned_model, messages=[{"role": "user", "content": "What is 3 + 3?"}], max_tokens=4
+    )
+    assert r.choices[0].finish_reason in ("stop", "length") and r.usage.completion_tokens >= 1

@@ -21,12 +21,14 @@ import logging
 import sys
 import traceback
 from pathlib import Path
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuneforge.config import Settings
 from tuneforge.domain import events as ev
+from tuneforge.domain import naming
 from tuneforge.domain.states import Status, transition
 from tuneforge.errors import TuneforgeError
 from tuneforge.ids import new_id, now
@@ -171,6 +173,7 @@ def build_spec(settings: Settings, s: Session, blobs: BlobStore, job: Job, *, re
         output_dir=settings.jobs_dir / job.id,
         seed=job.seed,
         init_adapter=start.init_adapter,
+        method=_method(settings, job, start.init_adapter),
         method_type=job.method.get("type", "supervised"),
         hyperparameters=hparams.requested(job.method),
         gradient_checkpointing=settings.train_gradient_checkpointing,
@@ -178,6 +181,15 @@ def build_spec(settings: Settings, s: Session, blobs: BlobStore, job: Job, *, re
         threads=settings.train_threads,
     )
     return spec, start
+
+
+def _method(settings: Settings, job: Job, init_adapter: Path | None) -> Literal["lora", "full"]:
+    """Every weight where the operator says so for this job's base (Settings.full_fine_tune_models);
+    LoRA otherwise, and always when the job continues a LoRA fine-tune (its adapter is the start)."""
+    wanted = set(settings.full_fine_tune_models)
+    if init_adapter is None and {naming.base_of(job.model), naming.base_of(job.base_model)} & wanted:
+        return "full"
+    return "lora"
 
 
 def _train(
