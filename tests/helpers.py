@@ -141,3 +141,45 @@ def pid_gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def register_fine_tune(
+    factory: Any, *, project: str, name: str, kind: str, base_model: str, path: str, model: str
+) -> None:
+    """A succeeded job and its `fine_tuned_models` row, as a job that wrote `path` records them:
+    for serving tests that need a fine-tuned model without training one."""
+    from sqlalchemy import select
+
+    from tuneforge.ids import new_id, now
+    from tuneforge.store.db import transaction
+    from tuneforge.store.tables import FineTunedModel, Job, Project
+
+    with transaction(factory) as s:
+        pid = s.scalar(select(Project.id).where(Project.name == project))
+        job = Job(
+            id=new_id("ftjob-"),
+            project_id=pid,
+            status="succeeded",
+            model=model,
+            base_model=base_model,
+            training_file="file-x",
+            method={"type": "supervised"},
+            seed=0,
+            created_at=now(),
+            updated_at=now(),
+            result_files=[],
+        )
+        s.add(job)
+        s.flush()
+        s.add(
+            FineTunedModel(
+                id=name,
+                project_id=pid,
+                job_id=job.id,
+                checkpoint_id=None,
+                kind=kind,
+                base_model=base_model,
+                path=path,
+                created_at=now(),
+            )
+        )

@@ -18,13 +18,12 @@ from urllib.parse import urlsplit
 import httpx
 import openai
 import pytest
-from sqlalchemy import select
 
+from tests.helpers import register_fine_tune
 from tests.training.helpers import weather_call
-from tuneforge.ids import new_id, now
+from tuneforge.ids import new_id
 from tuneforge.inference.synthetic import make_random_adapter
-from tuneforge.store.db import make_engine, make_sessionmaker, transaction
-from tuneforge.store.tables import FineTunedModel, Job, Project
+from tuneforge.store.db import make_engine, make_sessionmaker
 from tuneforge.training.tiny import ensure_tiny_model
 
 HI = [{"role": "user", "content": "Say something."}]
@@ -41,35 +40,15 @@ def env(server):
 
     def register(name: str, project: str, seed: int) -> str:
         path = make_random_adapter(tiny, server.data_dir / "adapters" / new_id("a", 8), seed=seed)
-        with transaction(factory) as s:
-            pid = s.scalar(select(Project.id).where(Project.name == project))
-            job = Job(
-                id=new_id("ftjob-"),
-                project_id=pid,
-                status="succeeded",
-                model="tuneforge-tiny",
-                base_model=str(tiny),
-                training_file="file-x",
-                method={},
-                seed=0,
-                created_at=now(),
-                updated_at=now(),
-                result_files=[],
-            )
-            s.add(job)
-            s.flush()
-            s.add(
-                FineTunedModel(
-                    id=name,
-                    project_id=pid,
-                    job_id=job.id,
-                    checkpoint_id=None,
-                    kind="lora",
-                    base_model=str(tiny),
-                    path=str(path),
-                    created_at=now(),
-                )
-            )
+        register_fine_tune(
+            factory,
+            project=project,
+            name=name,
+            kind="lora",
+            base_model=str(tiny),
+            path=str(path),
+            model="tuneforge-tiny",
+        )
         return name
 
     names = [

@@ -33,12 +33,10 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from sqlalchemy import select
 
 from tests.e2e.conftest import Server, start_server
-from tuneforge.ids import new_id, now
-from tuneforge.store.db import make_engine, make_sessionmaker, transaction
-from tuneforge.store.tables import FineTunedModel, Job, Project
+from tests.helpers import register_fine_tune
+from tuneforge.store.db import make_engine, make_sessionmaker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -440,35 +438,15 @@ def register_full(server: Server, weights: Path, name: str) -> Path:
     for f in weights.iterdir():
         (model_dir / f.name).symlink_to(f)
     factory = make_sessionmaker(make_engine(f"sqlite:///{server.data_dir / 'tuneforge.db'}"))
-    with transaction(factory) as s:
-        pid = s.scalar(select(Project.id).where(Project.name == "default"))
-        job = Job(
-            id=new_id("ftjob-"),
-            project_id=pid,
-            status="succeeded",
-            model="smollm2",
-            base_model=str(weights),
-            training_file="file-x",
-            method={"type": "supervised"},
-            seed=0,
-            created_at=now(),
-            updated_at=now(),
-            result_files=[],
-        )
-        s.add(job)
-        s.flush()
-        s.add(
-            FineTunedModel(
-                id=name,
-                project_id=pid,
-                job_id=job.id,
-                checkpoint_id=None,
-                kind="full",
-                base_model=str(weights),
-                path=str(model_dir),
-                created_at=now(),
-            )
-        )
+    register_fine_tune(
+        factory,
+        project="default",
+        name=name,
+        kind="full",
+        base_model=str(weights),
+        path=str(model_dir),
+        model="smollm2",
+    )
     return model_dir
 
 

@@ -169,10 +169,10 @@ def _wait_gone(pid: int) -> None:
 def test_a_full_fine_tune_of_a_vllm_base_gets_its_own_server_or_the_builtin_engine(tmp_path):
     from sqlalchemy import select
 
-    from tuneforge.ids import new_id, now
+    from tests.helpers import register_fine_tune
     from tuneforge.services.keys import create_key
     from tuneforge.store.db import make_engine, make_sessionmaker, migrate, transaction
-    from tuneforge.store.tables import FineTunedModel, Job, Project
+    from tuneforge.store.tables import Project
 
     base, full, lora = tmp_path / "base", tmp_path / "full", tmp_path / "lora"
     for d in (base, full, lora):
@@ -183,34 +183,10 @@ def test_a_full_fine_tune_of_a_vllm_base_gets_its_own_server_or_the_builtin_engi
     with transaction(factory) as s:
         create_key(s, "default")
         pid = s.scalar(select(Project.id).where(Project.name == "default"))
-        job = Job(
-            id=new_id("ftjob-"),
-            project_id=pid,
-            status="succeeded",
-            model="m",
-            base_model=str(base),
-            training_file="file-x",
-            method={},
-            seed=0,
-            created_at=now(),
-            updated_at=now(),
-            result_files=[],
+    for name, kind, path in (("ft:m:full", "full", full), ("ft:m:lora", "lora", lora)):
+        register_fine_tune(
+            factory, project="default", name=name, kind=kind, base_model=str(base), path=str(path), model="m"
         )
-        s.add(job)
-        s.flush()
-        for name, kind, path in (("ft:m:full", "full", full), ("ft:m:lora", "lora", lora)):
-            s.add(
-                FineTunedModel(
-                    id=name,
-                    project_id=pid,
-                    job_id=job.id,
-                    checkpoint_id=None,
-                    kind=kind,
-                    base_model=str(base),
-                    path=str(path),
-                    created_at=now(),
-                )
-            )
     try:
         with factory() as s:
             bases = {"m": str(base)}
