@@ -97,6 +97,15 @@ def read_progress(output_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def matching_params(model, weights: dict[str, torch.Tensor]) -> dict[str, torch.nn.Parameter]:
+    """The model's parameters by name, once a saved state's `weights` are exactly its trainable ones."""
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
+    if missing or set(weights) - set(params):
+        raise RuntimeError(f"state/ does not match this model (missing {missing[:3]})")
+    return params
+
+
 def load_state(output_dir: Path, *, model, optimizer, scheduler, place=None) -> None:
     """`place(model, optimizer, weights, optimizer_state)`: how a sharded run puts the whole saved
     tensors into its shards (training/fsdp.py); default: copied into the model and optimizer."""
@@ -106,10 +115,7 @@ def load_state(output_dir: Path, *, model, optimizer, scheduler, place=None) -> 
     if place is not None:
         place(model, optimizer, weights, opt["optimizer"])
     else:
-        params = dict(model.named_parameters())
-        missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
-        if missing or set(weights) - set(params):
-            raise RuntimeError(f"state/ does not match this model (missing {missing[:3]})")
+        params = matching_params(model, weights)
         with torch.no_grad():
             for name, value in weights.items():
                 params[name].copy_(value)

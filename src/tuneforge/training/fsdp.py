@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from tuneforge.training import checkpoints as ckpt
+
 
 def shard(model: torch.nn.Module, device: torch.device, world: int) -> torch.nn.Module:
     """`model` sharded in place over the default process group (`world` ranks)."""
@@ -121,10 +123,7 @@ def place_state(
     """Whole trainable weights and optimizer state (as `full_state` gives them, or a one-process
     run saved them) into this rank's shards."""
     reshard(model)
-    params = dict(model.named_parameters())
-    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
-    if missing or set(weights) - set(params):
-        raise RuntimeError(f"state/ does not match this model (missing {missing[:3]})")
+    params = ckpt.matching_params(model, weights)
     with torch.no_grad():
         for name, value in weights.items():
             p = params[name]
