@@ -39,8 +39,11 @@ by the peak of the dtype its matmuls ran in (bf16 autocast or fp32). Model FLOPs
 step needs, the same for every contestant (`model_flops`): per token 4 N_matmul (forward + input
 gradients of the frozen linear layers; 6 N for a full fine-tune) + 6 N_lora (the adapters train);
 the output layer (V x d) likewise, on the label positions only; causal attention 6 d_attn L per
-token per layer over each example's own length L. Load average is printed before and after each
-run.
+token per layer over each example's own length L; plus one forward pass over the held-out file
+(2 N_matmul + 2 N_lora per token, the head on its label positions, 2 d_attn L per token per layer),
+which every contestant runs once inside its timed section (ours: the full validation at the epoch
+end; TRL: `evaluate()`); the extra sampled validations ours runs are not counted. Load average is
+printed before and after each run.
 
 Also measures the validator's throughput (MB/s) on a generated 100 MB file, with and without token
 statistics. The LAST line printed is
@@ -209,10 +212,18 @@ def prepare_model(spec: str, workdir: Path, hidden: int, layers: int) -> tuple[P
 
 
 def model_flops(
-    model_dir: Path, method: str, lengths: list[int], label_tokens: int, lora_rank: int, epochs: int = 1
+    model_dir: Path,
+    method: str,
+    lengths: list[int],
+    label_tokens: int,
+    lora_rank: int,
+    epochs: int = 1,
+    eval_lengths: tuple[list[int], int] = ([], 0),
 ) -> dict[str, float]:
     """The training run's necessary work (see the module docstring): every example's tokens
-    (`lengths`) and label tokens, times `epochs`. -> {"total", "matmul", "lora", "head", "attention"}."""
+    (`lengths`) and label tokens, times `epochs`, and one forward pass over the held-out examples
+    (`eval_lengths`: their lengths and label tokens).
+    -> {"total", "matmul", "lora", "head", "attention", "eval"}."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -238,6 +249,12 @@ def model_flops(
     # causal: forward 2 d L² per layer (scores and values, half the square), backward twice that
     parts["attention"] = 6 * d_attn * text.num_hidden_layers * sum(n * n for n in lengths)
     parts = {k: v * epochs for k, v in parts.items()}
+    held_out, held_out_labels = eval_lengths
+    parts["eval"] = (
+        2 * (n_matmul + (n_lora if method == "lora" else 0)) * sum(held_out)
+        + 2 * head.weight.numel() * held_out_labels
+        + 2 * d_attn * text.num_hidden_layers * sum(n * n for n in held_out)
+    )
     parts["total"] = sum(parts.values())
     return parts
 
@@ -543,8 +560,13 @@ def main() -> None:
         lengths = rendered_lengths(tokenizer, train_rows, args.max_len)
         tokens = sum(lengths) * args.epochs
         labels = label_tokens(tokenizer, train_rows, args.max_len) * args.epochs
+        eval_rows = read_jsonl(workdir / "eval.jsonl")
+        held_out = (
+            rendered_lengths(tokenizer, eval_rows, args.max_len),
+            label_tokens(tokenizer, eval_rows, args.max_len),
+        )
         work = model_flops(
-            model_dir, args.method, lengths, labels // args.epochs, args.lora_rank, args.epochs
+            model_dir, args.method, lengths, labels // args.epochs, args.lora_rank, args.epochs, held_out
         )
         flops = work["total"]
         peak = matmul_peak_gflops(args.threads)

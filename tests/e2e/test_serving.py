@@ -19,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers import register_fine_tune
+from tests.helpers import register_fine_tune, wait_for
 from tests.training.helpers import weather_call
 from tuneforge.ids import new_id
 from tuneforge.inference.synthetic import make_random_adapter
@@ -267,15 +267,6 @@ def _in_engine(server, state: str = "") -> int:
     return _engine_metric(server, "tuneforge_inference_sequences", state)
 
 
-def _wait_until(check, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 # tuneforge-tiny, greedy: this prompt runs to max_tokens (checked below with a short max_tokens),
 # so a sequence that outlived its client would generate all 1900 tokens.
 LONG = {"model": "tuneforge-tiny", "max_tokens": 1900, "temperature": 0}
@@ -292,7 +283,7 @@ LONG = {"model": "tuneforge-tiny", "max_tokens": 1900, "temperature": 0}
 )
 def test_client_that_leaves_stops_its_generation(env, path, body):
     server, client, _, _ = env
-    assert _wait_until(lambda: _in_engine(server) == 0, 30)  # quiet before we start
+    wait_for(lambda: _in_engine(server) == 0, 30, "the engine to be quiet before we start", every=0.05)
     before = _engine_metric(server, "tuneforge_inference_generated_tokens_total")
     payload = json.dumps({**LONG, **body}).encode()
     url = urlsplit(server.base_url)
@@ -308,12 +299,19 @@ def test_client_that_leaves_stops_its_generation(env, path, body):
     )
     try:
         # Running, not only waiting: the first request also waits for the model to load.
-        assert _wait_until(lambda: _in_engine(server, 'state="running"') == 1, 60), "never started"
+        wait_for(
+            lambda: _in_engine(server, 'state="running"') == 1,
+            60,
+            "the engine to start the request",
+            every=0.05,
+        )
         time.sleep(0.3)
         assert _in_engine(server, 'state="running"') == 1  # still generating when the client leaves
     finally:
         sock.close()
-    assert _wait_until(lambda: _in_engine(server) == 0, 30), "still generating 30 s after the client left"
+    wait_for(
+        lambda: _in_engine(server) == 0, 30, "the engine to stop generating after the client left", every=0.05
+    )
     spent = _engine_metric(server, "tuneforge_inference_generated_tokens_total") - before
     # Speed-independent: had the sequence outlived its client it would have run to max_tokens.
     assert 0 < spent < LONG["max_tokens"], f"{spent} tokens generated for a client that had left"

@@ -35,7 +35,7 @@ import openai
 import pytest
 
 from tests.e2e.conftest import Server, start_server
-from tests.helpers import register_fine_tune
+from tests.helpers import register_fine_tune, wait_for
 from tuneforge.store.db import make_engine, make_sessionmaker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -218,15 +218,6 @@ def tf_metric(server: Server, name: str, **labels: str) -> float:
     return scrape(server.root_url, name, **{"server": base_source(server), **labels})
 
 
-def wait_until(check, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def loras(url: str) -> set[str]:
     data = httpx.get(f"{url}/v1/models", timeout=10).json()["data"]
     return {m["id"] for m in data if m["id"] != "base"}
@@ -328,7 +319,7 @@ def test_a_client_that_leaves_a_stream_aborts_its_vllm_request(server, client):
     def generated() -> float:
         return scrape(url, "vllm:generation_tokens_total")
 
-    assert wait_until(lambda: running() == 0, 30)  # quiet before we start
+    wait_for(lambda: running() == 0, 30, "the engine to be quiet before we start", every=0.05)
     before = generated()
     body = {"model": "smollm2", "messages": COUNT, "max_tokens": 900, "temperature": 0, "stream": True}
     with httpx.Client(timeout=60) as http:  # closing it closes the connection: the client left
@@ -346,9 +337,9 @@ def test_a_client_that_leaves_a_stream_aborts_its_vllm_request(server, client):
                 if chunks == 6:
                     break
             # Still generating when the client leaves.
-            assert wait_until(lambda: running() == 1, 10), "vLLM is not generating the request"
+            wait_for(lambda: running() == 1, 10, "vLLM to generate the request", every=0.05)
     left = time.monotonic()
-    assert wait_until(lambda: running() == 0, 10), "vLLM still generating 10 s after the client left"
+    wait_for(lambda: running() == 0, 10, "vLLM to stop generating after the client left", every=0.05)
     print(f"vLLM stopped {time.monotonic() - left:.2f} s after the client left")
     time.sleep(1)
     spent = generated() - before

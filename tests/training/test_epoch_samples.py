@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests.training.helpers import QA, Recorder, chat, write_jsonl
+from tests.training.helpers import QA, Recorder, chat, greedy, write_jsonl
 from tuneforge.training import Hyperparameters, TrainSpec, train
-from tuneforge.training.sft import EPOCH_SAMPLES, sample_prompts
+from tuneforge.training.sft import EPOCH_SAMPLES, SAMPLE_MAX_TOKENS, sample_prompts
 
 
 def test_each_epoch_records_answers_to_validation_prompts_beside_the_expected(tiny_model_dir, tmp_path):
@@ -30,6 +30,16 @@ def test_each_epoch_records_answers_to_validation_prompts_beside_the_expected(ti
     # samples come after the epoch's checkpoint, and before training finished
     messages = [m for _, m in rec.events]
     assert messages.index("Epoch 2 samples") < len(messages) - 1
+
+    # the last epoch's answers (one padded batch) are what the final model answers alone
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(result.final_dir)
+    model = AutoPeftModelForCausalLM.from_pretrained(result.final_dir).eval()
+    for row in samples[-1][1]["samples"]:
+        alone = greedy(model, tok, row["prompt"], max_new_tokens=SAMPLE_MAX_TOKENS)
+        assert row["answer"] == tok.decode(alone, skip_special_tokens=True).strip()
 
 
 def test_prompts_fall_back_to_training_examples_and_skip_non_text_answers():

@@ -534,37 +534,47 @@ class SftRun:
             return
         self.model.eval()
         self.model.config.use_cache = True
-        rows = []
         stops = sorted(self.stop_ids)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (stops or [0])[0]
+        prompts = [
+            self.tokenizer.apply_chat_template(
+                sample["messages"],
+                tools=sample["tools"],
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+            )["input_ids"][-self.max_seq_len :]
+            for sample in self.samples
+        ]
+        # One batch, left-padded (masked), not one generate per prompt: decoding a few short
+        # answers is many small ops, and a batch pays for them once.
+        width = max(map(len, prompts))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         try:
-            for sample in self.samples:
-                ids = self.tokenizer.apply_chat_template(
-                    sample["messages"],
-                    tools=sample["tools"],
-                    add_generation_prompt=True,
-                    tokenize=True,
-                    return_dict=True,
-                )["input_ids"]
-                ids = torch.tensor([ids[-self.max_seq_len :]], device=self.device)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                    out = self.model.generate(
-                        input_ids=ids,
-                        attention_mask=torch.ones_like(ids),
-                        max_new_tokens=SAMPLE_MAX_TOKENS,
-                        do_sample=False,
-                        eos_token_id=stops or None,
-                        pad_token_id=pad,
-                        use_cache=True,
-                    )
-                answer = self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
-                rows.append(
-                    {"prompt": sample["prompt"], "expected": sample["expected"], "answer": answer.strip()}
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                out = self.model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=SAMPLE_MAX_TOKENS,
+                    do_sample=False,
+                    eos_token_id=stops or None,
+                    pad_token_id=pad,
+                    use_cache=True,
                 )
         finally:
             self.model.config.use_cache = False
             self.model.train()
+        rows = [
+            {"prompt": sample["prompt"], "expected": sample["expected"], "answer": self._answer(tokens)}
+            for sample, tokens in zip(self.samples, out[:, width:].tolist())
+        ]
         self.reporter.event(f"Epoch {epoch} samples", data={"epoch": epoch, "samples": rows})
+
+    def _answer(self, tokens: list[int]) -> str:
+        """A generated row's text up to its first stop token (after it, the batch's padding)."""
+        end = next((i for i, t in enumerate(tokens) if t in self.stop_ids), len(tokens))
+        return self.tokenizer.decode(tokens[:end], skip_special_tokens=True).strip()
 
     # --- saving -------------------------------------------------------------------------------
 
