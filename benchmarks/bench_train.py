@@ -16,11 +16,13 @@ so peak memory (RSS high-water mark) does not mix.
   loss on every token) except the shared settings above
 - trl_tuned: what a TRL user tunes for speed on CPU: `padding_free=True` (each step's examples
   flattened into one row with per-example position_ids, `max_length=None` as TRL requires without
-  packing), no gradient checkpointing, bf16 autocast; loss on assistant tokens only where TRL can
-  get generation markers (it cannot patch SmolLM2's ChatML). Not `packing=True`: TRL's packing
-  makes the batch size count packed 1024-token rows, so a step would hold ~13x the examples (a
-  different training run), and its 8192-token rows pay a full 8192² attention on CPU sdpa, which
-  is why the packed configuration did not finish in earlier runs
+  packing), no gradient checkpointing, bf16 autocast where the same probe as ours finds it faster
+  than fp32 (fp32 elsewhere: CPUs without AVX512-BF16 or AMX run bf16 matmuls many times slower);
+  loss on assistant tokens only where TRL can get generation markers (it cannot patch SmolLM2's
+  ChatML). Not `packing=True`: TRL's packing makes the batch size count packed 1024-token rows,
+  so a step would hold ~13x the examples (a different training run), and its 8192-token rows pay
+  a full 8192² attention on CPU sdpa, which is why the packed configuration did not finish in
+  earlier runs
 
 Timed section: from handing the files/model path to the trainer until training and its evaluation
 are done (our `train()` loads, tokenizes, trains, validates and checkpoints; for TRL the SFTTrainer
@@ -344,20 +346,24 @@ def run_ours(cfg: dict) -> dict:
     seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     assert result.status == "succeeded", result
     model, tokenizer = _load_servable(Path(result.final_dir))
-    from transformers import AutoConfig
-
-    from tuneforge.hardware import bf16_is_fast, model_shape
-
-    # the trainer's own decision (the cached probe at this thread count)
-    bf16 = bf16_is_fast("cpu", *model_shape(AutoConfig.from_pretrained(cfg["model_dir"])))
     return {
         "seconds": seconds,
         "cpu_seconds": cpu,
-        "bf16": bool(bf16),
+        "bf16": _bf16_fast(cfg["model_dir"]),  # the trainer's own decision
         "train_loss": reporter.last.get("train_loss"),
         "trainer_eval_loss": reporter.full_valid_loss,
         "eval_loss": eval_loss(model, tokenizer, read_jsonl(Path(cfg["eval"])), cfg["max_len"]),
     }
+
+
+def _bf16_fast(model_dir: str) -> bool:
+    """Whether bf16 matmuls are clearly faster than fp32 here, for this model's shapes (the
+    trainer's cached probe at this thread count)."""
+    from transformers import AutoConfig
+
+    from tuneforge.hardware import bf16_is_fast, model_shape
+
+    return bool(bf16_is_fast("cpu", *model_shape(AutoConfig.from_pretrained(model_dir))))
 
 
 def _our_base_lr(method: str) -> float:
@@ -413,7 +419,9 @@ def run_trl(cfg: dict, tuned: bool) -> dict:
             max_length=None,  # TRL requires it without packing; every example fits (max_len)
             assistant_only_loss=markers,
             gradient_checkpointing=False,
-            bf16=True,
+            # what a user tuning for speed measures: bf16 only where it is faster (CPUs without
+            # AVX512-BF16/AMX run bf16 matmuls far slower than fp32)
+            bf16=_bf16_fast(cfg["model_dir"]),
         )
     peft_config = trl_lora(cfg["lora_rank"]) if cfg["method"] == "lora" else None
     t0, c0 = time.perf_counter(), cpu_seconds()
