@@ -17,6 +17,7 @@ from __future__ import annotations
 import faulthandler
 import json
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -147,10 +148,12 @@ def test_two_ranks_train_what_one_process_does(tiny_model_dir, tmp_path, monkeyp
 class Sharded(Parallel):
     """Parallel as it is, keeping the first step's gradients (gathered whole: a collective, which
     every rank reaches) and what this rank stores of the weights and of the Adam state when the
-    run first saves its state."""
+    run first saves its state. `slow_write`: rank 0 takes that many seconds more to write state/
+    (as under load), so another rank that went on to the next run before it was written shows."""
 
     grads: list[torch.Tensor] | None = None
     stored: dict[str, int] | None = None
+    slow_write = 0.0
 
     def sync_grads(self, params: list[torch.nn.Parameter]) -> None:
         from torch.distributed.tensor import DTensor
@@ -179,7 +182,10 @@ class Sharded(Parallel):
                     for t in [*params, *moments]
                 ),
             }
-        return super().full_state(model, optimizer)
+        full = super().full_state(model, optimizer)
+        if self.is_main:
+            time.sleep(self.slow_write)
+        return full
 
 
 def _sharded_ranks(rank: int, world: int, port: int, runs: list[tuple[str, TrainSpec, int | None]], out: str):
@@ -196,6 +202,8 @@ def _sharded_ranks(rank: int, world: int, port: int, runs: list[tuple[str, Train
         for name, spec, pause_at in runs:
             rec = Recorder(stop_at(pause_at, StopRequest.PAUSE) if pause_at else None) if rank == 0 else None
             parallel = Sharded(rank, world, threads=1)
+            if pause_at:  # the resumed run must still start from the saved step on both ranks
+                parallel.slow_write = 2.0
             result = train(spec, rec, parallel)
             (Path(out) / f"{name}-stored-{rank}.json").write_text(json.dumps(parallel.stored))
             if rec is not None:

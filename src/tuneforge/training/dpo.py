@@ -315,11 +315,12 @@ class _DpoRun(SftRun):
         self.csv = self._metrics_csv(columns=CSV_COLUMNS)
         try:
             self._setup_reference()  # a cancel during its pass is a cancel like any other
-            return self._loop()
+            result = self._loop()
         except Cancelled:
-            return self._result("cancelled", self.step)
+            result = self._result("cancelled", self.step)
         finally:
             self.csv.close()
+        return self._ended(result)
 
     def _setup_reference(self) -> None:
         """The reference log-probs: computed with the starting weights on a fresh run, read back

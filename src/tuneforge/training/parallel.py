@@ -15,7 +15,10 @@ Train's TorchTrainer in jobs/ray_executor.py, gloo on CPU, nccl on GPU):
 - only rank 0 reports and writes (checkpoints, state/, step_metrics.csv, final/); the other ranks'
   reporter says nothing but asks rank 0 whether to stop: rank 0 polls its reporter and broadcasts
   the answer, so a cancel or a pause stops every rank at the same step;
-- evaluation is dealt out by turns (`turns`): every rank polls for a stop as often as the others.
+- evaluation is dealt out by turns (`turns`): every rank polls for a stop as often as the others;
+- a run ends together: every rank returns once rank 0 has written what it writes last (state/ of
+  a pause, final/), so whatever comes next on any rank (a resume in the same output directory)
+  finds it whole.
 
 A collective that fails because another rank is gone raises `PeerLost`, so whoever runs the ranks
 can tell a dead peer from a training error.
@@ -183,6 +186,11 @@ class Parallel:
         t = torch.tensor([value], dtype=torch.float64, device=self._device())
         self._collective(dist.broadcast, t, src=0)
         return float(t.item())
+
+    def barrier(self) -> None:
+        """Returns on each rank once every rank has reached it (an all-reduce of nothing much)."""
+        if self.world > 1:
+            self.sum(0.0)
 
     def sync_grads(self, params: list[torch.nn.Parameter]) -> None:
         """Every parameter's gradient summed over the ranks (a rank without examples in this

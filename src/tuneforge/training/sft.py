@@ -56,7 +56,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tuneforge.errors import InvalidRequest
+from tuneforge.errors import InvalidRequest, TuneforgeError
 from tuneforge.hardware import bf16_is_fast, linears_to_bf16, model_shape
 from tuneforge.training import accel, attention
 from tuneforge.training import checkpoints as ckpt
@@ -238,6 +238,16 @@ class SftRun:
         """Hyperparameters and the step plan: resolved now, or as saved by the run we resume."""
         spec = self.spec
         self.progress = ckpt.read_progress(self.out)
+        # Each rank reads state/ itself: one that resumed from another step than rank 0 would run
+        # other steps, its collectives paired with the wrong ones. An error on every rank instead.
+        mine = -1 if self.progress is None else int(self.progress["step"])
+        main = int(self.parallel.from_main(mine))
+        if self.parallel.max(float(mine != main)):
+            raise TuneforgeError(
+                f"The ranks of this run read different saved states: rank 0 step {main}, "
+                f"rank {self.parallel.rank} step {mine} (-1: none).",
+                code="resume_mismatch",
+            )
         n = len(self.train_set)
         if self.progress is not None:
             if (self.progress["n_examples"], self.progress["method"], self.progress["seed"]) != (
@@ -403,11 +413,20 @@ class SftRun:
         self._setup()
         self.csv = self._metrics_csv()
         try:
-            return self._loop()
+            result = self._loop()
         except Cancelled:
-            return self._result("cancelled", self.step)
+            result = self._result("cancelled", self.step)
         finally:
             self.csv.close()
+        return self._ended(result)
+
+    def _ended(self, result: TrainResult) -> TrainResult:
+        """`result`, once every rank is here: rank 0 has written state/ (a pause) or final/. Else a
+        rank that went straight on to the next run in this output directory (a resume) could read
+        state/ before it exists, start at step 0 while rank 0 resumes, and the two would wait in
+        collectives that never pair up (a hang)."""
+        self.parallel.barrier()
+        return result
 
     def _metrics_csv(self, **columns: Any) -> ckpt.MetricsCsv | ckpt.NoMetricsCsv:
         if not self.parallel.is_main:
