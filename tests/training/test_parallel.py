@@ -14,8 +14,10 @@ and DPO, in fp32:
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,217 @@ def test_two_ranks_train_what_one_process_does(tiny_model_dir, tmp_path, monkeyp
             "step-000008",
         ]
         assert not (tmp_path / f"two-{kind}" / "state").exists()
+
+
+# --- sharded (FSDP) full fine-tunes ------------------------------------------------------------
+
+
+class Sharded(Parallel):
+    """Parallel as it is, keeping the first step's gradients (gathered whole: a collective, which
+    every rank reaches) and what this rank stores of the weights and of the Adam state when the
+    run first saves its state. `slow_write`: rank 0 takes that many seconds more to write state/
+    (as under load), so another rank that went on to the next run before it was written shows."""
+
+    grads: list[torch.Tensor] | None = None
+    stored: dict[str, int] | None = None
+    slow_write = 0.0
+
+    def sync_grads(self, params: list[torch.nn.Parameter]) -> None:
+        from torch.distributed.tensor import DTensor
+
+        super().sync_grads(params)
+        if self.grads is None:
+            self.grads = [
+                (p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad).detach().clone()
+                for p in params
+            ]
+
+    def full_state(self, model, optimizer):
+        from tuneforge.training.fsdp import local_numel
+
+        if self.stored is None:
+            params = [p for g in optimizer.param_groups for p in g["params"]]  # (always the shards)
+            moments = [
+                t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t) and t.dim()
+            ]
+            self.stored = {
+                "params": local_numel(params),
+                "params_total": sum(p.numel() for p in params),
+                "optimizer": local_numel(moments),
+                "bytes": sum(
+                    (t.to_local() if hasattr(t, "to_local") else t).untyped_storage().nbytes()
+                    for t in [*params, *moments]
+                ),
+            }
+        full = super().full_state(model, optimizer)
+        if self.is_main:
+            time.sleep(self.slow_write)
+        return full
+
+
+def _sharded_ranks(rank: int, world: int, port: int, runs: list[tuple[str, TrainSpec, int | None]], out: str):
+    """One rank: every run in turn (a run with a pause step is paused there by rank 0's reporter);
+    each rank writes what it stored, rank 0 what its reporter heard."""
+    import torch.distributed as dist
+
+    from tests.training.helpers import stop_at
+    from tuneforge.training.spec import StopRequest
+
+    faulthandler.dump_traceback_later(240, exit=True)  # a rank stuck in a collective: its stack, then out
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        for name, spec, pause_at in runs:
+            rec = Recorder(stop_at(pause_at, StopRequest.PAUSE) if pause_at else None) if rank == 0 else None
+            parallel = Sharded(rank, world, threads=1)
+            if pause_at:  # the resumed run must still start from the saved step on both ranks
+                parallel.slow_write = 2.0
+            result = train(spec, rec, parallel)
+            (Path(out) / f"{name}-stored-{rank}.json").write_text(json.dumps(parallel.stored))
+            if rec is not None:
+                torch.save(parallel.grads, Path(out) / f"{name}-grads.pt")
+                heard = {
+                    "steps": rec.steps,
+                    "trained_tokens": result.trained_tokens,
+                    "status": result.status,
+                    "events": rec.event_data,
+                }
+                (Path(out) / f"{name}.json").write_text(json.dumps(heard))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_sharded_ranks_train_what_one_process_does_and_resume_exactly(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """A full fine-tune over 2 ranks is sharded (FSDP2, auto): each rank stores half the weights
+    and Adam moments, and the run computes what one process computes on the same global batch
+    (SFT and DPO, fp32): first-step gradients rtol 1e-4 / atol 1e-6, metrics rel 1e-4, final
+    weights atol 1e-4 (measured: at most 6.6e-7 SFT, 1.6e-5 DPO; they move by more than 5e-4); its checkpoints and final model are whole, ordinary
+    model dirs. Paused mid-epoch and resumed, it ends bit for bit where the run without a pause ends."""
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("TUNEFORGE_BF16", "0")
+    # 13 examples in batches of 4: the last step of an epoch has 1, so rank 1 runs a filler
+    sft_data = [chat(q, a) for q, a in QA] + [chat(f"Echo {i}", f"{i} {i}") for i in range(3)]
+    files = {
+        "sft": write_jsonl(tmp_path / "sft.jsonl", sft_data),
+        "sft_valid": write_jsonl(tmp_path / "sft_valid.jsonl", [chat(q, a) for q, a in QA[:7]]),
+        "dpo": write_jsonl(tmp_path / "dpo.jsonl", [pair(i) for i in range(13)]),
+        "dpo_valid": write_jsonl(tmp_path / "dpo_valid.jsonl", [pair(i) for i in range(20, 25)]),
+    }
+
+    def spec(kind: str, out: Path) -> TrainSpec:
+        return TrainSpec(
+            base_model=str(tiny_model_dir),
+            training_file=files[kind],
+            validation_file=files[f"{kind}_valid"],
+            output_dir=out,
+            method="full",
+            method_type="supervised" if kind == "sft" else "dpo",
+            seed=5,
+            # lr 10x full's default (2e-4): the weights move enough for the comparison to mean something
+            hyperparameters=Hyperparameters(n_epochs=2, batch_size=4, learning_rate_multiplier=10),
+        )
+
+    one = {}
+    for kind in ("sft", "dpo"):
+        rec, parallel = Recorder(), Sharded(threads=1)
+        result = train(spec(kind, tmp_path / f"one-{kind}"), rec, parallel)
+        one[kind] = (rec.steps, result, parallel.grads, parallel.stored)
+
+    heard = tmp_path / "heard"
+    heard.mkdir()
+    runs = [(kind, spec(kind, tmp_path / f"two-{kind}"), None) for kind in ("sft", "dpo")]
+    runs += [
+        ("paused", spec("sft", tmp_path / "two-paused"), 3),  # mid-epoch 1 (4 steps an epoch)
+        ("resumed", spec("sft", tmp_path / "two-paused"), None),
+    ]
+    torch.multiprocessing.spawn(_sharded_ranks, args=(2, _free_port(), runs, str(heard)), nprocs=2, join=True)
+
+    def final_weights(out: Path) -> dict[str, torch.Tensor]:
+        return load_file(str(out / "final" / "model.safetensors"))
+
+    start = load_file(str(tiny_model_dir / "model.safetensors"))
+    for kind in ("sft", "dpo"):
+        steps_one, result_one, grads_one, stored_one = one[kind]
+        two = json.loads((heard / f"{kind}.json").read_text())
+        assert two["status"] == "succeeded"
+        assert any(m.startswith("Sharded (FSDP) over 2 ranks") for m, _ in two["events"])
+        # each rank stores half the weights and half the Adam moments (exp_avg, exp_avg_sq)
+        stored = [json.loads((heard / f"{kind}-stored-{r}.json").read_text()) for r in (0, 1)]
+        total = stored_one["params"]
+        assert stored_one["params_total"] == total and stored_one["optimizer"] == 2 * total
+        assert sum(s["params"] for s in stored) == total
+        for s in stored:
+            assert 0.45 * total <= s["params"] <= 0.55 * total, (kind, s, total)
+            assert s["optimizer"] == 2 * s["params"]
+            assert s["bytes"] <= 0.55 * stored_one["bytes"], (kind, s, stored_one)
+        grads_two = torch.load(heard / f"{kind}-grads.pt")
+        assert len(grads_one) == len(grads_two) > 0
+        for g1, g2 in zip(grads_one, grads_two):
+            torch.testing.assert_close(g2, g1, rtol=1e-4, atol=1e-6)
+        assert two["trained_tokens"] == result_one.trained_tokens
+        assert [m["step"] for m in two["steps"]] == [m["step"] for m in steps_one] == list(range(1, 9))
+        for a, b in zip(steps_one, two["steps"]):
+            assert a.keys() == b.keys(), a["step"]
+            for key, value in a.items():
+                if key.endswith("rewards_accuracy") and a["step"] == 1:
+                    continue  # (policy == reference: see above)
+                assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-6), (kind, a["step"], key)
+        wa, wb = final_weights(result_one.final_dir.parent), final_weights(tmp_path / f"two-{kind}")
+        assert wa.keys() == wb.keys() and wa
+        moved = max((wa[n] - start[n]).abs().max().item() for n in wa if n in start)
+        assert moved > 5e-4, (kind, moved)
+        for name in wa:
+            torch.testing.assert_close(wb[name], wa[name], rtol=0, atol=1e-4, msg=f"{kind} {name}")
+        # whole, ordinary model dirs: the epoch checkpoints and final/ load as any model does
+        two_dir = tmp_path / f"two-{kind}"
+        assert sorted(p.name for p in (two_dir / "checkpoints").iterdir()) == ["step-000004", "step-000008"]
+        assert not (two_dir / "state").exists()
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "two-sft" / "final")
+    assert sum(p.numel() for p in model.parameters()) == one["sft"][3]["params"]
+
+    # paused at step 3 (state/ saved whole, as one process saves it), then resumed: the same end
+    paused = json.loads((heard / "paused.json").read_text())
+    resumed = json.loads((heard / "resumed.json").read_text())
+    uninterrupted = json.loads((heard / "sft.json").read_text())["steps"]
+    assert paused["status"] == "paused" and [m["step"] for m in paused["steps"]] == [1, 2, 3]
+    assert resumed["status"] == "succeeded" and [m["step"] for m in resumed["steps"]] == list(range(4, 9))
+    assert paused["steps"] + resumed["steps"] == uninterrupted
+    w_resumed, w_straight = final_weights(tmp_path / "two-paused"), final_weights(tmp_path / "two-sft")
+    for name in w_straight:
+        assert torch.equal(w_resumed[name], w_straight[name]), name
+
+
+def test_tuneforge_train_under_torchrun_shards_a_full_fine_tune(tiny_model_dir, tmp_path):
+    """`torchrun --nproc-per-node 2 tuneforge train --method full`: two ranks (gloo), sharded;
+    rank 0 alone reports and writes an ordinary model dir."""
+    import os
+    import subprocess
+    import sys
+
+    from transformers import AutoModelForCausalLM
+
+    data = write_jsonl(tmp_path / "train.jsonl", [chat(q, a) for q, a in QA])
+    tuneforge = Path(sys.executable).parent / "tuneforge"
+    env = {
+        **os.environ,
+        "TUNEFORGE_DATA_DIR": str(tmp_path / "data"),
+        "TUNEFORGE_BF16": "0",
+        "COLUMNS": "200",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2"]
+        + ["--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(tuneforge), "train"]
+        + ["--model", str(tiny_model_dir), "--training-file", str(data), "--method", "full"]
+        + ["--n-epochs", "1", "--batch-size", "4", "--output", str(tmp_path / "run")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Sharded (FSDP) over 2 ranks" in out.stderr and out.stderr.count("succeeded: 3/3 steps") == 1
+    final = tmp_path / "run" / "final"
+    assert json.loads((final / "tuneforge.json").read_text())["kind"] == "full"
+    assert AutoModelForCausalLM.from_pretrained(final).config.architectures == ["Qwen2ForCausalLM"]

@@ -70,7 +70,9 @@ def train_command(
         Path | None, typer.Option(help="JSON file with any of these options (keys with '_'); flags win")
     ] = None,
 ) -> None:
-    """Fine-tune MODEL on TRAINING_FILE. Ctrl-C pauses (state saved: run again to resume)."""
+    """Fine-tune MODEL on TRAINING_FILE. Ctrl-C pauses (state saved: run again to resume).
+    Several processes: `torchrun --nproc-per-node N $(which tuneforge) train ...` (data-parallel;
+    a full fine-tune is sharded with FSDP)."""
     flags = {
         "model": model,
         "training_file": training_file,
@@ -91,17 +93,21 @@ def train_command(
     from tuneforge.errors import TuneforgeError
     from tuneforge.training import train
 
+    parallel = _torchrun_rank()
+    if parallel is not None and not parallel.is_main:
+        _other_rank(spec, parallel)
     console = Console(stderr=True)
     reporter = ProgressReporter(console)
     previous = signal.signal(signal.SIGINT, reporter.on_interrupt)
     try:
         with reporter.progress:
-            result = train(spec, reporter)
+            result = train(spec, reporter, parallel)
     except TuneforgeError as exc:
         console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
         raise typer.Exit(1) from None
     finally:
         signal.signal(signal.SIGINT, previous)
+        _leave(parallel)
     hp = result.hyperparameters
     console.print(
         f"{result.status}: {result.steps}/{result.total_steps} steps, "
@@ -114,6 +120,48 @@ def train_command(
     if result.status == "paused":
         console.print(f"paused: run again with --output {spec.output_dir} to resume")
     raise typer.Exit(0 if result.status in ("succeeded", "paused") else 130)
+
+
+def _torchrun_rank():
+    """This process's rank when torchrun started it (WORLD_SIZE > 1 in its environment), with the
+    process group set up (nccl on CUDA, else gloo); None otherwise."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    import torch.distributed as dist
+
+    from tuneforge.training.parallel import Parallel
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    threads = max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return Parallel(dist.get_rank(), dist.get_world_size(), threads=threads)
+
+
+def _other_rank(spec, parallel) -> None:
+    """A rank other than 0: trains in step with rank 0, which reports and decides (Ctrl-C reaches
+    every rank of the terminal: only rank 0 acts on it)."""
+    from tuneforge.errors import TuneforgeError
+    from tuneforge.training import train
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = train(spec, None, parallel)
+    except TuneforgeError:
+        raise typer.Exit(1) from None  # (rank 0 says why)
+    finally:
+        _leave(parallel)
+    raise typer.Exit(0 if result.status in ("succeeded", "paused") else 130)
+
+
+def _leave(parallel) -> None:
+    if parallel is not None:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
 
 
 def _options(config: Path | None, flags: dict[str, Any]) -> dict[str, Any]:

@@ -69,6 +69,7 @@ def resources_for(settings: Settings, catalog: Catalog, base_model: str) -> RayR
         workers=o.workers if o.workers is not None else settings.ray_workers,
         cpus_per_worker=o.cpus_per_worker if o.cpus_per_worker is not None else settings.ray_cpus_per_worker,
         gpus_per_worker=o.gpus_per_worker if o.gpus_per_worker is not None else settings.ray_gpus_per_worker,
+        sharding=o.sharding or settings.ray_sharding,
     )
 
 
@@ -114,6 +115,8 @@ class RayExecutor:
                     "reporter": reporter.args,
                     # torch threads per rank: its CPUs (Ray does not pin them; more would oversubscribe)
                     "threads": max(1, int(res.cpus_per_worker)) if res.cpus_per_worker else None,
+                    # auto | ddp | fsdp: the trainer applies it (parallel.uses_fsdp, by method)
+                    "sharding": res.sharding,
                 },
                 scaling_config=ScalingConfig(
                     num_workers=res.workers,
@@ -255,7 +258,9 @@ def _train_on_ray_worker(config: dict[str, Any]) -> Trained:
     settings: Settings = config["settings"]
     blobs = open_blobs(settings)  # this machine's view of the same store (local dir or S3)
     ctx = ray.train.get_context()
-    parallel = Parallel(ctx.get_world_rank(), ctx.get_world_size(), threads=config["threads"])
+    parallel = Parallel(
+        ctx.get_world_rank(), ctx.get_world_size(), threads=config["threads"], sharding=config["sharding"]
+    )
     engine = make_engine(str(settings.database_url))
     try:
         factory = make_sessionmaker(engine)

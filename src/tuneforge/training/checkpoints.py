@@ -50,12 +50,13 @@ def write_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
     return target
 
 
-def save_servable(model, tokenizer, target: Path, meta: dict[str, Any]) -> Path:
+def save_servable(model, tokenizer, target: Path, meta: dict[str, Any], *, state_dict=None) -> Path:
     """A model dir that serving can load alone: adapter or full weights, tokenizer + chat template,
-    generation config (stop ids), tuneforge.json."""
+    generation config (stop ids), tuneforge.json. `state_dict`: the weights gathered whole from a
+    sharded model (training/fsdp.py), written in place of the model's own."""
 
     def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         gen = getattr(model, "generation_config", None)
         if gen is not None and not (tmp / "generation_config.json").exists():
             gen.save_pretrained(tmp)  # PEFT saves no generation config; serving needs the stop ids
@@ -68,15 +69,20 @@ def save_servable(model, tokenizer, target: Path, meta: dict[str, Any]) -> Path:
 # --- resumable state --------------------------------------------------------------------------
 
 
-def save_state(output_dir: Path, *, model, optimizer, scheduler, progress: dict[str, Any]) -> Path:
-    """Everything needed to continue exactly: trainable weights, optimizer, scheduler, RNG, progress."""
-    trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+def save_state(output_dir: Path, *, model, optimizer, scheduler, progress: dict[str, Any], full=None) -> Path:
+    """Everything needed to continue exactly: trainable weights, optimizer, scheduler, RNG, progress.
+    `full`: (trainable weights, optimizer state_dict) gathered whole from a sharded run
+    (training/fsdp.py), saved in place of the model's and optimizer's own: the same files."""
+    if full is None:
+        full = (
+            {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad},
+            optimizer.state_dict(),
+        )
+    trainable = {n: t.contiguous() for n, t in full[0].items()}
 
     def fill(tmp: Path) -> None:
         save_file(trainable, str(tmp / "trainable.safetensors"))
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt"
-        )
+        torch.save({"optimizer": full[1], "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
         rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -91,18 +97,29 @@ def read_progress(output_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def load_state(output_dir: Path, *, model, optimizer, scheduler) -> None:
-    state = output_dir / STATE_DIR
-    weights = load_file(str(state / "trainable.safetensors"))
+def matching_params(model, weights: dict[str, torch.Tensor]) -> dict[str, torch.nn.Parameter]:
+    """The model's parameters by name, once a saved state's `weights` are exactly its trainable ones."""
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
     if missing or set(weights) - set(params):
         raise RuntimeError(f"state/ does not match this model (missing {missing[:3]})")
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
+    return params
+
+
+def load_state(output_dir: Path, *, model, optimizer, scheduler, place=None) -> None:
+    """`place(model, optimizer, weights, optimizer_state)`: how a sharded run puts the whole saved
+    tensors into its shards (training/fsdp.py); default: copied into the model and optimizer."""
+    state = output_dir / STATE_DIR
+    weights = load_file(str(state / "trainable.safetensors"))
     opt = torch.load(state / "optimizer.pt", weights_only=False)
-    optimizer.load_state_dict(opt["optimizer"])
+    if place is not None:
+        place(model, optimizer, weights, opt["optimizer"])
+    else:
+        params = matching_params(model, weights)
+        with torch.no_grad():
+            for name, value in weights.items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(opt["optimizer"])
     scheduler.load_state_dict(opt["scheduler"])
     rng = torch.load(state / "rng.pt", weights_only=False)
     torch.set_rng_state(rng["torch"])

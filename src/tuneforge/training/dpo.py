@@ -315,11 +315,12 @@ class _DpoRun(SftRun):
         self.csv = self._metrics_csv(columns=CSV_COLUMNS)
         try:
             self._setup_reference()  # a cancel during its pass is a cancel like any other
-            return self._loop()
+            result = self._loop()
         except Cancelled:
-            return self._result("cancelled", self.step)
+            result = self._result("cancelled", self.step)
         finally:
             self.csv.close()
+        return self._ended(result)
 
     def _setup_reference(self) -> None:
         """The reference log-probs: computed with the starting weights on a fresh run, read back
@@ -355,11 +356,19 @@ class _DpoRun(SftRun):
             self._poll_stop()
             if row is not None:
                 out[[p.index for p in row.pairs]] = self._pair_logps(row).float().cpu()
+            elif self.parallel.sharded:  # a forward in step with the other ranks
+                self._pair_logps(self._filler())
         self.model.train()
         return self.parallel.sum_(out)  # each rank filled its rows, zeros elsewhere
 
     def _pair_logps(self, row: PairRow) -> torch.Tensor:
         return pair_logps(self.model, row, self.device, bf16=self.bf16)
+
+    def _filler(self) -> PairRow:
+        """(sharded) A row for a forward without work of its own: the shortest pair."""
+        if not hasattr(self, "_filler_pair"):
+            self._filler_pair = pack_pairs([min(self.train_set, key=len)], self.row_tokens)[0]
+        return self._filler_pair
 
     def _reference_of(self, row: PairRow, split: str) -> torch.Tensor:
         return self.reference[split][[p.index for p in row.pairs]].to(self.device)
@@ -389,7 +398,11 @@ class _DpoRun(SftRun):
     def _train_step(self, batch: list[Pair]) -> dict[str, float]:
         self.model.train()
         sums = _Sums()
-        for row in pack_pairs(self.parallel.share(batch), self.row_tokens):
+        rows = pack_pairs(self.parallel.share(batch), self.row_tokens)
+        for row, real in self.parallel.rounds(rows, self._filler):
+            if not real:  # (sharded: a forward and backward in step with the other ranks)
+                (self._pair_logps(row).sum() * 0.0).backward()
+                continue
             losses, chosen, rejected = dpo_loss(
                 self._pair_logps(row), self._reference_of(row, "train"), self.beta
             )
@@ -397,7 +410,7 @@ class _DpoRun(SftRun):
             sums.add(losses, chosen, rejected)
         self.parallel.sync_grads(self.params)
         sums.summed(self.parallel)
-        torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
+        self.parallel.clip_grads(self.params, MAX_GRAD_NORM)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -411,6 +424,8 @@ class _DpoRun(SftRun):
             self._poll_stop()
             if row is not None:
                 sums.add(*dpo_loss(self._pair_logps(row), self._reference_of(row, "valid"), self.beta))
+            elif self.parallel.sharded:  # a forward in step with the other ranks
+                self._pair_logps(self._filler())
         self.model.train()
         return sums.summed(self.parallel).metrics("valid")
 

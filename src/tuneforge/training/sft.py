@@ -37,7 +37,10 @@ written, for a job to publish it where another machine can resume (jobs/job_stat
 
 Data parallel: the same run with N processes (`parallel.Parallel`: each step's batch dealt to the
 ranks, loss normalised over the whole step's label tokens, gradients summed across ranks; only
-rank 0 reports and writes) computes what one process computes on the same global batch.
+rank 0 reports and writes) computes what one process computes on the same global batch. A full
+fine-tune over several ranks is sharded (FSDP, `_setup_sharding`): every rank then runs each
+forward and backward in step with the others (`Parallel.rounds`, a filler row where it has none)
+and saving gathers the weights whole first.
 """
 
 from __future__ import annotations
@@ -53,12 +56,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tuneforge.errors import InvalidRequest
+from tuneforge.errors import InvalidRequest, TuneforgeError
 from tuneforge.hardware import bf16_is_fast, linears_to_bf16, model_shape
 from tuneforge.training import accel, attention
 from tuneforge.training import checkpoints as ckpt
 from tuneforge.training.batch_render import render_batch
-from tuneforge.training.batches import Packed, pack
+from tuneforge.training.batches import Packed, n_targets, pack
 from tuneforge.training.hparams import learning_rate, resolve
 from tuneforge.training.parallel import Parallel
 from tuneforge.training.render import (
@@ -171,7 +174,7 @@ class SftRun:
         self._setup_precision()
         random.seed(self.spec.seed)
         torch.manual_seed(self.spec.seed)
-        self.model = self._setup_model()
+        self.model = self._setup_sharding(self._setup_model())
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = self._setup_optimizer()
         self.scheduler = self._setup_scheduler()
@@ -235,6 +238,16 @@ class SftRun:
         """Hyperparameters and the step plan: resolved now, or as saved by the run we resume."""
         spec = self.spec
         self.progress = ckpt.read_progress(self.out)
+        # Each rank reads state/ itself: one that resumed from another step than rank 0 would run
+        # other steps, its collectives paired with the wrong ones. An error on every rank instead.
+        mine = -1 if self.progress is None else int(self.progress["step"])
+        main = int(self.parallel.from_main(mine))
+        if self.parallel.max(float(mine != main)):
+            raise TuneforgeError(
+                f"The ranks of this run read different saved states: rank 0 step {main}, "
+                f"rank {self.parallel.rank} step {mine} (-1: none).",
+                code="resume_mismatch",
+            )
         n = len(self.train_set)
         if self.progress is not None:
             if (self.progress["n_examples"], self.progress["method"], self.progress["seed"]) != (
@@ -305,7 +318,8 @@ class SftRun:
         if self.bf16 and self.device.type == "cpu" and spec.method == "lora":
             # The frozen base, rounded to bf16 once: what autocast computes each step anyway.
             linears_to_bf16(model, skip_trainable=True)
-        model = model.to(self.device)
+        if not self.parallel.shards(spec.method):  # (sharded: each rank moves only its shards)
+            model = model.to(self.device)
         self._setup_speed(model)
         return model
 
@@ -314,7 +328,9 @@ class SftRun:
         off on CPU unless asked for, so CPU runs compute what they always did."""
         spec = self.spec
         self.fused_loss = None
-        if accel.use_fused_loss(self.device, spec.fused_loss):
+        # (not sharded: it calls the decoder and reads the output layer's weight outside the
+        # model's forward, where FSDP gathers them)
+        if accel.use_fused_loss(self.device, spec.fused_loss) and not self.parallel.shards(spec.method):
             self.fused_loss = accel.FusedLoss(self.device, torch.bfloat16 if self.bf16 else torch.float32)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         tokens = max(MICRO_BATCH_TOKENS, self.max_seq_len)
@@ -339,6 +355,28 @@ class SftRun:
                 f"{', torch.compile' if spec.torch_compile else ''}."
             )
 
+    def _setup_sharding(self, model):
+        """A full fine-tune over several ranks: weights, gradients and Adam state sharded per decoder
+        layer (parallel.uses_fsdp, training/fsdp.py), before the optimizer sees the parameters."""
+        model = self.parallel.shard(model, self.device, self.spec.method)
+        if self.parallel.sharded:
+            from tuneforge.training.fsdp import local_numel
+
+            mine = local_numel(model.parameters())
+            most = self.parallel.max(mine)
+            total = sum(p.numel() for p in model.parameters())
+            self.reporter.event(
+                f"Sharded (FSDP) over {self.parallel.world} ranks: each holds at most {int(most):,} of "
+                f"the {total:,} weights, and their gradients and optimizer state.",
+                data={
+                    "sharding": "fsdp",
+                    "ranks": self.parallel.world,
+                    "params": total,
+                    "max_params_per_rank": int(most),
+                },
+            )
+        return model
+
     def _setup_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
             self.params, lr=learning_rate(self.spec.method, self.hp), betas=(0.9, 0.999), weight_decay=0.0
@@ -357,7 +395,13 @@ class SftRun:
         self.start_step = 0
         self.trained_tokens = 0
         if self.progress is not None:
-            ckpt.load_state(self.out, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+            ckpt.load_state(
+                self.out,
+                model=self.model,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                place=self.parallel.place_state(),
+            )
             self.start_step = self.progress["step"]
             self.trained_tokens = self.progress["trained_tokens"]
             self.reporter.event(f"Resuming from step {self.start_step}/{self.total_steps}.")
@@ -369,11 +413,20 @@ class SftRun:
         self._setup()
         self.csv = self._metrics_csv()
         try:
-            return self._loop()
+            result = self._loop()
         except Cancelled:
-            return self._result("cancelled", self.step)
+            result = self._result("cancelled", self.step)
         finally:
             self.csv.close()
+        return self._ended(result)
+
+    def _ended(self, result: TrainResult) -> TrainResult:
+        """`result`, once every rank is here: rank 0 has written state/ (a pause) or final/. Else a
+        rank that went straight on to the next run in this output directory (a resume) could read
+        state/ before it exists, start at step 0 while rank 0 resumes, and the two would wait in
+        collectives that never pair up (a hang)."""
+        self.parallel.barrier()
+        return result
 
     def _metrics_csv(self, **columns: Any) -> ckpt.MetricsCsv | ckpt.NoMetricsCsv:
         if not self.parallel.is_main:
@@ -486,10 +539,12 @@ class SftRun:
         # The whole step's label tokens: every rank's share counted.
         (n_tok,) = self.parallel.sum(sum(r.n_targets for r in rows))
         total_loss, total_correct = 0.0, 0
-        for row in rows:
-            if row.n_targets == 0:
-                continue
+        trained = [row for row in rows if row.n_targets]
+        for row, real in self.parallel.rounds(trained, self._filler):
             loss_sum, correct = self._forward(row)
+            if not real:  # (sharded: a forward and backward in step with the other ranks)
+                (loss_sum * 0.0).backward()
+                continue
             # Normalise by the whole step's label tokens, not per micro-batch.
             (loss_sum / n_tok).backward()
             total_loss += loss_sum.item()
@@ -497,7 +552,7 @@ class SftRun:
         if n_tok:  # (no label anywhere: no gradient on any rank, as in one process)
             self.parallel.sync_grads(self.params)
         total_loss, total_correct = self.parallel.sum(total_loss, total_correct)
-        torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
+        self.parallel.clip_grads(self.params, MAX_GRAD_NORM)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -516,6 +571,8 @@ class SftRun:
             if stop == StopRequest.PAUSE:
                 self.pending_pause = True  # finish this evaluation, pause before the next step
             if row is None or row.n_targets == 0:
+                if self.parallel.sharded:  # a forward in step with the other ranks, not counted
+                    self._forward(self._filler())
                 continue
             loss_sum, correct = self._forward(row)
             total_loss += loss_sum.item()
@@ -525,13 +582,22 @@ class SftRun:
         total_loss, total_correct, n_tok = self.parallel.sum(total_loss, total_correct, n_tok)
         return (total_loss / n_tok, total_correct / n_tok) if n_tok else (0.0, 0.0)
 
+    def _filler(self) -> Any:
+        """A row for a sharded rank's forward without work of its own: the shortest trained
+        example (its loss is multiplied by 0)."""
+        if not hasattr(self, "_filler_row"):
+            shortest = min((r for r in self.train_set if n_targets(r)), key=len)
+            self._filler_row = pack([shortest], max(MICRO_BATCH_TOKENS, self.max_seq_len))[0]
+        return self._filler_row
+
     @torch.no_grad()
     def _epoch_samples(self, epoch: int) -> None:
         """What the model answers now: greedy, short, to a few held prompts (an event the job
         page shows beside the charts). Greedy decoding draws no random numbers, so training's
         RNG stream (and a resumed run's bit identity) is untouched."""
-        if not getattr(self, "samples", None) or not self.parallel.is_main:  # (others: no one reads them)
-            return
+        sharded = self.parallel.sharded  # then every rank runs each forward: all generate
+        if not getattr(self, "samples", None) or not (self.parallel.is_main or sharded):
+            return  # (others: no one reads them)
         self.model.eval()
         self.model.config.use_cache = True
         stops = sorted(self.stop_ids)
@@ -561,6 +627,9 @@ class SftRun:
                     eos_token_id=stops or None,
                     pad_token_id=pad,
                     use_cache=True,
+                    # sharded: each forward gathers layers from every rank, so a rank whose
+                    # answers ended keeps running forwards until all have (HF's ZeRO-3 mode)
+                    synced_gpus=sharded,
                 )
         finally:
             self.model.config.use_cache = False
@@ -592,6 +661,7 @@ class SftRun:
         }
 
     def _epoch_checkpoint(self, epoch: int, metrics: dict[str, Any]) -> None:
+        weights = self.parallel.full_weights(self.model)  # (sharded: gathered, every rank takes part)
         if not self.parallel.is_main:
             return
         path = ckpt.save_servable(
@@ -599,6 +669,7 @@ class SftRun:
             self.tokenizer,
             ckpt.checkpoint_dir(self.out, self.step),
             self._meta(self.step, epoch, metrics),
+            state_dict=weights,
         )
         self.last_metrics = metrics
         self.reporter.checkpoint(self.step, epoch, path, metrics)
@@ -608,6 +679,7 @@ class SftRun:
             self.reporter.checkpoint_removed(step, old)
 
     def _save_state(self) -> None:
+        full = self.parallel.full_state(self.model, self.optimizer)  # (sharded: every rank takes part)
         if not self.parallel.is_main:
             return
         ckpt.save_state(
@@ -615,6 +687,7 @@ class SftRun:
             model=self.model,
             optimizer=self.optimizer,
             scheduler=self.scheduler,
+            full=full,
             progress={
                 "step": self.step,
                 "trained_tokens": self.trained_tokens,
@@ -631,16 +704,25 @@ class SftRun:
             hook(self.out, self.step)
 
     def _finish(self) -> TrainResult:
+        kept = ckpt.list_checkpoints(self.out) if self.parallel.is_main else []
+        # the last epoch's checkpoint is the final model (else it is saved: gathered first if sharded)
+        reuse = bool(kept and kept[-1][0] == self.step)
+        weights = None
+        if self.parallel.sharded and not self.parallel.from_main(float(reuse)):
+            weights = self.parallel.full_weights(self.model)
         if not self.parallel.is_main:  # rank 0 writes the final model (and returns the result)
             return self._result("succeeded", self.step)
         final = self.out / "final"
         metrics = getattr(self, "last_metrics", {})
-        kept = ckpt.list_checkpoints(self.out)
-        if kept and kept[-1][0] == self.step:  # the last epoch's checkpoint is the final model
+        if reuse:
             ckpt.write_atomically(final, lambda tmp: shutil.copytree(kept[-1][1], tmp, dirs_exist_ok=True))
         else:
             ckpt.save_servable(
-                self.model, self.tokenizer, final, self._meta(self.step, self.hp.n_epochs, metrics)
+                self.model,
+                self.tokenizer,
+                final,
+                self._meta(self.step, self.hp.n_epochs, metrics),
+                state_dict=weights,
             )
         if self.spec.export_merged and self.spec.method == "lora":
             merged = self._merged(final)
