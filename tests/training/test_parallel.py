@@ -196,6 +196,7 @@ def _sharded_ranks(rank: int, world: int, port: int, runs: list[tuple[str, Train
     from tests.training.helpers import stop_at
     from tuneforge.training.spec import StopRequest
 
+    faulthandler.enable()  # a rank that crashes (once seen: a segfault in gloo's thread): its stack
     faulthandler.dump_traceback_later(240, exit=True)  # a rank stuck in a collective: its stack, then out
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
