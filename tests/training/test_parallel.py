@@ -18,6 +18,7 @@ import faulthandler
 import json
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -74,29 +75,40 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_ranks_train_what_one_process_does(tiny_model_dir, tmp_path, monkeypatch):
-    # fp32: in bf16 a rank's smaller packed rows round differently (8-bit mantissa), as any change
-    # of micro-batch shape does; the data-parallel sums are what is checked here.
-    monkeypatch.setenv("TUNEFORGE_BF16", "0")
-    sft_data = [chat(q, a) for q, a in QA] + [chat(f"Echo {i}", f"{i} {i}") for i in range(5)]
+def _spec_factory(
+    model_dir: Path, tmp_path: Path, n: int, hp: Hyperparameters, method: str = "lora"
+) -> Callable[[str, Path], TrainSpec]:
+    """spec(kind, output_dir) for kind "sft" or "dpo": `n` training examples of each (the QA
+    pairs and echoes; preference pairs), their own validation files, seed 5."""
+    sft_data = [chat(q, a) for q, a in QA] + [chat(f"Echo {i}", f"{i} {i}") for i in range(n - len(QA))]
     files = {
         "sft": write_jsonl(tmp_path / "sft.jsonl", sft_data),
         "sft_valid": write_jsonl(tmp_path / "sft_valid.jsonl", [chat(q, a) for q, a in QA[:7]]),
-        "dpo": write_jsonl(tmp_path / "dpo.jsonl", [pair(i) for i in range(15)]),
+        "dpo": write_jsonl(tmp_path / "dpo.jsonl", [pair(i) for i in range(n)]),
         "dpo_valid": write_jsonl(tmp_path / "dpo_valid.jsonl", [pair(i) for i in range(20, 25)]),
     }
 
     def spec(kind: str, out: Path) -> TrainSpec:
         return TrainSpec(
-            base_model=str(tiny_model_dir),
+            base_model=str(model_dir),
             training_file=files[kind],
             validation_file=files[f"{kind}_valid"],
             output_dir=out,
+            method=method,
             method_type="supervised" if kind == "sft" else "dpo",
             seed=5,
-            # 15 examples in batches of 4 (the last step has 3: one rank gets 1)
-            hyperparameters=Hyperparameters(n_epochs=2, batch_size=4),
+            hyperparameters=hp,
         )
+
+    return spec
+
+
+def test_two_ranks_train_what_one_process_does(tiny_model_dir, tmp_path, monkeypatch):
+    # fp32: in bf16 a rank's smaller packed rows round differently (8-bit mantissa), as any change
+    # of micro-batch shape does; the data-parallel sums are what is checked here.
+    monkeypatch.setenv("TUNEFORGE_BF16", "0")
+    # 15 examples in batches of 4 (the last step has 3: one rank gets 1)
+    spec = _spec_factory(tiny_model_dir, tmp_path, 15, Hyperparameters(n_epochs=2, batch_size=4))
 
     one = {}
     for kind in ("sft", "dpo"):
@@ -232,26 +244,14 @@ def test_two_sharded_ranks_train_what_one_process_does_and_resume_exactly(
 
     monkeypatch.setenv("TUNEFORGE_BF16", "0")
     # 13 examples in batches of 4: the last step of an epoch has 1, so rank 1 runs a filler
-    sft_data = [chat(q, a) for q, a in QA] + [chat(f"Echo {i}", f"{i} {i}") for i in range(3)]
-    files = {
-        "sft": write_jsonl(tmp_path / "sft.jsonl", sft_data),
-        "sft_valid": write_jsonl(tmp_path / "sft_valid.jsonl", [chat(q, a) for q, a in QA[:7]]),
-        "dpo": write_jsonl(tmp_path / "dpo.jsonl", [pair(i) for i in range(13)]),
-        "dpo_valid": write_jsonl(tmp_path / "dpo_valid.jsonl", [pair(i) for i in range(20, 25)]),
-    }
-
-    def spec(kind: str, out: Path) -> TrainSpec:
-        return TrainSpec(
-            base_model=str(tiny_model_dir),
-            training_file=files[kind],
-            validation_file=files[f"{kind}_valid"],
-            output_dir=out,
-            method="full",
-            method_type="supervised" if kind == "sft" else "dpo",
-            seed=5,
-            # lr 10x full's default (2e-4): the weights move enough for the comparison to mean something
-            hyperparameters=Hyperparameters(n_epochs=2, batch_size=4, learning_rate_multiplier=10),
-        )
+    spec = _spec_factory(
+        tiny_model_dir,
+        tmp_path,
+        13,
+        # lr 10x full's default (2e-4): the weights move enough for the comparison to mean something
+        Hyperparameters(n_epochs=2, batch_size=4, learning_rate_multiplier=10),
+        method="full",
+    )
 
     one = {}
     for kind in ("sft", "dpo"):
