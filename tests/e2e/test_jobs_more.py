@@ -54,12 +54,15 @@ def metrics(c, job_id):
 
 
 def watch_with_eta(c, job_id, timeout=240):
-    """Poll to the end; collect (status, estimated_finish, time of the read) of every read."""
+    """Poll to the end; collect (status, estimated_finish, time the read was sent) of every read."""
     reads = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        # taken before the request: the server's estimate is later than the moment it answered,
+        # which a time taken after the answer arrived may already have passed (a flaky failure)
+        sent = time.time()
         job = c.fine_tuning.jobs.retrieve(job_id)
-        reads.append((job.status, job.estimated_finish, time.time()))
+        reads.append((job.status, job.estimated_finish, sent))
         if job.status in FINISHED:
             return job, reads
         time.sleep(0.1)
